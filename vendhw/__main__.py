@@ -1,0 +1,5 @@
+"""``python -m vendhw`` runs the command line."""
+
+from vendhw.cli import main
+
+main()
