@@ -1,0 +1,338 @@
+"""Frames, framers and the hunting stream deframer: pure bytes in, frames out, no I/O.
+
+A :class:`Framer` knows one protocol's frame: how to build it, how to parse one frame, and
+how long a candidate frame starting at some offset of a byte stream is (:meth:`measure`).
+The :class:`Deframer` uses that to cut a stream into frames, skipping garbage and
+resynchronising on the next plausible start; it never sleeps and never reads a clock (the
+caller passes ``now`` when it wants the inter-byte gap rule applied).
+
+Frame layouts are declared with ``construct`` (:class:`Layout`). The fast path checks length
+and checksum by hand, then runs the compiled parse; when that fails the plain parse runs only
+to build a precise error message naming the field.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import construct as cs
+
+from vendhw.errors import ChecksumError, FramingError
+
+Direction = Literal["host", "device"]
+"""Who sent a frame: ``"host"`` (host -> device) or ``"device"`` (device -> host)."""
+
+DIRECTIONS: tuple[Direction, ...] = ("host", "device")
+
+
+def normalise_direction(value: str | None) -> Direction | None:
+    """Accept ``host``/``device`` and the vectors' ``host->device``/``device->host``."""
+    if value is None:
+        return None
+    value = value.strip().lower()
+    if value in ("host", "host->device", "vmc->peripheral", "tx"):
+        return "host"
+    if value in ("device", "device->host", "peripheral->vmc", "rx"):
+        return "device"
+    raise ValueError(f"unknown direction {value!r}; use 'host' or 'device'")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex(" ").upper()
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items() if not str(k).startswith("_")}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+class Frame:
+    """One valid frame: its wire bytes and its decoded, named fields."""
+
+    __slots__ = ("direction", "fields", "protocol", "raw")
+    valid: ClassVar[bool] = True
+
+    def __init__(
+        self, protocol: str, raw: bytes, fields: dict[str, Any], direction: Direction | None
+    ) -> None:
+        self.protocol = protocol
+        self.raw = raw
+        self.fields = fields
+        self.direction = direction
+
+    def __getitem__(self, key: str) -> Any:
+        return self.fields[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.fields.get(key, default)
+
+    def __repr__(self) -> str:
+        name = self.fields.get("command") or self.fields.get("status") or ""
+        return f"<{self.protocol} frame {name} {self.raw.hex(' ').upper()}>"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Frame)
+            and self.protocol == other.protocol
+            and self.raw == other.raw
+            and self.fields == other.fields
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of ``vendhw decode --json``."""
+        out: dict[str, Any] = {
+            "protocol": self.protocol,
+            "valid": True,
+            "hex": self.raw.hex(" ").upper(),
+            "error": None,
+            "direction": self.direction,
+        }
+        for key, value in self.fields.items():
+            if not key.startswith("_"):
+                out[key] = _jsonable(value)
+        return out
+
+
+@dataclass(frozen=True)
+class Garbage:
+    """Bytes a deframer skipped, with the reason (checksum error, no frame start, stale)."""
+
+    protocol: str
+    raw: bytes
+    reason: str
+    valid: ClassVar[bool] = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "protocol": self.protocol,
+            "valid": False,
+            "hex": self.raw.hex(" ").upper(),
+            "error": self.reason,
+        }
+
+
+class Layout:
+    """A construct declaration used twice: compiled for speed, plain for error messages."""
+
+    def __init__(self, struct: cs.Construct, name: str = "") -> None:
+        self.plain = struct
+        self.compiled = struct.compile()
+        self.name = name
+
+    def parse(self, data: bytes, protocol: str) -> Any:
+        try:
+            return self.compiled.parse(data)
+        except Exception:
+            try:
+                self.plain.parse(data)
+            except cs.ConstructError as exc:
+                raise FramingError(f"cannot parse {self.name or 'frame'}: {exc}",
+                                   protocol=protocol, data=data) from None
+            raise FramingError(f"cannot parse {self.name or 'frame'}",
+                               protocol=protocol, data=data) from None
+
+    def build(self, values: Mapping[str, Any], protocol: str) -> bytes:
+        try:
+            return bytes(self.compiled.build(values))
+        except Exception:
+            try:
+                self.plain.build(values)
+            except cs.ConstructError as exc:
+                raise FramingError(f"cannot build {self.name or 'frame'}: {exc}",
+                                   protocol=protocol) from None
+            raise FramingError(f"cannot build {self.name or 'frame'}", protocol=protocol) from None
+
+
+class Framer(ABC):
+    """One protocol's frame format, both directions; stateless and safe to share."""
+
+    name: ClassVar[str]
+    """Registry name, as on the command line (``ssp``, ``cctalk``, ...)."""
+    description: ClassVar[str] = ""
+    start_byte: ClassVar[int | None] = None
+    """Every frame begins with this byte, if the protocol has one (speeds up hunting)."""
+    needs_direction: ClassVar[bool] = False
+    """True when the same bytes mean different things per direction (ID-003, MDB)."""
+
+    @abstractmethod
+    def build(self, *, direction: Direction | None = None, **fields: Any) -> bytes:
+        """Encode a frame from named fields (checksum and stuffing included)."""
+
+    @abstractmethod
+    def parse(self, data: bytes, direction: Direction | None = None) -> Frame:
+        """Decode exactly one frame; raise a :class:`~vendhw.errors.FramingError` if invalid."""
+
+    @abstractmethod
+    def measure(self, buf: bytes | bytearray, start: int, direction: Direction | None) -> int:
+        """Wire length of the candidate frame at ``buf[start]``.
+
+        Returns the length (> 0), 0 when more bytes are needed to tell, or -1 when no
+        frame can start at this offset.
+        """
+
+    def deframer(self, direction: Direction | None = None, gap: float | None = None) -> Deframer:
+        """A stream deframer for frames sent by ``direction``."""
+        return Deframer(self, direction=direction, gap=gap)
+
+    def check(self, *, protocol: str, algorithm: str, expected: int, received: int,
+              width: int, data: bytes) -> None:
+        """Raise a precise :class:`ChecksumError` when the two values differ."""
+        if expected != received:
+            raise ChecksumError(protocol=protocol, algorithm=algorithm, expected=expected,
+                                received=received, width=width, data=data)
+
+
+@dataclass
+class DeframerStats:
+    """Counters a diagnostic tool or a benchmark can read."""
+
+    frames: int = 0
+    garbage_bytes: int = 0
+    checksum_errors: int = 0
+    stale_drops: int = 0
+
+
+class Deframer:
+    """Cut a byte stream into frames; garbage is skipped and reported, never fatal.
+
+    Hunting: at each offset the framer measures a candidate; a candidate that fails its
+    checksum or layout costs one byte and the scan goes on, so a frame hidden behind a false
+    start is still found. A partial frame older than ``gap`` seconds (measured with the
+    ``now`` the caller passes) is stale: the buffer is scanned as if no more bytes will come.
+    Memory stays bounded by the longest frame the protocol allows.
+    """
+
+    def __init__(
+        self, framer: Framer, *, direction: Direction | None = None, gap: float | None = None
+    ) -> None:
+        self.framer = framer
+        self.direction = direction
+        self.gap = gap
+        self.stats = DeframerStats()
+        self._buf = bytearray()
+        self._last: float | None = None
+
+    @property
+    def pending(self) -> int:
+        """Bytes held as a possible partial frame."""
+        return len(self._buf)
+
+    def feed(self, data: bytes, now: float | None = None) -> list[Frame | Garbage]:
+        """Add bytes that arrived at monotonic time ``now``; return what they completed."""
+        out: list[Frame | Garbage] = []
+        if (
+            self.gap is not None and now is not None and self._buf
+            and self._last is not None and now - self._last > self.gap
+        ):
+            self.stats.stale_drops += 1
+            self._scan(out, final=True, stale=True)
+        if now is not None:
+            self._last = now
+        if data:
+            self._buf += data
+            self._scan(out, final=False)
+        return out
+
+    def flush(self) -> list[Frame | Garbage]:
+        """End of stream: decode what is complete and report the rest as garbage."""
+        out: list[Frame | Garbage] = []
+        self._scan(out, final=True)
+        return out
+
+    def reset(self) -> None:
+        """Forget any partial frame (e.g. before a new request on a half-duplex line)."""
+        self._buf.clear()
+        self._last = None
+
+    def __iter__(self) -> Iterator[Frame | Garbage]:  # pragma: no cover - convenience
+        return iter(self.flush())
+
+    def _scan(self, out: list[Frame | Garbage], *, final: bool, stale: bool = False) -> None:
+        buf = self._buf
+        framer = self.framer
+        protocol = framer.name
+        direction = self.direction
+        start_byte = framer.start_byte
+        n = len(buf)
+        i = 0
+        junk_from = -1
+        junk_reason = ""
+
+        def junk(upto: int) -> None:
+            nonlocal junk_from
+            if junk_from >= 0 and upto > junk_from:
+                raw = bytes(buf[junk_from:upto])
+                self.stats.garbage_bytes += len(raw)
+                out.append(Garbage(protocol, raw, junk_reason))
+            junk_from = -1
+
+        while i < n:
+            if start_byte is not None and buf[i] != start_byte:
+                j = buf.find(start_byte, i)
+                if j < 0:
+                    j = n
+                if junk_from < 0:
+                    junk_from, junk_reason = i, "no frame start"
+                i = j
+                continue
+            length = framer.measure(buf, i, direction)
+            if length == 0:
+                if not final:
+                    break
+                length = -1
+                reason = "stale partial frame" if stale else "truncated frame"
+            else:
+                reason = "no frame start"
+            if length < 0:
+                if junk_from < 0:
+                    junk_from, junk_reason = i, reason
+                i += 1
+                continue
+            if length > n - i:
+                if not final:
+                    break
+                if junk_from < 0:
+                    junk_from = i
+                    junk_reason = "stale partial frame" if stale else "truncated frame"
+                i += 1
+                continue
+            try:
+                frame = framer.parse(bytes(buf[i:i + length]), direction)
+            except ChecksumError as exc:
+                self.stats.checksum_errors += 1
+                if junk_from < 0:
+                    junk_from, junk_reason = i, str(exc)
+                i += 1
+                continue
+            except FramingError as exc:
+                if junk_from < 0:
+                    junk_from, junk_reason = i, str(exc)
+                i += 1
+                continue
+            junk(i)
+            self.stats.frames += 1
+            out.append(frame)
+            i += length
+        junk(i)
+        del buf[:i]
+
+
+# --- registry ------------------------------------------------------------------------
+
+FRAMERS: dict[str, str] = {
+    "ssp": "vendhw.framing.ssp:SspFramer",
+    "cctalk": "vendhw.framing.cctalk:CcTalkFramer",
+    "id003": "vendhw.framing.id003:Id003Framer",
+    "mdb": "vendhw.framing.mdb:MdbFramer",
+    "fafb": "vendhw.framing.fafb:FaFbFramer",
+    "board101": "vendhw.framing.board101:Board101Framer",
+    "easivend": "vendhw.framing.easivend:EasivendFramer",
+}
+"""Registered framers: name -> ``module:Class``. Plugins add entries through the
+``vendhw.framers`` entry-point group."""
