@@ -1,0 +1,76 @@
+"""Simulated devices, runnable in process (``sim://NAME``) or on a pty (``vendhw sim NAME``).
+
+Simulators are found through providers: modules with a ``specs()`` function returning
+:class:`SimulatorSpec` entries (board simulators are generated from the board profiles, so a
+new profile file gets a simulator too). Plugins add providers through the ``vendhw.simulators``
+entry-point group.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+from vendhw.errors import ConfigurationError
+from vendhw.sim.base import LineFaults, Reply, Scheduler, Simulator
+
+PROVIDERS: list[str] = [
+    "vendhw.sim.echo:specs",
+    "vendhw.sim.boards:specs",
+    "vendhw.sim.cctalk:specs",
+    "vendhw.sim.ssp:specs",
+    "vendhw.sim.id003:specs",
+]
+
+
+@dataclass(frozen=True)
+class SimulatorSpec:
+    """How to list and build one simulator."""
+
+    name: str
+    kind: str
+    protocol: str
+    description: str
+    factory: Callable[..., Simulator]
+    baudrate: int | None = None
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "protocol": self.protocol,
+                "description": self.description}
+
+    @classmethod
+    def of(cls, sim_cls: type[Simulator]) -> SimulatorSpec:
+        return cls(sim_cls.name, sim_cls.kind, sim_cls.protocol, sim_cls.description,
+                   sim_cls, sim_cls.baudrate)
+
+
+def available() -> dict[str, SimulatorSpec]:
+    """Every simulator that can be built here, by name."""
+    targets = list(PROVIDERS) + [ep.value for ep in entry_points(group="vendhw.simulators")]
+    found: dict[str, SimulatorSpec] = {}
+    for target in targets:
+        module_name, func = target.split(":")
+        if importlib.util.find_spec(module_name) is None:
+            continue
+        for spec in getattr(importlib.import_module(module_name), func)():
+            found.setdefault(spec.name, spec)
+    return found
+
+
+def create(name: str, **options: Any) -> Simulator:
+    """Build the simulator called ``name``; options go to its constructor."""
+    specs = available()
+    spec = specs.get(name)
+    if spec is None:
+        raise ConfigurationError(
+            f"unknown simulator {name!r}; known simulators: {', '.join(sorted(specs))}"
+        )
+    return spec.factory(**options)
+
+
+__all__ = ["LineFaults", "Reply", "Scheduler", "Simulator", "SimulatorSpec", "available",
+           "create"]
