@@ -1,0 +1,324 @@
+"""MDB/ICP blocks (NAMA/EVA Multi-Drop Bus, 9600 baud, 9 data bits).
+
+Host (VMC) -> peripheral: ``ADDRESS|COMMAND`` (mode bit 1), data, ``CHK`` (sum mod 256).
+Peripheral -> host: data + ``CHK`` (only the CHK carries the mode bit), or a lone ACK/NAK
+with the mode bit. The VMC also sends ACK/RET/NAK as single bytes. Maximum block 36 bytes.
+
+Two wire forms:
+
+* ``wire="plain"`` (default): the bytes alone, as specifications and logic-analyser traces
+  print them; frames are delimited by the caller (one frame per argument).
+* ``wire="9bit"``: the mode bit in-band, as a Linux tty delivers it with
+  ``PARENB|CMSPAR|PARMRK``: a byte with the mode bit set is ``FF 00 b``, a literal ``FF``
+  data byte is ``FF FF``. A 9-bit transport writes and reads exactly this form, so the layers
+  above a 9-bit link need no special case, and a stream can be cut at the mode bits.
+
+Sources: ``protocols/mdb/README.md``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import construct as cs
+
+from vendhw.errors import ChecksumError, FramingError, LengthError
+from vendhw.framing.base import Direction, Frame, Framer, Layout
+from vendhw.framing.checksums import SUM8
+
+ACK, RET, NAK = 0x00, 0xAA, 0xFF
+MAX_BLOCK = 36
+"""Longest block including CHK (MDB 4.2; DK in the research notes, checked against vender)."""
+
+# Timing (temoto/vender hardware/mega-firmware/mdb.c quoting the spec).
+INTER_BYTE_MAX = 0.001
+RESPONSE_TIMEOUT = 0.005
+BREAK_TIME = 0.100
+SETUP_TIME = 0.200
+
+DEVICES: dict[int, str] = {
+    0x00: "VMC", 0x08: "COIN CHANGER", 0x10: "CASHLESS #1", 0x18: "COMMUNICATIONS GATEWAY",
+    0x20: "DISPLAY", 0x28: "ENERGY MANAGEMENT", 0x30: "BILL VALIDATOR", 0x40: "USD #1",
+    0x48: "USD #2", 0x50: "USD #3", 0x58: "COIN HOPPER 1", 0x60: "CASHLESS #2",
+    0x68: "AGE VERIFICATION", 0x70: "COIN HOPPER 2",
+}
+_CHANGER = ("RESET", "SETUP", "TUBE STATUS", "POLL", "COIN TYPE", "DISPENSE", "CMD 6",
+            "EXPANSION")
+_BILL = ("RESET", "SETUP", "SECURITY", "POLL", "BILL TYPE", "ESCROW", "STACKER", "EXPANSION")
+_CASHLESS = ("RESET", "SETUP", "POLL", "VEND", "READER", "REVALUE", "CMD 6", "EXPANSION")
+_GENERIC = ("RESET", "SETUP", "CMD 2", "POLL", "CMD 4", "CMD 5", "CMD 6", "EXPANSION")
+COMMANDS: dict[int, tuple[str, ...]] = {0x08: _CHANGER, 0x30: _BILL, 0x10: _CASHLESS,
+                                        0x60: _CASHLESS}
+SUBCOMMANDS: dict[tuple[str, str], dict[int, str]] = {
+    ("CASHLESS", "SETUP"): {0x00: "CONFIG DATA", 0x01: "MAX/MIN PRICES"},
+    ("CASHLESS", "VEND"): {0x00: "VEND REQUEST", 0x01: "VEND CANCEL", 0x02: "VEND SUCCESS",
+                           0x03: "VEND FAILURE", 0x04: "SESSION COMPLETE", 0x05: "CASH SALE",
+                           0x06: "NEGATIVE VEND REQUEST"},
+    ("CASHLESS", "READER"): {0x00: "READER DISABLE", 0x01: "READER ENABLE",
+                             0x02: "READER CANCEL"},
+    ("CASHLESS", "EXPANSION"): {0x00: "REQUEST ID", 0x04: "OPTIONAL FEATURE ENABLED"},
+    ("COIN", "EXPANSION"): {0x00: "IDENTIFICATION", 0x01: "FEATURE ENABLE", 0x02: "PAYOUT",
+                            0x03: "PAYOUT STATUS", 0x04: "PAYOUT VALUE POLL",
+                            0x05: "SEND DIAGNOSTIC STATUS"},
+    ("BILL", "EXPANSION"): {0x00: "LEVEL 1 IDENTIFICATION", 0x01: "FEATURE ENABLE",
+                            0x02: "LEVEL 2 IDENTIFICATION"},
+    ("BILL", "ESCROW"): {0x00: "RETURN BILL", 0x01: "STACK BILL"},
+}
+CONTROL = {ACK: "ACK", RET: "RET", NAK: "NAK"}
+
+_BLOCK = Layout(cs.Struct("head" / cs.Int8ub, "body" / cs.GreedyBytes), "MDB block")
+
+
+def _family(address: int) -> str:
+    name = DEVICES.get(address, "")
+    if name.startswith("CASHLESS"):
+        return "CASHLESS"
+    if name.startswith("COIN CHANGER"):
+        return "COIN"
+    if name.startswith("BILL"):
+        return "BILL"
+    return name
+
+
+def encode_9bit(words: list[tuple[int, bool]]) -> bytes:
+    """``[(byte, mode_bit), ...]`` -> the in-band form (``FF 00 b`` marks, ``FF FF`` literal)."""
+    out = bytearray()
+    for value, mode in words:
+        if mode:
+            out += bytes((0xFF, 0x00, value))
+        elif value == 0xFF:
+            out += b"\xff\xff"
+        else:
+            out.append(value)
+    return bytes(out)
+
+
+def decode_9bit(data: bytes | bytearray, start: int = 0) -> tuple[list[tuple[int, bool]], int]:
+    """Decode the in-band form from ``start``; returns the words and the bytes consumed.
+
+    A trailing incomplete escape is left unconsumed (more bytes needed).
+    """
+    words: list[tuple[int, bool]] = []
+    i, n = start, len(data)
+    while i < n:
+        b = data[i]
+        if b != 0xFF:
+            words.append((b, False))
+            i += 1
+            continue
+        if i + 1 >= n:
+            break
+        nxt = data[i + 1]
+        if nxt == 0xFF:
+            words.append((0xFF, False))
+            i += 2
+        elif nxt == 0x00:
+            if i + 2 >= n:
+                break
+            words.append((data[i + 2], True))
+            i += 3
+        else:  # a parity error marker of another kind: keep the byte, flag nothing
+            words.append((nxt, False))
+            i += 2
+    return words, i - start
+
+
+class MdbFramer(Framer):
+    """MDB blocks in either direction, in plain or 9-bit wire form."""
+
+    name = "mdb"
+    description = "MDB/ICP 9-bit multi-drop bus (VMC and peripherals)"
+    needs_direction = True
+
+    def __init__(self, wire: str = "plain") -> None:
+        if wire not in ("plain", "9bit"):
+            raise ValueError("wire must be 'plain' or '9bit'")
+        self.wire = wire
+
+    # -- building ---------------------------------------------------------------------------
+
+    def build(self, *, direction: Direction | None = "host", **fields: Any) -> bytes:
+        """Host: ``address`` (+ ``command`` 0-7) or ``head``, ``data``; or ``control``.
+
+        Device: ``data`` (CHK appended), or ``control`` (``"ACK"``/``"NAK"``).
+        """
+        control = fields.get("control")
+        if control is not None:
+            code = {v: k for k, v in CONTROL.items()}.get(str(control).upper(), control)
+            if not isinstance(code, int) or code not in CONTROL:
+                raise FramingError(f"unknown control {control!r}", protocol=self.name)
+            return self._wire([(code, direction == "device")])
+        data = bytes(fields.get("data", b""))
+        if direction == "device":
+            if not data:
+                raise LengthError("a device data block needs at least one byte",
+                                  protocol=self.name)
+            block = data + bytes((SUM8(data),))
+            if len(block) > MAX_BLOCK:
+                raise LengthError(f"block of {len(block)} bytes exceeds {MAX_BLOCK}",
+                                  protocol=self.name)
+            words = [(b, False) for b in data] + [(block[-1], True)]
+            return self._wire(words) if self.wire == "9bit" else block
+        head = fields.get("head")
+        if head is None:
+            head = (int(fields["address"]) & 0xF8) | (int(fields.get("command", 0)) & 0x07)
+        body = _BLOCK.build({"head": head, "body": data}, self.name)
+        block = body + bytes((SUM8(body),))
+        if len(block) > MAX_BLOCK:
+            raise LengthError(f"block of {len(block)} bytes exceeds {MAX_BLOCK}",
+                              protocol=self.name)
+        if self.wire == "plain":
+            return block
+        return self._wire([(block[0], True)] + [(b, False) for b in block[1:]])
+
+    def _wire(self, words: list[tuple[int, bool]]) -> bytes:
+        if self.wire == "9bit":
+            return encode_9bit(words)
+        return bytes(w for w, _ in words)
+
+    # -- parsing ----------------------------------------------------------------------------
+
+    def parse(self, data: bytes, direction: Direction | None = None) -> Frame:
+        raw = bytes(data)
+        if self.wire == "9bit":
+            words, used = decode_9bit(raw)
+            if used != len(raw):
+                raise LengthError("incomplete 9-bit escape at the end", protocol=self.name,
+                                  data=raw)
+            plain = bytes(w for w, _ in words)
+            modes = [m for _, m in words]
+            if direction is None:
+                direction = "host" if modes and modes[0] and len(plain) > 1 else "device"
+        else:
+            plain, modes = raw, []
+        if direction is None:
+            try:
+                return self._parse(raw, plain, modes, "host")
+            except FramingError:
+                return self._parse(raw, plain, modes, "device")
+        return self._parse(raw, plain, modes, direction)
+
+    def _parse(self, raw: bytes, plain: bytes, modes: list[bool], direction: Direction) -> Frame:
+        n = len(plain)
+        if n == 0:
+            raise LengthError("empty block", protocol=self.name, data=raw)
+        if n > MAX_BLOCK:
+            raise LengthError(f"block of {n} bytes exceeds {MAX_BLOCK}", protocol=self.name,
+                              data=raw)
+        if n == 1:
+            code = plain[0]
+            if code not in CONTROL or (direction == "device" and code == RET):
+                allowed = "ACK/NAK/RET" if direction == "host" else "ACK/NAK"
+                raise LengthError(f"a one-byte block must be {allowed}, got 0x{code:02X}",
+                                  protocol=self.name, data=raw)
+            return Frame(self.name, raw, {"command": CONTROL[code], "code": code}, direction)
+        expected = SUM8(plain[:-1])
+        if expected != plain[-1]:
+            raise ChecksumError(protocol=self.name, algorithm=SUM8.name, expected=expected,
+                                received=plain[-1], width=1, data=raw)
+        if modes:
+            self._check_modes(modes, direction, raw)
+        if direction == "device":
+            payload = plain[:-1]
+            return Frame(self.name, raw, {"command": "DATA", "code": payload[0],
+                                          "data": payload, "chk": plain[-1]}, direction)
+        parsed = _BLOCK.parse(plain[:-1], self.name)
+        head: int = parsed.head
+        address, command = head & 0xF8, head & 0x07
+        if address not in DEVICES or address == 0x00:
+            raise FramingError(f"0x{head:02X} is not a peripheral address", protocol=self.name,
+                               data=raw)
+        names = COMMANDS.get(address, _GENERIC)
+        name = names[command]
+        body = bytes(parsed.body)
+        fields: dict[str, Any] = {"command": name, "code": head, "address": address,
+                                  "device": DEVICES[address]}
+        subs = SUBCOMMANDS.get((_family(address), name))
+        if subs and body:
+            fields["subcommand"] = subs.get(body[0], f"0x{body[0]:02X}")
+            fields["command"] = f"{name} / {fields['subcommand']}"
+        fields["data"] = body
+        fields["chk"] = plain[-1]
+        return Frame(self.name, raw, fields, direction)
+
+    def _check_modes(self, modes: list[bool], direction: Direction, raw: bytes) -> None:
+        if direction == "host":
+            ok = modes[0] and not any(modes[1:])
+            rule = "the VMC marks only the address byte"
+        else:
+            ok = modes[-1] and not any(modes[:-1])
+            rule = "a peripheral marks only its CHK"
+        if not ok:
+            raise FramingError(f"mode bits out of place ({rule})", protocol=self.name, data=raw)
+
+    # -- stream -----------------------------------------------------------------------------
+
+    def measure(self, buf: bytes | bytearray, start: int, direction: Direction | None) -> int:
+        if self.wire == "9bit":
+            return self._measure_9bit(buf, start, direction)
+        return self._measure_plain(buf, start, direction)
+
+    def _measure_plain(self, buf: bytes | bytearray, start: int,
+                       direction: Direction | None) -> int:
+        """Without mode bits the only delimiter is the checksum: take the shortest block
+        whose sum matches (single control bytes for the host direction)."""
+        first = buf[start]
+        if direction != "device" and first not in CONTROL and (
+            (first & 0xF8) not in DEVICES or (first & 0xF8) == 0
+        ):
+            return -1
+        total = first
+        end = min(len(buf), start + MAX_BLOCK)
+        for i in range(start + 1, end):
+            if buf[i] == total & 0xFF:
+                return i - start + 1
+            total += buf[i]
+        if direction != "device" and first in CONTROL:
+            return 1
+        return 0 if end - start < MAX_BLOCK else -1
+
+    def _measure_9bit(self, buf: bytes | bytearray, start: int,
+                      direction: Direction | None) -> int:
+        words, used = decode_9bit(buf[start:start + 3 * MAX_BLOCK])
+        if not words:
+            return 0
+        if direction == "device":
+            # Data bytes then the marked CHK; a lone marked byte is ACK/NAK.
+            consumed = 0
+            for k, (_, mode) in enumerate(words):
+                consumed += self._word_len(buf, start + consumed)
+                if mode:
+                    return consumed
+                if k + 1 >= MAX_BLOCK:
+                    return -1
+            return 0 if used < 3 * MAX_BLOCK else -1
+        # Host: a marked address byte, unmarked data, then CHK. The block ends at a checksum
+        # match followed by a marked byte or by nothing yet; failing that (noise after the
+        # block), at the first match seen before the next marked byte.
+        if start > 0 and buf[start - 1] == 0xFF and buf[start] in (0x00, 0xFF):
+            return -1  # the middle of an escape, not a word
+        if not words[0][1]:
+            return 1 if words[0][0] in CONTROL else -1
+        total = words[0][0]
+        consumed = self._word_len(buf, start)
+        first_match = 0
+        for k in range(1, len(words)):
+            value, mode = words[k]
+            if mode:
+                return first_match or -1
+            width = self._word_len(buf, start + consumed)
+            if value == total & 0xFF:
+                if k + 1 >= len(words) or words[k + 1][1]:
+                    return consumed + width
+                first_match = first_match or consumed + width
+            total += value
+            consumed += width
+            if k + 1 >= MAX_BLOCK:
+                return first_match or -1
+        return 0
+
+    @staticmethod
+    def _word_len(buf: bytes | bytearray, pos: int) -> int:
+        if buf[pos] != 0xFF:
+            return 1
+        return 3 if pos + 1 < len(buf) and buf[pos + 1] == 0x00 else 2
