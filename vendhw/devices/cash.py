@@ -1,0 +1,112 @@
+"""One vocabulary for every cash device: coin and note acceptors, hoppers, recyclers.
+
+ccTalk, SSP/eSSP, ID-003 and MDB drivers all report :class:`CashEvent` values, so the
+machine accepts cash without knowing the protocol. Money is an integer in the currency's
+minor unit (cents, fen). Each event carries a stable ``event_id`` derived from the device's
+own counters where it has them, so a journal can refuse to count the same credit twice.
+
+Credit safety: a driver calls its ``sink`` for each event *before* it acknowledges the event
+to the device (SSP Event Ack, ID-003 ACK after VEND VALID, ccTalk counter advance). If the
+sink raises (the journal could not write), the driver does not acknowledge, and the device
+repeats the event.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+from vendhw.errors import NotSupportedError
+
+
+class CashEventKind(str, Enum):
+    CREDIT = "credit"
+    """Money is definitely the customer's (stacked note, accepted coin)."""
+    ESCROW = "escrow"
+    """A note is held; the host must stack or return it."""
+    REJECTED = "rejected"
+    RETURNED = "returned"
+    JAM = "jam"
+    FRAUD = "fraud"
+    CASHBOX_REMOVED = "cashbox_removed"
+    CASHBOX_REPLACED = "cashbox_replaced"
+    CASHBOX_FULL = "cashbox_full"
+    FAULT = "fault"
+    DISABLED = "disabled"
+    PAYOUT_STARTED = "payout_started"
+    PAYOUT_PROGRESS = "payout_progress"
+    PAYOUT_DONE = "payout_done"
+    PAYOUT_INCOMPLETE = "payout_incomplete"
+    DEVICE_RESET = "device_reset"
+
+
+@dataclass(frozen=True)
+class CashEvent:
+    """Something a cash device reported."""
+
+    kind: CashEventKind
+    device: str
+    """Which device (``"ssp@/dev/ttyACM0"``)."""
+    value: int = 0
+    """Amount in minor units (credit, escrow, payout figures)."""
+    currency: str = ""
+    channel: int | None = None
+    route: str | None = None
+    """Where the money went: ``cashbox``, ``recycler``, ``tubes``, ``escrow``, ``customer``."""
+    reason: str | None = None
+    event_id: str = ""
+    """Stable identity of this event for de-duplication (device counters where possible)."""
+    requested: int | None = None
+    """For payouts: the amount asked for (``value`` is what was paid)."""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["kind"] = self.kind.value
+        return out
+
+
+EventSink = Callable[[CashEvent], None]
+"""Called for each event before the driver acknowledges it to the device."""
+
+
+class CashDevice(ABC):
+    """The common driver surface; each protocol's host implements it."""
+
+    name: str
+    currency: str = ""
+
+    @abstractmethod
+    def start(self) -> None:
+        """Bring the device from power-up to ready (sync, identify, set up), still inhibited."""
+
+    @abstractmethod
+    def enable(self) -> None:
+        """Accept money."""
+
+    @abstractmethod
+    def disable(self) -> None:
+        """Stop accepting money (a note in escrow is still decided by the host)."""
+
+    @abstractmethod
+    def poll(self, sink: EventSink | None = None) -> list[CashEvent]:
+        """One poll cycle: read what happened, call ``sink`` per event, then acknowledge."""
+
+    def stack(self) -> None:
+        """Accept the note held in escrow (devices with escrow)."""
+        raise NotSupportedError(f"{self.name} has no escrow")
+
+    def reject(self) -> None:
+        """Return the note held in escrow (devices with escrow)."""
+        raise NotSupportedError(f"{self.name} has no escrow")
+
+    def payout(self, amount: int) -> None:
+        """Start paying out ``amount`` minor units (payout devices); progress comes as events."""
+        raise NotSupportedError(f"{self.name} cannot pay out")
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the transport."""
