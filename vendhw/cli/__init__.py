@@ -1,0 +1,86 @@
+"""The ``vendhw`` command: a click group whose subcommands load lazily.
+
+Each subcommand lives in its own module and is imported only when it is run, so
+``vendhw decode`` starts fast and ``vendhw backend`` works only where the server extra is
+installed. Errors vendhw raises on purpose become one red line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from typing import Any
+
+import click
+
+from vendhw.errors import NoResponseError, TransportError, VendhwError
+
+# name -> "module:attribute"; one line per command family.
+COMMANDS: dict[str, str] = {
+    "decode": "vendhw.cli.decode:decode",
+    "sim": "vendhw.cli.sim:sim",
+    "dispense": "vendhw.cli.board:dispense",
+    "board": "vendhw.cli.board:board",
+    "motor": "vendhw.cli.board:motor",
+    "cash": "vendhw.cli.cash:cash",
+    "backend": "vendhw.cli.backend:backend",
+    "machine": "vendhw.cli.machine:machine",
+    "demo": "vendhw.cli.demo:demo",
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports a subcommand's module only when that subcommand is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(name for name in COMMANDS if self._available(name))
+
+    @staticmethod
+    def _available(name: str) -> bool:
+        module = COMMANDS[name].split(":")[0]
+        return importlib.util.find_spec(module) is not None
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None or not self._available(cmd_name):
+            return None
+        module_name, attr = target.split(":")
+        command = getattr(importlib.import_module(module_name), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="vendhw")
+@click.option(
+    "--trace",
+    is_flag=True,
+    envvar="VENDHW_TRACE",
+    help="Print every byte sent and received as a timestamped hexdump on stderr.",
+)
+@click.pass_context
+def cli(ctx: click.Context, trace: bool) -> None:
+    """vendhw: drive vending-machine hardware and run the whole sale."""
+    ctx.ensure_object(dict)
+    if trace:
+        os.environ["VENDHW_TRACE"] = "1"
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Console-script entry: run the group and turn vendhw errors into one line."""
+    try:
+        return cli.main(args=argv, prog_name="vendhw", standalone_mode=True)
+    except NoResponseError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        click.echo("hint: check the port, the baud rate and that the device is powered.", err=True)
+        sys.exit(1)
+    except TransportError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        click.echo("hint: this is the port or its driver, not vendhw (is it plugged in, "
+                   "is another program using it?).", err=True)
+        sys.exit(1)
+    except VendhwError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(1)

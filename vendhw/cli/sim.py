@@ -1,0 +1,90 @@
+"""``vendhw sim``: list the simulators, or serve one on a new pty until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from vendhw import sim as sim_registry
+from vendhw.errors import ConfigurationError
+
+
+def _parse_option(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        return key.replace("-", "_"), True
+    return key.replace("-", "_"), value
+
+
+@click.command()
+@click.argument("name", required=False)
+@click.option("--list", "list_", is_flag=True, help="List the simulators and exit.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--fault", "faults", multiple=True, metavar="NAME[=VALUE]",
+              help="Switch a fault on at start (repeatable): silent, delay=0.2, jam=3, ...")
+@click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE",
+              help="A simulator option (repeatable), e.g. -o inventory=3.")
+def sim(name: str | None, list_: bool, as_json: bool, faults: tuple[str, ...],
+        options: tuple[str, ...]) -> None:
+    """Run simulator NAME on a new pty (print its port), or --list them.
+
+    The simulator speaks the real wire protocol, so any host software, vendhw's or a third
+    party's, can open the printed port as if it were the device.
+    """
+    specs = sim_registry.available()
+    if list_ or not name:
+        if not list_:
+            raise click.UsageError("give a simulator NAME or --list")
+        if as_json:
+            for spec in sorted(specs.values(), key=lambda s: (s.kind, s.name)):
+                click.echo(json.dumps(spec.info()))
+            return
+        table = Table("name", "kind", "protocol", "description")
+        for spec in sorted(specs.values(), key=lambda s: (s.kind, s.name)):
+            table.add_row(spec.name, spec.kind, spec.protocol, spec.description)
+        Console().print(table)
+        return
+    if name not in specs:
+        click.echo(f"error: unknown simulator {name!r}; known: {', '.join(sorted(specs))}",
+                   err=True)
+        sys.exit(2)
+    from vendhw.transport.pty import PtyPair, serve_forever
+
+    try:
+        simulator = sim_registry.create(name, **dict(_parse_option(o) for o in options))
+        for fault in faults:
+            key, value = _parse_option(fault)
+            simulator.set_fault(key, value)
+    except (ConfigurationError, KeyError, TypeError, ValueError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+    wake_r, wake_w = os.pipe()
+
+    def stop(signum: int, frame: object) -> None:
+        os.write(wake_w, b"x")
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    with PtyPair() as pair:
+        info = {"port": pair.port, "name": name, "protocol": simulator.protocol,
+                "kind": simulator.kind, "baudrate": simulator.baudrate, "pid": os.getpid()}
+        if as_json:
+            click.echo(json.dumps(info))
+        else:
+            click.echo(f"{name} ({simulator.protocol}) serving on {pair.port}"
+                       + (f" at {simulator.baudrate} baud" if simulator.baudrate else "")
+                       + "; Ctrl-C to stop")
+        sys.stdout.flush()
+        serve_forever(simulator, pair, wake_r)
+    summary = getattr(simulator, "summary", None)
+    if callable(summary) and as_json:
+        click.echo(json.dumps({"stopped": name, "summary": summary()}))
+    sys.exit(0)
