@@ -13,6 +13,8 @@ to build a precise error message naming the field.
 
 from __future__ import annotations
 
+import re
+import struct
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -117,36 +119,164 @@ class Garbage:
         }
 
 
-class Layout:
-    """A construct declaration used twice: compiled for speed, plain for error messages."""
+class Parsed(dict[str, Any]):
+    """Parsed fields: a dict that also allows ``parsed.name`` like construct's Container."""
 
-    def __init__(self, struct: cs.Construct, name: str = "") -> None:
-        self.plain = struct
-        self.compiled = struct.compile()
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class _FixedPlan:
+    """A stdlib ``struct`` equivalent of a construct Struct of plain fixed-width fields.
+
+    Derived from the construct declaration itself (so construct stays the one source of
+    truth) whenever every field is a FormatField, fixed Bytes, Const or Padding, optionally
+    followed by one GreedyBytes tail. Unpacking into a dict skips construct's Container and
+    BytesIO, which cost most of its compiled parse time.
+    """
+
+    def __init__(self, fmt: struct.Struct, names: list[str | None],
+                 consts: dict[int, bytes], pads: dict[int, int], tail: str | None,
+                 lengths: dict[int, int]) -> None:
+        self.fmt = fmt
+        self.lengths = lengths
+        self.names = names
+        self.consts = consts
+        self.pads = pads
+        self.tail = tail
+        self.size = fmt.size
+        self.fields = [(i, n) for i, n in enumerate(names) if n is not None]
+
+    @classmethod
+    def derive(cls, struct_: cs.Construct) -> _FixedPlan | None:
+        if not isinstance(struct_, cs.Struct):
+            return None
+        order = ""
+        parts: list[str] = []
+        names: list[str | None] = []
+        consts: dict[int, bytes] = {}
+        pads: dict[int, int] = {}
+        tail: str | None = None
+        lengths: dict[int, int] = {}
+        for sub in struct_.subcons:
+            if tail is not None:
+                return None  # nothing may follow the greedy tail
+            name = sub.name
+            inner = sub.subcon if isinstance(sub, cs.Renamed) else sub
+            if isinstance(inner, cs.FormatField):
+                fmt: str = inner.fmtstr
+                if inner.length > 1:
+                    if order and order != fmt[0]:
+                        return None
+                    order = fmt[0]
+                parts.append(fmt[1:])
+                names.append(name)
+            elif isinstance(inner, cs.Const) and isinstance(inner.value, bytes):
+                consts[len(names)] = inner.value
+                parts.append(f"{len(inner.value)}s")
+                names.append(None)
+            elif isinstance(inner, cs.Bytes) and isinstance(inner.length, int):
+                lengths[len(names)] = inner.length
+                parts.append(f"{inner.length}s")
+                names.append(name)
+            elif isinstance(inner, cs.Padded) and isinstance(inner.length, int) and \
+                    isinstance(inner.subcon, type(cs.Pass)):
+                pads[len(names)] = inner.length
+                parts.append(f"{inner.length}s")
+                names.append(None)
+            elif inner is cs.GreedyBytes and name:
+                tail = name
+            else:
+                return None
+        return cls(struct.Struct((order or ">") + "".join(parts)), names, consts, pads, tail,
+                   lengths)
+
+    def parse(self, data: bytes) -> Parsed | None:
+        n = len(data)
+        if n < self.size or (self.tail is None and n != self.size):
+            return None
+        values = self.fmt.unpack_from(data)
+        for index, const in self.consts.items():
+            if values[index] != const:
+                return None
+        out = Parsed({name: values[i] for i, name in self.fields})
+        if self.tail is not None:
+            out[self.tail] = data[self.size:]
+        return out
+
+    def build(self, values: Mapping[str, Any]) -> bytes | None:
+        args: list[Any] = []
+        try:
+            for i, name in enumerate(self.names):
+                if name is not None:
+                    value = values[name]
+                    if i in self.lengths and len(value) != self.lengths[i]:
+                        return None  # struct would pad or truncate silently
+                    args.append(value)
+                elif i in self.consts:
+                    args.append(self.consts[i])
+                else:
+                    args.append(bytes(self.pads[i]))
+            head = self.fmt.pack(*args)
+        except (KeyError, struct.error, TypeError):
+            return None
+        if self.tail is None:
+            return head
+        return head + bytes(values.get(self.tail, b""))
+
+
+class Layout:
+    """A construct declaration, parsed three ways for three needs.
+
+    1. A stdlib ``struct`` plan derived from the declaration, when the layout is plain
+       fixed-width fields (the hot path: about a microsecond);
+    2. otherwise construct's compiled parser;
+    3. on any failure, the plain (uncompiled) parser, only to build an error message that
+       names the field, since compiled construct loses the path.
+    """
+
+    def __init__(self, struct_: cs.Construct, name: str = "") -> None:
+        self.plain = struct_
+        self.compiled = struct_.compile()
+        self.fast = _FixedPlan.derive(struct_)
         self.name = name
 
     def parse(self, data: bytes, protocol: str) -> Any:
-        try:
-            return self.compiled.parse(data)
-        except Exception:
+        if self.fast is not None:
+            parsed = self.fast.parse(data)
+            if parsed is not None:
+                return parsed
+        else:
             try:
-                self.plain.parse(data)
-            except cs.ConstructError as exc:
-                raise FramingError(f"cannot parse {self.name or 'frame'}: {exc}",
-                                   protocol=protocol, data=data) from None
-            raise FramingError(f"cannot parse {self.name or 'frame'}",
+                return self.compiled.parse(data)
+            except Exception:
+                pass
+        try:
+            return self.plain.parse(data)
+        except cs.ConstructError as exc:
+            raise FramingError(f"cannot parse {self.name or 'frame'}: {exc}",
                                protocol=protocol, data=data) from None
 
     def build(self, values: Mapping[str, Any], protocol: str) -> bytes:
-        try:
-            return bytes(self.compiled.build(values))
-        except Exception:
+        if self.fast is not None:
+            built = self.fast.build(values)
+            if built is not None:
+                return built
+        else:
             try:
-                self.plain.build(values)
-            except cs.ConstructError as exc:
-                raise FramingError(f"cannot build {self.name or 'frame'}: {exc}",
-                                   protocol=protocol) from None
-            raise FramingError(f"cannot build {self.name or 'frame'}", protocol=protocol) from None
+                return bytes(self.compiled.build(values))
+            except Exception:
+                pass
+        try:
+            return bytes(self.plain.build(values))
+        except cs.ConstructError as exc:
+            raise FramingError(f"cannot build {self.name or 'frame'}: {exc}",
+                               protocol=protocol) from None
 
 
 class Framer(ABC):
@@ -175,6 +305,15 @@ class Framer(ABC):
         Returns the length (> 0), 0 when more bytes are needed to tell, or -1 when no
         frame can start at this offset.
         """
+
+    def hunt_bytes(self, direction: Direction | None) -> bytes | None:
+        """Byte values that can begin a frame sent by ``direction``, or None for any.
+
+        The deframer skips everything else with ``find``/a regex search instead of measuring
+        at every offset, which is what makes hunting through garbage fast. Protocols
+        without a start byte can still narrow it (ccTalk replies go to address 1).
+        """
+        return None if self.start_byte is None else bytes((self.start_byte,))
 
     def deframer(self, direction: Direction | None = None, gap: float | None = None) -> Deframer:
         """A stream deframer for frames sent by ``direction``."""
@@ -217,6 +356,12 @@ class Deframer:
         self.stats = DeframerStats()
         self._buf = bytearray()
         self._last: float | None = None
+        starts = framer.hunt_bytes(direction)
+        self._start_byte = starts[0] if starts is not None and len(starts) == 1 else None
+        self._start_re = (
+            re.compile(b"[" + b"".join(b"\\x%02x" % b for b in sorted(set(starts))) + b"]")
+            if starts is not None and len(starts) > 1 else None
+        )
 
     @property
     def pending(self) -> int:
@@ -258,7 +403,8 @@ class Deframer:
         framer = self.framer
         protocol = framer.name
         direction = self.direction
-        start_byte = framer.start_byte
+        start_byte = self._start_byte
+        start_re = self._start_re
         n = len(buf)
         i = 0
         junk_from = -1
@@ -281,6 +427,14 @@ class Deframer:
                     junk_from, junk_reason = i, "no frame start"
                 i = j
                 continue
+            if start_re is not None:
+                match = start_re.search(buf, i)
+                j = n if match is None else match.start()
+                if j > i:
+                    if junk_from < 0:
+                        junk_from, junk_reason = i, "no frame start"
+                    i = j
+                    continue
             length = framer.measure(buf, i, direction)
             if length == 0:
                 if not final:

@@ -80,6 +80,24 @@ def _family(address: int) -> str:
     return name
 
 
+def _head_table() -> dict[int, tuple[str, str, dict[int, tuple[str, str]]]]:
+    """Every valid address byte -> (command name, device name, {sub code: (sub, full name)})."""
+    table: dict[int, tuple[str, str, dict[int, tuple[str, str]]]] = {}
+    for address, device in DEVICES.items():
+        if address == 0x00:
+            continue
+        names = COMMANDS.get(address, _GENERIC)
+        for command in range(8):
+            name = names[command]
+            subs = SUBCOMMANDS.get((_family(address), name), {})
+            table[address | command] = (name, device, {
+                code: (sub, f"{name} / {sub}") for code, sub in subs.items()})
+    return table
+
+
+_HEADS = _head_table()
+
+
 def encode_9bit(words: list[tuple[int, bool]]) -> bytes:
     """``[(byte, mode_bit), ...]`` -> the in-band form (``FF 00 b`` marks, ``FF FF`` literal)."""
     out = bytearray()
@@ -212,7 +230,7 @@ class MdbFramer(Framer):
                 raise LengthError(f"a one-byte block must be {allowed}, got 0x{code:02X}",
                                   protocol=self.name, data=raw)
             return Frame(self.name, raw, {"command": CONTROL[code], "code": code}, direction)
-        expected = SUM8(plain[:-1])
+        expected = sum(plain[:-1]) & 0xFF  # SUM8, inlined on the hot path
         if expected != plain[-1]:
             raise ChecksumError(protocol=self.name, algorithm=SUM8.name, expected=expected,
                                 received=plain[-1], width=1, data=raw)
@@ -223,20 +241,19 @@ class MdbFramer(Framer):
             return Frame(self.name, raw, {"command": "DATA", "code": payload[0],
                                           "data": payload, "chk": plain[-1]}, direction)
         parsed = _BLOCK.parse(plain[:-1], self.name)
-        head: int = parsed.head
-        address, command = head & 0xF8, head & 0x07
-        if address not in DEVICES or address == 0x00:
+        head: int = parsed["head"]
+        entry = _HEADS.get(head)
+        if entry is None:
             raise FramingError(f"0x{head:02X} is not a peripheral address", protocol=self.name,
                                data=raw)
-        names = COMMANDS.get(address, _GENERIC)
-        name = names[command]
-        body = bytes(parsed.body)
-        fields: dict[str, Any] = {"command": name, "code": head, "address": address,
-                                  "device": DEVICES[address]}
-        subs = SUBCOMMANDS.get((_family(address), name))
+        name, device, subs = entry
+        body: bytes = parsed["body"]
+        fields: dict[str, Any] = {"command": name, "code": head, "address": head & 0xF8,
+                                  "device": device}
         if subs and body:
-            fields["subcommand"] = subs.get(body[0], f"0x{body[0]:02X}")
-            fields["command"] = f"{name} / {fields['subcommand']}"
+            sub, full = subs.get(body[0]) or (f"0x{body[0]:02X}", f"{name} / 0x{body[0]:02X}")
+            fields["command"] = full
+            fields["subcommand"] = sub
         fields["data"] = body
         fields["chk"] = plain[-1]
         return Frame(self.name, raw, fields, direction)
@@ -252,6 +269,11 @@ class MdbFramer(Framer):
             raise FramingError(f"mode bits out of place ({rule})", protocol=self.name, data=raw)
 
     # -- stream -----------------------------------------------------------------------------
+
+    def hunt_bytes(self, direction: Direction | None) -> bytes | None:
+        if self.wire == "9bit" and direction == "host":
+            return bytes((0xFF, ACK, RET))  # a marked address byte (FF 00 b) or a control byte
+        return None
 
     def measure(self, buf: bytes | bytearray, start: int, direction: Direction | None) -> int:
         if self.wire == "9bit":
@@ -279,42 +301,65 @@ class MdbFramer(Framer):
 
     def _measure_9bit(self, buf: bytes | bytearray, start: int,
                       direction: Direction | None) -> int:
-        words, used = decode_9bit(buf[start:start + 3 * MAX_BLOCK])
-        if not words:
-            return 0
-        if direction == "device":
-            # Data bytes then the marked CHK; a lone marked byte is ACK/NAK.
-            consumed = 0
-            for k, (_, mode) in enumerate(words):
-                consumed += self._word_len(buf, start + consumed)
-                if mode:
-                    return consumed
-                if k + 1 >= MAX_BLOCK:
-                    return -1
-            return 0 if used < 3 * MAX_BLOCK else -1
-        # Host: a marked address byte, unmarked data, then CHK. The block ends at a checksum
-        # match followed by a marked byte or by nothing yet; failing that (noise after the
-        # block), at the first match seen before the next marked byte.
+        n = len(buf)
+        if direction != "device":
+            return self._measure_9bit_host(buf, start, n)
+        # Device: data bytes, then the marked CHK; a lone marked byte is ACK/NAK.
+        pos, words = start, 0
+        while pos < n:
+            b = buf[pos]
+            if b != 0xFF:
+                pos += 1
+            elif pos + 1 >= n:
+                return 0
+            elif buf[pos + 1] == 0x00:
+                return pos + 3 - start if pos + 2 < n else 0
+            else:
+                pos += 2
+            words += 1
+            if words >= MAX_BLOCK:
+                return -1
+        return 0
+
+    def _measure_9bit_host(self, buf: bytes | bytearray, start: int, n: int) -> int:
+        """A marked address byte, unmarked data, then CHK. The block ends at a checksum match
+        followed by a marked byte or by nothing yet; failing that (noise after the block), at
+        the first match seen before the next marked byte."""
         if start > 0 and buf[start - 1] == 0xFF and buf[start] in (0x00, 0xFF):
             return -1  # the middle of an escape, not a word
-        if not words[0][1]:
-            return 1 if words[0][0] in CONTROL else -1
-        total = words[0][0]
-        consumed = self._word_len(buf, start)
+        first = buf[start]
+        if first != 0xFF:
+            return 1 if first in CONTROL else -1
+        if start + 1 >= n:
+            return 0
+        if buf[start + 1] != 0x00:
+            return 2 if buf[start + 1] == 0xFF else -1  # FF FF: the VMC's NAK, unmarked
+        if start + 2 >= n:
+            return 0
+        total = buf[start + 2]
+        pos = start + 3
+        words = 1
         first_match = 0
-        for k in range(1, len(words)):
-            value, mode = words[k]
-            if mode:
-                return first_match or -1
-            width = self._word_len(buf, start + consumed)
+        while pos < n:
+            b = buf[pos]
+            if b == 0xFF:
+                if pos + 1 >= n:
+                    return 0
+                if buf[pos + 1] == 0x00:
+                    return first_match - start if first_match else -1  # next marked byte
+                value, width = 0xFF, 2
+            else:
+                value, width = b, 1
+            end = pos + width
             if value == total & 0xFF:
-                if k + 1 >= len(words) or words[k + 1][1]:
-                    return consumed + width
-                first_match = first_match or consumed + width
+                if end >= n or (buf[end] == 0xFF and end + 1 < n and buf[end + 1] == 0x00):
+                    return end - start
+                first_match = first_match or end
             total += value
-            consumed += width
-            if k + 1 >= MAX_BLOCK:
-                return first_match or -1
+            pos = end
+            words += 1
+            if words >= MAX_BLOCK:
+                return first_match - start if first_match else -1
         return 0
 
     @staticmethod
