@@ -24,6 +24,7 @@ PROVIDERS: list[str] = [
     "vendhw.sim.cctalk:specs",
     "vendhw.sim.ssp:specs",
     "vendhw.sim.id003:specs",
+    "vendhw.sim.mdb:specs",
 ]
 
 

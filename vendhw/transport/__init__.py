@@ -7,6 +7,7 @@ URL                            transport
 ``loop://``, ``socket://h:p``  any pyserial URL handler (``rfc2217://``, ``spy://``...)
 ``sim://NAME?fault=...``       a simulator in this process (``vendhw sim --list``)
 ``usb://VID:PID[/IFACE]``      bulk endpoints of a USB device (extra ``usb``)
+``mdb9:///dev/ttyS0``          a 9-bit MDB line on a Linux UART (sticky parity)
 =============================  =========================================================
 """
 
@@ -51,6 +52,10 @@ def open_transport(url: str, **options: Any) -> Transport:
             for key, value in faults.items():
                 simulator.set_fault(key, value)
         return SimTransport(simulator, url=url, **common)
+    if url.startswith("mdb9://"):
+        from vendhw.transport.mdb9 import Mdb9BitTransport
+
+        return Mdb9BitTransport(url, **options)
     if url.startswith("usb://"):
         from vendhw.transport.usb import UsbTransport
 

@@ -1,0 +1,224 @@
+"""MDB coin changer and bill validator hosts against their simulators."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from vendhw.devices.cash import CashEvent, CashEventKind
+from vendhw.devices.mdb import (
+    MdbBillValidator,
+    MdbCoinChanger,
+    MdbLink,
+    open_bill_validator,
+    open_changer,
+    parse_bill_poll,
+    parse_changer_poll,
+    parse_changer_setup,
+)
+from vendhw.errors import ConfigurationError, NoResponseError
+from vendhw.sim import create
+from vendhw.sim.mdb import MdbBillSimulator, MdbChangerSimulator
+from vendhw.transport import SimTransport, SimulatorOnPty, open_transport
+from vendhw.transport.mdb9 import runs_by_mode
+
+
+def changer(**options: Any) -> tuple[MdbCoinChanger, MdbChangerSimulator]:
+    sim = MdbChangerSimulator(**options)
+    dev = MdbCoinChanger(MdbLink(SimTransport(sim), response_timeout=0.1))
+    dev.start()
+    return dev, sim
+
+
+def bill(**options: Any) -> tuple[MdbBillValidator, MdbBillSimulator]:
+    sim = MdbBillSimulator(**options)
+    dev = MdbBillValidator(MdbLink(SimTransport(sim), response_timeout=0.1))
+    dev.start()
+    return dev, sim
+
+
+def test_changer_start_reads_setup_and_tubes() -> None:
+    dev, _ = changer()
+    assert dev.setup is not None
+    assert dev.setup.coin_values[:6] == (5, 10, 20, 50, 100, 200)
+    assert dev.currency == "EUR"
+    assert dev.tubes[:6] == [20, 20, 20, 10, 10, 10]
+
+
+def test_coins_credited_once_each() -> None:
+    dev, sim = changer()
+    dev.enable()
+    sim.insert_coin(4)
+    sim.insert_coin(2)
+    seen: list[CashEvent] = []
+    events = dev.poll(seen.append)
+    assert [(e.kind, e.value, e.route) for e in events] == [
+        (CashEventKind.CREDIT, 100, "tubes"), (CashEventKind.CREDIT, 20, "tubes")]
+    assert seen == events
+    assert dev.poll() == []  # ACKed: never reported twice
+    assert len({e.event_id for e in events}) == 2
+
+
+def test_coin_while_disabled_is_not_credited() -> None:
+    dev, sim = changer()
+    sim.insert_coin(4)
+    assert dev.poll() == []
+
+
+def test_sink_failure_means_no_ack_and_the_peripheral_repeats() -> None:
+    dev, sim = changer()
+    dev.enable()
+    sim.insert_coin(5)
+
+    def broken(event: CashEvent) -> None:
+        raise OSError("journal disk full")
+
+    with pytest.raises(OSError):
+        dev.poll(broken)
+    again = dev.poll()
+    assert [(e.kind, e.value) for e in again] == [(CashEventKind.CREDIT, 200)]
+
+
+def test_payout_from_tubes() -> None:
+    dev, sim = changer()
+    dev.payout(270)  # 2 EUR + 50c + 20c
+    assert sim.paid_out == 270
+    assert sim.tubes[:6] == [20, 20, 19, 9, 10, 9]
+    assert [e.reason for e in dev.poll()] == []  # "payout busy" is not an event
+
+
+def test_payout_that_tubes_cannot_make_is_refused_before_moving() -> None:
+    dev, sim = changer(tubes="0,0,0,0,0,1")
+    with pytest.raises(ConfigurationError, match="cannot pay"):
+        dev.payout(205)
+    assert sim.paid_out == 0
+
+
+def test_reset_during_payout_is_reported_and_reconcilable() -> None:
+    dev, sim = changer()
+    sim.set_fault("reset_during_payout")
+    dev.payout(400)  # two 2 EUR coins; the changer resets after paying one
+    events = dev.poll()
+    assert [e.kind for e in events] == [CashEventKind.DEVICE_RESET]
+    assert dev.tube_status()[5] == 9  # the tubes tell what really left: one coin
+    assert sim.paid_out == 200
+
+
+@pytest.mark.parametrize(("fault", "kind"), [("jam", CashEventKind.JAM),
+                                              ("fraud", CashEventKind.FRAUD)])
+def test_changer_faults(fault: str, kind: CashEventKind) -> None:
+    dev, sim = changer()
+    sim.set_fault(fault)
+    assert [e.kind for e in dev.poll()] == [kind]
+
+
+def test_bill_escrow_then_stack() -> None:
+    dev, sim = bill()
+    dev.enable()
+    sim.insert_bill(1)
+    assert [(e.kind, e.value) for e in dev.poll()] == [(CashEventKind.ESCROW, 1000)]
+    dev.stack()
+    events = dev.poll()
+    assert [(e.kind, e.value, e.route) for e in events] == [
+        (CashEventKind.CREDIT, 1000, "stacked")]
+    assert sim.stacked == [1]
+    assert dev.stacker() == (1, False)
+
+
+def test_bill_escrow_then_return() -> None:
+    dev, sim = bill()
+    dev.enable()
+    sim.insert_bill(3)
+    dev.poll()
+    dev.reject()
+    assert [(e.kind, e.value) for e in dev.poll()] == [(CashEventKind.RETURNED, 5000)]
+    assert sim.stacked == []
+
+
+@pytest.mark.parametrize(("fault", "kind"), [
+    ("jam", CashEventKind.JAM), ("fraud", CashEventKind.FRAUD),
+    ("cashbox_removed", CashEventKind.CASHBOX_REMOVED)])
+def test_bill_faults(fault: str, kind: CashEventKind) -> None:
+    dev, sim = bill()
+    sim.set_fault(fault)
+    assert kind in [e.kind for e in dev.poll()]
+
+
+def test_rejected_bill() -> None:
+    dev, sim = bill()
+    dev.enable()
+    sim.set_fault("rejected")
+    sim.insert_bill(0)
+    assert [e.kind for e in dev.poll()] == [CashEventKind.REJECTED]
+
+
+def test_bill_while_disabled_is_an_attempt_not_a_credit() -> None:
+    dev, sim = bill()
+    sim.insert_bill(0)
+    events = dev.poll()
+    assert [e.kind for e in events] == [CashEventKind.REJECTED]
+
+
+def test_corrupt_reply_is_retransmitted_on_ret() -> None:
+    dev, sim = changer()
+    dev.enable()
+    sim.insert_coin(3)
+    sim.set_fault("flip_bit", 1)
+    assert [(e.kind, e.value) for e in dev.poll()] == [(CashEventKind.CREDIT, 50)]
+
+
+def test_silent_peripheral() -> None:
+    sim = MdbChangerSimulator()
+    sim.set_fault("silent")
+    dev = MdbCoinChanger(MdbLink(SimTransport(sim), response_timeout=0.02))
+    with pytest.raises(NoResponseError, match="sim://mdb-changer"):
+        dev.start()
+
+
+def test_over_a_pty() -> None:
+    with SimulatorOnPty(create("mdb-changer", auto_insert="3")) as served:
+        dev = open_changer_on(served.port)
+        dev.start()
+        dev.enable()
+        events = dev.poll() or dev.poll()
+        assert [(e.kind, e.value) for e in events] == [(CashEventKind.CREDIT, 50)]
+        dev.close()
+
+
+def open_changer_on(port: str) -> MdbCoinChanger:
+    return MdbCoinChanger(MdbLink(open_transport(port, baudrate=9600), response_timeout=0.5))
+
+
+def test_open_helpers() -> None:
+    dev = open_changer("sim://mdb-changer")
+    dev.start()
+    assert dev.status()["currency"] == "EUR"
+    bv = open_bill_validator("sim://mdb-bill?auto_insert=2")
+    bv.start()
+    bv.enable()
+    assert [e.kind for e in bv.poll()] == [CashEventKind.ESCROW]
+    with pytest.raises(ConfigurationError, match="9-bit"):
+        open_changer("/dev/ttyUSB0")
+
+
+def test_pure_parsers_on_vector_payloads() -> None:
+    setup = parse_changer_setup(bytes((3, 0x19, 0x78, 5, 2, 0, 0x3F, 1, 2, 4, 10, 20, 40))
+                                + bytes(10))
+    # vender coin_test.go "4109": deposited to cashbox, coin type 1, 9 in tube
+    (event,) = parse_changer_poll(bytes.fromhex("4109"), setup, "c", "s:1")
+    assert (event.kind, event.value, event.route) == (CashEventKind.CREDIT, 10, "cashbox")
+    (event,) = parse_changer_poll(bytes.fromhex("521e"), setup, "c", "s:2")
+    assert (event.kind, event.value, event.route) == (CashEventKind.CREDIT, 20, "tubes")
+    from vendhw.devices.mdb import parse_bill_setup
+
+    bsetup = parse_bill_setup(bytes((1, 0x19, 0x78, 0, 100, 2, 1, 0xF4, 0, 0, 0xFF, 5, 10, 20)))
+    kinds = [e.kind for e in parse_bill_poll(bytes.fromhex("0609"), bsetup, "b", "s:1")]
+    assert kinds == [CashEventKind.DEVICE_RESET, CashEventKind.DISABLED]
+    (escrow, _) = parse_bill_poll(bytes.fromhex("9209"), bsetup, "b", "s:2")
+    assert (escrow.kind, escrow.value) == (CashEventKind.ESCROW, 2000)
+
+
+def test_9bit_write_runs() -> None:
+    words = [(0x30, True), (0x01, False), (0xFF, False), (0x30, False)]
+    assert runs_by_mode(words) == [(True, b"\x30"), (False, b"\x01\xff\x30")]

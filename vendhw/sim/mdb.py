@@ -1,0 +1,266 @@
+"""MDB peripherals: a coin changer (0x08) and a bill validator (0x30) on a 9-bit line.
+
+They speak the in-band 9-bit form (``FF 00 b`` for a byte with the mode bit): host blocks in,
+ACK or data + marked CHK out. Like real peripherals they report "was reset" at the first POLL
+after power-up or RESET, repeat POLL data until the VMC ACKs it, and resend on RET.
+"""
+
+from __future__ import annotations
+
+import collections
+from abc import abstractmethod
+from typing import TYPE_CHECKING, Any
+
+from vendhw.framing.base import Frame
+from vendhw.framing.mdb import MdbFramer
+from vendhw.sim.base import Reply, Simulator
+
+if TYPE_CHECKING:
+    from vendhw.sim import SimulatorSpec
+
+REPLY_DELAY = 0.001
+"""Seconds before a reply; well inside the 5 ms response time."""
+
+
+class _MdbPeripheral(Simulator):
+    kind = "cash"
+    protocol = "mdb"
+    baudrate = 9600
+    address: int
+    was_reset: int
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.framer = MdbFramer(wire="9bit")
+        self._deframer = self.framer.deframer("host")
+        self.events: collections.deque[bytes] = collections.deque()
+        self._unacked = b""
+        self._last_reply = b""
+        self.power_up()
+
+    def power_up(self) -> None:
+        self.events.clear()
+        self.events.append(bytes((self.was_reset,)))
+        self._unacked = b""
+
+    def _ack(self) -> bytes:
+        return self.framer.build(direction="device", control="ACK")
+
+    def _data(self, data: bytes) -> bytes:
+        return self.framer.build(direction="device", data=data)
+
+    def receive(self, data: bytes, now: float) -> list[Reply]:
+        replies: list[Reply] = []
+        for item in self._deframer.feed(data):
+            if not isinstance(item, Frame):
+                continue  # a real peripheral ignores a corrupt block and lets the VMC retry
+            reply = self._handle(item)
+            if reply:
+                self._last_reply = reply
+                replies.append((REPLY_DELAY, reply))
+        return replies
+
+    def _handle(self, frame: Frame) -> bytes:
+        command = frame["command"]
+        if command == "ACK":
+            self._unacked = b""
+            return b""
+        if command == "RET":
+            return self._last_reply
+        if command == "NAK":
+            return b""
+        head = frame["code"]
+        if head & 0xF8 != self.address:
+            return b""  # another peripheral's block
+        return self._command(head & 0x07, bytes(frame["data"]))
+
+    def _poll(self) -> bytes:
+        if not self._unacked:
+            out = bytearray()
+            while self.events and len(out) + len(self.events[0]) <= 16:
+                out += self.events.popleft()
+            self._unacked = bytes(out)
+        return self._data(self._unacked) if self._unacked else self._ack()
+
+    @abstractmethod
+    def _command(self, command: int, data: bytes) -> bytes:
+        """Answer one command addressed to this peripheral."""
+
+
+class MdbChangerSimulator(_MdbPeripheral):
+    """Coin changer: EUR 5c..2 EUR in six tubes, level 3."""
+
+    name = "mdb-changer"
+    description = "MDB coin changer at 0x08 (EUR, 6 coin types, tubes; 9-bit in-band form)"
+    address = 0x08
+    was_reset = 0x0B
+    device_faults = ("jam", "fraud", "tube_jam", "reset_during_payout")
+    COIN_CREDITS = (1, 2, 4, 10, 20, 40)  # x scaling 5 -> 5, 10, 20, 50, 100, 200 cents
+    SCALING = 5
+    TUBE_CAPACITY = 50
+
+    def __init__(self, *, tubes: str = "20,20,20,10,10,10", auto_insert: str = "",
+                 **options: Any) -> None:
+        self.tubes = [int(x) for x in tubes.split(",")] + [0] * 10
+        self.cashbox = 0
+        self.enabled_mask = 0
+        self.auto_insert = [int(x) for x in auto_insert.split(",") if x.strip()]
+        self.paid_out = 0
+        self.reset_during_payout = False
+        super().__init__(**options)
+
+    def set_fault(self, name: str, value: Any = True) -> None:
+        code = {"jam": 0x0C, "fraud": 0x0D, "tube_jam": 0x07}.get(name)
+        if code is not None:
+            self.events.append(bytes((code,)))
+        elif name == "reset_during_payout":
+            self.reset_during_payout = bool(value)
+        else:
+            super().set_fault(name, value)
+
+    def insert_coin(self, coin: int) -> None:
+        """A customer drops coin type ``coin``; accepted only while enabled."""
+        if not self.enabled_mask >> coin & 1:
+            return  # returned physically, not reported
+        if self.tubes[coin] < self.TUBE_CAPACITY:
+            self.tubes[coin] += 1
+            route = 1
+        else:
+            self.cashbox += 1
+            route = 0
+        self.events.append(bytes((0x40 | route << 4 | coin, min(self.tubes[coin], 255))))
+
+    def _command(self, command: int, data: bytes) -> bytes:
+        if command == 0:  # RESET
+            self.enabled_mask = 0
+            self.power_up()
+            return self._ack()
+        if command == 1:  # SETUP
+            credits = bytes(self.COIN_CREDITS) + bytes(16 - len(self.COIN_CREDITS))
+            return self._data(bytes((3, 0x19, 0x78, self.SCALING, 2, 0x00, 0x3F)) + credits)
+        if command == 2:  # TUBE STATUS
+            full = sum(1 << i for i, n in enumerate(self.tubes) if n >= self.TUBE_CAPACITY)
+            return self._data(full.to_bytes(2, "big") + bytes(min(n, 255) for n in self.tubes))
+        if command == 3:  # POLL
+            if self.enabled_mask and self.auto_insert:
+                for coin in self.auto_insert:
+                    self.insert_coin(coin)
+                self.auto_insert = []
+            return self._poll()
+        if command == 4 and len(data) >= 2:  # COIN TYPE
+            self.enabled_mask = int.from_bytes(data[:2], "big")
+            return self._ack()
+        if command == 5 and data:  # DISPENSE
+            count, coin = data[0] >> 4, data[0] & 0x0F
+            paid = min(count, self.tubes[coin])
+            if self.reset_during_payout:
+                paid //= 2
+                self.tubes[coin] -= paid
+                self.paid_out += paid * self.COIN_CREDITS[coin] * self.SCALING
+                self.enabled_mask = 0
+                self.power_up()  # the next POLL says "changer was reset"
+                return self._ack()
+            self.tubes[coin] -= paid
+            self.paid_out += paid * self.COIN_CREDITS[coin] * self.SCALING
+            self.events.append(b"\x02")  # payout busy, then done at the following POLL
+            return self._ack()
+        if command == 7:  # EXPANSION
+            if data[:1] == b"\x00":  # IDENTIFICATION
+                return self._data(b"VHW" + b"000000000001" + b"SIM-CHANGER " + b"\x01\x00"
+                                  + bytes(4))
+            return self._ack()
+        return self._ack()
+
+    def summary(self) -> dict[str, Any]:
+        return {"tubes": self.tubes[:6], "cashbox": self.cashbox, "paid_out": self.paid_out}
+
+
+class MdbBillSimulator(_MdbPeripheral):
+    """Bill validator: EUR 5/10/20/50 with escrow, level 1."""
+
+    name = "mdb-bill"
+    description = "MDB bill validator at 0x30 (EUR 5-50, escrow; 9-bit in-band form)"
+    address = 0x30
+    was_reset = 0x06
+    device_faults = ("jam", "fraud", "rejected", "cashbox_removed")
+    BILL_CREDITS = (5, 10, 20, 50)  # x scaling 100 -> 500 .. 5000 cents
+    SCALING = 100
+
+    def __init__(self, *, auto_insert: str = "", **options: Any) -> None:
+        self.enabled_mask = 0
+        self.escrow_mask = 0
+        self.escrow: int | None = None
+        self.stacked: list[int] = []
+        self.auto_insert = [int(x) for x in auto_insert.split(",") if x.strip()]
+        self.reject_next = False
+        super().__init__(**options)
+
+    def set_fault(self, name: str, value: Any = True) -> None:
+        code = {"jam": 0x05, "fraud": 0x0C, "cashbox_removed": 0x08}.get(name)
+        if code is not None:
+            self.events.append(bytes((code,)))
+        elif name == "rejected":
+            self.reject_next = bool(value)
+        else:
+            super().set_fault(name, value)
+
+    def insert_bill(self, bill: int) -> None:
+        """A customer feeds bill type ``bill``."""
+        if not self.enabled_mask >> bill & 1:
+            self.events.append(b"\x41")  # one insertion attempt while disabled
+            return
+        if self.reject_next:
+            self.reject_next = False
+            self.events.append(b"\x0b")
+            return
+        if self.escrow_mask >> bill & 1:
+            self.escrow = bill
+            self.events.append(bytes((0x90 | bill,)))
+        else:
+            self.stacked.append(bill)
+            self.events.append(bytes((0x80 | bill,)))
+
+    def _command(self, command: int, data: bytes) -> bytes:
+        if command == 0:  # RESET
+            self.enabled_mask = self.escrow_mask = 0
+            if self.escrow is not None:
+                self.escrow = None  # a held note is returned at reset
+            self.power_up()
+            return self._ack()
+        if command == 1:  # SETUP
+            credits = bytes(self.BILL_CREDITS) + bytes(16 - len(self.BILL_CREDITS))
+            head = bytes((1, 0x19, 0x78)) + self.SCALING.to_bytes(2, "big") + bytes((2,))
+            return self._data(head + (500).to_bytes(2, "big") + b"\x00\x00\xff" + credits)
+        if command == 3:  # POLL
+            if self.enabled_mask and self.auto_insert:
+                for bill in self.auto_insert:
+                    self.insert_bill(bill)
+                self.auto_insert = []
+            return self._poll()
+        if command == 4 and len(data) >= 4:  # BILL TYPE
+            self.enabled_mask = int.from_bytes(data[:2], "big")
+            self.escrow_mask = int.from_bytes(data[2:4], "big")
+            return self._ack()
+        if command == 5 and data:  # ESCROW
+            if self.escrow is None:
+                self.events.append(b"\x0a")  # invalid escrow request
+            elif data[0] == 0x01:
+                self.stacked.append(self.escrow)
+                self.events.append(bytes((0x80 | self.escrow,)))
+                self.escrow = None
+            else:
+                self.events.append(bytes((0xA0 | self.escrow,)))
+                self.escrow = None
+            return self._ack()
+        if command == 6:  # STACKER
+            return self._data(len(self.stacked).to_bytes(2, "big"))
+        return self._ack()
+
+    def summary(self) -> dict[str, Any]:
+        return {"stacked": self.stacked, "escrow": self.escrow}
+
+
+def specs() -> list[SimulatorSpec]:
+    from vendhw.sim import SimulatorSpec
+
+    return [SimulatorSpec.of(MdbChangerSimulator), SimulatorSpec.of(MdbBillSimulator)]
