@@ -18,8 +18,8 @@ from vendhw.sim.base import Reply, Simulator
 if TYPE_CHECKING:
     from vendhw.sim import SimulatorSpec
 
-REPLY_DELAY = 0.001
-"""Seconds before a reply; well inside the 5 ms response time."""
+REPLY_DELAY = 0.0
+"""Seconds before a reply by default (option ``reply_delay``); the spec allows up to 5 ms."""
 
 
 class _MdbPeripheral(Simulator):
@@ -29,8 +29,9 @@ class _MdbPeripheral(Simulator):
     address: int
     was_reset: int
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, *, reply_delay: float | str = REPLY_DELAY, **options: Any) -> None:
         super().__init__(**options)
+        self.reply_delay = float(reply_delay)
         self.framer = MdbFramer(wire="9bit")
         self._deframer = self.framer.deframer("host")
         self.events: collections.deque[bytes] = collections.deque()
@@ -57,7 +58,7 @@ class _MdbPeripheral(Simulator):
             reply = self._handle(item)
             if reply:
                 self._last_reply = reply
-                replies.append((REPLY_DELAY, reply))
+                replies.append((self.reply_delay, reply))
         return replies
 
     def _handle(self, frame: Frame) -> bytes:
