@@ -1,0 +1,248 @@
+"""Cash on the machine: a crash-safe credit journal and one acceptor for every cash device.
+
+:class:`CashJournal` records every :class:`~vendhw.devices.cash.CashEvent` in SQLite (WAL,
+``synchronous=FULL``) keyed by its ``event_id``, *before* the driver acknowledges the event to
+the device, so a credit is never lost (a crash before the commit means no ACK, and the device
+repeats it) and never counted twice (a repeat finds its ``event_id`` already there). The
+balance is derived from the journal, and spending it is journaled too, keyed by the order.
+
+:class:`CashAcceptor` polls any mix of devices (ccTalk, SSP, ID-003, MDB) through that journal
+without knowing their protocols, and decides escrowed notes by the configured policy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from vendhw.devices.cash import CashDevice, CashEvent, CashEventKind
+from vendhw.errors import VendhwError
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL = 0.2
+"""Seconds between poll cycles: ccTalk coin acceptors want 200 ms, SSP 200-1000 ms,
+ID-003 100-200 ms, MDB 100-200 ms (see each protocol's README)."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cash_events (
+    event_id TEXT PRIMARY KEY,
+    device TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    currency TEXT NOT NULL,
+    channel INTEGER,
+    route TEXT,
+    reason TEXT,
+    detail TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cash_spent (
+    reference TEXT PRIMARY KEY,
+    amount INTEGER NOT NULL,
+    at REAL NOT NULL
+);
+"""
+
+
+class InsufficientCredit(VendhwError):
+    """A spend larger than the credit the customer has inserted."""
+
+
+class CashJournal:
+    """SQLite journal of cash events and spends; every write is committed before it returns."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def record(self, event: CashEvent) -> bool:
+        """Journal ``event``; False when its ``event_id`` was already journaled (a repeat)."""
+        if not event.event_id:
+            raise ValueError(f"cash event without event_id from {event.device}")
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO cash_events VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (event.event_id, event.device, event.kind.value, event.value, event.currency,
+                 event.channel, event.route, event.reason, json.dumps(event.detail),
+                 time.time()),
+            )
+            return cur.rowcount == 1
+
+    def credited(self) -> int:
+        """Every credit ever journaled, in minor units."""
+        with self._lock:
+            (total,) = self._db.execute(
+                "SELECT COALESCE(SUM(value), 0) FROM cash_events WHERE kind = ?",
+                (CashEventKind.CREDIT.value,)).fetchone()
+        return int(total)
+
+    def spent(self) -> int:
+        with self._lock:
+            (total,) = self._db.execute("SELECT COALESCE(SUM(amount), 0) FROM cash_spent"
+                                        ).fetchone()
+        return int(total)
+
+    def balance(self) -> int:
+        """Credit the customer still has: credited minus spent (and minus change paid)."""
+        return self.credited() - self.spent()
+
+    def spend(self, amount: int, reference: str) -> bool:
+        """Take ``amount`` from the balance for ``reference`` (an order); idempotent.
+
+        Returns False when ``reference`` was already spent (a retry), raises
+        :class:`InsufficientCredit` when the balance is short.
+        """
+        if amount < 0:
+            raise ValueError("amount must not be negative")
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if self._db.execute("SELECT 1 FROM cash_spent WHERE reference = ?",
+                                    (reference,)).fetchone():
+                    self._db.execute("ROLLBACK")
+                    return False
+                (credited,) = self._db.execute(
+                    "SELECT COALESCE(SUM(value), 0) FROM cash_events WHERE kind = ?",
+                    (CashEventKind.CREDIT.value,)).fetchone()
+                (spent,) = self._db.execute("SELECT COALESCE(SUM(amount), 0) FROM cash_spent"
+                                            ).fetchone()
+                if credited - spent < amount:
+                    self._db.execute("ROLLBACK")
+                    raise InsufficientCredit(
+                        f"balance {credited - spent} is less than {amount} for {reference}")
+                self._db.execute("INSERT INTO cash_spent VALUES (?,?,?)",
+                                 (reference, amount, time.time()))
+                self._db.execute("COMMIT")
+                return True
+            except sqlite3.Error:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def events(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The latest journaled events, newest first (for operators)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT event_id, device, kind, value, currency, route, reason, at "
+                "FROM cash_events ORDER BY at DESC LIMIT ?", (limit,)).fetchall()
+        keys = ("event_id", "device", "kind", "value", "currency", "route", "reason", "at")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+EscrowPolicy = Callable[[CashEvent], bool]
+"""Decides a note held in escrow: True stacks it, False returns it."""
+
+
+def accept_all(event: CashEvent) -> bool:
+    return True
+
+
+class CashAcceptor:
+    """Accept money from any cash devices, journaling every event before it is acknowledged.
+
+    ``listeners`` get every new (non-repeated) event after it is journaled; use them to update
+    a screen. Run :meth:`poll_once` from your own loop, or :meth:`start` a poller thread.
+    """
+
+    def __init__(self, devices: Iterable[CashDevice], journal: CashJournal, *,
+                 escrow_policy: EscrowPolicy = accept_all,
+                 poll_interval: float = POLL_INTERVAL) -> None:
+        self.devices = list(devices)
+        self.journal = journal
+        self.escrow_policy = escrow_policy
+        self.poll_interval = poll_interval
+        self.listeners: list[Callable[[CashEvent], None]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._credit = threading.Condition()
+
+    def _sink(self, event: CashEvent) -> None:
+        if self.journal.record(event):
+            for listener in self.listeners:
+                try:
+                    listener(event)
+                except Exception:  # a screen bug must not stop the money path
+                    log.exception("cash listener failed on %s", event)
+            if event.kind is CashEventKind.CREDIT:
+                with self._credit:
+                    self._credit.notify_all()
+
+    def poll_once(self) -> list[CashEvent]:
+        """One poll of every device; escrowed notes are decided by the policy."""
+        seen: list[CashEvent] = []
+        for device in self.devices:
+            try:
+                events = device.poll(self._sink)
+            except VendhwError as exc:
+                log.warning("%s: poll failed: %s", device.name, exc)
+                continue
+            seen += events
+            for event in events:
+                if event.kind is CashEventKind.ESCROW:
+                    (device.stack if self.escrow_policy(event) else device.reject)()
+        return seen
+
+    def enable(self) -> None:
+        for device in self.devices:
+            device.enable()
+
+    def disable(self) -> None:
+        for device in self.devices:
+            device.disable()
+
+    def wait_for_balance(self, amount: int, timeout: float) -> bool:
+        """Block until the balance reaches ``amount`` or ``timeout`` passes (poller running)."""
+        deadline = time.monotonic() + timeout
+        with self._credit:
+            while self.journal.balance() < amount:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._credit.wait(remaining)
+        return True
+
+    def give_change(self, device: CashDevice, reference: str) -> int:
+        """Pay the remaining balance back with ``device``; journaled before any coin moves.
+
+        The spend is recorded first under ``change:<reference>``, so a retry never pays twice;
+        what the device really paid arrives as payout events (an incomplete payout is for an
+        operator to settle, never retried blindly).
+        """
+        amount = self.journal.balance()
+        if amount <= 0:
+            return 0
+        if self.journal.spend(amount, f"change:{reference}"):
+            device.payout(amount)
+        return amount
+
+    def start(self) -> None:
+        """Poll every device from a background thread until :meth:`stop`."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="cash-poller", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.poll_once()
+            self._stop.wait(self.poll_interval)  # the protocols' poll period, not a byte wait
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
