@@ -155,3 +155,34 @@ def test_fd_transport_is_selectable() -> None:
     with PtyPair() as pair:
         fd = pair.master.fileno()
         assert isinstance(fd, int) and os.isatty(fd)
+
+
+def test_capture_then_replay_reproduces_a_session(tmp_path: Path) -> None:
+    from vendhw.devices.mdb import MdbCoinChanger, MdbLink
+    from vendhw.errors import ProtocolError
+    from vendhw.sim.mdb import MdbChangerSimulator
+
+    capture = tmp_path / "session.jsonl"
+    live = SimTransport(MdbChangerSimulator(auto_insert="4"), capture=str(capture))
+    dev = MdbCoinChanger(MdbLink(live, response_timeout=0.1))
+    dev.start()
+    dev.enable()
+    recorded = dev.poll()
+    live.close()
+
+    replay = open_transport(f"replay://{capture}", strict=True)
+    again = MdbCoinChanger(MdbLink(replay, response_timeout=0.1))
+    again.start()
+    again.enable()
+    replayed = again.poll()
+    assert [(e.kind, e.value) for e in replayed] == [(e.kind, e.value) for e in recorded]
+    assert replay.remaining == 0  # type: ignore[attr-defined]
+
+    diverging = open_transport(f"replay://{capture}", strict=True)
+    with pytest.raises(ProtocolError, match="the capture has"):
+        diverging.write(b"\x01\x02")
+
+
+def test_replay_of_a_missing_file() -> None:
+    with pytest.raises(ConfigurationError, match="no capture file"):
+        open_transport("replay:///nonexistent.jsonl")

@@ -8,6 +8,7 @@ URL                            transport
 ``sim://NAME?fault=...``       a simulator in this process (``vendhw sim --list``)
 ``usb://VID:PID[/IFACE]``      bulk endpoints of a USB device (extra ``usb``)
 ``mdb9:///dev/ttyS0``          a 9-bit MDB line on a Linux UART (sticky parity)
+``replay://capture.jsonl``     a recorded session played back (``capture=PATH`` records one)
 =============================  =========================================================
 """
 
@@ -52,6 +53,10 @@ def open_transport(url: str, **options: Any) -> Transport:
             for key, value in faults.items():
                 simulator.set_fault(key, value)
         return SimTransport(simulator, url=url, **common)
+    if url.startswith("replay://"):
+        from vendhw.transport.replay import ReplayTransport
+
+        return ReplayTransport(url, **options)
     if url.startswith("mdb9://"):
         from vendhw.transport.mdb9 import Mdb9BitTransport
 
