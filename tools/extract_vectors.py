@@ -14,7 +14,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 MAPPING = {
     "mdb": {"MDB": {}, "MDB-linux-PARMRK": {"wire": "9bit"}},
+    "ssp": {"SSP": {}, "eSSP": {}},
+    "cctalk": {"ccTalk": {}, "ccTalk-CRC16": {"checksum": "crc16"}},
+    "id003": {"ID-003": {}},
 }
+
+
+def classify(item: dict, extra: dict) -> dict:
+    """Options a test needs to read this vector: known-bad ones and non-frame forms."""
+    text = (item.get("meaning", "") + " " + item.get("notes", "")).lower()
+    out = dict(extra)
+    if item["protocol"] == "eSSP" and not item["hex"].upper().startswith("7F"):
+        out["form"] = "essp-inner"  # a decrypted eSSP block, not an SSP packet
+    elif not item["verified"] and any(k in text for k in ("typo", "not valid", "does not match",
+                                                           "missing")):
+        out["expect_valid"] = False
+    return out
 
 
 def main() -> None:
@@ -34,7 +49,7 @@ def main() -> None:
         if item.get("notes"):
             entry["notes"] = item["notes"]
         if extra is not None:
-            vectors.append({**entry, **extra})
+            vectors.append({**entry, **classify(item, extra)})
         elif item["protocol"] == "MDB-Qibixx-ASCII" and args.protocol == "mdb":
             adapter_lines.append(entry)
     out = {"protocol": args.protocol,

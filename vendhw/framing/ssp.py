@@ -1,0 +1,253 @@
+"""ITL SSP / eSSP packets (NV9/NV10/NV11/NV200, SMART Payout, SMART Hopper, ...).
+
+``STX 0x7F | SEQ/ID | LEN | DATA... | CRCL | CRCH``: bit 7 of SEQ/ID is the sequence flag,
+bits 6..0 the slave ID; LEN counts DATA; the CRC (poly 0x8005, seed 0xFFFF, not reflected)
+covers SEQ/ID..DATA and is computed before byte stuffing, which doubles every 0x7F after the
+STX (CRC bytes included). An unpaired 0x7F inside a packet is a new STX.
+
+An eSSP packet is an ordinary SSP packet whose DATA starts with STEX 0x7E; the rest is
+AES-128 and is left opaque here (``vendhw.devices.ssp`` decrypts it). Host commands (< 0x80)
+and generic responses (>= 0xF0) do not overlap, so the direction can be inferred.
+
+Sources: ``protocols/ssp/README.md`` (ITL GA138 SSP Protocol Manual v2.2, GA973).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import construct as cs
+
+from vendhw.errors import ChecksumError, FramingError, LengthError, StartByteError
+from vendhw.framing.base import Direction, Frame, Framer, Layout
+from vendhw.framing.checksums import CRC16_SSP
+
+STX = 0x7F
+STEX = 0x7E
+MAX_DATA = 255
+
+REPLY_TIMEOUT = 1.0
+"""GA138: the host waits 1 s for a reply, then retransmits with the same sequence flag."""
+RETRIES = 20
+"""GA138: after 20 retries the host assumes the slave has crashed."""
+INTER_BYTE_GAP = 0.05
+"""Not specified by ITL; a partial packet silent this long is dropped (a 255-byte packet
+takes under 300 ms at 9600 8N2, and bytes of one packet are sent back to back)."""
+
+COMMANDS: dict[int, str] = {
+    0x01: "RESET", 0x02: "SET INHIBITS", 0x03: "DISPLAY ON", 0x04: "DISPLAY OFF",
+    0x05: "SETUP REQUEST", 0x06: "HOST PROTOCOL VERSION", 0x07: "POLL", 0x08: "REJECT",
+    0x09: "DISABLE", 0x0A: "ENABLE", 0x0C: "GET SERIAL NUMBER", 0x0D: "UNIT DATA",
+    0x0E: "CHANNEL VALUE REQUEST", 0x0F: "CHANNEL SECURITY DATA",
+    0x10: "CHANNEL RE-TEACH DATA", 0x11: "SYNC", 0x15: "LAST REJECT NOTE",
+    0x17: "LAST REJECT CODE", 0x18: "HOLD", 0x19: "ENABLE PROTOCOL VERSION EVENTS",
+    0x20: "GET FIRMWARE VERSION", 0x21: "GET DATASET VERSION", 0x22: "GET ALL LEVELS",
+    0x23: "GET BARCODE READER CONFIGURATION", 0x24: "SET BARCODE READER CONFIGURATION",
+    0x25: "GET BARCODE INHIBIT", 0x26: "SET BARCODE INHIBIT", 0x27: "GET BARCODE DATA",
+    0x30: "SET REFILL MODE", 0x33: "PAYOUT AMOUNT", 0x34: "SET DENOMINATION LEVEL",
+    0x35: "GET DENOMINATION LEVEL", 0x37: "COMMS PASS THROUGH", 0x38: "HALT PAYOUT",
+    0x3B: "SET DENOMINATION ROUTE", 0x3C: "GET DENOMINATION ROUTE", 0x3D: "FLOAT AMOUNT",
+    0x3E: "GET MINIMUM PAYOUT", 0x3F: "EMPTY ALL", 0x40: "SET COIN MECH INHIBITS",
+    0x41: "GET NOTE POSITIONS", 0x42: "PAYOUT NOTE", 0x43: "STACK NOTE",
+    0x44: "FLOAT BY DENOMINATION", 0x45: "SET VALUE REPORTING TYPE",
+    0x46: "PAYOUT BY DENOMINATION", 0x49: "SET COIN MECH GLOBAL INHIBIT",
+    0x4A: "SET GENERATOR", 0x4B: "SET MODULUS", 0x4C: "REQUEST KEY EXCHANGE",
+    0x4D: "SET BAUD RATE", 0x4F: "GET BUILD REVISION", 0x50: "SET HOPPER OPTIONS",
+    0x51: "GET HOPPER OPTIONS", 0x52: "SMART EMPTY", 0x53: "CASHBOX PAYOUT OPERATION DATA",
+    0x54: "CONFIGURE BEZEL", 0x56: "POLL WITH ACK", 0x57: "EVENT ACK", 0x58: "GET COUNTERS",
+    0x59: "RESET COUNTERS", 0x5B: "DISABLE PAYOUT DEVICE", 0x5C: "ENABLE PAYOUT DEVICE",
+    0x5D: "COIN STIR", 0x60: "SET ENCRYPTION KEY", 0x61: "ENCRYPTION RESET TO DEFAULT",
+    0x62: "GET REAL TIME CLOCK CONFIGURATION", 0x63: "GET REAL TIME CLOCK",
+    0x64: "SET REAL TIME CLOCK", 0x65: "GET CASHBOX OPERATION DATA",
+    0x66: "SET CASHBOX OPERATION DATA", 0x67: "CASHBOX UNLOCK ENABLE",
+    0x68: "GET TEBS LOG", 0x69: "RESET TEBS LOGS", 0x70: "TICKET PRINT",
+    0x71: "PRINTER CONFIGURATION", 0x72: "PRINT BARCODE TICKET",
+    0x76: "GET ESCROW TRANSACTION", 0x77: "SET ESCROW TRANSACTION",
+    0x78: "CONFIRM ESCROW TRANSACTION", 0x79: "ABORT ESCROW TRANSACTION",
+    0x7A: "GET ESCROW STATUS",
+}
+RESPONSES: dict[int, str] = {
+    0xF0: "OK", 0xF2: "COMMAND NOT KNOWN", 0xF3: "WRONG NUMBER OF PARAMETERS",
+    0xF4: "PARAMETER OUT OF RANGE", 0xF5: "COMMAND CANNOT BE PROCESSED",
+    0xF6: "SOFTWARE ERROR", 0xF8: "FAIL", 0xFA: "KEY NOT SET",
+}
+
+# Poll events: name and parameter shape. "ch" = 1 channel byte; "values" = count, then
+# count x (4-byte value + 3-byte currency); "incomplete" = count x (4 + 4 + 3); None = no data.
+EVENTS: dict[int, tuple[str, str | None]] = {
+    0xF1: ("SLAVE RESET", None), 0xEF: ("READ NOTE", "ch"), 0xEE: ("CREDIT NOTE", "ch"),
+    0xED: ("NOTE REJECTING", None), 0xEC: ("NOTE REJECTED", None),
+    0xCC: ("NOTE STACKING", None), 0xEB: ("NOTE STACKED", None),
+    0xEA: ("SAFE NOTE JAM", None), 0xE9: ("UNSAFE NOTE JAM", None),
+    0xE8: ("DISABLED", None), 0xE6: ("FRAUD ATTEMPT", "ch"), 0xE7: ("STACKER FULL", None),
+    0xE1: ("NOTE CLEARED FROM FRONT", "ch"), 0xE2: ("NOTE CLEARED TO CASHBOX", "ch"),
+    0xE3: ("CASHBOX REMOVED", None), 0xE4: ("CASHBOX REPLACED", None),
+    0xE5: ("BARCODE TICKET VALIDATED", None), 0xD1: ("BARCODE TICKET ACKNOWLEDGE", None),
+    0xE0: ("NOTE PATH OPEN", None), 0xB5: ("CHANNEL DISABLE", None),
+    0xB6: ("INITIALISING", None), 0xDA: ("DISPENSING", "values"),
+    0xD2: ("DISPENSED", "values"), 0xD5: ("JAMMED", "values"), 0xD6: ("HALTED", "values"),
+    0xD7: ("FLOATING", "values"), 0xD8: ("FLOATED", "values"), 0xD9: ("TIMEOUT", "values"),
+    0xDC: ("INCOMPLETE PAYOUT", "incomplete"), 0xDD: ("INCOMPLETE FLOAT", "incomplete"),
+    0xDE: ("CASHBOX PAID", "values"), 0xDF: ("COIN CREDIT", "values"),
+    0xC2: ("EMPTYING", None), 0xC3: ("EMPTIED", None), 0xB3: ("SMART EMPTYING", "values"),
+    0xB4: ("SMART EMPTIED", "values"), 0xDB: ("NOTE STORED IN PAYOUT", None),
+    0xC6: ("PAYOUT OUT OF SERVICE", None), 0xC9: ("NOTE TRANSFERRED TO STACKER", None),
+    0xC7: ("NOTE FLOAT REMOVED", None), 0xC8: ("NOTE FLOAT ATTACHED", None),
+    0xB0: ("JAM RECOVERY", None), 0xB1: ("ERROR DURING PAYOUT", None),
+    0xBF: ("VALUE ADDED", "values"),
+}
+
+_HEADER = Layout(cs.Struct("seqid" / cs.Int8ub, "length" / cs.Int8ub, "data" / cs.GreedyBytes),
+                 "SSP packet")
+
+
+def stuff(body: bytes) -> bytes:
+    """Double every 0x7F (everything after the STX)."""
+    return body.replace(b"\x7f", b"\x7f\x7f")
+
+
+def unstuff(body: bytes) -> bytes:
+    """Undo :func:`stuff`; a lone 0x7F inside a packet is a framing error (a new STX)."""
+    if b"\x7f" not in body:
+        return body
+    out = body.replace(b"\x7f\x7f", b"\x7f")
+    if out.count(b"\x7f") * 2 != body.count(b"\x7f"):
+        raise FramingError("unpaired 0x7F inside a packet (a new STX?)", protocol="ssp",
+                           data=body)
+    return out
+
+
+def decode_events(data: bytes) -> list[dict[str, Any]] | None:
+    """Poll events in ``data`` (after the OK), or None when they do not parse cleanly."""
+    events: list[dict[str, Any]] = []
+    i, n = 0, len(data)
+    while i < n:
+        entry = EVENTS.get(data[i])
+        if entry is None:
+            return None
+        name, shape = entry
+        event: dict[str, Any] = {"event": name, "code": data[i]}
+        i += 1
+        if shape == "ch":
+            if i >= n:
+                return None
+            event["channel"] = data[i]
+            i += 1
+        elif shape in ("values", "incomplete"):
+            if i >= n:
+                return None
+            count = data[i]
+            size = 7 if shape == "values" else 11
+            end = i + 1 + count * size
+            if end > n or count == 0:
+                return None
+            items = []
+            for k in range(count):
+                item = data[i + 1 + k * size:i + 1 + (k + 1) * size]
+                entry_values: dict[str, Any] = {"value": int.from_bytes(item[:4], "little")}
+                if size == 11:
+                    entry_values["requested"] = int.from_bytes(item[4:8], "little")
+                entry_values["currency"] = item[-3:].decode("ascii", "replace")
+                items.append(entry_values)
+            event["values"] = items
+            i = end
+        events.append(event)
+    return events
+
+
+class SspFramer(Framer):
+    """SSP packets in either direction; eSSP payloads stay opaque."""
+
+    name = "ssp"
+    description = "ITL SSP / eSSP (note validators, SMART Payout, SMART Hopper)"
+    start_byte = STX
+
+    def build(self, *, direction: Direction | None = None, **fields: Any) -> bytes:
+        """Fields: ``data`` (command/response + parameters) or ``code`` + ``params``;
+        ``seq`` (0/1) and ``address`` (slave ID, default 0)."""
+        data = fields.get("data")
+        if data is None:
+            data = bytes((int(fields["code"]),)) + bytes(fields.get("params", b""))
+        data = bytes(data)
+        if not 0 < len(data) <= MAX_DATA:
+            raise LengthError(f"DATA must be 1..{MAX_DATA} bytes, got {len(data)}",
+                              protocol=self.name)
+        seqid = (0x80 if fields.get("seq") else 0) | (int(fields.get("address", 0)) & 0x7F)
+        body = _HEADER.build({"seqid": seqid, "length": len(data), "data": data}, self.name)
+        crc = CRC16_SSP.func(body)
+        return b"\x7f" + stuff(body + crc.to_bytes(2, "little"))
+
+    def parse(self, data: bytes, direction: Direction | None = None) -> Frame:
+        raw = bytes(data)
+        if len(raw) < 6:
+            raise LengthError(f"an SSP packet has at least 6 bytes, got {len(raw)}",
+                              protocol=self.name, data=raw)
+        if raw[0] != STX:
+            raise StartByteError(f"expected STX 0x7F, got 0x{raw[0]:02X}", protocol=self.name,
+                                 data=raw)
+        body = unstuff(raw[1:])
+        length = body[1]
+        if len(body) != length + 4:
+            raise LengthError(f"LEN says {length} data bytes, packet holds {len(body) - 4}",
+                              protocol=self.name, data=raw)
+        expected = CRC16_SSP.func(body[:-2])
+        received = body[-2] | body[-1] << 8
+        if expected != received:
+            raise ChecksumError(protocol=self.name, algorithm=CRC16_SSP.name,
+                                expected=expected, received=received, width=2, data=raw)
+        parsed = _HEADER.parse(body[:-2], self.name)
+        payload: bytes = parsed["data"]
+        if length == 0:
+            raise LengthError("LEN is 0: an SSP packet carries at least one byte",
+                              protocol=self.name, data=raw)
+        seqid: int = parsed["seqid"]
+        code = payload[0]
+        fields: dict[str, Any] = {"command": "", "code": code, "seq": seqid >> 7,
+                                  "address": seqid & 0x7F}
+        if code == STEX:
+            fields["command"] = "ENCRYPTED"
+            fields["encrypted"] = payload[1:]
+            return Frame(self.name, raw, fields, direction)
+        if direction is None:
+            direction = "device" if code >= 0xF0 else "host"
+        if direction == "host":
+            fields["command"] = COMMANDS.get(code, f"COMMAND 0x{code:02X}")
+            fields["params"] = payload[1:]
+        else:
+            fields["data"] = payload[1:]
+            if code in RESPONSES:
+                fields["command"] = RESPONSES[code]
+                events = decode_events(payload[1:]) if code == 0xF0 and len(payload) > 1 else None
+            else:
+                # Some manual examples and old firmware start a reply with an event code or a
+                # bare status; name it rather than refuse a packet whose CRC is right.
+                fields["command"] = EVENTS.get(code, (f"RESPONSE 0x{code:02X}", None))[0]
+                events = decode_events(payload) if code in EVENTS else None
+            if events is not None:
+                fields["events"] = events
+        return Frame(self.name, raw, fields, direction)
+
+    def measure(self, buf: bytes | bytearray, start: int, direction: Direction | None) -> int:
+        """Walk the stuffed bytes until SEQ, LEN, DATA and CRC are complete."""
+        n = len(buf)
+        pos = start + 1
+        got = 0
+        need = 4  # SEQ, LEN, CRCL, CRCH; DATA added once LEN is read
+        while got < need:
+            if pos >= n:
+                return 0
+            b = buf[pos]
+            if b == STX:
+                if pos + 1 >= n:
+                    return 0
+                if buf[pos + 1] != STX:
+                    return -1  # an unpaired 0x7F: a new packet starts here
+                pos += 2
+            else:
+                pos += 1
+            got += 1
+            if got == 2:
+                need = 4 + b
+                if b == 0:
+                    return -1
+        return pos - start
