@@ -1,0 +1,166 @@
+"""JCM ID-003 packets (UBA, iVIZION, WBA, EBA, ... note acceptors and recyclers).
+
+``SYNC 0xFC | LNG | CMD | DATA... | CRCL | CRCH``: LNG is the total length (5 without data),
+the CRC is CRC-16/KERMIT (CCITT polynomial reflected, init 0) over SYNC..DATA, low byte first.
+
+**Direction matters**: the acceptor's status codes reuse command byte values (``FC 05 11 27
+56`` is both STATUS REQUEST and ENABLE/IDLING; ``FC 05 40 2B 15`` both RESET and POWER UP).
+Parse with a direction; without one the host reading is returned and the device reading is
+named in ``device_reading``. Recycler commands carry the extension prefix ``F0 20``.
+
+Sources: ``protocols/id003/README.md`` (no public JCM specification; four independent
+implementations that agree).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import construct as cs
+
+from vendhw.errors import ChecksumError, LengthError, StartByteError
+from vendhw.framing.base import Direction, Frame, Framer, Layout
+from vendhw.framing.checksums import CRC16_KERMIT
+
+SYNC = 0xFC
+MIN_LENGTH = 5
+INTER_BYTE_GAP = 0.05
+"""No public figure; implementations wait 50 ms for a reply (py-id003, hackwin)."""
+REPLY_TIMEOUT = 0.2
+"""Reply wait used by the host layer: hackwin waits 50 ms, py-id003 50 ms; 200 ms leaves room
+for USB-serial adapters."""
+POLL_INTERVAL = 0.1
+"""Status polling period (Portalum 100 ms; the usual range is 100-200 ms)."""
+
+COMMANDS: dict[int, str] = {
+    0x11: "STATUS REQUEST", 0x40: "RESET", 0x41: "STACK-1", 0x42: "STACK-2", 0x43: "RETURN",
+    0x44: "HOLD", 0x45: "WAIT", 0x50: "ACK",
+    0xC0: "SET ENABLE/DISABLE DENOMINATION", 0xC1: "SET SECURITY DENOMINATION",
+    0xC2: "SET COMMUNICATION MODE", 0xC3: "SET INHIBIT", 0xC4: "SET DIRECTION",
+    0xC5: "SET OPTIONAL FUNCTION", 0xC6: "SET BARCODE FUNCTION", 0xC7: "SET BAR INHIBIT",
+    0x80: "ENABLE/DISABLE DENOMINATION STATUS REQUEST", 0x81: "SECURITY STATUS REQUEST",
+    0x82: "COMMUNICATION MODE STATUS REQUEST", 0x83: "INHIBIT STATUS REQUEST",
+    0x84: "DIRECTION STATUS REQUEST", 0x85: "OPTIONAL FUNCTION STATUS REQUEST",
+    0x86: "BARCODE FUNCTION STATUS REQUEST", 0x87: "BAR INHIBIT STATUS REQUEST",
+    0x88: "VERSION REQUEST", 0x89: "BOOT VERSION REQUEST", 0x8A: "CURRENCY ASSIGN REQUEST",
+}
+STATUSES: dict[int, str] = {
+    0x11: "ENABLE/IDLING", 0x12: "ACCEPTING", 0x13: "ESCROW", 0x14: "STACKING",
+    0x15: "VEND VALID", 0x16: "STACKED", 0x17: "REJECTING", 0x18: "RETURNING",
+    0x19: "HOLDING", 0x1A: "DISABLE/INHIBIT", 0x1B: "INITIALIZE", 0x40: "POWER UP",
+    0x41: "POWER UP WITH BILL IN ACCEPTOR", 0x42: "POWER UP WITH BILL IN STACKER",
+    0x43: "STACKER FULL", 0x44: "STACKER OPEN", 0x45: "ACCEPTOR JAM", 0x46: "STACKER JAM",
+    0x47: "PAUSE", 0x48: "CHEATED", 0x49: "FAILURE", 0x4A: "COMMUNICATION ERROR",
+    0x4B: "INVALID COMMAND", 0x50: "ACK", 0x05: "ENQ",
+}
+# Setting commands are echoed back by the acceptor with their data; status requests 0x80-0x8A
+# are answered under the same code.
+for _code in range(0xC0, 0xC8):
+    STATUSES[_code] = COMMANDS[_code] + " (ECHO)"
+for _code in range(0x80, 0x8B):
+    STATUSES[_code] = COMMANDS[_code].replace(" REQUEST", "")
+
+DENOMINATIONS = {code: f"DENOMINATION {code - 0x60}" for code in range(0x61, 0x69)}
+DENOMINATIONS[0x6F] = "BARCODE TICKET"
+REJECT_REASONS: dict[int, str] = {
+    0x71: "insertion error", 0x72: "magnetic pattern error", 0x73: "remaining bill in head",
+    0x74: "compensation/amplitude error", 0x75: "conveying error", 0x76: "denomination error",
+    0x77: "photo pattern error", 0x78: "photo level error",
+    0x79: "inhibited by DIP switch or command",
+    0x7A: "no command after escrow", 0x7B: "operation error", 0x7C: "returned from stacker",
+    0x7D: "length error", 0x7E: "colour pattern error", 0x98: "multiple bills",
+    0x9B: "ticket inserted upside down",
+}
+FAILURES: dict[int, str] = {
+    0xA2: "stack motor failure", 0xA5: "transport motor speed failure",
+    0xA6: "transport motor failure", 0xA7: "aligning motor failure",
+    0xAB: "cash box not ready", 0xAF: "validator head removed", 0xB0: "boot ROM failure",
+    0xB1: "external ROM failure", 0xB2: "ROM failure", 0xB3: "external ROM writing failure",
+}
+EXTENSION = b"\xf0\x20"
+RECYCLER_COMMANDS: dict[int, str] = {
+    0x4A: "PAYOUT", 0x4B: "COLLECT", 0x4C: "CLEAR", 0x4D: "EMERGENCY STOP",
+    0x90: "RECYCLE CURRENCY REQUEST", 0x92: "RECYCLE COUNT REQUEST", 0x93: "RECYCLER 0x93",
+    0xA2: "CURRENT COUNT REQUEST", 0xD0: "SET RECYCLE CURRENCY", 0xD2: "SET RECYCLE COUNT",
+    0xE2: "SET CURRENT COUNT",
+}
+
+_PACKET = Layout(cs.Struct("sync" / cs.Const(b"\xfc"), "length" / cs.Int8ub,
+                           "cmd" / cs.Int8ub, "data" / cs.GreedyBytes), "ID-003 packet")
+
+
+class Id003Framer(Framer):
+    """ID-003 packets; give the direction, since statuses reuse command codes."""
+
+    name = "id003"
+    description = "JCM ID-003 note acceptors and recyclers (direction matters)"
+    start_byte = SYNC
+    needs_direction = True
+
+    def build(self, *, direction: Direction | None = None, **fields: Any) -> bytes:
+        """Fields: ``code`` (command or status byte) and ``data``."""
+        data = bytes(fields.get("data", b""))
+        length = len(data) + MIN_LENGTH
+        if length > 255:
+            raise LengthError(f"packet of {length} bytes exceeds 255", protocol=self.name)
+        body = _PACKET.build({"length": length, "cmd": int(fields["code"]), "data": data},
+                             self.name)
+        return body + CRC16_KERMIT.func(body).to_bytes(2, "little")
+
+    def parse(self, data: bytes, direction: Direction | None = None) -> Frame:
+        raw = bytes(data)
+        n = len(raw)
+        if n < MIN_LENGTH:
+            raise LengthError(f"an ID-003 packet has at least 5 bytes, got {n}",
+                              protocol=self.name, data=raw)
+        if raw[0] != SYNC:
+            raise StartByteError(f"expected SYNC 0xFC, got 0x{raw[0]:02X}", protocol=self.name,
+                                 data=raw)
+        if raw[1] != n:
+            raise LengthError(f"LNG says {raw[1]} bytes, packet has {n}", protocol=self.name,
+                              data=raw)
+        expected = CRC16_KERMIT.func(raw[:-2])
+        received = raw[-2] | raw[-1] << 8
+        if expected != received:
+            raise ChecksumError(protocol=self.name, algorithm=CRC16_KERMIT.name,
+                                expected=expected, received=received, width=2, data=raw)
+        parsed = _PACKET.parse(raw[:-2], self.name)
+        code: int = parsed["cmd"]
+        payload: bytes = parsed["data"]
+        fields: dict[str, Any] = {"command": "", "code": code, "data": payload}
+        reading = direction or "host"
+        if code == EXTENSION[0] and payload[:1] == EXTENSION[1:]:
+            sub = payload[1] if len(payload) > 1 else -1
+            fields["command"] = "RECYCLER " + RECYCLER_COMMANDS.get(sub, f"0x{sub:02X}")
+            fields["extension"] = sub
+            fields["data"] = payload[2:]
+        else:
+            table = COMMANDS if reading == "host" else STATUSES
+            fields["command"] = table.get(code, f"{'COMMAND' if reading == 'host' else 'STATUS'}"
+                                                f" 0x{code:02X}")
+            if reading == "device":
+                self._decode_status(code, payload, fields)
+            elif direction is None and code in STATUSES:
+                fields["device_reading"] = STATUSES[code]
+        return Frame(self.name, raw, fields, direction)
+
+    @staticmethod
+    def _decode_status(code: int, payload: bytes, fields: dict[str, Any]) -> None:
+        if not payload:
+            return
+        first = payload[0]
+        if code == 0x13 or (code == 0x16 and first in DENOMINATIONS):
+            fields["denomination"] = DENOMINATIONS.get(first, f"0x{first:02X}")
+            fields["denomination_code"] = first
+            if first == 0x6F:
+                fields["barcode"] = payload[1:].decode("ascii", "replace")
+        elif code == 0x17:
+            fields["reject_reason"] = REJECT_REASONS.get(first, f"0x{first:02X}")
+        elif code == 0x49:
+            fields["failure"] = FAILURES.get(first, f"0x{first:02X}")
+
+    def measure(self, buf: bytes | bytearray, start: int, direction: Direction | None) -> int:
+        if start + 1 >= len(buf):
+            return 0
+        length = buf[start + 1]
+        return length if length >= MIN_LENGTH else -1
