@@ -119,25 +119,14 @@ class Garbage:
         }
 
 
-class Parsed(dict[str, Any]):
-    """Parsed fields: a dict that also allows ``parsed.name`` like construct's Container."""
-
-    __slots__ = ()
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-
 class _FixedPlan:
     """A stdlib ``struct`` equivalent of a construct Struct of plain fixed-width fields.
 
     Derived from the construct declaration itself (so construct stays the one source of
     truth) whenever every field is a FormatField, fixed Bytes, Const or Padding, optionally
-    followed by one GreedyBytes tail. Unpacking into a dict skips construct's Container and
-    BytesIO, which cost most of its compiled parse time.
+    followed by one GreedyBytes tail. Unpacking into a plain dict skips construct's Container
+    and BytesIO, which cost most of its compiled parse time. Read fields by key
+    (``parsed["name"]``), which works for both this dict and construct's Container.
     """
 
     def __init__(self, fmt: struct.Struct, names: list[str | None],
@@ -150,7 +139,8 @@ class _FixedPlan:
         self.pads = pads
         self.tail = tail
         self.size = fmt.size
-        self.fields = [(i, n) for i, n in enumerate(names) if n is not None]
+        self.keys = [n if n is not None else f"_{i}" for i, n in enumerate(names)]
+        self.tail_keys = [*self.keys, tail or "_tail"]
 
     @classmethod
     def derive(cls, struct_: cs.Construct) -> _FixedPlan | None:
@@ -196,18 +186,19 @@ class _FixedPlan:
         return cls(struct.Struct((order or ">") + "".join(parts)), names, consts, pads, tail,
                    lengths)
 
-    def parse(self, data: bytes) -> Parsed | None:
+    def parse(self, data: bytes) -> dict[str, Any] | None:
         n = len(data)
         if n < self.size or (self.tail is None and n != self.size):
             return None
         values = self.fmt.unpack_from(data)
-        for index, const in self.consts.items():
-            if values[index] != const:
-                return None
-        out = Parsed({name: values[i] for i, name in self.fields})
-        if self.tail is not None:
-            out[self.tail] = data[self.size:]
-        return out
+        if self.consts:
+            for index, const in self.consts.items():
+                if values[index] != const:
+                    return None
+        if self.tail is None:
+            # Constants and pads land under private keys; lengths match by construction.
+            return dict(zip(self.keys, values, strict=True))
+        return dict(zip(self.tail_keys, (*values, data[self.size:]), strict=True))
 
     def build(self, values: Mapping[str, Any]) -> bytes | None:
         args: list[Any] = []

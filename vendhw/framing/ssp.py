@@ -185,7 +185,9 @@ class SspFramer(Framer):
         if raw[0] != STX:
             raise StartByteError(f"expected STX 0x7F, got 0x{raw[0]:02X}", protocol=self.name,
                                  data=raw)
-        body = unstuff(raw[1:])
+        body = raw[1:]
+        if STX in body:
+            body = unstuff(body)
         length = body[1]
         if len(body) != length + 4:
             raise LengthError(f"LEN says {length} data bytes, packet holds {len(body) - 4}",
