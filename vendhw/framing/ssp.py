@@ -232,6 +232,14 @@ class SspFramer(Framer):
     def measure(self, buf: bytes | bytearray, start: int, direction: Direction | None) -> int:
         """Walk the stuffed bytes until SEQ, LEN, DATA and CRC are complete."""
         n = len(buf)
+        if start + 2 < n and buf[start + 1] != STX and buf[start + 2] != STX:
+            # Fast path: no 0x7F in the packet means no stuffing to walk.
+            length = buf[start + 2]
+            if length == 0:
+                return -1
+            end = start + 5 + length
+            if end <= n and buf.find(STX, start + 1, end) < 0:
+                return end - start
         pos = start + 1
         got = 0
         need = 4  # SEQ, LEN, CRCL, CRCH; DATA added once LEN is read

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import select
+import time
 from typing import Any
 
 import serial
@@ -30,6 +31,10 @@ def _open_error(url: str, exc: Exception) -> TransportError:
     return TransportError(f"{url}: cannot open ({text})")
 
 
+WRITE_TIMEOUT = 2.0
+"""Seconds a write may wait for room in the driver's buffer before the port counts as gone."""
+
+
 class SerialTransport(Transport):
     """A pyserial port or URL.
 
@@ -44,7 +49,8 @@ class SerialTransport(Transport):
         super().__init__(url, baudrate=baudrate, trace=options.pop("trace", None),
                          capture=options.pop("capture", None))
         kwargs: dict[str, Any] = {"baudrate": baudrate, "bytesize": bytesize, "parity": parity,
-                                      "stopbits": stopbits, "timeout": 0, "write_timeout": 2.0}
+                                      "stopbits": stopbits, "timeout": 0,
+                                      "write_timeout": WRITE_TIMEOUT}
         if "://" not in url:
             kwargs["exclusive"] = exclusive
         kwargs.update(options)
@@ -105,9 +111,31 @@ class SerialTransport(Transport):
         return data
 
     def _write(self, data: bytes) -> None:
+        if self._fd is not None:
+            self._write_fd(data)
+            return
         try:
             self.serial.write(data)
         except (serial.SerialException, OSError) as exc:
+            raise DisconnectedError(f"{self.url}: write failed ({exc})") from exc
+
+    def _write_fd(self, data: bytes) -> None:
+        """os.write straight to the non-blocking fd; wait for room only when it is full."""
+        fd = self._fd
+        assert fd is not None
+        view = memoryview(data)
+        deadline = time.monotonic() + WRITE_TIMEOUT
+        try:
+            while view:
+                try:
+                    view = view[os.write(fd, view):]
+                except BlockingIOError:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or not select.select([], [fd], [], remaining)[1]:
+                        raise DisconnectedError(
+                            f"{self.url}: write timed out after {WRITE_TIMEOUT:g} s "
+                            "(flow control stuck or device gone)") from None
+        except OSError as exc:
             raise DisconnectedError(f"{self.url}: write failed ({exc})") from exc
 
     def _close(self) -> None:

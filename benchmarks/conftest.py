@@ -1,0 +1,8 @@
+"""pytest-benchmark suite: ``pytest benchmarks --benchmark-only`` (not part of ``pytest``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))

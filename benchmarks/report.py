@@ -1,0 +1,404 @@
+"""Measure vendhw's key figures in one run and write them as JSON.
+
+    python benchmarks/report.py [--quick] --json PATH
+
+Every figure is measured in this run, and every target is a ratio or a figure from this same
+run, so a noisy shared machine shifts both sides of a comparison alike. Metric names are
+stable (scripts read them): ``decode_us.<protocol>``, ``encode_us.<protocol>``,
+``stream_mb_per_s`` (+ ``stream_mb_per_s.<protocol>``), ``pty_roundtrip_ratio``,
+``loop_roundtrip_ratio``, ``sale_ms``, ``deframer_peak_kib_*``. Peer comparisons sit beside
+them (plain and compiled construct, a pure-Python CRC). A missed target is reported, never an
+error: the exit status is non-zero only when a measurement crashes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import serial
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import vendhw  # noqa: E402
+from vendhw.devices.link import FrameLink  # noqa: E402
+from vendhw.framing import Frame, Framer, framer_names, get_framer  # noqa: E402
+from vendhw.framing.checksums import CRC16_SSP  # noqa: E402
+from vendhw.resources import protocol_vectors  # noqa: E402
+from vendhw.transport import SimTransport, open_transport  # noqa: E402
+
+TARGETS: dict[str, tuple[str, float]] = {
+    "decode_us": ("<=", 5.0),
+    "stream_mb_per_s": (">=", 10.0),
+    "pty_roundtrip_ratio": ("<=", 1.2),
+    "deframer_memory_ratio": ("<=", 1.5),
+}
+BAUD: dict[str, int] = {"ssp": 9600, "cctalk": 9600, "id003": 9600, "mdb": 9600,
+                        "fafb": 57600, "board101": 9600, "easivend": 9600}
+BITS_PER_BYTE: dict[str, int] = {"ssp": 11, "id003": 11, "mdb": 11}  # 8N2, 8E1, 9-bit
+
+
+def per_call_us(fn: Callable[[], object], rounds: int, number: int) -> float:
+    """Median over ``rounds`` of the mean time per call of ``number`` calls, in µs."""
+    samples = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        samples.append((time.perf_counter() - start) / number * 1e6)
+    return statistics.median(samples)
+
+
+def typical_frames(name: str) -> list[tuple[Framer, bytes, Any]]:
+    """(framer, raw frame, direction) for every valid plain vector of a protocol."""
+    try:
+        vectors = protocol_vectors(name)
+    except vendhw.VendhwError:
+        return []
+    out = []
+    for v in vectors:
+        if not v.get("expect_valid", True) or v.get("form") or v.get("wire") not in (None,
+                                                                                      "plain"):
+            continue
+        options = {"checksum": v["checksum"]} if v.get("checksum") else {}
+        out.append((get_framer(name, **options), bytes.fromhex(v["hex"]), v["direction"]))
+    return out
+
+
+def rebuild_fields(frame: Frame) -> dict[str, Any] | None:
+    """Fields that rebuild a parsed frame, for the protocols whose framers name them alike."""
+    f = frame.fields
+    name = frame.protocol
+    if name == "ssp":
+        if f["command"] == "ENCRYPTED":
+            return {"data": b"\x7e" + f["encrypted"], "seq": f["seq"], "address": f["address"]}
+        rest = f["params"] if frame.direction == "host" else f["data"]
+        return {"data": bytes((f["code"],)) + rest, "seq": f["seq"], "address": f["address"]}
+    if name == "cctalk":
+        out = {"dest": f["dest"], "header": f["header"], "data": f["data"]}
+        if "src" in f:
+            out["src"] = f["src"]
+        return out
+    if name == "id003":
+        data = f["data"]
+        if "extension" in f:
+            data = b"\x20" + bytes((f["extension"],)) + data
+        return {"code": f["code"], "data": data}
+    if name == "mdb":
+        if f["command"] in ("ACK", "NAK", "RET"):
+            return {"control": f["command"]}
+        if frame.direction == "device":
+            return {"data": f["data"]}
+        return {"head": f["code"], "data": f["data"]}
+    return None
+
+
+def measure_codecs(quick: bool, metrics: dict[str, Any], notes: dict[str, str]) -> None:
+    rounds, number = (3, 300) if quick else (7, 3000)
+    for name in framer_names():
+        frames = typical_frames(name)
+        if not frames:
+            notes[f"decode_us.{name}"] = "no vectors for this protocol yet"
+            continue
+        sample = frames[:: max(1, len(frames) // 20)]
+        decode = [per_call_us(lambda f=f, r=r, d=d: f.parse(r, d), rounds, number)
+                  for f, r, d in sample]
+        metrics[f"decode_us.{name}"] = round(statistics.median(decode), 2)
+        encodes = []
+        for framer, raw, direction in sample:
+            fields = rebuild_fields(framer.parse(raw, direction))
+            if fields is None:
+                fields = dict(framer.parse(raw, direction).fields)
+            try:
+                if framer.build(direction=direction, **fields) != raw:
+                    continue
+            except (vendhw.VendhwError, KeyError, TypeError, ValueError):
+                continue
+            encodes.append(per_call_us(
+                lambda f=framer, d=direction, kw=fields: f.build(direction=d, **kw),
+                rounds, number))
+        if encodes:
+            metrics[f"encode_us.{name}"] = round(statistics.median(encodes), 2)
+        else:
+            notes[f"encode_us.{name}"] = "framer fields do not rebuild generically"
+        # Wire time of a typical frame for scale.
+        size = statistics.median(len(r) for _, r, _ in frames)
+        baud = BAUD.get(name, 9600)
+        metrics[f"wire_us.{name}"] = round(size * BITS_PER_BYTE.get(name, 10) / baud * 1e6)
+
+
+def build_stream(name: str, target_bytes: int, seed: int = 7) -> tuple[bytes, int, Any]:
+    """Valid frames of a protocol interleaved with as many random garbage bytes."""
+    frames = typical_frames(name)
+    rng = random.Random(seed)
+    direction = frames[0][2] if frames else None
+    same_dir = [r for _, r, d in frames if d == direction and _.name == name]
+    out = bytearray()
+    count = 0
+    while len(out) < target_bytes:
+        raw = same_dir[rng.randrange(len(same_dir))]
+        out += rng.randbytes(len(raw))
+        out += raw
+        count += 1
+    return bytes(out), count, direction
+
+
+def measure_streams(quick: bool, metrics: dict[str, Any], notes: dict[str, str]) -> None:
+    size = 100_000 if quick else 2_000_000
+    best = 0.0
+    for name in framer_names():
+        if not typical_frames(name):
+            continue
+        stream, count, direction = build_stream(name, size)
+        framer = typical_frames(name)[0][0]
+        chunk = 4096
+        samples = []
+        for _ in range(3):
+            deframer = framer.deframer(direction)
+            start = time.perf_counter()
+            for i in range(0, len(stream), chunk):
+                deframer.feed(stream[i:i + chunk])
+            deframer.flush()
+            samples.append(len(stream) / (time.perf_counter() - start) / 1e6)
+        metrics[f"stream_mb_per_s.{name}"] = round(statistics.median(samples), 2)
+        found = deframer.stats.frames
+        metrics[f"stream_frames_found.{name}"] = f"{found}/{count}"
+        best = max(best, statistics.median(samples))
+    if "stream_mb_per_s.ssp" in metrics:
+        metrics["stream_mb_per_s"] = metrics["stream_mb_per_s.ssp"]
+        notes["stream_mb_per_s"] = ("headline: SSP (start byte + CRC-16, the common note "
+                                    "validator protocol); per-protocol figures beside it")
+
+
+def _median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1e3
+
+
+def _serve(name: str, *options: str) -> tuple[subprocess.Popen[str], str]:
+    """Start ``vendhw sim NAME`` in its own process (as in production) and return its port."""
+    proc = subprocess.Popen([sys.executable, "-m", "vendhw", "sim", name, "--json", *options],
+                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    assert proc.stdout is not None
+    return proc, json.loads(proc.stdout.readline())["port"]
+
+
+def measure_roundtrips(quick: bool, metrics: dict[str, Any], notes: dict[str, str]) -> None:
+    """vendhw FrameLink + framer + simulator against raw pyserial + an echo, interleaved."""
+    from vendhw.framing.mdb import MdbFramer
+    from vendhw.sim.mdb import MdbChangerSimulator
+
+    framer = MdbFramer(wire="9bit")
+    request = framer.build(direction="host", address=0x08, command=3)  # changer POLL, unACKed:
+    rounds = 300 if quick else 3000  # the changer repeats "was reset" at every POLL
+
+    def vendhw_rt(link: FrameLink) -> float:
+        start = time.perf_counter()
+        link.request(request, 1.0)
+        return time.perf_counter() - start
+
+    def raw_rt(port: serial.Serial) -> float:
+        start = time.perf_counter()
+        port.write(request)
+        got = port.read(len(request))
+        assert got == request
+        return time.perf_counter() - start
+
+    sim_proc, sim_port = _serve("mdb-changer")
+    echo_proc, echo_port = _serve("echo")
+    try:
+        link = FrameLink(open_transport(sim_port, baudrate=9600), framer, gap=None)
+        raw = serial.Serial(echo_port, 9600, timeout=1.0)
+        a: list[float] = []
+        b: list[float] = []
+        for _ in range(rounds):  # interleaved so machine noise hits both sides
+            a.append(vendhw_rt(link))
+            b.append(raw_rt(raw))
+        # The host stack alone: the same FrameLink + framer, against the echo (its reply is
+        # the request itself, a host-direction block), so the simulator's work drops out.
+        echo_link = FrameLink(open_transport(echo_port, baudrate=9600), framer,
+                              incoming="host", gap=None)
+        raw.close()
+        raw = serial.Serial(echo_port, 9600, timeout=1.0)
+        c: list[float] = []
+        d: list[float] = []
+        for _ in range(rounds):
+            c.append(vendhw_rt(echo_link))
+            d.append(raw_rt(raw))
+        echo_link.close()
+        link.close()
+        raw.close()
+    finally:
+        for proc in (sim_proc, echo_proc):
+            proc.terminate()
+            proc.wait(timeout=10)
+    metrics["pty_roundtrip_ms.vendhw"] = round(_median_ms(a), 4)
+    metrics["pty_roundtrip_ms.raw_pyserial"] = round(_median_ms(b), 4)
+    metrics["pty_roundtrip_ratio"] = round(statistics.median(a) / statistics.median(b), 3)
+    metrics["pty_roundtrip_ratio.host_stack_only"] = round(
+        statistics.median(c) / statistics.median(d), 3)
+    notes["pty_roundtrip_ratio"] = (
+        "MDB changer POLL through FrameLink + 9-bit framer + SerialTransport against "
+        "`vendhw sim mdb-changer` vs pyserial write+read of the same bytes against "
+        "`vendhw sim echo`; each simulator in its own process on a pty pair")
+
+    sim2 = MdbChangerSimulator()
+    link2 = FrameLink(SimTransport(sim2), framer, gap=None)
+    loop = serial.serial_for_url("loop://", timeout=1.0)
+    a, b = [], []
+    for _ in range(rounds * 3):
+        a.append(vendhw_rt(link2))
+        start = time.perf_counter()
+        loop.write(request)
+        loop.read(len(request))
+        b.append(time.perf_counter() - start)
+    metrics["loop_roundtrip_ms.vendhw"] = round(_median_ms(a), 4)
+    metrics["loop_roundtrip_ms.raw_pyserial"] = round(_median_ms(b), 4)
+    metrics["loop_roundtrip_ratio"] = round(statistics.median(a) / statistics.median(b), 3)
+    notes["loop_roundtrip_ratio"] = ("MDB POLL over sim:// (simulator in process, its work "
+                                     "included) vs pyserial loop:// write+read of the same bytes")
+
+
+def measure_memory(quick: bool, metrics: dict[str, Any]) -> None:
+    """Peak traced memory of the SSP deframer at two input sizes: flat means bounded."""
+    stream, _, direction = build_stream("ssp", 500_000)
+    framer = get_framer("ssp")
+    sizes = (0.5, 2) if quick else (10, 100)
+    peaks = []
+    for megabytes in sizes:  # input streamed in 64 KiB chunks, as from a port
+        gc.collect()
+        tracemalloc.start()
+        deframer = framer.deframer(direction)
+        total = 0
+        chunk = 65536
+        while total < megabytes * 1_000_000:
+            for i in range(0, len(stream), chunk):
+                deframer.feed(stream[i:i + chunk])
+                total += chunk
+                if total >= megabytes * 1_000_000:
+                    break
+        del deframer
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        peaks.append(peak)
+        metrics[f"deframer_peak_kib_{megabytes:g}mb"] = round(peak / 1024, 1)
+    metrics["deframer_memory_ratio"] = round(peaks[1] / peaks[0], 3)
+
+
+def measure_peers(quick: bool, metrics: dict[str, Any]) -> None:
+    """vendhw's fast path beside plain and compiled construct; crcmod beside pure Python."""
+    import construct as cs
+
+    rounds, number = (3, 300) if quick else (7, 3000)
+    decl = cs.Struct("dest" / cs.Int8ub, "length" / cs.Int8ub, "src" / cs.Int8ub,
+                     "header" / cs.Int8ub, "data" / cs.GreedyBytes)
+    compiled = decl.compile()
+    raw = bytes.fromhex("02 00 01 E5")
+    framer = get_framer("cctalk")
+    frame = bytes.fromhex("02 00 01 E5 18")
+    metrics["peer.construct_plain_parse_us"] = round(
+        per_call_us(lambda: decl.parse(raw), rounds, number), 2)
+    metrics["peer.construct_compiled_parse_us"] = round(
+        per_call_us(lambda: compiled.parse(raw), rounds, number), 2)
+    metrics["peer.vendhw_cctalk_parse_us"] = round(
+        per_call_us(lambda: framer.parse(frame, "host"), rounds, number), 2)
+
+    table = []
+    for byte in range(256):
+        crc = byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x8005) if crc & 0x8000 else crc << 1
+        table.append(crc & 0xFFFF)
+
+    def pure_crc(data: bytes) -> int:
+        crc = 0xFFFF
+        for b in data:
+            crc = ((crc << 8) & 0xFFFF) ^ table[((crc >> 8) ^ b) & 0xFF]
+        return crc
+
+    payload = bytes(range(64))
+    assert pure_crc(payload) == CRC16_SSP(payload)
+    metrics["peer.crc16_pure_python_us_64b"] = round(
+        per_call_us(lambda: pure_crc(payload), rounds, number), 2)
+    metrics["peer.crc16_crcmod_us_64b"] = round(
+        per_call_us(lambda: CRC16_SSP(payload), rounds, number), 2)
+
+
+def measure_sale(quick: bool, metrics: dict[str, Any], notes: dict[str, str]) -> None:
+    """A whole simulated sale, when the machine agent provides one to run."""
+    try:
+        from vendhw.agent.demo import run_demo  # type: ignore[import-not-found]
+    except ImportError:
+        metrics["sale_ms"] = None
+        notes["sale_ms"] = "vendhw.agent.demo.run_demo is not available in this build"
+        return
+    result = run_demo(auto_pay=True, quiet=True)
+    metrics["sale_ms"] = round(float(result.sale_ms), 1)
+    notes["sale_ms"] = "vendhw demo --auto-pay in process, motor time excluded"
+
+
+def status(name: str, value: Any) -> str:
+    key = "decode_us" if name.startswith("decode_us.") else name
+    if key not in TARGETS or value is None:
+        return ""
+    op, target = TARGETS[key]
+    ok = value <= target if op == "<=" else value >= target
+    return f"{'met' if ok else 'MISSED'} ({op} {target:g})"
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                              capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="vendhw key measurements")
+    parser.add_argument("--quick", action="store_true", help="finish in under 30 s")
+    parser.add_argument("--json", dest="json_path", required=True, help="write results here")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    metrics: dict[str, Any] = {}
+    notes: dict[str, str] = {}
+    measure_codecs(args.quick, metrics, notes)
+    measure_streams(args.quick, metrics, notes)
+    measure_roundtrips(args.quick, metrics, notes)
+    measure_memory(args.quick, metrics)
+    measure_peers(args.quick, metrics)
+    measure_sale(args.quick, metrics, notes)
+    env = {
+        "python": platform.python_version(), "implementation": platform.python_implementation(),
+        "platform": platform.platform(), "cpus": os.cpu_count(), "vendhw": vendhw.__version__,
+        "commit": git_commit(), "quick": args.quick,
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    Path(args.json_path).write_text(
+        json.dumps({"metrics": metrics, "env": env, "notes": notes}, indent=1) + "\n",
+        encoding="utf-8")
+    table = Table("metric", "value", "target")
+    for name, value in metrics.items():
+        table.add_row(name, "-" if value is None else str(value), status(name, value))
+    Console().print(table)
+    Console().print(f"{env['seconds']} s, written to {args.json_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
