@@ -10,7 +10,7 @@ from typing import Any
 
 import construct as cs
 import pytest
-from report import build_stream, rebuild_fields, typical_frames
+from report import build_stream, rebuild_fields, stream_frames, typical_frames
 
 from vendhw.framing import framer_names
 from vendhw.framing.checksums import CATALOGUE
@@ -42,7 +42,7 @@ def test_checksum_64_bytes(benchmark: Any, name: str) -> None:
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_stream_deframer_100kb_half_garbage(benchmark: Any, protocol: str) -> None:
     stream, count, direction = build_stream(protocol, 100_000)
-    framer = typical_frames(protocol)[0][0]
+    framer = stream_frames(protocol)[0][0]
 
     def run() -> int:
         deframer = framer.deframer(direction)
