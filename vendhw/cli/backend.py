@@ -1,0 +1,342 @@
+"""``vendhw backend``: run the reference backend and administer it from the shell.
+
+``serve`` runs the HTTP server; the other commands open the same database directly (no
+server needed, safe while one runs: SQLite transactions are ``BEGIN IMMEDIATE``), so a demo
+or a deployment script can register machines and print codes without an operator token.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from vendhw.errors import ConfigurationError
+from vendhw.server.settings import (
+    DEFAULT_DB_URL,
+    ServerSettings,
+    load_provider_file,
+    parse_duration,
+)
+
+if TYPE_CHECKING:
+    from vendhw.server.service import Backend
+
+
+class Duration(click.ParamType):
+    """``90``, ``90s``, ``500ms``, ``2h``, ``1m30s`` -> seconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_duration(str(value))
+        except ConfigurationError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION = Duration()
+
+
+def db_url(value: str) -> str:
+    """A SQLAlchemy URL, or a plain file path meaning a SQLite file."""
+    return value if "://" in value else f"sqlite:///{Path(value).expanduser()}"
+
+
+db_option = click.option(
+    "--db", "db", default=DEFAULT_DB_URL, envvar="VENDHW_BACKEND_DB", show_default=True,
+    help="SQLAlchemy URL (sqlite:///file.db, postgresql+psycopg://...) or a SQLite file path.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+def _require_server_extra() -> None:
+    try:
+        import fastapi  # noqa: F401
+        import sqlalchemy  # noqa: F401
+    except ImportError as exc:
+        raise click.ClickException(
+            f"the backend needs the server extra: pip install 'vendhw[server]' ({exc})"
+        ) from exc
+
+
+def _open(db: str, providers: str | None = None) -> Backend:
+    _require_server_extra()
+    from vendhw.server.service import Backend
+
+    settings = ServerSettings(db_url=db_url(db), run_poller=False)
+    if providers:
+        settings.providers = load_provider_file(providers)
+    return Backend(settings)
+
+
+def _read_document(path: str) -> dict[str, Any]:
+    text = Path(path).read_text(encoding="utf-8")
+    if path.endswith(".toml"):
+        from vendhw.server.settings import tomllib
+
+        return dict(tomllib.loads(text))
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"{path}: not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"{path}: the catalogue must be a JSON object")
+    return data
+
+
+@click.group()
+def backend() -> None:
+    """Run the reference backend (QR payment, codes, machine push, refunds)."""
+
+
+@backend.command()
+@db_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=int, help="TCP port.")
+@click.option("--public-url", default=None,
+              help="Base URL phones and providers reach [default: http://HOST:PORT].")
+@click.option("--provider", default="sandbox", show_default=True,
+              type=click.Choice(["sandbox", "wechat", "alipay"]),
+              help="Provider of new orders.")
+@click.option("--providers", "providers_file", default=None, envvar="VENDHW_BACKEND_PROVIDERS",
+              type=click.Path(exists=True, dir_okay=False),
+              help="TOML file with [wechat] / [alipay] / [sandbox] option tables.")
+@click.option("--order-ttl", type=DURATION, default="2m", show_default=True,
+              help="How long a payment QR stays payable.")
+@click.option("--query-interval", type=DURATION, default="2s", show_default=True,
+              help="First provider query after the QR is issued (then doubling).")
+@click.option("--query-max", type=DURATION, default="30s", show_default=True,
+              help="Longest gap between provider queries.")
+@click.option("--late-window", type=DURATION, default="2h", show_default=True,
+              help="How long expired orders are watched for late payments to refund.")
+@click.option("--redeliver-after", type=DURATION, default="10s", show_default=True,
+              help="Resend an instruction the machine has not acknowledged after this.")
+@click.option("--operator-token", envvar="VENDHW_OPERATOR_TOKEN", default=None,
+              help="Bearer token of the operator API [default: generated and printed].")
+@click.option("--bootstrap", "bootstrap", default=None,
+              type=click.Path(exists=True, dir_okay=False),
+              help="Catalogue (JSON or TOML: products, machines, slots) to load at start.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+def serve(db: str, host: str, port: int, public_url: str | None, provider: str,
+          providers_file: str | None, order_ttl: float, query_interval: float,
+          query_max: float, late_window: float, redeliver_after: float,
+          operator_token: str | None, bootstrap: str | None, log_level: str) -> None:
+    """Serve the backend over HTTP (creates the schema on first start).
+
+    OpenAPI documentation at /docs; readiness at /healthz.
+    """
+    _require_server_extra()
+    import uvicorn
+
+    # Request threads queue for the database; hand the GIL over sooner than the default 5 ms
+    # so the thread holding the database is not kept waiting by one that is not (+30 % here).
+    sys.setswitchinterval(0.001)
+
+    from vendhw.server.app import create_app
+    from vendhw.server.service import Backend
+
+    local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    url_host = f"[{local}]" if ":" in local else local
+    settings = ServerSettings(
+        db_url=db_url(db), public_url=public_url or f"http://{url_host}:{port}",
+        internal_url=f"http://{url_host}:{port}" if port else None, provider=provider,
+        providers=load_provider_file(providers_file) if providers_file else {},
+        operator_token=operator_token or "", order_ttl=order_ttl,
+        query_interval=query_interval, query_max=query_max, late_window=late_window,
+        redeliver_after=redeliver_after)
+    generated = not settings.operator_token
+    settings.ensure_operator_token()
+    the_backend = Backend(settings)
+    if bootstrap:
+        counts = the_backend.load_catalogue(_read_document(bootstrap))
+        click.echo(f"loaded {bootstrap}: {counts}", err=True)
+    app = create_app(backend=the_backend)
+    click.echo(f"vendhw backend on http://{url_host}:{port} (db {settings.db_url}, "
+               f"providers {', '.join(sorted(the_backend.providers))})", err=True)
+    if generated:
+        click.echo(f"operator token: {settings.operator_token}", err=True)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+
+
+@backend.command("load")
+@click.argument("catalogue", type=click.Path(exists=True, dir_okay=False))
+@db_option
+def load(catalogue: str, db: str) -> None:
+    """Load a catalogue file (products, machines with secrets, slots and prices)."""
+    counts = _open(db).load_catalogue(_read_document(catalogue))
+    click.echo(json.dumps(counts))
+
+
+@backend.group()
+def machines() -> None:
+    """Register and list machines."""
+
+
+def _parse_slot(text: str) -> tuple[str, str, int | None]:
+    slot, sep, rest = text.partition("=")
+    product, _, price = rest.partition(":")
+    if not sep or not slot or not product:
+        raise click.BadParameter(f"{text!r}: use SLOT=PRODUCT[:PRICE], e.g. A1=cola:350")
+    try:
+        return slot, product, int(price) if price else None
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: the price is an integer of fen/cents") from None
+
+
+@machines.command("add")
+@click.argument("machine_id")
+@click.option("--secret", default=None, help="Shared HMAC secret, 16+ characters "
+                                             "[default: generated and printed].")
+@click.option("--name", default="", help="A human name (location).")
+@click.option("--currency", default="CNY", show_default=True)
+@click.option("--slot", "slots", multiple=True, metavar="SLOT=PRODUCT[:PRICE]",
+              help="A slot and what it sells (repeatable); unknown products are created.")
+@db_option
+@json_option
+def machines_add(machine_id: str, secret: str | None, name: str, currency: str,
+                 slots: tuple[str, ...], db: str, as_json: bool) -> None:
+    """Register (or update) a machine and its slots."""
+    import secrets as _secrets
+
+    parsed = [_parse_slot(s) for s in slots]
+    new_secret = secret or _secrets.token_hex(16)
+    products = [{"id": p} for p in dict.fromkeys(p for _, p, _ in parsed)]
+    document: dict[str, Any] = {"products": products, "machines": [{
+        "id": machine_id, "secret": new_secret, "name": name, "currency": currency,
+        "slots": [{"slot": s, "product": p, **({"price": pr} if pr is not None else {})}
+                  for s, p, pr in parsed]}]}
+    if not slots:
+        del document["machines"][0]["slots"]
+    the_backend = _open(db)
+    the_backend.load_catalogue(document)
+    result = {"id": machine_id, "secret": new_secret, **the_backend.catalogue(machine_id)}
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(f"machine {machine_id}  secret {new_secret}")
+        for slot in result["slots"]:
+            click.echo(f"  {slot['slot']}: {slot['product_id']} {slot['price']}")
+
+
+@machines.command("list")
+@db_option
+@json_option
+def machines_list(db: str, as_json: bool) -> None:
+    """List machines and when they were last seen."""
+    rows = _open(db).machines()
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    table = Table("id", "name", "currency", "last seen")
+    for row in rows:
+        table.add_row(row["id"], row["name"], row["currency"], row["last_seen"] or "-")
+    Console().print(table)
+
+
+@backend.group()
+def codes() -> None:
+    """Pickup and lottery codes."""
+
+
+@codes.command("create")
+@click.option("--product", required=True, help="Product id the codes are good for.")
+@click.option("--count", default=1, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--valid-for", type=DURATION, default="2h", show_default=True)
+@click.option("--machine", default=None, help="Bind the codes to one machine.")
+@click.option("--kind", default="pickup", show_default=True,
+              type=click.Choice(["pickup", "lottery"]))
+@db_option
+@json_option
+def codes_create(product: str, count: int, valid_for: float, machine: str | None, kind: str,
+                 db: str, as_json: bool) -> None:
+    """Create single-use numeric codes and print them (the only time they are shown)."""
+    from vendhw.server.service import ApiError
+
+    try:
+        created = _open(db).create_codes(product, count, valid_for, machine_id=machine,
+                                         kind=kind)
+    except ApiError as exc:
+        raise click.ClickException(exc.detail) from exc
+    if as_json:
+        click.echo(json.dumps({"codes": created}))
+        return
+    for item in created:
+        click.echo(item["code"])
+    click.echo(f"{count} {kind} code(s) for {product}, valid until "
+               f"{created[0]['expires_at']}", err=True)
+
+
+@backend.group()
+def orders() -> None:
+    """Look at orders and settle the ones that need a person."""
+
+
+@orders.command("list")
+@click.option("--state", default=None, help="Only this state (e.g. needs_review).")
+@click.option("--machine", default=None)
+@click.option("--limit", default=50, show_default=True)
+@db_option
+@json_option
+def orders_list(state: str | None, machine: str | None, limit: int, db: str,
+                as_json: bool) -> None:
+    """The latest orders."""
+    rows = _open(db).list_orders(state, machine, limit)
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    table = Table("id", "machine", "slot", "amount", "state", "outcome", "created")
+    for row in rows:
+        table.add_row(row["id"], row["machine_id"], row["slot"], str(row["amount"]),
+                      row["state"], row["outcome"] or "", row["created_at"])
+    Console().print(table)
+
+
+@orders.command("show")
+@click.argument("order_id")
+@db_option
+def orders_show(order_id: str, db: str) -> None:
+    """One order with its payment, refund and audit trail (JSON)."""
+    from vendhw.server.service import ApiError
+
+    try:
+        click.echo(json.dumps(_open(db).order_detail(order_id), indent=2))
+    except ApiError as exc:
+        raise click.ClickException(exc.detail) from exc
+
+
+@orders.command("resolve")
+@click.argument("order_id")
+@click.option("--delivered", "decision", flag_value="delivered",
+              help="The customer got the product.")
+@click.option("--refund", "decision", flag_value="refund", help="Refund the customer.")
+@click.option("--note", default="", help="Why (kept in the audit log).")
+@click.option("--providers", "providers_file", default=None, envvar="VENDHW_BACKEND_PROVIDERS",
+              type=click.Path(exists=True, dir_okay=False),
+              help="Provider options, so the refund can be made from here; otherwise the "
+                   "running server's loop makes it.")
+@db_option
+def orders_resolve(order_id: str, decision: str | None, note: str,
+                   providers_file: str | None, db: str) -> None:
+    """Settle a needs_review order (an unknown dispense outcome)."""
+    from vendhw.server.service import ApiError
+
+    if decision is None:
+        raise click.UsageError("give --delivered or --refund")
+    try:
+        result = _open(db, providers_file).resolve(order_id, decision, note)
+    except ApiError as exc:
+        raise click.ClickException(exc.detail) from exc
+    click.echo(json.dumps(result))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    backend(sys.argv[1:])

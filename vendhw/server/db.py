@@ -1,0 +1,110 @@
+"""The database handle: one engine, and transactions that never interleave badly.
+
+SQLite (the embedded default) gets WAL, ``synchronous=FULL`` (a committed payment survives a
+power cut), a busy timeout, and ``BEGIN IMMEDIATE`` for every transaction, so two writers
+never deadlock upgrading a read lock; inside one process a lock queues transactions fairly
+instead of leaving them to SQLite's sleeping busy handler. Other databases (PostgreSQL for
+fleets) use row locks (``SELECT ... FOR UPDATE``) taken by the service.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.orm import Session, sessionmaker
+
+from vendhw.errors import ConfigurationError
+from vendhw.server.models import Base
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+class Database:
+    """An engine plus :meth:`tx`, the only way the backend touches its tables."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            parsed = make_url(url)
+        except ArgumentError as exc:
+            raise ConfigurationError(f"not a database URL: {url!r} ({exc})") from exc
+        self.url = url
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        kwargs: dict[str, Any] = {}
+        if self.is_sqlite:
+            database = parsed.database or ""
+            if database and database != ":memory:" and not database.startswith("file:"):
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
+            if not database or database == ":memory:":
+                from sqlalchemy.pool import StaticPool
+
+                kwargs["poolclass"] = StaticPool
+        try:
+            self.engine: Engine = create_engine(url, **kwargs)
+        except Exception as exc:  # missing driver, bad options: say which URL
+            raise ConfigurationError(f"cannot open database {url!r}: {exc}") from exc
+        if self.is_sqlite:
+            _tune_sqlite(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._lock = threading.Lock() if self.is_sqlite else None
+        self._local = threading.local()
+
+    def create_schema(self) -> None:
+        """Create missing tables (first start); existing tables are left as they are."""
+        Base.metadata.create_all(self.engine)
+
+    @contextmanager
+    def tx(self) -> Iterator[Session]:
+        """A session inside one transaction: commit on success, roll back on any error.
+
+        Transactions never nest: a provider call (network) must happen between two of them,
+        never inside one, so a slow provider cannot hold the database.
+        """
+        if getattr(self._local, "active", False):
+            raise RuntimeError("nested Database.tx(): call providers between transactions")
+        self._local.active = True
+        try:
+            if self._lock is not None:
+                with self._lock, self._sessions.begin() as session:
+                    yield session
+            else:
+                with self._sessions.begin() as session:
+                    yield session
+        finally:
+            self._local.active = False
+
+    def ping(self) -> bool:
+        """True when a trivial query answers (the readiness check)."""
+        with self.tx() as session:
+            return session.execute(text("SELECT 1")).scalar() == 1
+
+    def dispose(self) -> None:
+        """Close pooled connections (end of the app, end of a test)."""
+        self.engine.dispose()
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Python's sqlite3 would issue its own BEGIN; take over so it can be IMMEDIATE.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+__all__ = ["Database"]
