@@ -1,0 +1,457 @@
+"""Machine: dispense a product through a motor board, with every vend journaled first.
+
+The Machine is the one place where a slot becomes a motor turn. It holds no protocol code:
+the board driver (:mod:`vendhw.devices.boards`, chosen by the profile) speaks the wire, the
+:class:`~vendhw.machine.journal.VendJournal` remembers. The order of a vend is fixed:
+
+1. the slot is mapped to a motor by the profile (an unknown slot fails here, nothing moves);
+2. the intent, with the board sequence number, is committed to the journal;
+3. the driver sends the command (the journal records ``sent``, then ``acknowledged``);
+4. the board's report is committed as the result.
+
+A crash between any two steps leaves an in-flight row; the next Machine on that journal asks
+the board what became of it (where the protocol can tell) or records ``unknown``. Nothing is
+ever sent again for a journaled vend, so a crash cannot make the same vend happen twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vendhw.devices.boards import Board, BoardProfile, Outcome, VendReport, open_board
+from vendhw.errors import (
+    ConfigurationError,
+    NoResponseError,
+    NotSupportedError,
+    ProtocolError,
+    VendhwError,
+)
+from vendhw.machine.journal import VendJournal, VendRecord, VendState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DispenseResult:
+    """What became of one ``dispense`` call."""
+
+    outcome: Outcome
+    slot: str | int
+    """The slot as it was asked for."""
+    motor: int
+    """The board's own slot (motor) number the slot mapped to."""
+    vend_id: str
+    raw_code: int | None = None
+    """The board's own result/status code."""
+    drop_time_ms: int | None = None
+    """How long the product took through the drop sensor, where the board reports it."""
+    duration_ms: int | None = None
+    """From the command to the board's final report (host clock)."""
+    detail: str = ""
+    seq: int | None = None
+    """The board sequence number used (PackNO, SN), ``None`` when the protocol has none."""
+    slot_label: str = ""
+    """The slot as the operator sees it (tray-column, lift floor)."""
+    replayed: bool = False
+    """True when this comes from the journal (the ``vend_id`` was seen before): no vend."""
+    resolved_by: str | None = None
+
+    @property
+    def delivered(self) -> bool:
+        return self.outcome is Outcome.DELIVERED
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able (the last line of ``vendhw dispense --json``)."""
+        return {
+            "outcome": self.outcome.value, "slot": self.slot, "slot_label": self.slot_label,
+            "motor": self.motor, "vend_id": self.vend_id, "raw_code": self.raw_code,
+            "drop_time_ms": self.drop_time_ms, "duration_ms": self.duration_ms,
+            "detail": self.detail, "seq": self.seq, "replayed": self.replayed,
+            "resolved_by": self.resolved_by,
+        }
+
+    @classmethod
+    def from_record(cls, record: VendRecord, label: str = "", *,
+                    replayed: bool = True) -> DispenseResult:
+        """The result a journaled vend stands for; an unfinished one reads as ``unknown``."""
+        if record.state is VendState.RESULT and record.outcome is not None:
+            outcome = Outcome(record.outcome)
+            detail = record.detail
+        else:
+            outcome = Outcome.UNKNOWN
+            detail = (f"vend is {record.state.value} in the journal and is not sent again"
+                      + (f"; {record.detail}" if record.detail else ""))
+        return cls(outcome=outcome, slot=record.slot, motor=record.motor,
+                   vend_id=record.vend_id, raw_code=record.raw_code,
+                   drop_time_ms=record.drop_time_ms, duration_ms=record.duration_ms,
+                   detail=detail, seq=record.seq, slot_label=label, replayed=replayed,
+                   resolved_by=record.resolved_by)
+
+
+class Machine:
+    """A vending machine's motor board behind one crash-safe ``dispense``.
+
+    :param profile: a board profile name (``vendhw board profiles``) or a loaded profile.
+    :param url: the board's transport: a serial port, ``sim://<profile>``, a pyserial URL.
+    :param journal: the SQLite journal file (or a :class:`VendJournal`). Without one the
+        journal lives in memory: ``vend_id`` idempotency holds for this object only and a crash
+        forgets everything; give a path in production.
+    :param transport_options: passed to the transport (``baudrate=``, ``trace=True``...).
+
+    Opening reconciles vends a previous run left in flight (see :meth:`reconcile`).
+    Methods are thread-safe (one board command at a time); for asyncio use
+    :class:`vendhw.machine.aio.AsyncMachine`.
+    """
+
+    board: Board
+    profile: BoardProfile
+    journal: VendJournal
+
+    def __init__(self, profile: str | BoardProfile, url: str, *,
+                 journal: str | Path | VendJournal | None = None,
+                 **transport_options: Any) -> None:
+        own_journal = not isinstance(journal, VendJournal)
+        vend_journal = journal if isinstance(journal, VendJournal) else VendJournal(journal)
+        try:
+            board = open_board(profile, url, **transport_options)
+        except BaseException:
+            if own_journal:
+                vend_journal.close()
+            raise
+        self._setup(board, vend_journal, own_journal=own_journal)
+
+    @classmethod
+    def from_board(cls, board: Board, *, journal: str | Path | VendJournal | None = None
+                   ) -> Machine:
+        """A Machine on a board driver you opened yourself (a custom transport, a test)."""
+        machine = cls.__new__(cls)
+        own_journal = not isinstance(journal, VendJournal)
+        vend_journal = journal if isinstance(journal, VendJournal) else VendJournal(journal)
+        machine._setup(board, vend_journal, own_journal=own_journal)
+        return machine
+
+    def _setup(self, board: Board, journal: VendJournal, *, own_journal: bool) -> None:
+        self.board = board
+        self.profile = board.profile
+        self.journal = journal
+        self._own_journal = own_journal
+        self._lock = threading.RLock()
+        self._closed = False
+        try:
+            self.reconcile()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- properties ------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The profile name: the key of this board's rows and sequence numbers in the journal."""
+        return self.profile.name
+
+    @property
+    def url(self) -> str:
+        return str(getattr(self.board.transport, "url", ""))
+
+    def _label(self, motor: int) -> str:
+        try:
+            return self.profile.slot_label(motor)
+        except VendhwError:
+            return str(motor)
+
+    # -- dispensing ---------------------------------------------------------------------------
+
+    def dispense(self, slot: str | int, vend_id: str | None = None, *,
+                 drop_sensor: bool | None = None) -> DispenseResult:
+        """Vend one product from ``slot`` and say what happened.
+
+        ``slot`` is an operator label from the profile (``"3-5"``, ``"L2-04"``) or the board's
+        own number 1..N. ``vend_id`` makes the call idempotent: a ``vend_id`` already in the
+        journal returns its recorded result (``replayed=True``) and never vends again; without
+        one a fresh id is generated (read it from the result). ``drop_sensor`` defaults to the
+        profile's capability.
+
+        Board outcomes (empty, jammed, ...) are returned, not raised. Raises
+        :class:`~vendhw.errors.ConfigurationError` for an unknown slot (before anything is
+        journaled or sent) and :class:`~vendhw.errors.NoResponseError` when the board was
+        silent before the command was ever written (the vend is then marked ``aborted`` and
+        may be tried again with the same ``vend_id``).
+        """
+        self._check_open()
+        motor = self._motor(slot)
+        if drop_sensor is None:
+            drop_sensor = self.profile.supports("drop_sensor")
+        elif drop_sensor and not self.profile.supports("drop_sensor"):
+            raise NotSupportedError(
+                f"board profile {self.name!r} has no drop sensor; dispense with "
+                "drop_sensor=False (or None for the profile's default)")
+        vend_id = vend_id or uuid.uuid4().hex
+        with self._lock:
+            previous = self.journal.get(vend_id)
+            if previous is not None and previous.state is not VendState.ABORTED:
+                return self._replay(previous, slot, motor)
+            record = self.journal.begin(vend_id, board=self.name, slot=slot, motor=motor,
+                                        drop_sensor=drop_sensor,
+                                        sequence_range=self.board.sequence_range)
+            return self._vend(record, drop_sensor)
+
+    def _motor(self, slot: str | int) -> int:
+        """The profile's mapping, with any odd input turned into a ConfigurationError."""
+        try:
+            return self.profile.slot_to_motor(slot)
+        except (ValueError, TypeError) as exc:  # e.g. "¹": str.isdigit() but not int()
+            raise ConfigurationError(
+                f"slot {slot!r} is not a slot of board profile {self.name!r} ({exc})") from None
+
+    def _replay(self, record: VendRecord, slot: str | int, motor: int) -> DispenseResult:
+        if record.board == self.name and record.motor != motor:
+            raise ConfigurationError(
+                f"vend_id {record.vend_id!r} was used for slot {record.slot!r} (motor "
+                f"{record.motor}), not slot {slot!r} (motor {motor}); use a new vend_id")
+        log.info("%s: vend %s already journaled (%s, %s): not vending again", self.name,
+                 record.vend_id, record.state.value, record.outcome)
+        return DispenseResult.from_record(record, self._label(record.motor))
+
+    def _vend(self, record: VendRecord, drop_sensor: bool) -> DispenseResult:
+        vend_id = record.vend_id
+        started = time.monotonic()
+
+        def on_sent() -> None:
+            self.journal.mark(vend_id, VendState.SENT)
+
+        def on_ack() -> None:
+            self.journal.mark(vend_id, VendState.ACKNOWLEDGED)
+
+        try:
+            report = self.board.vend(record.motor, record.seq, drop_sensor=drop_sensor,
+                                     on_sent=on_sent, on_ack=on_ack)
+        except (NoResponseError, ConfigurationError) as exc:
+            current = self.journal.get(vend_id)
+            if current is not None and current.state is VendState.INTENT:
+                # The driver's contract: these mean nothing of the vend was ever written
+                # (a silent board; a motor or sequence number the driver refuses).
+                self.journal.abort(vend_id, f"not sent: {type(exc).__name__}: {exc}")
+                raise
+            self._finish_unknown(vend_id, started, f"link lost after the command was sent: "
+                                 f"{exc}")
+            return self._result(vend_id)
+        except BaseException as exc:
+            # Anything else may have reached the board: never guess "not vended".
+            self._finish_unknown(vend_id, started,
+                                 f"vend interrupted ({type(exc).__name__}: {exc})")
+            if isinstance(exc, VendhwError):
+                return self._result(vend_id)
+            raise
+        duration_ms = round((time.monotonic() - started) * 1000)
+        if report.outcome is Outcome.UNKNOWN and record.seq is not None:
+            report = self._ask_again(record, report)
+        self.journal.finish(vend_id, report.outcome.value, raw_code=report.raw_code,
+                            drop_time_ms=report.drop_time_ms, duration_ms=duration_ms,
+                            detail=report.detail,
+                            resolved_by="board" if report.outcome is not Outcome.UNKNOWN
+                            else "host")
+        result = self._result(vend_id, replayed=False)
+        log.info("%s: vend %s slot %r motor %d seq %s -> %s in %d ms %s", self.name, vend_id,
+                 record.slot, record.motor, record.seq, result.outcome.value, duration_ms,
+                 result.detail)
+        return result
+
+    def _ask_again(self, record: VendRecord, report: VendReport) -> VendReport:
+        """The driver lost track of a vend: ask the board about it once by its number."""
+        assert record.seq is not None
+        try:
+            answer = self.board.query_vend(record.motor, record.seq)
+        except VendhwError as exc:
+            log.warning("%s: query of vend %s after an unknown result failed: %s", self.name,
+                        record.vend_id, exc)
+            return report
+        if answer is None or answer.outcome is Outcome.UNKNOWN:
+            return report
+        return VendReport(answer.outcome, answer.raw_code, answer.drop_time_ms,
+                          f"{answer.detail} (asked the board by seq {record.seq} after: "
+                          f"{report.detail})")
+
+    def _finish_unknown(self, vend_id: str, started: float, detail: str) -> None:
+        try:
+            self.journal.finish(vend_id, Outcome.UNKNOWN.value,
+                                duration_ms=round((time.monotonic() - started) * 1000),
+                                detail=detail, resolved_by="host")
+        except Exception:
+            log.exception("%s: could not journal the unknown outcome of %s", self.name, vend_id)
+            raise
+
+    def _result(self, vend_id: str, *, replayed: bool = False) -> DispenseResult:
+        record = self.journal.get(vend_id)
+        assert record is not None
+        return DispenseResult.from_record(record, self._label(record.motor), replayed=replayed)
+
+    # -- the journal for operators -----------------------------------------------------------
+
+    def reconcile(self, *, include_unknown: bool = False) -> list[DispenseResult]:
+        """Settle vends this board's journal left in flight (run on open).
+
+        Each is asked about by its sequence number where the protocol can tell (FA FB PackNO,
+        Easivend SN); the board's answer is recorded, otherwise the vend becomes ``unknown``.
+        Nothing is ever sent again. ``include_unknown`` also re-asks about earlier
+        ``unknown`` vends (after a link came back).
+        """
+        self._check_open()
+        settled: list[DispenseResult] = []
+        with self._lock:
+            records = self.journal.in_flight(self.name)
+            if include_unknown:
+                records += [r for r in self.journal.pending(self.name) if not r.in_flight]
+            for record in records:
+                report = self._query(record)
+                if record.in_flight:
+                    if report is None:
+                        self.journal.finish(
+                            record.vend_id, Outcome.UNKNOWN.value, resolved_by="reconcile",
+                            detail=self._unknown_detail(record))
+                    else:
+                        self.journal.finish(
+                            record.vend_id, report.outcome.value, raw_code=report.raw_code,
+                            drop_time_ms=report.drop_time_ms, resolved_by="reconcile",
+                            detail=f"{report.detail} (asked the board after a restart; was "
+                                   f"{record.state.value})")
+                elif report is not None and report.outcome is not Outcome.UNKNOWN:
+                    self.journal.resolve(record.vend_id, report.outcome.value,
+                                         f"board answered a later query: {report.detail}",
+                                         by="reconcile")
+                else:
+                    continue
+                settled.append(self._result(record.vend_id))
+                log.warning("%s: reconciled vend %s (%s at the crash): %s", self.name,
+                            record.vend_id, record.state.value, settled[-1].outcome.value)
+        return settled
+
+    def _query(self, record: VendRecord) -> VendReport | None:
+        if record.seq is None or self.board.sequence_range is None:
+            return None
+        try:
+            report = self.board.query_vend(record.motor, record.seq)
+        except VendhwError as exc:
+            log.warning("%s: could not ask the board about vend %s: %s", self.name,
+                        record.vend_id, exc)
+            return None
+        if report is None or report.outcome is Outcome.UNKNOWN:
+            return None
+        return report
+
+    def _unknown_detail(self, record: VendRecord) -> str:
+        why = ("the board's protocol cannot be asked about a past vend"
+               if record.seq is None or self.board.sequence_range is None
+               else "the board could not say what became of it")
+        if record.state is VendState.INTENT:
+            where = "the host stopped before the command was confirmed on the wire"
+        else:
+            where = f"the host stopped after the command was {record.state.value}"
+        return f"{where}; {why}: check slot {self._label(record.motor)} and resolve it"
+
+    def pending(self) -> list[VendRecord]:
+        """Vends that need an operator (``unknown``, or in flight in another process)."""
+        return self.journal.pending(self.name)
+
+    def history(self, limit: int = 100) -> list[VendRecord]:
+        """This board's latest vends, newest first."""
+        return self.journal.history(limit, self.name)
+
+    def resolve(self, vend_id: str, outcome: Outcome | str, note: str = "") -> DispenseResult:
+        """An operator settles an ``unknown`` vend (e.g. ``delivered`` after checking the slot)."""
+        try:
+            value = Outcome(outcome)
+        except ValueError:
+            raise ConfigurationError(
+                f"unknown outcome {outcome!r}; one of: "
+                f"{', '.join(o.value for o in Outcome)}") from None
+        if value is Outcome.UNKNOWN:
+            raise ConfigurationError("resolve a vend to what happened, not to 'unknown'")
+        with self._lock:
+            record = self.journal.resolve(vend_id, value.value, note)
+        return DispenseResult.from_record(record, self._label(record.motor))
+
+    # -- board information --------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """The board's status (``ok``, door, temperature... where it has them) and the
+        journal's count of vends waiting for an operator."""
+        self._check_open()
+        with self._lock:
+            status = dict(self.board.status())
+        status.setdefault("profile", self.name)
+        status["unresolved_vends"] = len(self.pending())
+        return status
+
+    def selftest(self) -> dict[str, Any]:
+        """The board's own self test (light curtain, motor scan where the protocol has one)."""
+        self._check_open()
+        with self._lock:
+            return dict(self.board.selftest())
+
+    def _status_value(self, capability: str, keys: tuple[str, ...]) -> Any:
+        if not self.profile.supports(capability):
+            raise NotSupportedError(f"board profile {self.name!r} has no {capability} sensor")
+        status = self.status()
+        for key in keys:
+            if status.get(key) is not None:
+                return status[key]
+        raise ProtocolError(f"{self.name}: the board's status does not report its "
+                            f"{capability} ({', '.join(keys)} missing): {status}")
+
+    def door_open(self) -> bool:
+        """True when the board reports its door open (profiles with a door switch only)."""
+        value = self._status_value("door", ("door_open", "door"))
+        if isinstance(value, str):
+            return value.strip().lower() in ("open", "opened", "1", "true")
+        return bool(value)
+
+    def door(self) -> str:
+        """``"open"`` or ``"closed"`` (profiles with a door switch only)."""
+        return "open" if self.door_open() else "closed"
+
+    def temperature(self) -> float:
+        """The cabinet temperature in °C (profiles with a temperature sensor only)."""
+        return float(self._status_value("temperature", ("temperature_c", "temperature")))
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConfigurationError(f"machine {self.name!r} is closed")
+
+    def close(self) -> None:
+        """Release the board's port and the journal; safe to call twice."""
+        if getattr(self, "_closed", True):
+            return
+        self._closed = True
+        try:
+            self.board.close()
+        finally:
+            if self._own_journal:
+                self.journal.close()
+
+    def __enter__(self) -> Machine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Machine {self.name} on {self.url}>"
+
+
+def open_machine(profile: str | BoardProfile, url: str, *,
+                 journal: str | Path | VendJournal | None = None,
+                 **transport_options: Any) -> Machine:
+    """Open a :class:`Machine` (the same as calling it; reads well in a ``with``)."""
+    return Machine(profile, url, journal=journal, **transport_options)
+
+
+__all__ = ["DispenseResult", "Machine", "open_machine"]
