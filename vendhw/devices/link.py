@@ -86,7 +86,9 @@ class FrameLink:
                     f"no {self.framer.name} reply", port=self.transport.url,
                     baudrate=self.transport.baudrate, timeout=timeout,
                 )
-            data = self.transport.read(remaining, gap=self.gap)
+            # No gap on the read: return with the first complete frame instead of waiting for
+            # the line to go quiet; the gap only tells the deframer when a partial is stale.
+            data = self.transport.read(remaining)
             if not data:
                 continue
             data = self._strip_echo(data)
