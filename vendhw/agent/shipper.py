@@ -1,0 +1,189 @@
+"""The agent's shipping loop: backend ship instructions become vends, exactly once.
+
+Each instruction is journaled (SQLite, ``synchronous=FULL``) before it is acknowledged to the
+backend, and each vend uses a ``vend_id`` derived from the order, so:
+
+* a redelivered instruction (the backend did not hear the ACK) finds its row and is only
+  acknowledged again;
+* a restart after a crash or power cut calls :meth:`Machine.dispense` with the same
+  ``vend_id``, which returns the journaled outcome (reconciled with the board where the
+  protocol allows, ``unknown`` otherwise) and never turns the motor a second time;
+* the result report carries an idempotency key derived from the instruction, and the
+  client queues it durably when the backend is unreachable.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+LONG_POLL_WAIT = 25.0
+"""Seconds one long-poll for instructions may wait at the backend."""
+RETRY_AFTER = 1.0
+"""Seconds before asking again after the backend could not be reached."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS ships (
+    instruction_id TEXT PRIMARY KEY,
+    order_id TEXT NOT NULL,
+    slot TEXT NOT NULL,
+    vend_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    outcome TEXT,
+    received_at REAL NOT NULL,
+    done_at REAL
+);
+"""
+
+
+class InstructionLike(Protocol):
+    """What the shipper reads of a ship instruction (``vendhw.client.Instruction``)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def order_id(self) -> str: ...
+
+    @property
+    def slot(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """What became of one instruction."""
+
+    instruction_id: str
+    order_id: str
+    slot: str
+    outcome: str
+    replayed: bool
+    """True when the instruction had been seen before (a redelivery or a restart)."""
+    result: dict[str, Any]
+
+
+def vend_id_for(order_id: str) -> str:
+    """The one vend an order may cause."""
+    return f"order-{order_id}"
+
+
+class Shipper:
+    """Ship instructions to vends, with the journal that makes them happen at most once.
+
+    :param client: a :class:`vendhw.client.BackendClient` (``next_instructions``, ``ack``,
+        ``report_result``).
+    :param machine: a :class:`vendhw.machine.Machine` (``dispense(slot, vend_id=...)``).
+    """
+
+    def __init__(self, client: Any, machine: Any, journal: str | Path, *,
+                 on_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+        self.client = client
+        self.machine = machine
+        self.on_event = on_event or (lambda kind, data: None)
+        self._db = sqlite3.connect(str(journal), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def _row(self, instruction_id: str) -> tuple[str, str | None] | None:
+        row = self._db.execute("SELECT state, outcome FROM ships WHERE instruction_id = ?",
+                               (instruction_id,)).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def process(self, instruction: InstructionLike) -> Shipped:
+        """Handle one instruction; safe to call again with the same one."""
+        with self._lock:
+            seen = self._row(instruction.id)
+            if seen is None:
+                self._db.execute(
+                    "INSERT INTO ships VALUES (?,?,?,?,?,?,?,?)",
+                    (instruction.id, instruction.order_id, instruction.slot,
+                     vend_id_for(instruction.order_id), "received", None, time.time(), None))
+            try:
+                self.client.ack(instruction.id, instruction.order_id)
+            except Exception as exc:
+                if getattr(exc, "code", "") != "instruction_cancelled":
+                    raise
+                # An operator refunded or cancelled the order: it must not ship.
+                self._db.execute("UPDATE ships SET state = 'reported', outcome = 'cancelled', "
+                                 "done_at = ? WHERE instruction_id = ?",
+                                 (time.time(), instruction.id))
+                self.on_event("cancelled", {"instruction": instruction.id,
+                                            "order": instruction.order_id})
+                return Shipped(instruction.id, instruction.order_id, instruction.slot,
+                               "cancelled", seen is not None, {})
+            self.on_event("instruction", {"instruction": instruction.id,
+                                          "order": instruction.order_id,
+                                          "slot": instruction.slot, "replayed": bool(seen)})
+            if seen is not None and seen[0] == "reported":
+                return Shipped(instruction.id, instruction.order_id, instruction.slot,
+                               seen[1] or "unknown", True, {})
+            self.on_event("dispensing", {"order": instruction.order_id,
+                                         "slot": instruction.slot})
+            result = self.machine.dispense(instruction.slot,
+                                           vend_id=vend_id_for(instruction.order_id))
+            outcome = getattr(result.outcome, "value", str(result.outcome))
+            details = result.to_dict()
+            self.on_event("dispensed", {"order": instruction.order_id, **details})
+            self.client.report_result(instruction.order_id, outcome, details,
+                                      instruction_id=instruction.id,
+                                      idempotency_key=f"result-{instruction.id}")
+            self._db.execute(
+                "UPDATE ships SET state = 'reported', outcome = ?, done_at = ? "
+                "WHERE instruction_id = ?", (outcome, time.time(), instruction.id))
+            self.on_event("reported", {"order": instruction.order_id, "outcome": outcome})
+            return Shipped(instruction.id, instruction.order_id, instruction.slot, outcome,
+                           seen is not None, details)
+
+    def unfinished(self) -> list[tuple[str, str, str]]:
+        """Instructions received but not reported: (instruction id, order id, slot)."""
+        rows = self._db.execute("SELECT instruction_id, order_id, slot FROM ships "
+                                "WHERE state != 'reported' ORDER BY received_at").fetchall()
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    def recover(self) -> list[Shipped]:
+        """On start-up: finish instructions a crash interrupted, before selling again.
+
+        The machine's journal decides what each vend became (never a second vend); the
+        outcome is reported like any other.
+        """
+        done = []
+        for instruction_id, order_id, slot in self.unfinished():
+            done.append(self.process(_Recorded(instruction_id, order_id, slot)))
+        flush = getattr(self.client, "flush", None)
+        if callable(flush):
+            flush()
+        return done
+
+    def run(self, stop: threading.Event, wait: float = LONG_POLL_WAIT) -> None:
+        """Long-poll for instructions and ship them until ``stop`` is set."""
+        while not stop.is_set():
+            try:
+                instructions = self.client.next_instructions(wait=wait)
+            except Exception as exc:  # the link is down: wait, then ask again
+                log.warning("instructions unavailable: %s", exc)
+                stop.wait(RETRY_AFTER)
+                continue
+            for instruction in instructions:
+                if stop.is_set():
+                    break
+                self.process(instruction)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+@dataclass(frozen=True)
+class _Recorded:
+    id: str
+    order_id: str
+    slot: str

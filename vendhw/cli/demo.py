@@ -1,0 +1,83 @@
+"""``vendhw demo``: the whole sale on simulated hardware with the local reference backend."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+
+from vendhw.errors import VendhwError
+
+_LABELS = {
+    "backend_ready": "backend ready at {url} (sandbox payments)",
+    "board_ready": "board {board} simulated on {port}",
+    "order_created": "order {order}: slot {slot}, {amount} {currency}",
+    "waiting_for_payment": "scan the QR or open {pay_url} and press Pay",
+    "paid": "paid ({by})",
+    "pickup_code": "pickup code {code} entered",
+    "code_accepted": "code accepted: order {order}",
+    "instruction": "ship instruction {instruction} for slot {slot}",
+    "dispensing": "dispensing slot {slot}",
+    "dispensed": "board says: {outcome} ({detail})",
+    "reported": "result reported: {outcome}",
+    "power_cut": "POWER CUT right after the vend command was sent (exit {exit_status})",
+    "agent_restarted": "agent restarted; reconciled orders {recovered}: {outcomes}",
+    "cancelled": "order {order} was cancelled by an operator: not shipping",
+}
+
+
+@click.command()
+@click.option("--auto-pay", is_flag=True, help="The sandbox pays the order by itself.")
+@click.option("--pickup", is_flag=True, help="Create a pickup code and enter it instead of paying.")
+@click.option("--fault", type=click.Choice(["jam", "empty", "no-drop", "power-cut"]),
+              help="Inject this fault into the simulated board.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Progress as JSON lines; the last line has the order's final state.")
+def demo(auto_pay: bool, pickup: bool, fault: str | None, as_json: bool) -> None:
+    """Run a whole sale: backend, simulated board and machine agent, no hardware needed.
+
+    Exit status 0 when the sale ends as its options lead it to (delivered; refunded after a
+    jam, an empty slot or no drop; needs_review after a power cut), 1 otherwise.
+    """
+    from vendhw.agent.demo import run_demo, terminal_qr
+
+    logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")
+    console = Console(stderr=False, highlight=False)
+
+    def emit(event: dict[str, Any]) -> None:
+        if as_json:
+            click.echo(json.dumps(event))
+            return
+        name = event["event"]
+        if name == "final":
+            style = "green" if event["state"] == event["expected"] else "red"
+            console.print(f"[bold {style}]order {event['order']}: {event['state']}[/]"
+                          + (f"  (sale {event['sale_ms']} ms, motor time excluded)"
+                             if event.get("sale_ms") is not None else ""))
+            return
+        template = _LABELS.get(name)
+        if template:
+            try:
+                console.print(f"[cyan]{event['t_ms']:>6} ms[/] " + template.format(**event))
+            except KeyError:
+                console.print(f"[cyan]{event['t_ms']:>6} ms[/] {name}")
+
+    def show_qr(text: str) -> None:
+        if not as_json:
+            console.print(terminal_qr(text))
+            console.print(f"pay page: {text}")
+
+    try:
+        result = run_demo(auto_pay=auto_pay, pickup=pickup, fault=fault, emit=emit,
+                          show_qr=show_qr)
+    except (VendhwError, OSError) as exc:
+        if as_json:
+            click.echo(json.dumps({"event": "final", "state": "error", "error": str(exc)}))
+        else:
+            click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(1)
+    sys.exit(0 if result.ok else 1)
