@@ -138,3 +138,9 @@ def test_cli_sim_unknown_name_is_usage_error() -> None:
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert "unknown simulator" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_clock_that_fell_behind_does_not_burst() -> None:
+    s = Scheduler(Ticker(start=1.0, period=0.2))
+    assert s.due(5.0) == b"P"  # 20 periods late: one poll now, not twenty
+    assert s.next_deadline() == pytest.approx(5.2)
