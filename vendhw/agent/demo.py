@@ -235,12 +235,13 @@ def run_demo(*, auto_pay: bool = False, pickup: bool = False, fault: str | None 
             while state not in FINAL and time.monotonic() < deadline:
                 stop.wait(STATUS_INTERVAL)  # sleep-ok: the backend's order status has no push
                 state = client.order_status(order.id).state
+            ended = time.monotonic()
             stop.set()  # the shipping loop's last events come before the final line
             if thread is not None:
                 thread.join(timeout=10)
             sale_ms = None
             if state == "delivered":
-                sale_ms = round((time.monotonic() - choice_at) * 1000 - sum(motor_ms), 1)
+                sale_ms = round((ended - choice_at) * 1000 - sum(motor_ms), 1)
             say("final", state=state, order=order.id, expected=EXPECTED[fault],
                 sale_ms=sale_ms, motor_ms=round(sum(motor_ms), 1))
             return DemoResult(state, order.id, EXPECTED[fault], sale_ms, events)
