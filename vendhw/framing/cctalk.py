@@ -171,14 +171,20 @@ class CcTalkFramer(Framer):
         """Packet length from the length byte, after plausibility checks that cost nothing.
 
         With a known direction a candidate must look like that direction's traffic: replies
-        carry header 0, 5 or 6; the host's simple-checksum commands carry its own address (1)
-        as source. Without these an 8-bit checksum alone lets about 1 in 256 random windows
-        pass, and such a false packet can swallow the start of a real one.
+        carry header 0, 5 or 6 (the last two without data) and, with the simple checksum, a
+        device's address (2..255) as source; the host's simple-checksum commands carry its own
+        address (1) as source. Without these an 8-bit checksum alone lets about 1 in 256
+        random windows pass, and such a false packet can swallow the start of a real one.
         """
         if start + 3 >= len(buf):
             return 0
-        if direction == "device" and buf[start + 3] not in (REPLY, NAK, BUSY):
-            return -1
+        if direction == "device":
+            header = buf[start + 3]
+            if header not in (REPLY, NAK, BUSY) or (header != REPLY and buf[start + 1]):
+                return -1  # NAK and BUSY carry no data
+            if self.checksum == "simple" and buf[start + 2] <= HOST_ADDRESS:
+                return -1  # a reply comes from a device address, never 0 or 1
+            return buf[start + 1] + 5
         if direction == "host" and (buf[start + 3] in (REPLY, NAK, BUSY) or (
                 self.checksum == "simple" and buf[start + 2] != HOST_ADDRESS)):
             return -1

@@ -1,0 +1,518 @@
+"""ccTalk peripherals: a coin acceptor (address 2), a hopper (3) and a bill validator (40).
+
+They answer as real devices do from power-up: master inhibit active, every coin or bill
+inhibited, event counters at 0 (counting 1..255 then 1 again), hopper disabled. Packets with
+a bad checksum, or a partial packet followed by 50 ms of silence, are dropped without a
+word (Part 1 §11); packets for other addresses are ignored. They reuse
+:class:`~vendhw.framing.cctalk.CcTalkFramer`, never the host code.
+
+Money goes in with :meth:`CcTalkCoinSimulator.insert_coin` /
+:meth:`CcTalkBillSimulator.insert_bill`, or with the ``auto_insert="1,2,3"`` option
+(channels fed one every ``insert_interval`` seconds once the device accepts), e.g.
+``sim://cctalk-coin?auto_insert=1,5,6``. Time advances with the host's traffic (the ``now``
+of each packet), so there is no background thread. Options from a URL arrive as strings;
+device faults may be options too (``sim://cctalk-hopper?reset_during_payout=3``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from vendhw.framing.base import Frame
+from vendhw.framing.cctalk import INTER_BYTE_GAP, NAK, CcTalkFramer
+from vendhw.sim.base import Reply, Simulator
+
+if TYPE_CHECKING:
+    from vendhw.sim import SimulatorSpec
+
+REPLY_DELAY = 0.002
+"""Seconds before a reply (Part 1 §11: most devices answer within 10 ms)."""
+INSERT_INTERVAL = 0.25
+"""Seconds between auto-inserted coins or notes (a customer feeding them one by one)."""
+COIN_TIME = 0.05
+"""Seconds per coin paid by the hopper (real ones pay 3-10 coins a second)."""
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on", "")
+    return bool(value)
+
+
+def _channels(value: Any) -> list[int]:
+    if isinstance(value, (list, tuple)):
+        return [int(v) for v in value]
+    return [int(x) for x in str(value).replace(";", ",").split(",") if x.strip()]
+
+
+class _CcTalkPeripheral(Simulator):
+    """Packet handling, identification and the reset every ccTalk peripheral shares."""
+
+    kind = "cash"
+    protocol = "cctalk"
+    baudrate = 9600
+    address: int
+    category: ClassVar[str]
+    product: ClassVar[str] = "VENDHW-SIM"
+    manufacturer: ClassVar[str] = "vendhw"
+
+    def __init__(self, *, address: int | str | None = None, checksum: str = "simple",
+                 echo: bool | str = False, serial: int | str = 0x0A1B2C,
+                 reply_delay: float | str = REPLY_DELAY, **options: Any) -> None:
+        faults = {k: options.pop(k) for k in list(options) if k in self.device_faults}
+        super().__init__(**options)
+        self.address = int(address) if address is not None else type(self).address
+        self.framer = CcTalkFramer(checksum=checksum)
+        self.echo = _flag(echo)
+        self.serial = int(serial)
+        self.reply_delay = float(reply_delay)
+        self._deframer = self.framer.deframer("host", gap=INTER_BYTE_GAP)
+        self._lock = threading.RLock()
+        self.now = 0.0
+        self.received: list[int] = []
+        """Headers addressed to this device, in order (for tests)."""
+        self.power_up()
+        for fault, value in faults.items():  # device faults given as options (sim://...?jam=2)
+            self.set_fault(fault, value)
+
+    # -- device state ------------------------------------------------------------------------
+
+    def power_up(self) -> None:
+        """Power-up defaults (also what RESET DEVICE restores)."""
+
+    def advance(self, now: float) -> None:
+        """Let the device's own time pass up to ``now`` (coins fall, motors turn)."""
+        self.now = max(self.now, now)
+
+    # -- wire --------------------------------------------------------------------------------
+
+    def receive(self, data: bytes, now: float) -> list[Reply]:
+        with self._lock:
+            self.advance(now)
+            replies: list[Reply] = [(0.0, data)] if self.echo else []
+            for item in self._deframer.feed(data, now):
+                if not isinstance(item, Frame):
+                    continue  # bad packets are discarded silently; the host retries
+                if item["dest"] not in (self.address, 0):
+                    continue
+                header = item["header"]
+                self.received.append(header)
+                answer = self.handle(header, bytes(item["data"]))
+                if answer is None or item["dest"] == 0:
+                    if header == 1:
+                        self.power_up()
+                    continue  # broadcasts are obeyed, never answered (replies would collide)
+                reply_header, reply_data = answer
+                packet = self.framer.build(direction="device", dest=item.get("src", 1),
+                                           src=self.address, header=reply_header,
+                                           data=reply_data)
+                replies.append((self.reply_delay, packet))
+                if header == 1:
+                    self.power_up()  # RESET DEVICE: ACK first, then restart
+            return replies
+
+    def handle(self, header: int, data: bytes) -> tuple[int, bytes] | None:
+        """Answer one command: ``(0, data)`` a reply, ``(5, b"")`` NAK, None silence."""
+        common: dict[int, bytes] = {
+            254: b"",
+            246: self.manufacturer.encode(),
+            245: self.category.encode(),
+            244: self.product.encode(),
+            242: self.serial.to_bytes(3, "little"),
+            241: b"SIM-1.0",
+            192: b"SIM01   ",
+            4: bytes((1, 4, 7)),
+            1: b"",
+        }
+        if header in common:
+            return (0, common[header])
+        if header == 248:  # request status: 0 = OK
+            return (0, b"\x00")
+        answer = self.command(header, data)
+        return answer if answer is not None else (NAK, b"")
+
+    def command(self, header: int, data: bytes) -> tuple[int, bytes] | None:
+        """Device-specific headers; None = not implemented (NAK)."""
+        return None
+
+    def set_fault(self, name: str, value: Any = True) -> None:
+        with self._lock:
+            if name == "reset":
+                if _flag(value):
+                    self.power_up()
+                return
+            super().set_fault(name, value)
+
+
+class _EventBuffer:
+    """The five-event buffer and its counter (1..255, wrapping to 1; 0 only after reset)."""
+
+    def __init__(self) -> None:
+        self.counter = 0
+        self.events: deque[tuple[int, int]] = deque([(0, 0)] * 5, maxlen=5)
+
+    def push(self, a: int, b: int) -> None:
+        self.counter = self.counter % 255 + 1
+        self.events.appendleft((a, b))
+
+    def reply(self) -> bytes:
+        out = bytearray((self.counter,))
+        for a, b in self.events:
+            out += bytes((a, b))
+        return bytes(out)
+
+
+class _Acceptor(_CcTalkPeripheral):
+    """Master inhibit, the 16-channel inhibit mask and the event buffer."""
+
+    read_header: ClassVar[int]
+    default_ids: ClassVar[tuple[str, ...]]
+
+    def __init__(self, *, auto_insert: Any = "", insert_interval: float | str = INSERT_INTERVAL,
+                 ids: Any = None, **options: Any) -> None:
+        self.auto_insert = _channels(auto_insert)
+        self.insert_interval = float(insert_interval)
+        names = ids if ids is not None else self.default_ids
+        self.ids = [s.strip() for s in (names.split(",") if isinstance(names, str) else names)]
+        self.ids += ["......"] * (16 - len(self.ids))
+        self._next_insert: float | None = None
+        super().__init__(**options)
+
+    def power_up(self) -> None:
+        self.buffer = _EventBuffer()
+        self.master_enabled = False
+        self.mask = 0
+        self._next_insert = None
+
+    @property
+    def accepting(self) -> bool:
+        return self.master_enabled and self.mask != 0
+
+    def channel_enabled(self, channel: int) -> bool:
+        return self.master_enabled and 1 <= channel <= 16 and bool(self.mask >> (channel - 1) & 1)
+
+    def advance(self, now: float) -> None:
+        super().advance(now)
+        if not self.auto_insert or not self.accepting:
+            self._next_insert = None
+            return
+        if self._next_insert is None:
+            self._next_insert = now + self.insert_interval
+        while self.auto_insert and self._next_insert is not None and self._next_insert <= now:
+            self.feed(self.auto_insert.pop(0))
+            self._next_insert += self.insert_interval
+
+    def feed(self, channel: int) -> None:
+        """A customer inserts the item of ``channel`` (auto-insert calls this)."""
+        raise NotImplementedError
+
+    def command(self, header: int, data: bytes) -> tuple[int, bytes] | None:
+        if header == self.read_header:
+            return (0, self.buffer.reply())
+        if header == 231 and len(data) >= 2:  # modify inhibit status (bit = 1: enabled)
+            self.mask = data[0] | data[1] << 8
+            return (0, b"")
+        if header == 230:
+            return (0, self.mask.to_bytes(2, "little"))
+        if header == 228 and data:  # modify master inhibit (bit 0 = 1: normal operation)
+            self.master_enabled = bool(data[0] & 1)
+            return (0, b"")
+        if header == 227:
+            return (0, bytes((1 if self.master_enabled else 0,)))
+        return None
+
+    def summary(self) -> dict[str, Any]:
+        return {"counter": self.buffer.counter, "master_enabled": self.master_enabled,
+                "mask": self.mask}
+
+
+class CcTalkCoinSimulator(_Acceptor):
+    """A coin acceptor: EUR 5c..2 EUR on channels 1-6."""
+
+    name = "cctalk-coin"
+    description = ("ccTalk coin acceptor at address 2 (EUR 5c-2 EUR on channels 1-6); "
+                   "option auto_insert=1,5,6")
+    address = 2
+    category = "Coin Acceptor"
+    read_header = 229
+    default_ids = ("EU005A", "EU010A", "EU020A", "EU050A", "EU100A", "EU200A")
+    device_faults = ("jam", "fraud", "reject", "reset")
+
+    def __init__(self, **options: Any) -> None:
+        self.credited: list[int] = []
+        self.reject_next = False
+        super().__init__(**options)
+
+    def insert_coin(self, channel: int) -> None:
+        """A customer drops the coin of ``channel``: accepted, or rejected as inhibited."""
+        with self._lock:
+            self.feed(channel)
+
+    def feed(self, channel: int) -> None:
+        known = 1 <= channel <= 16 and not self.ids[channel - 1].startswith("..")
+        if not known or self.reject_next:
+            self.reject_next = False
+            self.buffer.push(0, 1)  # reject coin: no programmed coin matched
+        elif not self.channel_enabled(channel):
+            self.buffer.push(0, 2)  # inhibited coin
+        else:
+            self.buffer.push(channel, 1)  # credit, sorter path 1
+            self.credited.append(channel)
+
+    def set_fault(self, name: str, value: Any = True) -> None:
+        with self._lock:
+            if name == "jam" and _flag(value):
+                self.buffer.push(0, 6)  # credit sensor timeout: coin jam
+            elif name == "fraud" and _flag(value):
+                self.buffer.push(0, 20)  # coin-on-string mechanism activated
+            elif name == "reject":
+                self.reject_next = _flag(value)
+            else:
+                super().set_fault(name, value)
+
+    def command(self, header: int, data: bytes) -> tuple[int, bytes] | None:
+        if header == 184 and data:  # request coin id
+            channel = data[0]
+            if not 1 <= channel <= 16:
+                return None
+            return (0, self.ids[channel - 1].encode("ascii")[:6].ljust(6, b"."))
+        if header == 232:  # perform self-check: 0 = no fault
+            return (0, b"\x00")
+        return super().command(header, data)
+
+    def summary(self) -> dict[str, Any]:
+        return {**super().summary(), "credited": list(self.credited)}
+
+
+class CcTalkBillSimulator(_Acceptor):
+    """A bill validator with escrow: EUR 5/10/20/50 on channels 1-4."""
+
+    name = "cctalk-bill"
+    description = ("ccTalk bill validator at address 40 (EUR 5-50, escrow); "
+                   "option auto_insert=1,2")
+    address = 40
+    category = "Bill Validator"
+    read_header = 159
+    default_ids = ("EU0005A", "EU0010A", "EU0020A", "EU0050A")
+    device_faults = ("jam", "fraud", "reject", "cashbox_removed", "cashbox_replaced",
+                     "cashbox_full", "reset")
+
+    def __init__(self, **options: Any) -> None:
+        self.stacked: list[int] = []
+        self.returned: list[int] = []
+        self.reject_next = False
+        super().__init__(**options)
+
+    def power_up(self) -> None:
+        super().power_up()
+        self.mode = 0b01  # stacker on, escrow off until the host asks (header 153)
+        escrowed = getattr(self, "escrow", None)
+        if escrowed is not None:
+            self.returned.append(escrowed)  # a restart hands the held note back
+        self.escrow: int | None = None
+
+    def insert_bill(self, channel: int) -> None:
+        """A customer feeds the note of ``channel``."""
+        with self._lock:
+            self.feed(channel)
+
+    def feed(self, channel: int) -> None:
+        known = 1 <= channel <= 16 and not self.ids[channel - 1].startswith("..")
+        if self.escrow is not None:
+            self.returned.append(channel)  # the slot is busy: handed straight back
+            return
+        if not self.master_enabled:
+            self.buffer.push(0, 0)  # master inhibit active
+        elif not known or self.reject_next:
+            self.reject_next = False
+            self.buffer.push(0, 2)  # validation fail
+        elif not self.channel_enabled(channel):
+            self.buffer.push(0, 4)  # inhibited bill (serial)
+        elif self.mode & 0b10:
+            self.escrow = channel
+            self.buffer.push(channel, 1)  # validated, held in escrow
+        else:
+            self.stacked.append(channel)
+            self.buffer.push(channel, 0)  # validated and stacked
+
+    def set_fault(self, name: str, value: Any = True) -> None:
+        codes = {"jam": 6, "fraud": 8, "cashbox_removed": 11, "cashbox_replaced": 12,
+                 "cashbox_full": 14}
+        with self._lock:
+            if name in codes:
+                if _flag(value):
+                    self.buffer.push(0, codes[name])
+            elif name == "reject":
+                self.reject_next = _flag(value)
+            else:
+                super().set_fault(name, value)
+
+    def command(self, header: int, data: bytes) -> tuple[int, bytes] | None:
+        if header == 157 and data:  # request bill id
+            channel = data[0]
+            if not 1 <= channel <= 16:
+                return None
+            return (0, self.ids[channel - 1].encode("ascii")[:7].ljust(7, b"."))
+        if header == 156 and len(data) >= 2:  # country scaling factor: 100, 2 decimals
+            if data[:2] == b"EU":
+                return (0, bytes((100, 0, 2)))
+            return (0, b"\x00\x00\x00")
+        if header == 153 and data:
+            self.mode = data[0] & 0b11
+            return (0, b"")
+        if header == 152:
+            return (0, bytes((self.mode,)))
+        if header == 154 and data:  # route bill
+            code = data[0]
+            if code == 255:
+                return (0, b"")  # extend the escrow timeout
+            if self.escrow is None:
+                return (0, b"\xfe")  # 254: escrow empty
+            channel, self.escrow = self.escrow, None
+            if code == 1:
+                self.stacked.append(channel)
+                self.buffer.push(channel, 0)
+            else:
+                self.returned.append(channel)
+                self.buffer.push(0, 1)  # bill returned from escrow
+            return (0, b"")
+        return super().command(header, data)
+
+    def summary(self) -> dict[str, Any]:
+        return {**super().summary(), "stacked": list(self.stacked),
+                "returned": list(self.returned), "escrow": self.escrow}
+
+
+class CcTalkHopperSimulator(_CcTalkPeripheral):
+    """A payout hopper of 1 EUR coins that pays one coin every ``coin_time`` seconds.
+
+    Options: ``coins`` (inventory), ``coin_id``, ``coin_time``, ``security`` (``serial``: the
+    dispense command must carry the serial number; ``none``: just the count). Faults: ``jam``
+    (the motor stalls after N more coins), ``empty``, ``reset_during_payout`` (a power cut
+    after N coins of the next payout; the lifetime dispense count survives in NV memory).
+    """
+
+    name = "cctalk-hopper"
+    description = "ccTalk payout hopper at address 3 (1 EUR coins, 100 in stock)"
+    address = 3
+    category = "Payout"
+    device_faults = ("jam", "empty", "reset_during_payout", "reset")
+
+    def __init__(self, *, coins: int | str = 100, coin_id: str = "EU100A",
+                 coin_time: float | str = COIN_TIME, security: str = "serial",
+                 **options: Any) -> None:
+        self.inventory = int(coins)
+        self.coin_id = coin_id
+        self.coin_time = float(coin_time)
+        self.security = security
+        self.dispensed_total = 0  # NV memory: survives resets
+        self.jam_after: int | None = None
+        self.reset_after: int | None = None
+        self.paid_out: list[int] = []
+        super().__init__(**options)
+
+    def power_up(self) -> None:
+        self.enabled = False
+        self.counter = 0
+        self.remaining = 0
+        self.paid = 0
+        self.unpaid = 0
+        self._next_coin: float | None = None
+        self.flags = [0b0100_0000, 0, 0]  # power-up detected
+
+    def advance(self, now: float) -> None:
+        super().advance(now)
+        while self.remaining and self._next_coin is not None and self._next_coin <= now:
+            if self.inventory <= 0:
+                self.flags[0] |= 0b10  # payout timeout: nothing came out
+                self._stop()
+                return
+            if self.jam_after is not None and self.jam_after <= 0:
+                self.jam_after = None
+                self.flags[0] |= 0b1  # motor over-current: jammed
+                self._stop()
+                return
+            self.inventory -= 1
+            self.remaining -= 1
+            self.paid += 1
+            self.dispensed_total = (self.dispensed_total + 1) & 0xFFFFFF
+            self.paid_out.append(1)
+            if self.jam_after is not None:
+                self.jam_after -= 1
+            self._next_coin += self.coin_time
+            if self.reset_after is not None:
+                self.reset_after -= 1
+                if self.reset_after <= 0 and self.remaining:
+                    self.reset_after = None
+                    self.power_up()
+                    self.flags[2] |= 0b1  # power down during payout
+                    return
+        if not self.remaining:
+            self._next_coin = None
+
+    def _stop(self) -> None:
+        self.unpaid += self.remaining
+        self.remaining = 0
+        self._next_coin = None
+
+    def set_fault(self, name: str, value: Any = True) -> None:
+        with self._lock:
+            if name == "jam":
+                self.jam_after = None if value is False else (
+                    0 if value is True else int(value))
+            elif name == "empty":
+                if _flag(value):
+                    self.inventory = 0
+            elif name == "reset_during_payout":
+                self.reset_after = None if value is False else (
+                    1 if value is True else max(1, int(value)))
+            else:
+                super().set_fault(name, value)
+
+    def command(self, header: int, data: bytes) -> tuple[int, bytes] | None:
+        if header == 164 and data:  # enable hopper
+            self.enabled = data[0] == 165
+            return (0, b"")
+        if header == 166:
+            return (0, bytes((self.counter, self.remaining, self.paid, self.unpaid)))
+        if header == 167:  # dispense hopper coins
+            if not data or not self.enabled or self.remaining or data[-1] == 0:
+                return None
+            if self.security == "serial" and data[:-1] != self.serial.to_bytes(3, "little"):
+                return None
+            self.counter = self.counter % 255 + 1
+            self.remaining = data[-1]
+            self.paid = self.unpaid = 0
+            self.flags[0] &= ~0b11
+            self.flags[2] &= ~0b1
+            self._next_coin = self.now + self.coin_time
+            return (0, bytes((self.counter,)))
+        if header == 172:  # emergency stop
+            left = self.remaining
+            self._stop()
+            self.enabled = False
+            return (0, bytes((left,)))
+        if header == 171:
+            return (0, self.coin_id.encode("ascii")[:6])
+        if header == 168:
+            return (0, self.dispensed_total.to_bytes(3, "little"))
+        if header == 163:  # test hopper; reading clears "power-up detected"
+            first = self.flags[0] & 0x7F | (0 if self.enabled else 0x80)  # payout disabled
+            self.flags[0] &= ~0b0100_0000
+            return (0, bytes((first, self.flags[1], self.flags[2])))
+        if header == 217:  # payout high/low status: low-level sensor fitted
+            return (0, bytes((0x10 | (1 if self.inventory < 10 else 0),)))
+        return None
+
+    def summary(self) -> dict[str, Any]:
+        return {"inventory": self.inventory, "paid_out": len(self.paid_out),
+                "dispense_count": self.dispensed_total, "counter": self.counter}
+
+
+def specs() -> list[SimulatorSpec]:
+    from vendhw.sim import SimulatorSpec
+
+    return [SimulatorSpec.of(CcTalkCoinSimulator), SimulatorSpec.of(CcTalkHopperSimulator),
+            SimulatorSpec.of(CcTalkBillSimulator)]
