@@ -107,6 +107,10 @@ class CashDevice(ABC):
         """Start paying out ``amount`` minor units (payout devices); progress comes as events."""
         raise NotSupportedError(f"{self.name} cannot pay out")
 
+    def status(self) -> dict[str, Any]:
+        """What the device reports about itself (drivers add levels, counters, faults)."""
+        return {"device": self.name, "currency": self.currency}
+
     @abstractmethod
     def close(self) -> None:
         """Release the transport."""

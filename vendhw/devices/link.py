@@ -87,9 +87,12 @@ class FrameLink:
                     baudrate=self.transport.baudrate, timeout=timeout,
                 )
             # No gap on the read: return with the first complete frame instead of waiting for
-            # the line to go quiet; the gap only tells the deframer when a partial is stale.
-            data = self.transport.read(remaining)
-            if not data:
+            # the line to go quiet. While a partial frame is pending, read in slices of the
+            # gap so that silence lets the deframer drop a stale false start and rescan it.
+            pending = self.gap is not None and self.deframer.pending > 0
+            data = self.transport.read(min(remaining, self.gap) if pending and self.gap
+                                       else remaining)
+            if not data and not pending:
                 continue
             data = self._strip_echo(data)
             for item in self.deframer.feed(data, time.monotonic()):
