@@ -233,7 +233,7 @@ class MdbLink:
         buf = b""
         while True:
             remaining = deadline - time.monotonic()
-            chunk = self.transport.read(max(remaining, 0.0), gap=self.response_timeout)
+            chunk = self.transport.read(max(remaining, 0.0))  # back as soon as a block is whole
             if not chunk:
                 if buf:
                     leftovers = deframer.flush()
