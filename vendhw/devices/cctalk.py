@@ -30,6 +30,7 @@ import logging
 import secrets
 import threading
 import time
+from abc import abstractmethod
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator, Iterable
 from dataclasses import dataclass, field
@@ -742,8 +743,9 @@ class _BufferedAcceptor(CcTalkDevice):
                 yield from self.mask_op(True)
         return out
 
+    @abstractmethod
     def _event(self, a: int, b: int, event_id: str) -> CashEvent | None:
-        raise NotImplementedError
+        """The CashEvent for one buffered (result A, result B) pair, or None to skip it."""
 
     def _inhibited(self, a: int, b: int) -> bool:
         """The event says the device refused money because of an inhibit."""

@@ -17,6 +17,7 @@ device faults may be options too (``sim://cctalk-hopper?reset_during_payout=3``)
 from __future__ import annotations
 
 import threading
+from abc import abstractmethod
 from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -204,9 +205,9 @@ class _Acceptor(_CcTalkPeripheral):
             self.feed(self.auto_insert.pop(0))
             self._next_insert += self.insert_interval
 
+    @abstractmethod
     def feed(self, channel: int) -> None:
         """A customer inserts the item of ``channel`` (auto-insert calls this)."""
-        raise NotImplementedError
 
     def command(self, header: int, data: bytes) -> tuple[int, bytes] | None:
         if header == self.read_header:
