@@ -1,0 +1,158 @@
+"""``vendhw machine run --config machine.toml``: the long-running process on the controller.
+
+It opens the board (``Machine``, with its vend journal), the signed backend client (with its
+report outbox) and the shipping loop; finishes whatever a previous run left in flight
+*before* selling again; then serves the customer's screen and ships what the backend
+instructs. All state that must survive a crash lives in SQLite files under ``data_dir``.
+
+The configuration file::
+
+    [backend]
+    url = "https://vending.example.com"
+    machine_id = "m-0042"
+    secret = "..."               # or secret_env = "VENDHW_MACHINE_SECRET"
+
+    [board]
+    profile = "easivend-column"  # a name from boards/ or a path to a TOML profile
+    port = "/dev/ttyUSB0"        # any transport URL (sim://easivend-column for a dry run)
+
+    [agent]
+    data_dir = "/var/lib/vendhw" # journals: vends.db, ships.db, outbox.db
+    screen_host = "127.0.0.1"
+    screen_port = 8765
+
+Products, slots and prices come from the backend's catalogue for this machine, so the
+screen always sells what the backend will charge for.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vendhw.agent.screen import ScreenServer
+from vendhw.agent.shipper import Shipper
+from vendhw.errors import ConfigurationError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    backend_url: str
+    machine_id: str
+    secret: str
+    board_profile: str
+    board_port: str
+    data_dir: Path
+    screen_host: str = "127.0.0.1"
+    screen_port: int = 8765
+
+    @classmethod
+    def load(cls, path: str | Path) -> AgentConfig:
+        """Read and check a machine.toml; every mistake is one clear ConfigurationError."""
+        file = Path(path)
+        try:
+            doc = tomllib.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigurationError(f"no configuration file {file}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"{file}: not valid TOML ({exc})") from None
+
+        def need(section: str, key: str) -> Any:
+            try:
+                return doc[section][key]
+            except KeyError:
+                raise ConfigurationError(f"{file}: missing [{section}] {key}") from None
+
+        backend = doc.get("backend", {})
+        secret = backend.get("secret")
+        if secret is None and backend.get("secret_env"):
+            secret = os.environ.get(backend["secret_env"])
+        if not secret:
+            raise ConfigurationError(f"{file}: [backend] needs secret or secret_env (set)")
+        agent = doc.get("agent", {})
+        data_dir = Path(agent.get("data_dir", file.parent / "vendhw-data"))
+        if not data_dir.is_absolute():
+            data_dir = file.parent / data_dir
+        return cls(str(need("backend", "url")).rstrip("/"), str(need("backend", "machine_id")),
+                   str(secret), str(need("board", "profile")), str(need("board", "port")),
+                   data_dir, str(agent.get("screen_host", "127.0.0.1")),
+                   int(agent.get("screen_port", 8765)))
+
+
+class Agent:
+    """The machine's process: board, backend, shipping loop and screen."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        from vendhw.client import BackendClient
+        from vendhw.machine import Machine
+
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.client = BackendClient(config.backend_url, config.machine_id, config.secret,
+                                    outbox=config.data_dir / "outbox.db")
+        self.machine = Machine(config.board_profile, config.board_port,
+                               journal=config.data_dir / "vends.db")
+        self.shipper = Shipper(self.client, self.machine, config.data_dir / "ships.db")
+        self.stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.screen: ScreenServer | None = None
+
+    # --- what the screen asks for ----------------------------------------------------------
+
+    def products(self) -> list[dict[str, Any]]:
+        catalogue = self.client.catalogue()
+        return [{"slot": s["slot"], "name": s["product_name"], "price": s["price"],
+                 "currency": catalogue.get("currency", "")}
+                for s in catalogue.get("slots", []) if s.get("enabled", True)]
+
+    def buy(self, slot: str) -> Any:
+        return self.client.create_order(slot)
+
+    def redeem(self, code: str) -> Any:
+        redemption = self.client.redeem_code(code)
+        if redemption.instruction is not None:
+            # The ship instruction comes with the answer; ship it now, on its own thread,
+            # so the screen shows progress (the journal dedupes a redelivery).
+            threading.Thread(target=self.shipper.process, args=(redemption.instruction,),
+                             daemon=True).start()
+        return redemption.order
+
+    def order(self, order_id: str) -> Any:
+        return self.client.order_status(order_id)
+
+    # --- life cycle -----------------------------------------------------------------------
+
+    def start(self, *, screen: bool = True) -> None:
+        """Reconcile, then ship and serve. Nothing is sold before the journal is settled."""
+        recovered = self.shipper.recover()
+        for item in recovered:
+            log.warning("finished an interrupted instruction for order %s: %s", item.order_id,
+                        item.outcome)
+        self._thread = threading.Thread(target=self.shipper.run, args=(self.stop,),
+                                        name="shipper", daemon=True)
+        self._thread.start()
+        if screen:
+            self.screen = ScreenServer(self, self.config.screen_host, self.config.screen_port)
+            self.screen.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.screen is not None:
+            self.screen.close()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self.shipper.close()
+        self.client.close()
+        self.machine.close()
