@@ -72,8 +72,11 @@ RESPONSES: dict[int, str] = {
     0xF6: "SOFTWARE ERROR", 0xF8: "FAIL", 0xFA: "KEY NOT SET",
 }
 
-# Poll events: name and parameter shape. "ch" = 1 channel byte; "values" = count, then
-# count x (4-byte value + 3-byte currency); "incomplete" = count x (4 + 4 + 3); None = no data.
+# Poll events: name and parameter shape (GA138 event tables). Shapes: None = no data;
+# "ch" = 1 channel byte; "values" = protocol >= 6: count, then count x (4-byte value + 3-byte
+# currency), before 6: one 4-byte value; "incomplete" = the same with (paid, requested) pairs;
+# "value7" = one 4-byte value + currency; "coin" = value7 from protocol 6, a bare 4-byte value
+# before; "payout_error" = "values" followed by one error-code byte.
 EVENTS: dict[int, tuple[str, str | None]] = {
     0xF1: ("SLAVE RESET", None), 0xEF: ("READ NOTE", "ch"), 0xEE: ("CREDIT NOTE", "ch"),
     0xED: ("NOTE REJECTING", None), 0xEC: ("NOTE REJECTED", None),
@@ -85,17 +88,30 @@ EVENTS: dict[int, tuple[str, str | None]] = {
     0xE5: ("BARCODE TICKET VALIDATED", None), 0xD1: ("BARCODE TICKET ACKNOWLEDGE", None),
     0xE0: ("NOTE PATH OPEN", None), 0xB5: ("CHANNEL DISABLE", None),
     0xB6: ("INITIALISING", None), 0xDA: ("DISPENSING", "values"),
-    0xD2: ("DISPENSED", "values"), 0xD5: ("JAMMED", "values"), 0xD6: ("HALTED", "values"),
-    0xD7: ("FLOATING", "values"), 0xD8: ("FLOATED", "values"), 0xD9: ("TIMEOUT", "values"),
-    0xDC: ("INCOMPLETE PAYOUT", "incomplete"), 0xDD: ("INCOMPLETE FLOAT", "incomplete"),
-    0xDE: ("CASHBOX PAID", "values"), 0xDF: ("COIN CREDIT", "values"),
-    0xC2: ("EMPTYING", None), 0xC3: ("EMPTIED", None), 0xB3: ("SMART EMPTYING", "values"),
-    0xB4: ("SMART EMPTIED", "values"), 0xDB: ("NOTE STORED IN PAYOUT", None),
-    0xC6: ("PAYOUT OUT OF SERVICE", None), 0xC9: ("NOTE TRANSFERRED TO STACKER", None),
+    0xD2: ("DISPENSED", "values"), 0xD3: ("COINS LOW", None), 0xD5: ("JAMMED", "values"),
+    0xD6: ("HALTED", "values"), 0xD7: ("FLOATING", "values"), 0xD8: ("FLOATED", "values"),
+    0xD9: ("TIMEOUT", "values"), 0xDC: ("INCOMPLETE PAYOUT", "incomplete"),
+    0xDD: ("INCOMPLETE FLOAT", "incomplete"), 0xDE: ("CASHBOX PAID", "values"),
+    0xDF: ("COIN CREDIT", "coin"), 0xC4: ("COIN MECH JAMMED", None),
+    0xC5: ("COIN MECH RETURN ACTIVE", None), 0xC2: ("EMPTYING", None), 0xC3: ("EMPTIED", None),
+    0xB3: ("SMART EMPTYING", "values"), 0xB4: ("SMART EMPTIED", "values"),
+    0x83: ("CALIBRATION FAILED", "ch"), 0xDB: ("NOTE STORED IN PAYOUT", None),
+    0xC6: ("PAYOUT OUT OF SERVICE", None), 0xB0: ("JAM RECOVERY", None),
+    0xB1: ("ERROR DURING PAYOUT", "payout_error"),
+    0xC9: ("NOTE TRANSFERRED TO STACKER", "value7"), 0xCE: ("NOTE HELD IN BEZEL", "value7"),
+    0xCB: ("NOTE INTO STORE AT RESET", "value7"),
+    0xCA: ("NOTE INTO STACKER AT RESET", "value7"),
+    0xCD: ("NOTE DISPENSED AT RESET", "value7"),
     0xC7: ("NOTE FLOAT REMOVED", None), 0xC8: ("NOTE FLOAT ATTACHED", None),
-    0xB0: ("JAM RECOVERY", None), 0xB1: ("ERROR DURING PAYOUT", None),
-    0xBF: ("VALUE ADDED", "values"),
+    0xCF: ("DEVICE FULL", None), 0xBD: ("ATTACHED COIN MECH DISABLED", None),
+    0xBE: ("ATTACHED COIN MECH ENABLED", None), 0xBF: ("VALUE ADDED", "values"),
+    0xC1: ("PAY-IN ACTIVE", None), 0x90: ("CASHBOX OUT OF SERVICE", "ch"),
+    0x92: ("CASHBOX BACK IN SERVICE", None), 0x93: ("CASHBOX UNLOCK ENABLED", None),
 }
+ACKED_EVENTS = frozenset((0xEE, 0xE6, 0xE2, 0xD1, 0xB6, 0xD2, 0xD8, 0xD9, 0xDC, 0xDD, 0xB4,
+                          0xB1, 0xC9, 0xCB, 0xCA, 0xCD, 0xBF))
+"""GA138 event tables, column "Poll with Ack": with POLL WITH ACK (0x56) these events repeat
+until EVENT ACK (0x57), and the device accepts no further note until then."""
 
 _HEADER = Layout(cs.Struct("seqid" / cs.Int8ub, "length" / cs.Int8ub, "data" / cs.GreedyBytes),
                  "SSP packet")
@@ -117,10 +133,20 @@ def unstuff(body: bytes) -> bytes:
     return out
 
 
-def decode_events(data: bytes) -> list[dict[str, Any]] | None:
-    """Poll events in ``data`` (after the OK), or None when they do not parse cleanly."""
+def _value(item: bytes) -> dict[str, Any]:
+    return {"value": int.from_bytes(item[:4], "little"),
+            "currency": item[4:7].decode("ascii", "replace")}
+
+
+def decode_events(data: bytes, protocol_version: int = 6) -> list[dict[str, Any]] | None:
+    """Poll events in ``data`` (after the OK), or None when they do not parse cleanly.
+
+    Money-bearing events changed shape in protocol version 6 (multi-currency blocks), so the
+    host passes the version it negotiated; the decoder CLI assumes 6.
+    """
     events: list[dict[str, Any]] = []
     i, n = 0, len(data)
+    multi = protocol_version >= 6
     while i < n:
         entry = EVENTS.get(data[i])
         if entry is None:
@@ -133,24 +159,48 @@ def decode_events(data: bytes) -> list[dict[str, Any]] | None:
                 return None
             event["channel"] = data[i]
             i += 1
-        elif shape in ("values", "incomplete"):
+        elif shape == "value7" or (shape == "coin" and multi):
+            if i + 7 > n:
+                return None
+            event["values"] = [_value(data[i:i + 7])]
+            i += 7
+        elif shape in ("values", "incomplete", "payout_error", "coin") and not multi:
+            size = 8 if shape == "incomplete" else 4
+            if i + size > n:
+                return None
+            item: dict[str, Any] = {"value": int.from_bytes(data[i:i + 4], "little"),
+                                    "currency": ""}
+            if size == 8:
+                item["requested"] = int.from_bytes(data[i + 4:i + 8], "little")
+            event["values"] = [item]
+            i += size
+            if shape == "payout_error":
+                if i >= n:
+                    return None
+                event["error"] = data[i]
+                i += 1
+        elif shape in ("values", "incomplete", "payout_error"):
             if i >= n:
                 return None
             count = data[i]
-            size = 7 if shape == "values" else 11
+            size = 11 if shape == "incomplete" else 7
             end = i + 1 + count * size
             if end > n or count == 0:
                 return None
             items = []
             for k in range(count):
-                item = data[i + 1 + k * size:i + 1 + (k + 1) * size]
-                entry_values: dict[str, Any] = {"value": int.from_bytes(item[:4], "little")}
+                raw = data[i + 1 + k * size:i + 1 + (k + 1) * size]
+                entry_values = _value(raw[:4] + raw[-3:])
                 if size == 11:
-                    entry_values["requested"] = int.from_bytes(item[4:8], "little")
-                entry_values["currency"] = item[-3:].decode("ascii", "replace")
+                    entry_values["requested"] = int.from_bytes(raw[4:8], "little")
                 items.append(entry_values)
             event["values"] = items
             i = end
+            if shape == "payout_error":
+                if i >= n:
+                    return None
+                event["error"] = data[i]
+                i += 1
         events.append(event)
     return events
 
