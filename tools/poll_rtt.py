@@ -1,6 +1,6 @@
 """Poll round trip of a cash host against its simulator on a pty (maintainer tool).
 
-Usage: python tools/poll_rtt.py [cctalk-coin|mdb-changer] [--polls 200]
+Usage: python tools/poll_rtt.py [cctalk-coin|mdb-changer|ssp|id003] [--polls 200]
 
 Serves the simulator on a real pty from a thread, opens the host on the device path, starts
 it, and times POLL cycles (request, reply, acknowledgement) with the monotonic clock.
@@ -18,14 +18,14 @@ from vendhw.transport import SimulatorOnPty, open_transport
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("device", choices=["cctalk-coin", "mdb-changer"])
+    parser.add_argument("device", choices=["cctalk-coin", "mdb-changer", "ssp", "id003"])
     parser.add_argument("--polls", type=int, default=200)
     args = parser.parse_args()
     with SimulatorOnPty(create(args.device)) as served:
-        if args.device == "cctalk-coin":
-            from vendhw.devices.cctalk import open_coin_acceptor
+        if args.device in ("cctalk-coin", "ssp", "id003"):
+            from vendhw.cli.cash import open_cash_device
 
-            device = open_coin_acceptor(served.port)
+            device = open_cash_device(args.device, served.port)
         else:
             from vendhw.devices.mdb import MdbCoinChanger, MdbLink
 

@@ -468,6 +468,7 @@ class SspDevice(CashDevice):
         self.acks = int(resume["acks"]) if resume else 0
         self._polls = 0
         self._fresh = False
+        self._quiet_reset = False
         self._pending: deque[CashEvent] = deque()
         self.stats = {"retries": 0, "resyncs": 0, "key_exchanges": 0}
 
@@ -578,13 +579,15 @@ class SspDevice(CashDevice):
                     raise
                 log.warning("%s: the payout unit needs eSSP; notes are accepted, payouts "
                             "refused", self.name)
-        self._fresh = True
+        self._fresh = True  # the next poll's SLAVE RESET is the one just handled
+        self._quiet_reset = True  # ...and, after the user's start(), not news either
 
     def _recover(self) -> None:
         """After a device reset: sync, key, protocol and inhibits again; re-enable if we were."""
         self.stats["resyncs"] += 1
         was_enabled = self.enabled
         self.start()
+        self._quiet_reset = False  # a reset in operation is reported
         if was_enabled:
             self.enable()
 
@@ -664,6 +667,10 @@ class SspDevice(CashDevice):
             raise UnexpectedReplyError(f"{self.name}: poll reply does not parse as events: "
                                        f"{data.hex(' ')}")
         self._polls += 1
+        fresh, self._fresh = self._fresh, False
+        reset = any(e["code"] == 0xF1 for e in events)
+        if fresh and self._quiet_reset:  # the power-up start() just handled, not news
+            events = [e for e in events if e["code"] != 0xF1]
         prefix = f"ssp:{self.serial:08X}/{self._token}"
         ids: list[str] = []
         k = 0
@@ -694,8 +701,7 @@ class SspDevice(CashDevice):
             while self._pending:
                 self._deliver(self._pending[0], sink)
                 out.append(self._pending.popleft())
-        fresh, self._fresh = self._fresh, False
-        if not fresh and any(e["code"] == 0xF1 for e in events):
+        if reset and not fresh:
             self._recover()  # a reset since our start(): session, key and inhibits are gone
         return out
 
