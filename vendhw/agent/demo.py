@@ -284,20 +284,7 @@ def _ship_in_child(url: str, secret: str, port: str, tmp: Path) -> int:
     return proc.returncode
 
 
-def terminal_qr(text: str) -> str:
-    """The QR code as UTF-8 half blocks, for a terminal."""
-    import io
-
-    import qrcode
-
-    qr = qrcode.QRCode(border=1)
-    qr.add_data(text)
-    out = io.StringIO()
-    qr.print_ascii(out=out)
-    return out.getvalue()
-
-
-__all__ = ["EXPECTED", "FAULTS", "DemoResult", "run_demo", "terminal_qr"]
+__all__ = ["EXPECTED", "FAULTS", "DemoResult", "run_demo"]
 
 if __name__ == "__main__":  # pragma: no cover - python -m vendhw.agent.demo
     result = run_demo(auto_pay=True, emit=lambda e: print(json.dumps(e)))  # noqa: T201

@@ -17,9 +17,14 @@ The configuration file::
     port = "/dev/ttyUSB0"        # any transport URL (sim://easivend-column for a dry run)
 
     [agent]
-    data_dir = "/var/lib/vendhw" # journals: vends.db, ships.db, outbox.db
+    data_dir = "/var/lib/vendhw" # journals: vends.db, ships.db, outbox.db, cash.db
     screen_host = "127.0.0.1"
     screen_port = 8765
+
+    [[cash]]                     # optional, repeatable: coin/note acceptors, payout devices
+    protocol = "ssp"             # cctalk-coin, cctalk-hopper, cctalk-bill, ssp, id003,
+    port = "/dev/ttyACM0"        #   mdb-changer, mdb-bill (``vendhw cash --help``)
+    options = { encryption = "auto" }
 
 Products, slots and prices come from the backend's catalogue for this machine, so the
 screen always sells what the backend will charge for.
@@ -31,10 +36,11 @@ import logging
 import os
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vendhw.agent.cash import CashSale, CashSales
 from vendhw.agent.screen import ScreenServer
 from vendhw.agent.shipper import Shipper
 from vendhw.errors import ConfigurationError
@@ -48,6 +54,15 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class CashConfig:
+    """One cash device of the machine: its protocol, port and driver options."""
+
+    protocol: str
+    port: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     backend_url: str
     machine_id: str
@@ -57,6 +72,7 @@ class AgentConfig:
     data_dir: Path
     screen_host: str = "127.0.0.1"
     screen_port: int = 8765
+    cash: tuple[CashConfig, ...] = ()
 
     @classmethod
     def load(cls, path: str | Path) -> AgentConfig:
@@ -85,10 +101,17 @@ class AgentConfig:
         data_dir = Path(agent.get("data_dir", file.parent / "vendhw-data"))
         if not data_dir.is_absolute():
             data_dir = file.parent / data_dir
+        cash = []
+        for i, entry in enumerate(doc.get("cash", [])):
+            if not isinstance(entry, dict) or "protocol" not in entry or "port" not in entry:
+                raise ConfigurationError(f"{file}: [[cash]] entry {i + 1} needs protocol and "
+                                         "port")
+            cash.append(CashConfig(str(entry["protocol"]), str(entry["port"]),
+                                   dict(entry.get("options", {}))))
         return cls(str(need("backend", "url")).rstrip("/"), str(need("backend", "machine_id")),
                    str(secret), str(need("board", "profile")), str(need("board", "port")),
                    data_dir, str(agent.get("screen_host", "127.0.0.1")),
-                   int(agent.get("screen_port", 8765)))
+                   int(agent.get("screen_port", 8765)), tuple(cash))
 
 
 class Agent:
@@ -105,9 +128,27 @@ class Agent:
         self.machine = Machine(config.board_profile, config.board_port,
                                journal=config.data_dir / "vends.db")
         self.shipper = Shipper(self.client, self.machine, config.data_dir / "ships.db")
+        self.cash: CashSales | None = None
+        if config.cash:
+            self.cash = self._open_cash(config)
         self.stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.screen: ScreenServer | None = None
+
+    def _open_cash(self, config: AgentConfig) -> CashSales:
+        from vendhw.cli.cash import open_cash_device
+        from vendhw.machine.cash import CashAcceptor, CashJournal
+
+        devices = []
+        try:
+            for entry in config.cash:
+                devices.append(open_cash_device(entry.protocol, entry.port, **entry.options))
+        except Exception:
+            for device in devices:
+                device.close()
+            raise
+        acceptor = CashAcceptor(devices, CashJournal(config.data_dir / "cash.db"))
+        return CashSales(acceptor, self.machine, self.client)
 
     # --- what the screen asks for ----------------------------------------------------------
 
@@ -132,6 +173,23 @@ class Agent:
     def order(self, order_id: str) -> Any:
         return self.client.order_status(order_id)
 
+    def cash_balance(self) -> int | None:
+        """The customer's inserted credit, or None when the machine takes no cash."""
+        return None if self.cash is None else self.cash.balance()
+
+    def buy_cash(self, slot: str) -> CashSale:
+        """Sell ``slot`` from the inserted credit at the catalogue price."""
+        if self.cash is None:
+            raise ConfigurationError("this machine has no cash devices ([[cash]] in the "
+                                     "configuration)")
+        prices = {p["slot"]: p["price"] for p in self.products()}
+        if slot not in prices:
+            raise ConfigurationError(f"slot {slot!r} is not for sale")
+        return self.cash.sell(slot, prices[slot])
+
+    def return_change(self) -> int:
+        return 0 if self.cash is None else self.cash.return_change()
+
     # --- life cycle -----------------------------------------------------------------------
 
     def start(self, *, screen: bool = True) -> None:
@@ -140,6 +198,14 @@ class Agent:
         for item in recovered:
             log.warning("finished an interrupted instruction for order %s: %s", item.order_id,
                         item.outcome)
+        if self.cash is not None:
+            for sale in self.cash.recover():
+                log.warning("finished an interrupted cash sale %s: %s", sale.reference,
+                            sale.outcome)
+            for device in self.cash.acceptor.devices:
+                device.start()
+            self.cash.acceptor.enable()
+            self.cash.acceptor.start()
         self._thread = threading.Thread(target=self.shipper.run, args=(self.stop,),
                                         name="shipper", daemon=True)
         self._thread.start()
@@ -153,6 +219,15 @@ class Agent:
             self.screen.close()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        if self.cash is not None:
+            self.cash.acceptor.stop()
+            for device in self.cash.acceptor.devices:
+                try:
+                    device.disable()
+                except Exception as exc:  # closing anyway; the device may be gone
+                    log.info("%s: disable failed: %s", device.name, exc)
+                device.close()
+            self.cash.journal.close()
         self.shipper.close()
         self.client.close()
         self.machine.close()

@@ -46,6 +46,12 @@ class AgentLike(Protocol):
     def order(self, order_id: str) -> Any: ...
 
 
+def cash_balance(agent: Any) -> int | None:
+    """The inserted credit when the agent takes cash, else None (the page hides cash)."""
+    get = getattr(agent, "cash_balance", None)
+    return get() if callable(get) else None
+
+
 def qr_svg(text: str) -> bytes:
     """The QR for ``text`` as an SVG document."""
     import qrcode
@@ -154,19 +160,47 @@ class ScreenServer:
                     elif path == "/code":
                         order = agent.redeem(form.get("code", "").strip())
                         self._redirect(f"/order/{order.id}")
+                    elif path == "/buy-cash":
+                        sale = agent.buy_cash(form["slot"])  # type: ignore[attr-defined]
+                        self._send(200, self._cash_sale(sale))
+                    elif path == "/change":
+                        paid = agent.return_change()  # type: ignore[attr-defined]
+                        text = (f"Please take your change: {paid / 100:.2f}" if paid
+                                else "No change to return.")
+                        self._send(200, _page("Change", f"<h1>{html.escape(text)}</h1>"
+                                              "<p><a href='/'>Back</a></p>"))
                     else:
                         self._send(404, _page("Not found", "<h1>Not found</h1>"))
                 except Exception as exc:
                     self._error(exc)
 
             def _products(self) -> bytes:
+                balance = cash_balance(agent)
                 items = "".join(
                     f"<form class='product' method='post' action='/buy'>"
                     f"<h2>{html.escape(p['name'])}</h2><p>{_money(p['price'], p['currency'])}</p>"
                     f"<input type='hidden' name='slot' value='{html.escape(p['slot'])}'>"
-                    f"<button>Buy</button></form>" for p in agent.products())
-                return _page("Choose a product", "<h1>Choose a product</h1>" + items
-                             + "<p><a href='/code'>I have a code</a></p>")
+                    f"<button>Buy</button>" + (
+                        "" if balance is None else
+                        f"<button formaction='/buy-cash'"
+                        f"{'' if balance >= p['price'] else ' disabled'}>Pay with cash</button>")
+                    + "</form>" for p in agent.products())
+                cash = ""
+                if balance is not None:
+                    cash = (f"<p id='credit'>Credit: {balance / 100:.2f}</p>"
+                            "<form method='post' action='/change'><button>Return change"
+                            "</button></form>")
+                return _page("Choose a product", "<h1>Choose a product</h1>" + cash + items
+                             + "<p><a href='/code'>I have a code</a></p>", refresh=bool(cash))
+
+            def _cash_sale(self, sale: Any) -> bytes:
+                text = {"delivered": MESSAGES["delivered"],
+                        "refunded": "Sorry, the product could not be delivered. "
+                                    "Your credit was returned."}.get(
+                    sale.state, MESSAGES["needs_review"])
+                return _page("Your purchase", f"<h1>{html.escape(text)}</h1>"
+                             f"<p id='state'>{html.escape(sale.state)}</p>"
+                             "<p><a href='/'>Back to the products</a></p>")
 
             def _order(self, order: Any) -> bytes:
                 state = order.state

@@ -43,7 +43,8 @@ def demo(auto_pay: bool, pickup: bool, fault: str | None, as_json: bool) -> None
     Exit status 0 when the sale ends as its options lead it to (delivered; refunded after a
     jam, an empty slot or no drop; needs_review after a power cut), 1 otherwise.
     """
-    from vendhw.agent.demo import run_demo, terminal_qr
+    from vendhw.agent.demo import run_demo
+    from vendhw.agent.terminal import terminal_qr
 
     logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")
     console = Console(stderr=False, highlight=False)

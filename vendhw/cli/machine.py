@@ -20,8 +20,10 @@ def machine() -> None:
 @machine.command()
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="The machine's TOML configuration.")
-@click.option("--no-screen", is_flag=True, help="Ship instructions only; serve no screen.")
-def run(config_path: str, no_screen: bool) -> None:
+@click.option("--no-screen", is_flag=True, help="Serve no web screen.")
+@click.option("--terminal", is_flag=True,
+              help="Run the customer screen in this terminal (products, QR, code, cash).")
+def run(config_path: str, no_screen: bool, terminal: bool) -> None:
     """Finish what a previous run left in flight, then sell until SIGINT/SIGTERM."""
     from vendhw.agent.runner import Agent, AgentConfig
 
@@ -38,5 +40,14 @@ def run(config_path: str, no_screen: bool) -> None:
     if agent.screen is not None:
         click.echo(f"screen at {agent.screen.url}")
     click.echo(f"machine {agent.config.machine_id} selling; Ctrl-C to stop")
-    done.wait()
+    if terminal:
+        from vendhw.agent.terminal import TerminalScreen
+
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C cancels a wait
+        try:
+            TerminalScreen(agent).run()
+        except KeyboardInterrupt:
+            pass
+    else:
+        done.wait()
     agent.close()

@@ -89,6 +89,12 @@ class AsyncBackendClient(ClientBase):
         call = self._queue_report(order_id, outcome, details, instruction_id, idempotency_key)
         return self._receipt(order_id, call, await self.flush())
 
+    async def report_cash_sale(self, reference: str, slot: str, amount: int, outcome: str,
+                               details: dict[str, Any] | None = None) -> ReportReceipt:
+        """Book a cash sale after its dispense (see the sync client)."""
+        call = self._queue_cash_sale(reference, slot, amount, outcome, details)
+        return self._receipt(reference, call, await self.flush())
+
     async def flush(self) -> dict[str, dict[str, Any]]:
         if self._flush_lock is None:
             self._flush_lock = asyncio.Lock()

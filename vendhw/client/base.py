@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vendhw.client.core import Call, ClientCore, report_call, result_key
+from vendhw.client.core import Call, ClientCore, cash_sale_call, report_call, result_key
 from vendhw.client.errors import BackendError
 from vendhw.client.models import Instruction, Order, ReportReceipt
 from vendhw.client.outbox import Outbox, OutboxItem
@@ -33,6 +33,12 @@ class ClientBase:
                       instruction_id: str | None, idempotency_key: str | None) -> Call:
         call = report_call(order_id, outcome, details, instruction_id,
                            idempotency_key or result_key(order_id))
+        self.outbox.enqueue(call)
+        return call
+
+    def _queue_cash_sale(self, reference: str, slot: str, amount: int, outcome: str,
+                         details: dict[str, Any] | None) -> Call:
+        call = cash_sale_call(reference, slot, amount, outcome, details)
         self.outbox.enqueue(call)
         return call
 

@@ -140,6 +140,16 @@ def report_call(order_id: str, outcome: str, details: dict[str, Any] | None,
                 idempotency_key=idempotency_key)
 
 
+def cash_sale_call(reference: str, slot: str, amount: int, outcome: str,
+                   details: dict[str, Any] | None) -> Call:
+    """A sale paid in cash at the machine, booked after its dispense (through the outbox)."""
+    if outcome not in OUTCOMES:
+        raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}; got {outcome!r}")
+    body = {"reference": reference, "slot": str(slot), "amount": int(amount),
+            "outcome": outcome, "details": details or {}}
+    return Call("POST", "/machine/v1/sales/cash", body, idempotency_key=f"cash-{reference}")
+
+
 # --- signing, retries, answers -------------------------------------------------------------
 
 

@@ -107,6 +107,16 @@ class BackendClient(ClientBase):
         call = self._queue_report(order_id, outcome, details, instruction_id, idempotency_key)
         return self._receipt(order_id, call, self.flush())
 
+    def report_cash_sale(self, reference: str, slot: str, amount: int, outcome: str,
+                         details: dict[str, Any] | None = None) -> ReportReceipt:
+        """Book a cash sale after its dispense; queued durably like a dispense report.
+
+        ``reference`` is the machine's own id of the sale (the cash-journal spend), so a
+        retried or replayed report books one order.
+        """
+        call = self._queue_cash_sale(reference, slot, amount, outcome, details)
+        return self._receipt(reference, call, self.flush())
+
     def flush(self) -> dict[str, dict[str, Any]]:
         """Send queued reports oldest first; stop at the first that cannot go yet."""
         sent: dict[str, dict[str, Any]] = {}

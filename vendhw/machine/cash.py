@@ -48,7 +48,13 @@ CREATE TABLE IF NOT EXISTS cash_spent (
     amount INTEGER NOT NULL,
     at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS cash_settled (
+    reference TEXT PRIMARY KEY,
+    outcome TEXT NOT NULL,
+    at REAL NOT NULL
+);
 """
+REFUND_PREFIX = "refund:"
 
 
 class InsufficientCredit(VendhwError):
@@ -128,6 +134,43 @@ class CashJournal:
             except sqlite3.Error:
                 self._db.execute("ROLLBACK")
                 raise
+
+    def refund(self, reference: str) -> bool:
+        """Give the amount spent under ``reference`` back to the balance; idempotent.
+
+        Used when what the money bought could not be delivered (a jammed vend): the credit
+        is the customer's again, to buy something else or to take back as change.
+        """
+        with self._lock:
+            row = self._db.execute("SELECT amount FROM cash_spent WHERE reference = ?",
+                                   (reference,)).fetchone()
+            if row is None:
+                raise ValueError(f"nothing was spent under {reference!r}")
+            cur = self._db.execute("INSERT OR IGNORE INTO cash_spent VALUES (?,?,?)",
+                                   (REFUND_PREFIX + reference, -int(row[0]), time.time()))
+            return cur.rowcount == 1
+
+    def settle(self, reference: str, outcome: str) -> None:
+        """Record what became of a spend (``delivered``, ``jammed``...); first record wins."""
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO cash_settled VALUES (?,?,?)",
+                             (reference, outcome, time.time()))
+
+    def settled(self, reference: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT outcome FROM cash_settled WHERE reference = ?",
+                                   (reference,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def unsettled(self, prefix: str = "") -> list[tuple[str, int]]:
+        """Spends under ``prefix`` with no outcome yet (a crash between spend and settle)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT s.reference, s.amount FROM cash_spent s LEFT JOIN cash_settled t "
+                "ON t.reference = s.reference WHERE t.reference IS NULL AND s.amount > 0 "
+                "AND s.reference LIKE ? ORDER BY s.at",
+                (prefix + "%",)).fetchall()
+        return [(str(r[0]), int(r[1])) for r in rows]
 
     def events(self, limit: int = 100) -> list[dict[str, Any]]:
         """The latest journaled events, newest first (for operators)."""

@@ -57,6 +57,15 @@ class ResultBody(BaseModel):
     instruction_id: str | None = None
 
 
+class CashSaleBody(BaseModel):
+    reference: str = Field(description="The machine's own id of the sale (its cash-journal "
+                                       "spend); the same reference books the same order.")
+    slot: str
+    amount: int = Field(description="Cash taken for the product, in minor units.")
+    outcome: str = Field(description="The dispense outcome, as for /orders/{id}/result.")
+    details: dict[str, Any] | None = None
+
+
 class RedeemBody(BaseModel):
     code: str = Field(description="The digits the customer typed (spaces and dashes ignored).")
 
@@ -197,6 +206,17 @@ def machine_report_result(order_id: str, body: ResultBody, request: Request,
         call.machine_id, call.idempotency_key, call.fingerprint,
         lambda: (200, backend.report_result(call.machine_id, order_id, body.outcome,
                                             body.details, body.instruction_id)))
+    return _json(status, data)
+
+
+@machine.post("/sales/cash")
+def machine_cash_sale(body: CashSaleBody, request: Request, call: Signed) -> JSONResponse:
+    """Book a sale paid in cash at the machine, after its dispense (queued by the outbox)."""
+    backend = _backend(request)
+    status, data = backend.idempotent(
+        call.machine_id, call.idempotency_key, call.fingerprint,
+        lambda: (200, backend.record_cash_sale(call.machine_id, body.reference, body.slot,
+                                               body.amount, body.outcome, body.details)))
     return _json(status, data)
 
 

@@ -75,7 +75,7 @@ class Order(Base):
     amount: Mapped[int] = mapped_column(Integer)
     currency: Mapped[str] = mapped_column(String(3))
     kind: Mapped[str] = mapped_column(String(16), default="qr")
-    """``qr`` (paid through a provider) or ``code`` (pickup / lottery code)."""
+    """``qr`` (paid through a provider), ``code`` (pickup / lottery code) or ``cash``."""
     provider: Mapped[str] = mapped_column(String(32))
     state: Mapped[str] = mapped_column(String(24))
     qr_text: Mapped[str | None] = mapped_column(Text, default=None)

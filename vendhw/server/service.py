@@ -68,6 +68,9 @@ from vendhw.server.states import (
     check_transition,
 )
 
+CASH_PROVIDER = "cash"
+"""The provider name of sales paid in cash at the machine (no payment provider involved)."""
+
 log = logging.getLogger(__name__)
 
 S = OrderState
@@ -713,6 +716,9 @@ class Backend:
         result: RefundResult
         if provider_name == "code":
             result = RefundResult(RefundState.SUCCEEDED, detail="code released")
+        elif provider_name == CASH_PROVIDER:
+            result = RefundResult(RefundState.SUCCEEDED,
+                                  detail="the machine returned the cash to the customer's credit")
         else:
             provider = self.providers.get(provider_name)
             if provider is None:
@@ -884,6 +890,56 @@ class Backend:
         self._ship(s, order, effects, inline=True)
         return None, {"order": order_json(order),
                       "instruction": {**effects.instructions[-1][1], "delivery": 1}}
+
+    # --- cash sales ----------------------------------------------------------------------
+
+    def record_cash_sale(self, machine_id: str, reference: str, slot: str, amount: int,
+                         outcome: str, details: Mapping[str, Any] | None = None
+                         ) -> dict[str, Any]:
+        """Book a sale the machine made with cash it took itself, after the dispense.
+
+        Cash needs no approval: the machine spends the customer's inserted credit, vends, and
+        reports here through its outbox. The order id derives from the machine and its
+        ``reference``, so a repeated report finds the same order. A definite failure is
+        "refunded" at once: the machine already gave the credit back to the customer.
+        """
+        if outcome not in OUTCOMES:
+            raise ApiError(422, "bad_outcome", f"outcome must be one of {sorted(OUTCOMES)}")
+        if amount < 0 or not reference:
+            raise ApiError(422, "bad_sale", "a cash sale needs a reference and an amount >= 0")
+        order_id = "vc" + hashlib.sha256(f"{machine_id}:{reference}".encode()).hexdigest()[:24]
+        actor = f"machine:{machine_id}"
+        now = self.clock.now()
+        with self.db.tx() as s:
+            existing = s.get(Order, order_id)
+            if existing is not None:
+                if existing.outcome not in (None, outcome):
+                    raise ApiError(409, "outcome_conflict", f"sale already reported "
+                                   f"{existing.outcome}", state=existing.state)
+                return order_json(existing)
+            row = s.execute(select(Slot, Product).join(Product, Slot.product_id == Product.id)
+                            .where(Slot.machine_id == machine_id, Slot.slot == str(slot))
+                            ).first()
+            if row is None:
+                raise ApiError(404, "unknown_slot", f"machine {machine_id} sells nothing "
+                               f"in slot {slot!r}")
+            slot_row, product = row
+            machine = s.get(Machine, machine_id)
+            assert machine is not None
+            order = Order(id=order_id, machine_id=machine_id, slot=slot_row.slot,
+                          product_id=product.id, product_name=product.name, amount=amount,
+                          currency=machine.currency, kind="cash", provider=CASH_PROVIDER,
+                          state=S.CREATED.value, created_at=now, updated_at=now,
+                          expires_at=now)
+            s.add(order)
+            s.add(Payment(order_id=order_id, provider=CASH_PROVIDER, transaction_id=reference,
+                          amount=amount, currency=machine.currency, paid_at=now,
+                          source="machine"))
+            self._audit(s, "order", order_id, None, S.CREATED.value,
+                        f"cash sale {reference} for slot {slot_row.slot}", actor)
+            self._move(s, order, S.PAID, actor, f"{amount} in cash taken by the machine")
+            self._move(s, order, S.DISPENSING, actor, "the machine vended on its own cash")
+        return self.report_result(machine_id, order_id, outcome, details)
 
     def _code_state(self, s: Session, code: Code, to: str, actor: str, reason: str) -> None:
         self._audit(s, "code", str(code.id), code.status, to, reason, actor)

@@ -31,13 +31,15 @@ S = OrderState
 
 TRANSITIONS: dict[tuple[OrderState, OrderState], str] = {
     (S.CREATED, S.AWAITING_PAYMENT): "the provider issued the payment QR",
-    (S.CREATED, S.PAID): "a pickup or lottery code was verified and reserved",
+    (S.CREATED, S.PAID): "a pickup or lottery code was verified and reserved, or "
+                        "the machine took cash for it",
     (S.CREATED, S.CANCELLED): "the provider refused to create the QR",
     (S.AWAITING_PAYMENT, S.PAID): "payment confirmed (notification or query), amount matches",
     (S.AWAITING_PAYMENT, S.NEEDS_REVIEW): "payment confirmed but the amount does not match",
     (S.AWAITING_PAYMENT, S.EXPIRED): "no payment before expires_at (last query said unpaid)",
     (S.AWAITING_PAYMENT, S.CANCELLED): "the machine cancelled, or the customer declined",
-    (S.PAID, S.DISPENSING): "the machine acknowledged the ship instruction",
+    (S.PAID, S.DISPENSING): "the machine acknowledged the ship instruction (or vended "
+                           "a cash sale)",
     (S.PAID, S.REFUNDING): "an operator refunded before the machine took the instruction",
     (S.DISPENSING, S.DELIVERED): "the machine reported delivered",
     (S.DISPENSING, S.REFUNDING): "the machine reported a definite failure",

@@ -1,0 +1,124 @@
+"""Sales paid with cash inserted at the machine.
+
+Cash needs no backend approval: the money is already in the machine. A sale is therefore
+local first and booked afterwards:
+
+1. the price is **spent** from the customer's credit in the cash journal (``sale:<slot>:<id>``;
+   refused with :class:`~vendhw.machine.cash.InsufficientCredit` when the credit is short);
+2. the product is dispensed with that reference as the ``vend_id`` (the vend journal makes a
+   repeat a replay, never a second vend);
+3. a definite failure (jam, empty, no drop) gives the credit back; an unknown outcome keeps it
+   spent (for an operator, like any ``needs_review`` order);
+4. the outcome is **settled** in the cash journal, then the sale is booked with the backend
+   through the outbox (so a backend that is down gets it later, once).
+
+After a crash, :meth:`CashSales.recover` finishes every spend that has no outcome: a vend the
+vend journal never began is refunded, one it began is replayed from the journal.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from vendhw.machine.cash import CashAcceptor, CashJournal
+from vendhw.server.states import FAILURE_OUTCOMES
+
+log = logging.getLogger(__name__)
+
+SALE_PREFIX = "sale:"
+
+
+@dataclass(frozen=True)
+class CashSale:
+    """What became of one cash sale."""
+
+    reference: str
+    slot: str
+    amount: int
+    outcome: str
+    refunded: bool
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def state(self) -> str:
+        """The order state the backend books for it (``delivered``/``refunded``/...)."""
+        if self.outcome == "delivered":
+            return "delivered"
+        return "refunded" if self.refunded else "needs_review"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reference": self.reference, "slot": self.slot, "amount": self.amount,
+                "outcome": self.outcome, "refunded": self.refunded, "state": self.state}
+
+
+class CashSales:
+    """Spend credit, vend, settle, book: one cash sale at a time."""
+
+    def __init__(self, acceptor: CashAcceptor, machine: Any, client: Any) -> None:
+        self.acceptor = acceptor
+        self.journal: CashJournal = acceptor.journal
+        self.machine = machine
+        self.client = client
+
+    def balance(self) -> int:
+        return self.journal.balance()
+
+    def sell(self, slot: str, price: int) -> CashSale:
+        """Sell ``slot`` for ``price`` from the inserted credit (raises InsufficientCredit)."""
+        reference = f"{SALE_PREFIX}{slot}:{secrets.token_hex(8)}"
+        self.journal.spend(price, reference)
+        return self._finish(reference, slot, price)
+
+    def _finish(self, reference: str, slot: str, amount: int) -> CashSale:
+        result = self.machine.dispense(slot, vend_id=reference)
+        outcome = getattr(result.outcome, "value", str(result.outcome))
+        details = result.to_dict()
+        refunded = outcome in FAILURE_OUTCOMES
+        if refunded:
+            self.journal.refund(reference)
+        self.journal.settle(reference, outcome)
+        self._book(reference, slot, amount, outcome, details)
+        return CashSale(reference, slot, amount, outcome, refunded, details)
+
+    def _book(self, reference: str, slot: str, amount: int, outcome: str,
+              details: dict[str, Any]) -> None:
+        try:
+            receipt = self.client.report_cash_sale(reference, slot, amount, outcome, details)
+        except Exception as exc:  # the outbox keeps it; the sale itself is done
+            log.warning("cash sale %s not booked yet: %s", reference, exc)
+            return
+        if getattr(receipt, "queued", False):
+            log.info("cash sale %s queued for the backend", reference)
+
+    def recover(self) -> list[CashSale]:
+        """Finish the spends a crash left without an outcome (before selling again)."""
+        done = []
+        for reference, amount in self.journal.unsettled(SALE_PREFIX):
+            slot = reference[len(SALE_PREFIX):].rsplit(":", 1)[0]
+            if self.machine.journal.get(reference) is None:
+                # The vend never began: the customer keeps the credit.
+                self.journal.refund(reference)
+                self.journal.settle(reference, "not_started")
+                done.append(CashSale(reference, slot, amount, "not_started", True))
+                continue
+            done.append(self._finish(reference, slot, amount))
+        return done
+
+    def return_change(self) -> int:
+        """Pay the remaining credit back with the first payout device; 0 when nothing to pay."""
+        for device in self.acceptor.devices:
+            if _can_pay(device):
+                return self.acceptor.give_change(device, f"change-{secrets.token_hex(6)}")
+        return 0
+
+
+def _can_pay(device: Any) -> bool:
+    from vendhw.devices.cash import CashDevice
+
+    return type(device).payout is not CashDevice.payout
+
+
+__all__ = ["SALE_PREFIX", "CashSale", "CashSales"]
