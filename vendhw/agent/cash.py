@@ -3,14 +3,14 @@
 Cash needs no backend approval: the money is already in the machine. A sale is therefore
 local first and booked afterwards:
 
-1. the price is **spent** from the customer's credit in the cash journal (``sale:<slot>:<id>``;
-   refused with :class:`~vendhw.machine.cash.InsufficientCredit` when the credit is short);
-2. the product is dispensed with that reference as the ``vend_id`` (the vend journal makes a
-   repeat a replay, never a second vend);
-3. a definite failure (jam, empty, no drop) gives the credit back; an unknown outcome keeps it
-   spent (for an operator, like any ``needs_review`` order);
-4. the outcome is **settled** in the cash journal, then the sale is booked with the backend
-   through the outbox (so a backend that is down gets it later, once).
+1. :meth:`Machine.sell_for_cash <vendhw.machine.Machine.sell_for_cash>` spends the price
+   from the customer's credit in the cash journal (``sale:<slot>:<id>``; refused with
+   :class:`~vendhw.machine.cash.InsufficientCredit` when the credit is short), dispenses
+   with that reference as the ``vend_id`` (a repeat is a replay, never a second vend), gives
+   the credit back after a definite failure (jam, empty, no drop), keeps it spent after an
+   unknown outcome (for an operator), and settles the outcome in the cash journal;
+2. the sale is then booked with the backend through the outbox (so a backend that is down
+   gets it later, once).
 
 After a crash, :meth:`CashSales.recover` finishes every spend that has no outcome: a vend the
 vend journal never began is refunded, one it began is replayed from the journal.
@@ -68,20 +68,14 @@ class CashSales:
 
     def sell(self, slot: str, price: int) -> CashSale:
         """Sell ``slot`` for ``price`` from the inserted credit (raises InsufficientCredit)."""
-        reference = f"{SALE_PREFIX}{slot}:{secrets.token_hex(8)}"
-        self.journal.spend(price, reference)
-        return self._finish(reference, slot, price)
+        return self._finish(f"{SALE_PREFIX}{slot}:{secrets.token_hex(8)}", slot, price)
 
     def _finish(self, reference: str, slot: str, amount: int) -> CashSale:
-        result = self.machine.dispense(slot, vend_id=reference)
+        result = self.machine.sell_for_cash(slot, amount, self.journal, reference=reference)
         outcome = getattr(result.outcome, "value", str(result.outcome))
         details = result.to_dict()
-        refunded = outcome in FAILURE_OUTCOMES
-        if refunded:
-            self.journal.refund(reference)
-        self.journal.settle(reference, outcome)
         self._book(reference, slot, amount, outcome, details)
-        return CashSale(reference, slot, amount, outcome, refunded, details)
+        return CashSale(reference, slot, amount, outcome, outcome in FAILURE_OUTCOMES, details)
 
     def _book(self, reference: str, slot: str, amount: int, outcome: str,
               details: dict[str, Any]) -> None:

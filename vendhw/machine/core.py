@@ -22,7 +22,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vendhw.devices.boards import Board, BoardProfile, Outcome, VendReport, open_board
 from vendhw.errors import (
@@ -33,6 +33,9 @@ from vendhw.errors import (
     VendhwError,
 )
 from vendhw.machine.journal import VendJournal, VendRecord, VendState
+
+if TYPE_CHECKING:
+    from vendhw.machine.cash import CashJournal
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +204,25 @@ class Machine:
                                         drop_sensor=drop_sensor,
                                         sequence_range=self.board.sequence_range)
             return self._vend(record, drop_sensor)
+
+    def sell_for_cash(self, slot: str | int, price: int, cash: CashJournal, *,
+                      reference: str | None = None) -> DispenseResult:
+        """Sell ``slot`` for ``price`` from the customer's cash credit, whatever protocol the
+        cash devices speak (their events reach ``cash`` through the cash-event API).
+
+        The spend is journaled before the vend and its ``reference`` is the ``vend_id``, so
+        calling again with the same reference (after a crash) replays, never vends twice
+        and never spends twice. A definite failure (empty, jammed...) gives the credit back;
+        ``unknown`` keeps it spent, for an operator. Raises
+        :class:`~vendhw.machine.cash.InsufficientCredit` when the credit is short.
+        """
+        reference = reference or f"sale:{slot}:{uuid.uuid4().hex[:16]}"
+        cash.spend(price, reference)
+        result = self.dispense(slot, vend_id=reference)
+        if result.outcome not in (Outcome.DELIVERED, Outcome.UNKNOWN):
+            cash.refund(reference)
+        cash.settle(reference, result.outcome.value)
+        return result
 
     def _motor(self, slot: str | int) -> int:
         """The profile's mapping, with any odd input turned into a ConfigurationError."""
