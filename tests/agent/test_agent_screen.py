@@ -139,3 +139,34 @@ def test_machine_run_command(tmp_path: Path, backend: tuple) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.timeout(120)
+def test_cash_sale_through_the_screen_is_booked_by_the_backend(tmp_path: Path,
+                                                                backend: tuple) -> None:
+    url, token, secret = backend
+    config = write_config(tmp_path, url, secret)
+    config.write_text(config.read_text() + '''
+[[cash]]
+protocol = "ssp"
+port = "sim://ssp?speed=50"
+options = { reply_timeout = "0.2", retries = "3" }
+''')
+    agent = Agent(AgentConfig.load(config))
+    agent.start()
+    try:
+        assert agent.cash is not None and agent.screen is not None
+        sim = agent.cash.acceptor.devices[0].transport.simulator  # type: ignore[attr-defined]
+        sim.insert_note(1)  # EUR 5.00
+        with httpx.Client(base_url=agent.screen.url, timeout=10) as web:
+            assert "Credit: 5.00" in wait_for(web, "/", "Credit: 5.00")
+            sold = web.post("/buy-cash", data={"slot": "1"})
+            assert sold.status_code == 200 and "Please take your product" in sold.text
+            assert "Credit: 2.00" in web.get("/").text
+        headers = {"Authorization": f"Bearer {token}"}
+        orders = httpx.get(f"{url}/operator/v1/orders", headers=headers, timeout=10).json()
+        rows = orders["orders"] if isinstance(orders, dict) else orders
+        cash_orders = [o for o in rows if o["kind"] == "cash"]
+        assert [(o["state"], o["amount"]) for o in cash_orders] == [("delivered", 300)]
+    finally:
+        agent.close()
