@@ -1,0 +1,352 @@
+"""JCM ID-003 host: note acceptors with escrow (UBA, iVIZION, WBA, EBA...), reporting CashEvents.
+
+Layers:
+
+* :class:`StatusTracker` (sans-I/O, pure) turns the sequence of status replies into
+  :class:`~vendhw.devices.cash.CashEvent` values: a state is reported when it starts (a jam, an
+  open stacker, an escrowed note), not on every poll, and VEND VALID becomes one ``credit``
+  per note however often the acceptor repeats it.
+* :class:`Id003Acceptor` is the runner: it polls STATUS REQUEST through a
+  :class:`~vendhw.devices.link.FrameLink` (direction-aware framer: statuses reuse command
+  codes), sends settings and checks their echoes, and answers VEND VALID with ACK.
+
+Credit safety: the acceptor repeats VEND VALID until the host's ACK. The host calls the sink
+with the ``credit`` **before** it sends ACK; if the sink raises, no ACK goes and the next poll
+delivers the same event (same ``event_id``: the note's escrow number in this session) again.
+A VEND VALID repeated because an ACK was lost is acknowledged again without a second credit.
+After a power failure an acceptor may report POWER UP WITH BILL IN STACKER: the note reached
+the cash box but its credit may never have been acknowledged; that is reported as a ``fault``
+for an operator (the host cannot know whether it was already credited), never as a credit.
+
+Facts and sources: ``protocols/id003/README.md`` (no public JCM specification; four
+independent implementations agree).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from vendhw.devices.cash import CashDevice, CashEvent, CashEventKind, EventSink
+from vendhw.devices.link import FrameLink
+from vendhw.errors import (
+    ConfigurationError,
+    DeviceFault,
+    NoResponseError,
+    UnexpectedReplyError,
+)
+from vendhw.framing.id003 import (
+    FAILURES,
+    INTER_BYTE_GAP,
+    POLL_INTERVAL,
+    REJECT_REASONS,
+    REPLY_TIMEOUT,
+    STATUSES,
+    Id003Framer,
+)
+from vendhw.transport import Transport, open_transport
+
+log = logging.getLogger(__name__)
+
+BAUDRATE = 9600
+PARITY = "E"
+"""py-id003, hackwin: 9600 baud, 8 data bits, even parity, 1 stop bit."""
+RETRIES = 3
+"""Resends of a command after silence or a corrupt reply (status requests and settings are
+idempotent; STACK and RETURN are checked against the status before they are resent)."""
+INITIALIZE_TIMEOUT = 10.0
+"""Seconds to wait after RESET for INITIALIZE to end (DISABLE/INHIBIT or IDLING)."""
+
+# Commands (host -> acceptor) and statuses (acceptor -> host), protocols/id003/README.md.
+STATUS_REQUEST, RESET, STACK_1, STACK_2, RETURN, HOLD, ACK = (
+    0x11, 0x40, 0x41, 0x42, 0x43, 0x44, 0x50)
+SET_DENOMINATIONS, SET_SECURITY, SET_COMMUNICATION_MODE, SET_INHIBIT, SET_DIRECTION, \
+    SET_OPTIONAL_FUNCTION = 0xC0, 0xC1, 0xC2, 0xC3, 0xC4, 0xC5
+VERSION_REQUEST = 0x88
+
+(IDLING, ACCEPTING, ESCROW, STACKING, VEND_VALID, STACKED, REJECTING, RETURNING, HOLDING,
+ DISABLED, INITIALIZE) = range(0x11, 0x1C)
+POWER_UP, POWER_UP_BILL_ACCEPTOR, POWER_UP_BILL_STACKER = 0x40, 0x41, 0x42
+(STACKER_FULL, STACKER_OPEN, ACCEPTOR_JAM, STACKER_JAM, PAUSE, CHEATED, FAILURE,
+ COMMUNICATION_ERROR, INVALID_COMMAND) = range(0x43, 0x4C)
+POWER_UPS = frozenset((POWER_UP, POWER_UP_BILL_ACCEPTOR, POWER_UP_BILL_STACKER))
+
+DEFAULT_VALUES = {0x61: 500, 0x62: 1000, 0x63: 2000, 0x64: 5000, 0x65: 10000,
+                  0x66: 20000, 0x67: 50000}
+"""Denomination code -> minor units. The table is the acceptor's country dataset; pass
+``values=`` (and ``currency=``) for yours: the format of the CURRENCY ASSIGN reply is not in
+any public source, so vendhw does not guess it."""
+
+K = CashEventKind
+
+
+@dataclass
+class StatusTracker:
+    """Status replies in, CashEvents out (no I/O). One tracker per acceptor session."""
+
+    device: str
+    values: dict[int, int]
+    currency: str = ""
+    session: str = field(default_factory=lambda: secrets.token_hex(4))
+    last: int | None = None
+    escrow_code: int = 0
+    notes: int = 0
+    """Escrows seen in this session: the identity of each note's credit."""
+    credited: bool = False
+    """The current note's credit was acknowledged (a repeated VEND VALID is not new)."""
+
+    def _event(self, kind: CashEventKind, suffix: str, code: int, **fields: Any) -> CashEvent:
+        fields.setdefault("currency", self.currency)
+        return CashEvent(kind, self.device, event_id=f"id003:{self.device}/{self.session}/"
+                         f"{self.notes}/{suffix}",
+                         detail={"status": STATUSES.get(code, f"0x{code:02X}"),
+                                 "status_code": code}, **fields)
+
+    def update(self, code: int, data: bytes) -> list[CashEvent]:
+        """The events that the status ``code`` (with ``data``) starts; call once per poll."""
+        previous, self.last = self.last, code
+        changed = code != previous
+        out: list[CashEvent] = []
+        if code == ESCROW:
+            denomination = data[0] if data else 0
+            if changed or denomination != self.escrow_code:
+                self.notes += 1
+                self.escrow_code, self.credited = denomination, False
+                out.append(self._event(K.ESCROW, "escrow", code, value=self.value(),
+                                       channel=denomination - 0x60, route="escrow"))
+        elif code == VEND_VALID:
+            if not self.credited:
+                out.append(self._event(K.CREDIT, "credit", code, value=self.value(),
+                                       channel=self.escrow_code - 0x60 if self.escrow_code
+                                       else None, route="cashbox"))
+        elif code == REJECTING and changed:
+            reason = REJECT_REASONS.get(data[0], f"reject code 0x{data[0]:02X}") if data \
+                else "rejected"
+            out.append(self._event(K.REJECTED, f"rejected{self.notes}", code, reason=reason))
+        elif code == RETURNING and changed:
+            out.append(self._event(K.RETURNED, "returned", code, value=self.value(),
+                                   route="customer"))
+        elif code == DISABLED and changed:
+            out.append(self._event(K.DISABLED, f"disabled@{time.time():.3f}", code))
+        elif changed and code in (STACKER_FULL, STACKER_OPEN, ACCEPTOR_JAM, STACKER_JAM,
+                                  CHEATED, FAILURE, COMMUNICATION_ERROR, INVALID_COMMAND):
+            kind = {STACKER_FULL: K.CASHBOX_FULL, STACKER_OPEN: K.CASHBOX_REMOVED,
+                    ACCEPTOR_JAM: K.JAM, STACKER_JAM: K.JAM, CHEATED: K.FRAUD}.get(code, K.FAULT)
+            reason = STATUSES.get(code, "").lower()
+            if code == FAILURE and data:
+                reason = FAILURES.get(data[0], f"failure code 0x{data[0]:02X}")
+            out.append(self._event(kind, f"{code:02x}@{time.time():.3f}", code, reason=reason))
+        if previous == STACKER_OPEN and code != STACKER_OPEN:
+            out.append(self._event(K.CASHBOX_REPLACED, f"replaced@{time.time():.3f}", code))
+        return out
+
+    def value(self) -> int:
+        return self.values.get(self.escrow_code, 0)
+
+
+class Id003Acceptor(CashDevice):
+    """A JCM ID-003 note acceptor on one port."""
+
+    def __init__(self, transport: Transport, *, values: dict[int, int] | None = None,
+                 currency: str = "EUR", reply_timeout: float = REPLY_TIMEOUT,
+                 retries: int = RETRIES, initialize_timeout: float = INITIALIZE_TIMEOUT,
+                 name: str = "") -> None:
+        self.transport = transport
+        self.link = FrameLink(transport, Id003Framer(), incoming="device", gap=INTER_BYTE_GAP)
+        self.name = name or f"id003@{transport.url}"
+        self.values = dict(values or DEFAULT_VALUES)
+        self.currency = currency
+        self.reply_timeout = reply_timeout
+        self.retries = retries
+        self.initialize_timeout = initialize_timeout
+        self.tracker = StatusTracker(self.name, self.values, currency)
+        self.version = ""
+        self.enabled = False
+        self.stats = {"retries": 0, "resets": 0}
+
+    # -- packets ---------------------------------------------------------------------------------
+
+    def request(self, code: int, data: bytes = b"", *, retry: bool = True) -> tuple[int, bytes]:
+        """Send one command and return the acceptor's ``(status or echo code, data)``."""
+        packet = self.link.framer.build(direction="host", code=code, data=data)
+        attempts = self.retries + 1 if retry else 1
+        for attempt in range(attempts):
+            if attempt:
+                self.stats["retries"] += 1
+            self.link.send(packet)
+            try:
+                frame = self.link.receive(self.reply_timeout)
+            except NoResponseError:
+                continue
+            return frame["code"], bytes(frame["data"])
+        raise NoResponseError(f"no ID-003 reply to command 0x{code:02X} after {attempts} "
+                              "attempts", port=self.transport.url,
+                              baudrate=self.transport.baudrate, timeout=self.reply_timeout)
+
+    def status_request(self) -> tuple[int, bytes]:
+        return self.request(STATUS_REQUEST)
+
+    def _setting(self, code: int, data: bytes) -> None:
+        reply, echoed = self.request(code, data)
+        if (reply, echoed) != (code, data):
+            raise UnexpectedReplyError(
+                f"{self.name}: setting 0x{code:02X} {data.hex(' ')} was answered "
+                f"0x{reply:02X} {echoed.hex(' ')} instead of its echo")
+
+    def _expect_ack(self, code: int) -> None:
+        reply, _data = self.request(code)
+        if reply != ACK:
+            raise DeviceFault(f"{self.name}: command 0x{code:02X} answered "
+                              f"{STATUSES.get(reply, hex(reply))}, not ACK", code=reply)
+
+    # -- bring-up ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """RESET, wait for INITIALIZE to end, send the settings (still inhibited)."""
+        self._initialize()
+
+    def _initialize(self) -> None:
+        reply, version = self.request(VERSION_REQUEST)
+        if reply == VERSION_REQUEST:
+            self.version = version[:64].decode("ascii", "replace").strip()
+        self._expect_ack(RESET)
+        self.stats["resets"] += 1
+        deadline = time.monotonic() + self.initialize_timeout
+        while True:
+            code, _data = self.status_request()
+            if code in (DISABLED, IDLING):
+                break
+            if time.monotonic() > deadline:
+                raise DeviceFault(f"{self.name}: still {STATUSES.get(code, hex(code))} "
+                                  f"{self.initialize_timeout:g} s after RESET", code=code)
+            time.sleep(POLL_INTERVAL)  # sleep-ok: the acceptor's own initialisation time
+        self._setting(SET_DENOMINATIONS, self._mask(enable=False))
+        self._setting(SET_SECURITY, b"\x00\x00")
+        self._setting(SET_COMMUNICATION_MODE, b"\x00")  # polling
+        self._setting(SET_INHIBIT, b"\x01")
+        self._setting(SET_OPTIONAL_FUNCTION, b"\x00\x00")
+        self.enabled = False
+        self.tracker.last = None
+
+    def _mask(self, *, enable: bool) -> bytes:
+        mask = 0xFFFF
+        if enable:
+            for code in self.values:
+                if 0x61 <= code <= 0x70:
+                    mask &= ~(1 << (code - 0x61))  # a 0 bit enables (py-id003 SET_DENOM)
+        return mask.to_bytes(2, "little")
+
+    def enable(self) -> None:
+        self._setting(SET_DENOMINATIONS, self._mask(enable=True))
+        self._setting(SET_INHIBIT, b"\x00")
+        self.enabled = True
+
+    def disable(self) -> None:
+        self._setting(SET_INHIBIT, b"\x01")
+        self.enabled = False
+
+    # -- polling -----------------------------------------------------------------------------
+
+    def poll(self, sink: EventSink | None = None) -> list[CashEvent]:
+        """STATUS REQUEST; events to the sink; ACK after VEND VALID; recovery after power-up."""
+        code, data = self.status_request()
+        if code in POWER_UPS:
+            return self._power_up(code, sink)
+        events = self.tracker.update(code, data)
+        for event in events:
+            if sink is not None:
+                sink(event)
+        if code == VEND_VALID:
+            # The credit is in the sink (or was, for a repeat): now the acceptor may go on.
+            self.link.send(self.link.framer.build(direction="host", code=ACK))
+            self.tracker.credited = True
+        return events
+
+    def _power_up(self, code: int, sink: EventSink | None) -> list[CashEvent]:
+        tracker = self.tracker
+        events = [tracker._event(K.DEVICE_RESET, f"reset@{time.time():.3f}", code,
+                                 reason=STATUSES[code].lower())]
+        if code == POWER_UP_BILL_STACKER:
+            events.append(tracker._event(
+                K.FAULT, f"stacker@{time.time():.3f}", code, value=tracker.value(),
+                reason="a note reached the stacker during a power failure; whether it was "
+                       "credited is unknown (check the journal and the cash box)"))
+        elif code == POWER_UP_BILL_ACCEPTOR:
+            events.append(tracker._event(K.RETURNED, f"head@{time.time():.3f}", code,
+                                         reason="a note in the acceptor at power-up is "
+                                                "returned by the reset"))
+        for event in events:
+            if sink is not None:
+                sink(event)
+        was_enabled = self.enabled
+        self._initialize()
+        if was_enabled:
+            self.enable()
+        return events
+
+    def stack(self) -> None:
+        """STACK-1 for the note in escrow (the credit follows with VEND VALID)."""
+        self._decide(STACK_1)
+
+    def reject(self) -> None:
+        """RETURN the note in escrow."""
+        self._decide(RETURN)
+
+    def hold(self) -> None:
+        """HOLD the note in escrow (the acceptor's escrow timer starts again)."""
+        self._decide(HOLD)
+
+    def _decide(self, code: int) -> None:
+        try:
+            reply, _data = self.request(code, retry=False)
+        except NoResponseError:
+            reply = -1
+        if reply == ACK:
+            return
+        # No ACK: the command may have been lost, or executed with its ACK lost. The status
+        # says which, so STACK is never sent twice for one note.
+        status, _data = self.status_request()
+        if status in (ESCROW, HOLDING):
+            self._expect_ack(code)
+        elif status not in (STACKING, VEND_VALID, STACKED, RETURNING, IDLING, DISABLED):
+            raise DeviceFault(f"{self.name}: command 0x{code:02X} refused in status "
+                              f"{STATUSES.get(status, hex(status))}", code=status)
+
+    def status(self) -> dict[str, Any]:
+        code, _data = self.status_request()
+        return {"device": self.name, "currency": self.currency, "version": self.version,
+                "status": STATUSES.get(code, f"0x{code:02X}"), "status_code": code,
+                "enabled": self.enabled,
+                "values": {f"0x{k:02X}": v for k, v in sorted(self.values.items())},
+                **self.stats}
+
+    def close(self) -> None:
+        self.link.close()
+
+
+def _values(text: str | dict[int, int] | None) -> dict[int, int] | None:
+    if text is None or isinstance(text, dict):
+        return text
+    out = {}
+    for pair in str(text).split(","):
+        if pair.strip():
+            code, value = pair.split(":")
+            out[int(code, 0)] = int(value)
+    if not out:
+        raise ConfigurationError("values= needs pairs like 0x61:500,0x62:1000")
+    return out
+
+
+def open_device(url: str, *, values: str | dict[int, int] | None = None,
+                currency: str = "EUR", reply_timeout: float | str = REPLY_TIMEOUT,
+                retries: int | str = RETRIES, **options: Any) -> Id003Acceptor:
+    """Open an ID-003 acceptor on ``url`` (9600 8E1); options may be strings (CLI, URL)."""
+    transport = open_transport(url, baudrate=BAUDRATE, parity=PARITY, **options)
+    return Id003Acceptor(transport, values=_values(values), currency=currency,
+                         reply_timeout=float(reply_timeout), retries=int(retries))
+
+
+__all__ = ["DEFAULT_VALUES", "Id003Acceptor", "StatusTracker", "open_device"]

@@ -1,0 +1,270 @@
+"""A JCM ID-003 note acceptor (UBA-style) answering status requests as the real one does.
+
+From power-up it reports POWER UP until the host sends RESET (answered with ACK), then
+INITIALIZE for a moment, then DISABLE/INHIBIT until the host's settings enable it (inhibit
+``C3 00`` and at least one denomination enabled in ``C0``); setting commands are echoed with
+their data. A note goes ACCEPTING -> ESCROW (denomination code) and waits for the host:
+STACK-1/STACK-2 -> STACKING -> **VEND VALID, repeated on every status request until the host
+sends ACK** -> STACKED -> idle; RETURN -> RETURNING -> idle; HOLD keeps it in escrow, and
+``ESCROW_TIMEOUT`` without a decision returns it. The host's ACK gets no answer. Packets with a
+bad CRC are ignored (the host retries). Time advances with the host's traffic (the ``now`` of
+each packet); ``speed=10`` makes the mechanics ten times faster.
+
+Notes go in with :meth:`Id003Simulator.insert_note` (a denomination code 0x61.. or its index
+1..8) or ``auto_insert="1,2"``. Device faults (``set_fault`` or URL options): ``jam``
+(acceptor jam), ``stacker_jam``, ``cheated``, ``rejected`` (the next note; the value is the
+reject reason code), ``stacker_open``, ``stacker_full``, ``failure`` (a failure code),
+``power_up_with_bill`` (the next power-up reports a bill in the stacker), ``reset`` (power
+cycle now); plus the line faults (``silent``, ``garbage``...).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from vendhw.framing.base import Frame
+from vendhw.framing.id003 import INTER_BYTE_GAP, Id003Framer
+from vendhw.sim.base import Reply, Simulator
+
+if TYPE_CHECKING:
+    from vendhw.sim import SimulatorSpec
+
+REPLY_DELAY = 0.002
+INIT_TIME = 0.3
+"""Seconds of INITIALIZE after RESET."""
+ACCEPT_TIME = 0.3
+"""Seconds from insertion to ESCROW (or to REJECTING)."""
+STACK_TIME = 0.3
+"""Seconds of STACKING before VEND VALID, and of STACKED before idle."""
+RETURN_TIME = 0.3
+ESCROW_TIMEOUT = 10.0
+"""Seconds a note waits in escrow for STACK/RETURN/HOLD before it is returned."""
+INSERT_INTERVAL = 1.0
+DENOMINATION_CODES = tuple(range(0x61, 0x69))
+VERSION = b"vendhw-sim ID003 UBA 1.00"
+
+(IDLING, ACCEPTING, ESCROW, STACKING, VEND_VALID, STACKED, REJECTING, RETURNING, HOLDING,
+ DISABLED, INITIALIZE, POWER_UP, POWER_UP_BILL_ACCEPTOR, POWER_UP_BILL_STACKER, STACKER_FULL,
+ STACKER_OPEN, ACCEPTOR_JAM, STACKER_JAM, CHEATED, FAILURE, INVALID_COMMAND) = (
+    0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1A, 0x1B, 0x40, 0x41, 0x42, 0x43,
+    0x44, 0x45, 0x46, 0x48, 0x49, 0x4B)
+ACK = 0x50
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on", "")
+    return bool(value)
+
+
+def _code_or(value: Any, default: int) -> int:
+    """A fault value: on -> ``default``, off -> 0, a number (``0x72``, ``114``) -> itself."""
+    if isinstance(value, bool):
+        return default if value else 0
+    text = str(value).strip().lower()
+    if text in ("", "true", "yes", "on", "1"):
+        return default
+    if text in ("false", "no", "off", "0"):
+        return 0
+    return int(text, 0)
+
+
+class Id003Simulator(Simulator):
+    name = "id003"
+    kind = "cash"
+    protocol = "id003"
+    baudrate = 9600
+    description = "JCM ID-003 note acceptor with escrow (denominations 0x61-0x68)"
+    device_faults = ("jam", "stacker_jam", "cheated", "rejected", "stacker_open",
+                     "stacker_full", "failure", "power_up_with_bill", "reset")
+
+    def __init__(self, *, auto_insert: Any = "", insert_interval: float | str = INSERT_INTERVAL,
+                 reply_delay: float | str = REPLY_DELAY, speed: float | str = 1.0,
+                 **options: Any) -> None:
+        faults = {k: options.pop(k) for k in list(options) if k in self.device_faults}
+        super().__init__(**options)
+        self.reply_delay = float(reply_delay)
+        self.speed = float(speed)
+        self.auto_insert = deque(self._code(int(x)) for x in
+                                 str(auto_insert).replace(";", ",").split(",") if x.strip())
+        self.insert_interval = float(insert_interval)
+        self.framer = Id003Framer()
+        self._deframer = self.framer.deframer("host", gap=INTER_BYTE_GAP)
+        self._lock = threading.RLock()
+        self.now = 0.0
+        self.stacked: list[int] = []
+        """Denomination codes that reached the stacker (for tests)."""
+        self.received: list[int] = []
+        """Command codes received with a good CRC, in order (for tests)."""
+        self.jam = self.stacker_jam = self.cheated = False
+        self.stacker_open = self.stacker_full = False
+        self.failure = 0
+        self.reject_next = 0
+        self.bill_in_stacker = False
+        self.power_up()
+        for fault, value in faults.items():
+            self.set_fault(fault, value)
+
+    @staticmethod
+    def _code(value: int) -> int:
+        return DENOMINATION_CODES[value - 1] if 1 <= value <= 8 else value
+
+    def power_up(self) -> None:
+        """Power-on: POWER UP until RESET; settings back to inhibited."""
+        self.state = POWER_UP_BILL_STACKER if self.bill_in_stacker else POWER_UP
+        self.bill_in_stacker = False
+        self.state_data = b""
+        self.since = self.now
+        self.settings: dict[int, bytes] = {0xC0: b"\x00\x00", 0xC1: b"\x00\x00",
+                                           0xC2: b"\x00", 0xC3: b"\x01", 0xC4: b"\x00",
+                                           0xC5: b"\x00\x00", 0xC6: b"\x01\x12", 0xC7: b"\x00"}
+        self.escrow = 0
+        self._next_insert: float | None = None
+
+    @property
+    def enabled(self) -> bool:
+        mask = int.from_bytes(self.settings[0xC0][:2], "little")
+        return self.settings[0xC3][:1] == b"\x00" and mask != 0xFFFF
+
+    def denomination_enabled(self, code: int) -> bool:
+        mask = int.from_bytes(self.settings[0xC0][:2], "little")
+        return not mask >> (code - 0x61) & 1  # a 1 bit disables (py-id003 SET_DENOM)
+
+    def insert_note(self, denomination: int) -> None:
+        """A customer feeds a note: a code 0x61..0x68, or its index 1..8."""
+        with self._lock:
+            if self.state not in (IDLING, DISABLED):
+                raise RuntimeError(f"the acceptor is busy (status 0x{self.state:02X})")
+            self._go(ACCEPTING)
+            self.escrow = self._code(denomination)
+
+    def _go(self, state: int, data: bytes = b"") -> None:
+        self.state, self.state_data, self.since = state, data, self.now
+
+    def _elapsed(self, seconds: float) -> bool:
+        return self.now - self.since >= seconds / self.speed
+
+    def advance(self, now: float) -> None:
+        """Device time passes: initialisation ends, notes move, escrow times out."""
+        self.now = max(self.now, now)
+        state = self.state
+        if state == INITIALIZE and self._elapsed(INIT_TIME):
+            self._go(IDLING if self.enabled else DISABLED)
+        elif state in (IDLING, DISABLED):
+            self._go(IDLING if self.enabled else DISABLED)
+            if self.state == IDLING and self.auto_insert:
+                if self._next_insert is None:
+                    self._next_insert = self.now + self.insert_interval
+                elif self.now >= self._next_insert:
+                    self._next_insert = None
+                    self._go(ACCEPTING)
+                    self.escrow = self.auto_insert.popleft()
+        elif state == ACCEPTING and self._elapsed(ACCEPT_TIME):
+            if self.reject_next or not self.denomination_enabled(self.escrow):
+                reason = self.reject_next or 0x79  # 0x79: inhibited
+                self.reject_next = 0
+                self._go(REJECTING, bytes((reason,)))
+            else:
+                self._go(ESCROW, bytes((self.escrow,)))
+        elif state in (ESCROW, HOLDING) and self.now - self.since >= ESCROW_TIMEOUT:
+            self._go(RETURNING)
+        elif state == STACKING and self._elapsed(STACK_TIME):
+            self._go(VEND_VALID)
+        elif state == STACKED and self._elapsed(STACK_TIME):
+            self._go(IDLING if self.enabled else DISABLED)
+        elif state in (REJECTING, RETURNING) and self._elapsed(RETURN_TIME):
+            self.escrow = 0
+            self._go(IDLING if self.enabled else DISABLED)
+
+    def status(self) -> tuple[int, bytes]:
+        """What a STATUS REQUEST answers now (faults take precedence)."""
+        if self.failure:
+            return FAILURE, bytes((self.failure,))
+        for flag, code in ((self.stacker_open, STACKER_OPEN), (self.stacker_full, STACKER_FULL),
+                           (self.jam, ACCEPTOR_JAM), (self.stacker_jam, STACKER_JAM),
+                           (self.cheated, CHEATED)):
+            if flag and self.state not in (POWER_UP, POWER_UP_BILL_STACKER, INITIALIZE):
+                return code, b""
+        return self.state, self.state_data
+
+    # -- wire --------------------------------------------------------------------------------
+
+    def receive(self, data: bytes, now: float) -> list[Reply]:
+        with self._lock:
+            self.advance(now)
+            replies: list[Reply] = []
+            for item in self._deframer.feed(data, now):
+                if not isinstance(item, Frame):
+                    continue
+                self.received.append(item["code"])
+                answer = self.handle(item["code"], bytes(item["data"]))
+                if answer is not None:
+                    code, body = answer
+                    replies.append((self.reply_delay,
+                                    self.framer.build(direction="device", code=code, data=body)))
+            return replies
+
+    def handle(self, code: int, data: bytes) -> tuple[int, bytes] | None:
+        """One command; returns ``(status or echo code, data)`` or None for no answer."""
+        if code == 0x11:
+            return self.status()
+        if code == ACK:
+            if self.state == VEND_VALID:
+                self.stacked.append(self.escrow)
+                self._go(STACKED, bytes((self.escrow,)))
+            return None  # the host's ACK is not answered
+        if code == 0x40:  # RESET
+            self.power_up()
+            self._go(INITIALIZE)
+            return ACK, b""
+        if 0xC0 <= code <= 0xC7:
+            self.settings[code] = data
+            if self.state in (IDLING, DISABLED):
+                self._go(IDLING if self.enabled else DISABLED)
+            return code, data
+        if 0x80 <= code <= 0x87:
+            return code, self.settings[code + 0x40]
+        if code == 0x88:
+            return code, VERSION
+        if code in (0x41, 0x42):  # STACK-1 / STACK-2
+            if self.state not in (ESCROW, HOLDING):
+                return INVALID_COMMAND, b""
+            self._go(STACKING)
+            return ACK, b""
+        if code == 0x43:  # RETURN
+            if self.state not in (ESCROW, HOLDING):
+                return INVALID_COMMAND, b""
+            self._go(RETURNING)
+            return ACK, b""
+        if code == 0x44:  # HOLD: keep the note; the escrow timer starts again
+            if self.state not in (ESCROW, HOLDING):
+                return INVALID_COMMAND, b""
+            self._go(HOLDING)
+            return ACK, b""
+        return INVALID_COMMAND, b""
+
+    # -- faults ------------------------------------------------------------------------------
+
+    def set_fault(self, name: str, value: Any = True) -> None:
+        with self._lock:
+            if name in ("jam", "stacker_jam", "cheated", "stacker_open", "stacker_full"):
+                setattr(self, name, _flag(value))
+            elif name == "rejected":  # the next note; the value is the reason code
+                self.reject_next = _code_or(value, 0x71)  # 0x71: insertion error
+            elif name == "failure":
+                self.failure = _code_or(value, 0xA2)  # 0xA2: stack motor failure
+            elif name == "power_up_with_bill":
+                self.bill_in_stacker = _flag(value)
+            elif name == "reset":
+                if _flag(value):
+                    self.power_up()
+            else:
+                super().set_fault(name, value)
+
+
+def specs() -> list[SimulatorSpec]:
+    from vendhw.sim import SimulatorSpec
+
+    return [SimulatorSpec.of(Id003Simulator)]
