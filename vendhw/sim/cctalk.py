@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from vendhw.framing.base import Frame
 from vendhw.framing.cctalk import INTER_BYTE_GAP, NAK, CcTalkFramer
-from vendhw.sim.base import Reply, Simulator
+from vendhw.sim.base import Reply, Simulator, option_flag, option_ints
 
 if TYPE_CHECKING:
     from vendhw.sim import SimulatorSpec
@@ -34,18 +34,6 @@ INSERT_INTERVAL = 0.25
 """Seconds between auto-inserted coins or notes (a customer feeding them one by one)."""
 COIN_TIME = 0.05
 """Seconds per coin paid by the hopper (real ones pay 3-10 coins a second)."""
-
-
-def _flag(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on", "")
-    return bool(value)
-
-
-def _channels(value: Any) -> list[int]:
-    if isinstance(value, (list, tuple)):
-        return [int(v) for v in value]
-    return [int(x) for x in str(value).replace(";", ",").split(",") if x.strip()]
 
 
 class _CcTalkPeripheral(Simulator):
@@ -66,7 +54,7 @@ class _CcTalkPeripheral(Simulator):
         super().__init__(**options)
         self.address = int(address) if address is not None else type(self).address
         self.framer = CcTalkFramer(checksum=checksum)
-        self.echo = _flag(echo)
+        self.echo = option_flag(echo)
         self.serial = int(serial)
         self.reply_delay = float(reply_delay)
         self._deframer = self.framer.deframer("host", gap=INTER_BYTE_GAP)
@@ -141,7 +129,7 @@ class _CcTalkPeripheral(Simulator):
     def set_fault(self, name: str, value: Any = True) -> None:
         with self._lock:
             if name == "reset":
-                if _flag(value):
+                if option_flag(value):
                     self.power_up()
                 return
             super().set_fault(name, value)
@@ -173,7 +161,7 @@ class _Acceptor(_CcTalkPeripheral):
 
     def __init__(self, *, auto_insert: Any = "", insert_interval: float | str = INSERT_INTERVAL,
                  ids: Any = None, **options: Any) -> None:
-        self.auto_insert = _channels(auto_insert)
+        self.auto_insert = option_ints(auto_insert)
         self.insert_interval = float(insert_interval)
         names = ids if ids is not None else self.default_ids
         self.ids = [s.strip() for s in (names.split(",") if isinstance(names, str) else names)]
@@ -264,12 +252,12 @@ class CcTalkCoinSimulator(_Acceptor):
 
     def set_fault(self, name: str, value: Any = True) -> None:
         with self._lock:
-            if name == "jam" and _flag(value):
+            if name == "jam" and option_flag(value):
                 self.buffer.push(0, 6)  # credit sensor timeout: coin jam
-            elif name == "fraud" and _flag(value):
+            elif name == "fraud" and option_flag(value):
                 self.buffer.push(0, 20)  # coin-on-string mechanism activated
             elif name == "reject":
-                self.reject_next = _flag(value)
+                self.reject_next = option_flag(value)
             else:
                 super().set_fault(name, value)
 
@@ -343,10 +331,10 @@ class CcTalkBillSimulator(_Acceptor):
                  "cashbox_full": 14}
         with self._lock:
             if name in codes:
-                if _flag(value):
+                if option_flag(value):
                     self.buffer.push(0, codes[name])
             elif name == "reject":
-                self.reject_next = _flag(value)
+                self.reject_next = option_flag(value)
             else:
                 super().set_fault(name, value)
 
@@ -464,7 +452,7 @@ class CcTalkHopperSimulator(_CcTalkPeripheral):
                 self.jam_after = None if value is False else (
                     0 if value is True else int(value))
             elif name == "empty":
-                if _flag(value):
+                if option_flag(value):
                     self.inventory = 0
             elif name == "reset_during_payout":
                 self.reset_after = None if value is False else (

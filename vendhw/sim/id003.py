@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from vendhw.framing.base import Frame
 from vendhw.framing.id003 import INTER_BYTE_GAP, Id003Framer
-from vendhw.sim.base import Reply, Simulator
+from vendhw.sim.base import Reply, Simulator, option_flag, option_ints
 
 if TYPE_CHECKING:
     from vendhw.sim import SimulatorSpec
@@ -51,12 +51,6 @@ VERSION = b"vendhw-sim ID003 UBA 1.00"
     0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1A, 0x1B, 0x40, 0x41, 0x42, 0x43,
     0x44, 0x45, 0x46, 0x48, 0x49, 0x4B)
 ACK = 0x50
-
-
-def _flag(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on", "")
-    return bool(value)
 
 
 def _code_or(value: Any, default: int) -> int:
@@ -87,8 +81,7 @@ class Id003Simulator(Simulator):
         super().__init__(**options)
         self.reply_delay = float(reply_delay)
         self.speed = float(speed)
-        self.auto_insert = deque(self._code(int(x)) for x in
-                                 str(auto_insert).replace(";", ",").split(",") if x.strip())
+        self.auto_insert = deque(self._code(x) for x in option_ints(auto_insert))
         self.insert_interval = float(insert_interval)
         self.framer = Id003Framer()
         self._deframer = self.framer.deframer("host", gap=INTER_BYTE_GAP)
@@ -250,15 +243,15 @@ class Id003Simulator(Simulator):
     def set_fault(self, name: str, value: Any = True) -> None:
         with self._lock:
             if name in ("jam", "stacker_jam", "cheated", "stacker_open", "stacker_full"):
-                setattr(self, name, _flag(value))
+                setattr(self, name, option_flag(value))
             elif name == "rejected":  # the next note; the value is the reason code
                 self.reject_next = _code_or(value, 0x71)  # 0x71: insertion error
             elif name == "failure":
                 self.failure = _code_or(value, 0xA2)  # 0xA2: stack motor failure
             elif name == "power_up_with_bill":
-                self.bill_in_stacker = _flag(value)
+                self.bill_in_stacker = option_flag(value)
             elif name == "reset":
-                if _flag(value):
+                if option_flag(value):
                     self.power_up()
             else:
                 super().set_fault(name, value)

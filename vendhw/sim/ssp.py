@@ -39,7 +39,7 @@ from vendhw.framing.essp import (
     is_prime,
 )
 from vendhw.framing.ssp import ACKED_EVENTS, INTER_BYTE_GAP, SspFramer
-from vendhw.sim.base import Reply, Simulator
+from vendhw.sim.base import Reply, Simulator, option_flag, option_ints
 
 if TYPE_CHECKING:
     from vendhw.sim import SimulatorSpec
@@ -62,18 +62,6 @@ PAYOUT_COMMANDS = frozenset((0x33, 0x3D, 0x3F, 0x52, 0x38, 0x3B, 0x3C, 0x5C, 0x5
 KEY_COMMANDS = frozenset((0x11, 0x4A, 0x4B, 0x4C, 0x06, 0x05, 0x0C))
 OK, UNKNOWN, WRONG_PARAMS, OUT_OF_RANGE, CANNOT, FAIL, KEY_NOT_SET = (
     0xF0, 0xF2, 0xF3, 0xF4, 0xF5, 0xF8, 0xFA)
-
-
-def _flag(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on", "")
-    return bool(value)
-
-
-def _ints(value: Any) -> list[int]:
-    if isinstance(value, (list, tuple)):
-        return [int(v) for v in value]
-    return [int(x) for x in str(value).replace(";", ",").split(",") if x.strip()]
 
 
 class SspSimulator(Simulator):
@@ -103,7 +91,7 @@ class SspSimulator(Simulator):
         self.reply_delay = float(reply_delay)
         self.speed = float(speed)
         """Mechanical times (reading, stacking, paying a note) are divided by this."""
-        self.auto_insert = deque(_ints(auto_insert))
+        self.auto_insert = deque(option_ints(auto_insert))
         self.insert_interval = float(insert_interval)
         self.framer = SspFramer()
         self._deframer = self.framer.deframer("host", gap=INTER_BYTE_GAP)
@@ -533,22 +521,22 @@ class SspSimulator(Simulator):
     def set_fault(self, name: str, value: Any = True) -> None:
         with self._lock:
             if name == "jam":
-                self.jam = _flag(value)
+                self.jam = option_flag(value)
             elif name == "fraud":
-                if _flag(value):
+                if option_flag(value):
                     self._emit(0xE6, b"\x00")
             elif name == "rejected":  # True: "average fail"; a number: that reject code
                 if not isinstance(value, bool) and str(value).strip().isdigit():
                     self.reject_next = int(value)
                 else:
-                    self.reject_next = 0x02 if _flag(value) else 0
+                    self.reject_next = 0x02 if option_flag(value) else 0
             elif name == "cashbox_removed":
-                removed = _flag(value)
+                removed = option_flag(value)
                 if self.cashbox_removed and not removed:
                     self._emit(0xE4)
                 self.cashbox_removed = removed
             elif name == "reset":
-                if _flag(value):
+                if option_flag(value):
                     self.power_up()
             elif name == "reset_during_payout":
                 self.reset_during_payout = int(value) if not isinstance(value, bool) else 1
