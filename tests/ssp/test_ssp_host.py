@@ -413,3 +413,36 @@ def test_cli_status_and_payout_json() -> None:
     assert result.exit_code == 0, result.output
     kinds = [json.loads(line)["kind"] for line in result.stdout.splitlines()]
     assert kinds[0] == "payout_started" and kinds[-1] == "payout_done"
+
+
+def test_plain_poll_fallback_keeps_refused_events_for_the_next_poll(tmp_path: Path) -> None:
+    sim = SspSimulator(reply_delay=0, speed=50)
+    original = sim.execute
+
+    def no_poll_with_ack(command: int, params: bytes) -> bytes:
+        return bytes((0xF2,)) if command == 0x56 else original(command, params)
+
+    sim.execute = no_poll_with_ack  # type: ignore[method-assign]
+    dev, _ = device(sim)
+    dev.enable()
+    dev.poll()
+    assert not dev.poll_with_ack
+    sim.insert_note(2)
+    poll_until(dev, {K.ESCROW})
+    refused: list[str] = []
+
+    def failing(event: CashEvent) -> None:
+        if event.kind is K.CREDIT:
+            refused.append(event.event_id)
+            raise OSError("disk full")
+
+    deadline = time.monotonic() + 2
+    while not refused and time.monotonic() < deadline:
+        try:
+            dev.poll(failing)
+        except OSError:
+            break
+    journal = CashJournal(tmp_path / "cash.db")
+    delivered = dev.poll(journal.record)  # the kept credit comes first, same id
+    assert [e.event_id for e in delivered if e.kind is K.CREDIT] == refused
+    assert journal.balance() == 1000 and sim.credited == [1000]
