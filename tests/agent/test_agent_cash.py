@@ -4,7 +4,6 @@ terminal screen and the web page with credit."""
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cashpoll import poll_until
 from rich.console import Console
 
 from vendhw.agent.cash import CashSales
@@ -91,13 +91,7 @@ class Rig:
 
     def insert(self, channel: int) -> None:
         self.sim.insert_note(channel)
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline:
-            events = self.acceptor.poll_once()
-            if any(e.kind is CashEventKind.CREDIT for e in events):
-                return
-            time.sleep(0.005)
-        raise AssertionError("no credit")
+        poll_until(self.acceptor.poll_once, {CashEventKind.CREDIT}, seconds=3)
 
     def close(self) -> None:
         self.machine.close()
@@ -129,11 +123,7 @@ def test_cash_sale_delivered_spends_credit_and_books_the_order(rig: Rig,
     assert order["state"] == "delivered"
     assert rig.sales.return_change() == 500
     assert rig.sales.balance() == 0
-    events = []
-    deadline = time.monotonic() + 3
-    while not any(e.kind is CashEventKind.PAYOUT_DONE for e in events):
-        assert time.monotonic() < deadline
-        events += rig.acceptor.poll_once()
+    poll_until(rig.acceptor.poll_once, {CashEventKind.PAYOUT_DONE}, seconds=3)
     assert rig.sim.paid_out == [500]
 
 

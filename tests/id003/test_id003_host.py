@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cashpoll import poll_until
 from click.testing import CliRunner
 
 from vendhw.cli import cli
@@ -29,17 +30,6 @@ def acceptor(sim: Id003Simulator | None = None, **options: Any
     dev.start()
     return dev, sim
 
-
-def poll_until(dev: Id003Acceptor, kinds: set[CashEventKind], *, sink: Any = None,
-               seconds: float = 2.0) -> list[CashEvent]:
-    seen: list[CashEvent] = []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        seen += dev.poll(sink)
-        if any(e.kind in kinds for e in seen):
-            return seen
-        time.sleep(0.005)
-    raise AssertionError(f"no {kinds} within {seconds} s; saw {[e.kind for e in seen]}")
 
 
 def test_tracker_reports_state_changes_once_and_one_credit_per_note() -> None:
@@ -77,11 +67,7 @@ def test_note_escrowed_then_stacked_is_credited_once(tmp_path: Path) -> None:
     cash = CashAcceptor([dev], journal)
     cash.enable()
     sim.insert_note(3)
-    seen: list[CashEvent] = []
-    deadline = time.monotonic() + 3
-    while not any(e.kind is K.CREDIT for e in seen) and time.monotonic() < deadline:
-        seen += cash.poll_once()
-        time.sleep(0.005)
+    seen = poll_until(cash.poll_once, {K.CREDIT}, seconds=3)
     assert [e.kind for e in seen] == [K.ESCROW, K.CREDIT]
     assert journal.balance() == 2000 and sim.stacked == [0x63]
     deadline = time.monotonic() + 2
@@ -95,7 +81,7 @@ def test_no_ack_until_the_sink_took_the_credit(tmp_path: Path) -> None:
     dev, sim = acceptor()
     dev.enable()
     sim.insert_note(1)
-    poll_until(dev, {K.ESCROW})
+    poll_until(dev.poll, {K.ESCROW})
     dev.stack()
     ids: list[str] = []
 
@@ -113,7 +99,7 @@ def test_no_ack_until_the_sink_took_the_credit(tmp_path: Path) -> None:
     assert len(ids) == 2 and ids[0] == ids[1]
     assert sim.state == 0x15 and 0x50 not in sim.received  # still VEND VALID, no ACK sent
     journal = CashJournal(tmp_path / "cash.db")
-    credits = poll_until(dev, {K.CREDIT}, sink=journal.record)
+    credits = poll_until(dev.poll, {K.CREDIT}, sink=journal.record)
     assert [e.event_id for e in credits if e.kind is K.CREDIT] == [ids[0]]
     assert 0x50 in sim.received and journal.balance() == 500
 
@@ -122,7 +108,7 @@ def test_lost_ack_means_vend_valid_again_but_no_second_credit() -> None:
     dev, sim = acceptor()
     dev.enable()
     sim.insert_note(2)
-    poll_until(dev, {K.ESCROW})
+    poll_until(dev.poll, {K.ESCROW})
     dev.stack()
     original = sim.handle
 
@@ -143,17 +129,17 @@ def test_return_hold_and_rejection_reason() -> None:
     dev, sim = acceptor()
     dev.enable()
     sim.insert_note(4)
-    poll_until(dev, {K.ESCROW})
+    poll_until(dev.poll, {K.ESCROW})
     dev.hold()
     assert sim.state == 0x19
     dev.reject()
-    assert [e.kind for e in poll_until(dev, {K.RETURNED})][-1] is K.RETURNED
+    assert [e.kind for e in poll_until(dev.poll, {K.RETURNED})][-1] is K.RETURNED
     sim.set_fault("rejected", "0x7d")
     deadline = time.monotonic() + 2
     while sim.state != 0x11 and time.monotonic() < deadline:
         dev.poll()
     sim.insert_note(1)
-    rejected = poll_until(dev, {K.REJECTED})
+    rejected = poll_until(dev.poll, {K.REJECTED})
     assert rejected[-1].reason == "length error" and sim.stacked == []
 
 
@@ -161,7 +147,7 @@ def test_stacking_twice_is_impossible_when_the_ack_was_lost() -> None:
     dev, sim = acceptor()
     dev.enable()
     sim.insert_note(1)
-    poll_until(dev, {K.ESCROW})
+    poll_until(dev.poll, {K.ESCROW})
     original = sim.handle
 
     def lose_stack_ack(code: int, data: bytes) -> Any:
@@ -172,7 +158,7 @@ def test_stacking_twice_is_impossible_when_the_ack_was_lost() -> None:
     dev.stack()  # the status says STACKING: no second STACK-1
     sim.handle = original  # type: ignore[method-assign]
     assert sim.received.count(0x41) == 1
-    assert [e.value for e in poll_until(dev, {K.CREDIT}) if e.kind is K.CREDIT] == [500]
+    assert [e.value for e in poll_until(dev.poll, {K.CREDIT}) if e.kind is K.CREDIT] == [500]
 
 
 def test_jam_cheat_stacker_and_failure_are_reported_once() -> None:
@@ -236,17 +222,17 @@ def test_pty_flow_escrow_stack_and_return() -> None:
             dev.start()
             dev.enable()
             sim.insert_note(2)
-            poll_until(dev, {K.ESCROW}, seconds=5)
+            poll_until(dev.poll, {K.ESCROW}, seconds=5)
             dev.stack()
-            assert [e.value for e in poll_until(dev, {K.CREDIT}, seconds=5)
+            assert [e.value for e in poll_until(dev.poll, {K.CREDIT}, seconds=5)
                     if e.kind is K.CREDIT] == [1000]
             deadline = time.monotonic() + 3
             while sim.state != 0x11 and time.monotonic() < deadline:
                 dev.poll()
             sim.insert_note(1)
-            poll_until(dev, {K.ESCROW}, seconds=5)
+            poll_until(dev.poll, {K.ESCROW}, seconds=5)
             dev.reject()
-            poll_until(dev, {K.RETURNED}, seconds=5)
+            poll_until(dev.poll, {K.RETURNED}, seconds=5)
             assert sim.stacked == [0x62]
         finally:
             dev.close()

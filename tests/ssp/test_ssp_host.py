@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cashpoll import poll_until
 from click.testing import CliRunner
 
 from vendhw.cli import cli
@@ -39,18 +40,6 @@ def device(sim: SspSimulator | None = None, **options: Any) -> tuple[SspDevice, 
     dev.start()
     return dev, sim
 
-
-def poll_until(dev: SspDevice, kinds: set[CashEventKind], *, sink: Any = None,
-               seconds: float = 2.0) -> list[CashEvent]:
-    """Poll until an event of one of ``kinds`` arrives; return everything seen."""
-    seen: list[CashEvent] = []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        seen += dev.poll(sink)
-        if any(e.kind in kinds for e in seen):
-            return seen
-        time.sleep(0.005)
-    raise AssertionError(f"no {kinds} within {seconds} s; saw {[e.kind for e in seen]}")
 
 
 # --- eSSP layer --------------------------------------------------------------------------------
@@ -162,12 +151,7 @@ def test_note_escrow_then_stack_credits_once_through_the_journal(tmp_path: Path)
     acceptor = CashAcceptor([dev], journal)
     acceptor.enable()
     sim.insert_note(3)
-    seen: list[CashEvent] = []
-    deadline = time.monotonic() + 2
-    while not any(e.kind is K.CREDIT for e in seen) and time.monotonic() < deadline:
-        seen += acceptor.poll_once()
-        time.sleep(0.005)
-    kinds = [e.kind for e in seen]
+    kinds = [e.kind for e in poll_until(acceptor.poll_once, {K.CREDIT})]
     assert kinds == [K.ESCROW, K.CREDIT]  # the power-up start() handled is not reported
     assert journal.balance() == 2000 and sim.credited == [2000]
 
@@ -177,7 +161,7 @@ def test_refused_sink_means_no_event_ack_and_the_same_event_id_again(tmp_path: P
     dev.enable()
     dev.poll()
     sim.insert_note(1)
-    poll_until(dev, {K.ESCROW})
+    poll_until(dev.poll, {K.ESCROW})
     dev.stack()
     ids: list[str] = []
 
@@ -208,7 +192,7 @@ def test_checkpoint_resume_recognises_an_unacked_credit_after_a_restart(tmp_path
     dev.enable()
     dev.poll()
     sim.insert_note(2)
-    poll_until(dev, {K.ESCROW})
+    poll_until(dev.poll, {K.ESCROW})
     journal = CashJournal(tmp_path / "cash.db")
     crashed: list[CashEvent] = []
 
@@ -219,12 +203,12 @@ def test_checkpoint_resume_recognises_an_unacked_credit_after_a_restart(tmp_path
             raise SystemExit("power cut before EVENT ACK")
 
     with pytest.raises(SystemExit):
-        poll_until(dev, {K.CREDIT}, sink=crash_after_commit)
+        poll_until(dev.poll, {K.CREDIT}, sink=crash_after_commit)
     state = dev.checkpoint()
     again = SspDevice(SimTransport(sim), reply_timeout=0.05, retries=3, resume=state)
     again.start()
     again.enable()
-    repeated = poll_until(again, {K.CREDIT}, sink=journal.record)
+    repeated = poll_until(again.poll, {K.CREDIT}, sink=journal.record)
     credit = next(e for e in repeated if e.kind is K.CREDIT)
     assert credit.event_id == crashed[0].event_id
     assert journal.balance() == 1000 and sim.credited == [1000]
@@ -235,13 +219,13 @@ def test_reject_by_host_and_rejected_note_with_reason() -> None:
     dev.enable()
     dev.poll()
     sim.insert_note(4)
-    poll_until(dev, {K.ESCROW})
+    poll_until(dev.poll, {K.ESCROW})
     dev.reject()
-    events = poll_until(dev, {K.REJECTED})
+    events = poll_until(dev.poll, {K.REJECTED})
     assert events[-1].reason == "rejected by host"
     sim.set_fault("rejected", 0x0B)
     sim.insert_note(1)
-    events = poll_until(dev, {K.REJECTED})
+    events = poll_until(dev.poll, {K.REJECTED})
     assert [e.reason for e in events if e.kind is K.REJECTED] == ["note too long"]
     assert sim.credited == []
 
@@ -251,10 +235,10 @@ def test_escrow_timeout_returns_the_note() -> None:
     dev.enable()
     dev.poll()
     sim.insert_note(2)
-    poll_until(dev, {K.ESCROW})
+    poll_until(dev.poll, {K.ESCROW})
     sim.last_command_at -= 6  # the host went quiet for longer than GA973's 5 s
     sim.advance(time.monotonic())
-    events = poll_until(dev, {K.REJECTED})
+    events = poll_until(dev.poll, {K.REJECTED})
     assert events[-1].reason == "escrow time-out"
 
 
@@ -263,11 +247,11 @@ def test_hold_keeps_the_note_in_escrow() -> None:
     dev.enable()
     dev.poll()
     sim.insert_note(1)
-    poll_until(dev, {K.ESCROW})
+    poll_until(dev.poll, {K.ESCROW})
     for _ in range(3):
         dev.hold()
     assert sim.note is not None and sim.note["state"] == "escrow"
-    poll_until(dev, {K.CREDIT})
+    poll_until(dev.poll, {K.CREDIT})
 
 
 def test_jam_fraud_and_cashbox_faults() -> None:
@@ -293,7 +277,7 @@ def test_payout_pays_notes_and_reports_done() -> None:
     dev.poll()
     assert dev.can_pay(1500) and not dev.can_pay(1200)
     dev.payout(2500)
-    events = poll_until(dev, {K.PAYOUT_DONE})
+    events = poll_until(dev.poll, {K.PAYOUT_DONE})
     assert events[0].kind is K.PAYOUT_STARTED and events[0].requested == 2500
     assert events[-1].value == 2500 and sorted(sim.paid_out) == [500, 1000, 1000]
     levels = {lv["value"]: lv["level"] for lv in dev.levels()}
@@ -323,7 +307,7 @@ def test_payout_interrupted_by_reset_is_reported_and_the_host_recovers() -> None
     dev.enable()
     dev.poll()
     dev.payout(4000)
-    events = poll_until(dev, {K.PAYOUT_INCOMPLETE})
+    events = poll_until(dev.poll, {K.PAYOUT_INCOMPLETE})
     incomplete = events[-1]
     assert (incomplete.value, incomplete.requested) == (2000, 4000)
     assert K.DEVICE_RESET in [e.kind for e in events]
@@ -331,7 +315,7 @@ def test_payout_interrupted_by_reset_is_reported_and_the_host_recovers() -> None
     assert sim.enabled and sim.inhibits == 0b1111  # enable state restored after the reset
     assert sim.paid_out == [1000, 1000]
     dev.payout(1000)  # the new key works for the next payout
-    assert poll_until(dev, {K.PAYOUT_DONE})[-1].value == 1000
+    assert poll_until(dev.poll, {K.PAYOUT_DONE})[-1].value == 1000
 
 
 def test_route_float_and_empty() -> None:
@@ -390,11 +374,11 @@ def test_pty_flow_note_credit_and_payout() -> None:
             dev.enable()
             dev.poll()
             sim.insert_note(2)
-            events = poll_until(dev, {K.CREDIT}, seconds=5)
+            events = poll_until(dev.poll, {K.CREDIT}, seconds=5)
             assert [e.kind for e in events if e.kind in (K.ESCROW, K.CREDIT)] == [
                 K.ESCROW, K.CREDIT]
             dev.payout(1500)
-            done = poll_until(dev, {K.PAYOUT_DONE}, seconds=5)
+            done = poll_until(dev.poll, {K.PAYOUT_DONE}, seconds=5)
             assert done[-1].value == 1500
         finally:
             dev.close()
@@ -428,7 +412,7 @@ def test_plain_poll_fallback_keeps_refused_events_for_the_next_poll(tmp_path: Pa
     dev.poll()
     assert not dev.poll_with_ack
     sim.insert_note(2)
-    poll_until(dev, {K.ESCROW})
+    poll_until(dev.poll, {K.ESCROW})
     refused: list[str] = []
 
     def failing(event: CashEvent) -> None:
