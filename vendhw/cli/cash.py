@@ -171,6 +171,22 @@ def _open(port: str, protocol: str | None, options: tuple[str, ...]) -> CashDevi
     return open_cash_device(name, port, **_options(options))
 
 
+@contextmanager
+def _session(port: str, protocol: str | None, options: tuple[str, ...]) -> Iterator[CashDevice]:
+    """Open and start the device, close it however the command ends, and turn any vendhw
+    error into one line on stderr and the contract's exit status."""
+    try:
+        with _errors(port):
+            device = _open(port, protocol, options)
+            try:
+                device.start()
+                yield device
+            finally:
+                device.close()
+    except _Failure as exc:
+        _fail(exc)
+
+
 @click.group()
 def cash() -> None:
     """Coin acceptors, hoppers and note validators: status, accept cash, pay out."""
@@ -180,19 +196,10 @@ def cash() -> None:
 @_common
 def status(port: str, protocol: str | None, as_json: bool, options: tuple[str, ...]) -> None:
     """Start the device (still inhibited) and show what it reports about itself."""
-    try:
-        with _errors(port):
-            device = _open(port, protocol, options)
-            try:
-                device.start()
-                report = getattr(device, "status", None)
-                info: dict[str, Any] = report() if callable(report) else {}
-                info = {"device": device.name, "currency": device.currency, **info}
-            finally:
-                device.close()
-    except _Failure as exc:
-        _fail(exc)
-        return
+    with _session(port, protocol, options) as device:
+        report = getattr(device, "status", None)
+        info: dict[str, Any] = report() if callable(report) else {}
+        info = {"device": device.name, "currency": device.currency, **info}
     if as_json:
         click.echo(json.dumps(info, default=str))
         return
@@ -214,49 +221,42 @@ def accept(port: str, protocol: str | None, as_json: bool, options: tuple[str, .
     show = _printer(as_json)
     total: dict[str, int] = {}
     stop = threading.Event()
-    try:
-        with _errors(port):
-            device = _open(port, protocol, options)
-            try:
-                device.start()
-                device.enable()
-                if not as_json:
-                    click.echo(f"accepting on {port} ({device.name})"
-                               + (f" for {seconds:g} s" if seconds else "; Ctrl-C to stop"),
-                               err=True)
-                deadline = None if seconds is None else time.monotonic() + seconds
-                failures = 0
-                while deadline is None or time.monotonic() < deadline:
-                    try:
-                        events = device.poll(show)
-                        failures = 0
-                    except VendhwError as exc:
-                        if isinstance(exc, (ConfigurationError, TransportError)):
-                            raise
-                        failures += 1
-                        click.echo(f"warning: poll failed: {exc}", err=True)
-                        if failures >= MAX_POLL_FAILURES:
-                            raise
-                        events = []
-                    for event in events:
-                        if event.kind is CashEventKind.CREDIT:
-                            total[event.currency] = total.get(event.currency, 0) + event.value
-                        elif event.kind is CashEventKind.ESCROW and escrow != "hold":
-                            (device.stack if escrow == "stack" else device.reject)()
-                    wait = interval if deadline is None else min(
-                        interval, max(0.0, deadline - time.monotonic()))
-                    stop.wait(wait)  # the poll period, not a byte wait
-            except KeyboardInterrupt:
-                pass
-            finally:
+    with _session(port, protocol, options) as device:
+        try:
+            device.enable()
+            if not as_json:
+                click.echo(f"accepting on {port} ({device.name})"
+                           + (f" for {seconds:g} s" if seconds else "; Ctrl-C to stop"),
+                           err=True)
+            deadline = None if seconds is None else time.monotonic() + seconds
+            failures = 0
+            while deadline is None or time.monotonic() < deadline:
                 try:
-                    device.disable()
-                except VendhwError:
-                    pass
-                device.close()
-    except _Failure as exc:
-        _fail(exc)
-        return
+                    events = device.poll(show)
+                    failures = 0
+                except VendhwError as exc:
+                    if isinstance(exc, (ConfigurationError, TransportError)):
+                        raise
+                    failures += 1
+                    click.echo(f"warning: poll failed: {exc}", err=True)
+                    if failures >= MAX_POLL_FAILURES:
+                        raise
+                    events = []
+                for event in events:
+                    if event.kind is CashEventKind.CREDIT:
+                        total[event.currency] = total.get(event.currency, 0) + event.value
+                    elif event.kind is CashEventKind.ESCROW and escrow != "hold":
+                        (device.stack if escrow == "stack" else device.reject)()
+                wait = interval if deadline is None else min(
+                    interval, max(0.0, deadline - time.monotonic()))
+                stop.wait(wait)  # the poll period, not a byte wait
+        except KeyboardInterrupt:
+            pass
+        finally:
+            try:
+                device.disable()
+            except VendhwError:
+                pass
     if not as_json:
         credited = ", ".join(_money(v, c) for c, v in total.items()) or "nothing"
         click.echo(f"credited: {credited}", err=True)
@@ -275,32 +275,24 @@ def payout(amount: int, port: str, protocol: str | None, as_json: bool,
     show = _printer(as_json)
     outcome: CashEvent | None = None
     stop = threading.Event()
-    try:
-        with _errors(port):
-            device = _open(port, protocol, options)
-            try:
-                device.start()
-                device.payout(amount)
-                deadline = time.monotonic() + timeout
-                while outcome is None:
-                    for event in device.poll(show):
-                        if event.kind in _DONE:
-                            outcome = event
-                    if outcome is None:
-                        if time.monotonic() >= deadline:
-                            raise _Failure(f"payout of {amount} not finished after "
-                                           f"{timeout:g} s", 1)
-                        stop.wait(interval)  # the poll period, not a byte wait
-            except KeyboardInterrupt:
-                halt = getattr(device, "emergency_stop", None)
-                if callable(halt):
-                    left = halt()
-                    click.echo(f"emergency stop: {left} coin(s) not paid", err=True)
-                raise _Failure("payout interrupted", 1) from None
-            finally:
-                device.close()
-    except _Failure as exc:
-        _fail(exc)
-        return
+    with _session(port, protocol, options) as device:
+        try:
+            device.payout(amount)
+            deadline = time.monotonic() + timeout
+            while outcome is None:
+                for event in device.poll(show):
+                    if event.kind in _DONE:
+                        outcome = event
+                if outcome is None:
+                    if time.monotonic() >= deadline:
+                        raise _Failure(f"payout of {amount} not finished after "
+                                       f"{timeout:g} s", 1)
+                    stop.wait(interval)  # the poll period, not a byte wait
+        except KeyboardInterrupt:
+            halt = getattr(device, "emergency_stop", None)
+            if callable(halt):
+                left = halt()
+                click.echo(f"emergency stop: {left} coin(s) not paid", err=True)
+            raise _Failure("payout interrupted", 1) from None
     if outcome is not None and outcome.kind is not CashEventKind.PAYOUT_DONE:
         sys.exit(1)
