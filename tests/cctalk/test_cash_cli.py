@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from vendhw.cli import cli
-from vendhw.cli.cash import open_cash_device
-from vendhw.errors import ConfigurationError
+from vendhw.cli.cash import MAX_POLL_FAILURES, open_cash_device
+from vendhw.errors import ChecksumError, ConfigurationError
 from vendhw.sim.cctalk import CcTalkCoinSimulator
 from vendhw.transport import SimulatorOnPty
 
@@ -74,6 +74,41 @@ def test_payout_done_exit_0_and_incomplete_exit_1() -> None:
     kinds = [e["kind"] for e in lines(cut)]
     assert kinds[-2:] == ["device_reset", "payout_incomplete"]
     assert lines(cut)[-1]["value"] == 200
+
+
+def test_payout_rides_out_noisy_polls_and_gives_up_on_a_dead_line(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A corrupt poll reply must not end a payout the hopper carries on with."""
+    bad_polls = {"left": 0}
+    fake = types.ModuleType("vendhw.devices.ssp")
+
+    def open_device(url: str, **options: Any) -> Any:
+        from vendhw.devices.cctalk import open_hopper
+        hopper = open_hopper("sim://cctalk-hopper?coin_time=0.01")
+        real_poll = hopper.poll
+
+        def noisy_poll(sink: Any = None) -> Any:
+            if bad_polls["left"] > 0:
+                bad_polls["left"] -= 1
+                raise ChecksumError(protocol="cctalk", algorithm="simple", expected=0x12,
+                                    received=0x13, width=1)
+            return real_poll(sink)
+
+        hopper.poll = noisy_poll  # type: ignore[method-assign]
+        return hopper
+
+    fake.open_device = open_device  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "vendhw.devices.ssp", fake)
+    args = ("payout", "300", "--port", "/dev/ttyACM0", "-p", "ssp", "--interval", "0.02",
+            "--json")
+    bad_polls["left"] = MAX_POLL_FAILURES - 1
+    noisy = run(*args)
+    assert noisy.exit_code == 0, noisy.output
+    assert [e["kind"] for e in lines(noisy)][-1] == "payout_done"
+    assert noisy.stderr.count("warning: poll failed") == MAX_POLL_FAILURES - 1
+    bad_polls["left"] = MAX_POLL_FAILURES
+    dead = run(*args)
+    assert dead.exit_code == 1 and "checksum" in dead.stderr.lower()
 
 
 def test_payout_on_a_coin_acceptor_is_a_clear_error() -> None:

@@ -40,7 +40,7 @@ PROTOCOLS: dict[str, str] = {
 POLL_INTERVAL = 0.2
 """Seconds between polls (ccTalk coin acceptors want 200 ms; SSP/ID-003 100-1000 ms)."""
 MAX_POLL_FAILURES = 5
-"""Consecutive failed polls before ``accept`` gives up on a device that went away."""
+"""Consecutive failed polls before ``accept`` or ``payout`` gives up on a device that went away."""
 
 _DONE = (CashEventKind.PAYOUT_DONE, CashEventKind.PAYOUT_INCOMPLETE)
 
@@ -171,6 +171,30 @@ def _open(port: str, protocol: str | None, options: tuple[str, ...]) -> CashDevi
     return open_cash_device(name, port, **_options(options))
 
 
+class _Poller:
+    """Polls one device and rides out up to MAX_POLL_FAILURES consecutive failed polls: a
+    checksum error from line noise must not end an accept or a payout the device carries on."""
+
+    def __init__(self, device: CashDevice, sink: Any) -> None:
+        self.device = device
+        self.sink = sink
+        self.failures = 0
+
+    def __call__(self) -> list[CashEvent]:
+        try:
+            events = self.device.poll(self.sink)
+        except (ConfigurationError, TransportError):
+            raise
+        except VendhwError as exc:
+            self.failures += 1
+            click.echo(f"warning: poll failed: {exc}", err=True)
+            if self.failures >= MAX_POLL_FAILURES:
+                raise
+            return []
+        self.failures = 0
+        return events
+
+
 @contextmanager
 def _session(port: str, protocol: str | None, options: tuple[str, ...]) -> Iterator[CashDevice]:
     """Open and start the device, close it however the command ends, and turn any vendhw
@@ -229,20 +253,9 @@ def accept(port: str, protocol: str | None, as_json: bool, options: tuple[str, .
                            + (f" for {seconds:g} s" if seconds else "; Ctrl-C to stop"),
                            err=True)
             deadline = None if seconds is None else time.monotonic() + seconds
-            failures = 0
+            poll = _Poller(device, show)
             while deadline is None or time.monotonic() < deadline:
-                try:
-                    events = device.poll(show)
-                    failures = 0
-                except VendhwError as exc:
-                    if isinstance(exc, (ConfigurationError, TransportError)):
-                        raise
-                    failures += 1
-                    click.echo(f"warning: poll failed: {exc}", err=True)
-                    if failures >= MAX_POLL_FAILURES:
-                        raise
-                    events = []
-                for event in events:
+                for event in poll():
                     if event.kind is CashEventKind.CREDIT:
                         total[event.currency] = total.get(event.currency, 0) + event.value
                     elif event.kind is CashEventKind.ESCROW and escrow != "hold":
@@ -279,8 +292,9 @@ def payout(amount: int, port: str, protocol: str | None, as_json: bool,
         try:
             device.payout(amount)
             deadline = time.monotonic() + timeout
+            poll = _Poller(device, show)
             while outcome is None:
-                for event in device.poll(show):
+                for event in poll():
                     if event.kind in _DONE:
                         outcome = event
                 if outcome is None:
