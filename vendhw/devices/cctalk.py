@@ -50,6 +50,7 @@ from vendhw.errors import (
 )
 from vendhw.framing.base import Frame
 from vendhw.framing.cctalk import BUSY, HEADERS, HOST_ADDRESS, INTER_BYTE_GAP, NAK, CcTalkFramer
+from vendhw.options import option_flag
 from vendhw.transport import Transport, open_transport
 
 log = logging.getLogger(__name__)
@@ -1194,12 +1195,6 @@ class CcTalkHopper(CcTalkDevice):
 _BUS_OPTIONS = ("checksum", "echo", "reply_timeout", "retries")
 
 
-def _flag(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on", "")
-    return bool(value)
-
-
 def open_bus(url: str, *, checksum: str = "simple", echo: bool | str = True,
              reply_timeout: float | str = REPLY_TIMEOUT, retries: int | str = RETRIES,
              **transport_options: Any) -> CcTalkBus:
@@ -1209,7 +1204,7 @@ def open_bus(url: str, *, checksum: str = "simple", echo: bool | str = True,
     if url.startswith("sim://"):
         transport_options.setdefault("checksum", checksum)  # the simulator must agree
     transport = open_transport(url, baudrate=BAUDRATE, **transport_options)
-    return CcTalkBus(transport, checksum=checksum, echo=_flag(echo),
+    return CcTalkBus(transport, checksum=checksum, echo=option_flag(echo),
                      reply_timeout=float(reply_timeout), retries=int(retries))
 
 
@@ -1239,7 +1234,7 @@ def open_bill_validator(url: str, *, address: int | str | None = None,
     bus_options, transport_options = _split(options)
     bus = open_bus(url, **bus_options, **transport_options)
     return CcTalkBillValidator(bus, address=None if address is None else int(address),
-                               resume=resume, escrow=_flag(escrow), bill_values=bill_values,
+                               resume=resume, escrow=option_flag(escrow), bill_values=bill_values,
                                channels=channels)
 
 

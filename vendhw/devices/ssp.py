@@ -60,6 +60,7 @@ from vendhw.framing.ssp import (
     SspFramer,
     decode_events,
 )
+from vendhw.options import option_flag, option_ints
 from vendhw.transport import Transport, open_transport
 
 log = logging.getLogger(__name__)
@@ -840,15 +841,6 @@ class SspDevice(CashDevice):
         self.link.close()
 
 
-def _flag(value: Any) -> bool | str:
-    if isinstance(value, str):
-        lowered = value.strip().lower()
-        if lowered == "auto":
-            return "auto"
-        return lowered in ("1", "true", "yes", "on", "")
-    return bool(value) if not isinstance(value, str) else value
-
-
 def open_device(url: str, *, address: int | str = 0, encryption: bool | str = "auto",
                 reply_timeout: float | str = REPLY_TIMEOUT, retries: int | str = RETRIES,
                 protocol_version: int | str = MAX_PROTOCOL_VERSION,
@@ -860,13 +852,15 @@ def open_device(url: str, *, address: int | str = 0, encryption: bool | str = "a
     payout unit of a SMART Payout disabled at start.
     """
     if isinstance(channels, str):
-        channels = [int(c) for c in channels.split(",") if c.strip()]
+        channels = option_ints(channels)
+    auto = isinstance(encryption, str) and encryption.strip().lower() == "auto"
+    encryption = "auto" if auto else option_flag(encryption)
     transport = open_transport(url, baudrate=BAUDRATE, stopbits=STOPBITS, **options)
     device = SspDevice(transport, address=int(address, 0) if isinstance(address, str)
-                       else address, encryption=_flag(encryption),
+                       else address, encryption=encryption,
                        reply_timeout=float(reply_timeout), retries=int(retries),
                        protocol_version=int(protocol_version), channels=channels,
-                       payout=bool(_flag(payout)))
+                       payout=option_flag(payout))
     return device
 
 

@@ -19,22 +19,10 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from vendhw.options import option_flag
+
 Reply = tuple[float, bytes]
 """``(delay in seconds from now, bytes)`` a simulator wants to send."""
-
-
-def option_flag(value: Any) -> bool:
-    """A simulator option or fault value as a bool (URL options arrive as strings)."""
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on", "")
-    return bool(value)
-
-
-def option_ints(value: Any) -> list[int]:
-    """A list option such as ``auto_insert="1,5,6"`` (or an actual list)."""
-    if isinstance(value, (list, tuple)):
-        return [int(v) for v in value]
-    return [int(x) for x in str(value).replace(";", ",").split(",") if x.strip()]
 
 
 @dataclass
@@ -84,7 +72,7 @@ class LineFaults:
         current = getattr(self, name)
         if isinstance(current, bool):
             if not isinstance(value, bool):
-                value = str(value).lower() in ("1", "true", "yes", "on", "")
+                value = option_flag(value)
         elif isinstance(current, int):
             value = int(value)
         elif isinstance(current, float):

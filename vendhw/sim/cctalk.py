@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from vendhw.framing.base import Frame
 from vendhw.framing.cctalk import INTER_BYTE_GAP, NAK, CcTalkFramer
-from vendhw.sim.base import Reply, Simulator, option_flag, option_ints
+from vendhw.options import option_flag, option_ints
+from vendhw.sim.base import Reply, Simulator
 
 if TYPE_CHECKING:
     from vendhw.sim import SimulatorSpec

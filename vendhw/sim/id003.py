@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from vendhw.framing.base import Frame
 from vendhw.framing.id003 import INTER_BYTE_GAP, Id003Framer
-from vendhw.sim.base import Reply, Simulator, option_flag, option_ints
+from vendhw.options import FALSE_WORDS, TRUE_WORDS, option_flag, option_ints
+from vendhw.sim.base import Reply, Simulator
 
 if TYPE_CHECKING:
     from vendhw.sim import SimulatorSpec
@@ -58,9 +59,9 @@ def _code_or(value: Any, default: int) -> int:
     if isinstance(value, bool):
         return default if value else 0
     text = str(value).strip().lower()
-    if text in ("", "true", "yes", "on", "1"):
+    if text in TRUE_WORDS:
         return default
-    if text in ("false", "no", "off", "0"):
+    if text in FALSE_WORDS:
         return 0
     return int(text, 0)
 

@@ -39,7 +39,8 @@ from vendhw.framing.essp import (
     is_prime,
 )
 from vendhw.framing.ssp import ACKED_EVENTS, INTER_BYTE_GAP, SspFramer
-from vendhw.sim.base import Reply, Simulator, option_flag, option_ints
+from vendhw.options import option_flag, option_ints
+from vendhw.sim.base import Reply, Simulator
 
 if TYPE_CHECKING:
     from vendhw.sim import SimulatorSpec

@@ -1,0 +1,27 @@
+"""Options that arrive as text (``sim://name?jam=1``, ``-o echo=off``, TOML) read one way.
+
+URL query values and CLI ``KEY=VALUE`` pairs are strings, and a bare ``?silent`` is the empty
+string, which means *on*; every driver and simulator reads them through these helpers so
+``yes``/``on``/``1`` mean the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+TRUE_WORDS = frozenset({"", "1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+def option_flag(value: Any) -> bool:
+    """An option as a bool; a string is on when it is one of :data:`TRUE_WORDS`."""
+    if isinstance(value, str):
+        return value.strip().lower() in TRUE_WORDS
+    return bool(value)
+
+
+def option_ints(value: Any) -> list[int]:
+    """A list option such as ``auto_insert="1,5,6"`` (or an actual list)."""
+    if isinstance(value, (list, tuple)):
+        return [int(v) for v in value]
+    return [int(x) for x in str(value).replace(";", ",").split(",") if x.strip()]
