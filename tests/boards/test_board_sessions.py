@@ -6,6 +6,7 @@ from board_helpers import LossyTransport, fast_profile, make_sim
 
 from vendhw.devices.boards.session import BoardMasterSession, HostMasterSession
 from vendhw.framing import Frame, get_framer
+from vendhw.framing.fafb import ACK
 from vendhw.transport.sim import SimTransport
 
 
@@ -13,6 +14,22 @@ def _fafb_session(sim_transport: SimTransport | LossyTransport, retries: int = 5
                   ) -> BoardMasterSession:
     return BoardMasterSession(sim_transport, get_framer("fafb"), poll_period=0.02,
                               silence_limit=0.3, retries=retries, gap=0.02)
+
+
+def test_fafb_simulator_counts_polls_a_connected_host_let_pass() -> None:
+    """POLLs before the host's first answer are not its fault; missed ones after it are."""
+    sim = make_sim(fast_profile("fafb-xy"))
+    ack = get_framer("fafb").build(code=ACK)
+    now = sim.next_tick() or 0.0
+    for _ in range(3):  # nobody has opened the port yet
+        assert sim.tick(now)
+        now += sim.poll_period
+    assert sim.polls_unanswered == 0
+    sim.receive(ack, now)  # the host answers the last POLL...
+    for _ in range(3):  # ...then lets three go by: the first was answered, two were not
+        assert sim.tick(now)
+        now += sim.poll_period
+    assert sim.polls_sent == 6 and sim.polls_unanswered == 2
 
 
 def test_board_master_answers_every_poll_and_hands_over_a_queued_command() -> None:

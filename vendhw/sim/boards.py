@@ -338,8 +338,10 @@ class FaFbSimulator(BoardSimulator):
         """Every command the host sent that the VMC executed (not repeats)."""
         self.polls_sent = 0
         self.polls_unanswered = 0
-        """POLLs the host let pass without an answer before the next one (spec: 100 ms)."""
+        """POLLs the host let pass without an answer before the next one (spec: 100 ms),
+        counted from the host's first answer: POLLs before it opened the port are not its."""
         self._poll_open = False
+        self._host_answered = False
 
     def forget(self) -> None:
         self._outbox.clear()
@@ -369,7 +371,7 @@ class FaFbSimulator(BoardSimulator):
             report = self._outbox[0]
             report.attempts += 1
             return [(0.0, report.data)]
-        if self._poll_open:
+        if self._poll_open and self._host_answered:
             self.polls_unanswered += 1
         self.polls_sent += 1
         self._poll_open = True
@@ -395,6 +397,7 @@ class FaFbSimulator(BoardSimulator):
         for frame in frames:
             code = frame["code"]
             self._poll_open = False
+            self._host_answered = True
             if code == ACK:
                 if self._outbox and self._outbox[0].attempts:
                     self._outbox.popleft()
