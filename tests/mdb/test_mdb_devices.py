@@ -222,3 +222,26 @@ def test_pure_parsers_on_vector_payloads() -> None:
 def test_9bit_write_runs() -> None:
     words = [(0x30, True), (0x01, False), (0xFF, False), (0x30, False)]
     assert runs_by_mode(words) == [(True, b"\x30"), (False, b"\x01\xff\x30")]
+
+
+@pytest.mark.parametrize(("url", "opener", "kind"), [
+    ("sim://mdb-changer?jam=1", open_changer, CashEventKind.JAM),
+    ("sim://mdb-changer?fraud=yes", open_changer, CashEventKind.FRAUD),
+    ("sim://mdb-bill?cashbox_removed", open_bill_validator, CashEventKind.CASHBOX_REMOVED),
+])
+def test_device_faults_in_a_sim_url_survive_the_hosts_reset(url: str, opener: Any,
+                                                           kind: CashEventKind) -> None:
+    dev = opener(url, response_timeout=0.1)
+    try:
+        dev.start()  # RESET, SETUP...: the fault is still reported afterwards
+        assert [e.kind for e in dev.poll()] == [kind]
+        assert dev.poll() == []
+    finally:
+        dev.close()
+
+
+def test_a_fault_switched_off_reports_nothing() -> None:
+    dev, sim = changer()
+    sim.set_fault("jam", "0")
+    sim.set_fault("fraud", False)
+    assert dev.poll() == []

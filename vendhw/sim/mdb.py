@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import collections
 from abc import abstractmethod
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from vendhw.framing.base import Frame
 from vendhw.framing.mdb import MdbFramer
+from vendhw.options import option_flag
 from vendhw.sim.base import Reply, Simulator
 
 if TYPE_CHECKING:
@@ -28,8 +29,10 @@ class _MdbPeripheral(Simulator):
     baudrate = 9600
     address: int
     was_reset: int
+    FAULT_EVENTS: ClassVar[dict[str, int]] = {}
 
     def __init__(self, *, reply_delay: float | str = REPLY_DELAY, **options: Any) -> None:
+        faults = {k: options.pop(k) for k in list(options) if k in self.device_faults}
         super().__init__(**options)
         self.reply_delay = float(reply_delay)
         self.framer = MdbFramer(wire="9bit")
@@ -38,10 +41,16 @@ class _MdbPeripheral(Simulator):
         self._unacked = b""
         self._last_reply = b""
         self.power_up()
+        for fault, value in faults.items():  # device faults given as options (sim://...?jam=1)
+            self.set_fault(fault, value)
 
     def power_up(self) -> None:
+        # A reset does not clear a jam or fraud the host has not been told of yet: it is
+        # still reported after JUST RESET (so ``sim://mdb-changer?jam=1`` survives start()).
+        faults = [e for e in self.events if e[0] in self.FAULT_EVENTS.values()]
         self.events.clear()
         self.events.append(bytes((self.was_reset,)))
+        self.events.extend(faults)
         self._unacked = b""
 
     def _ack(self) -> bytes:
@@ -79,7 +88,10 @@ class _MdbPeripheral(Simulator):
         if not self._unacked:
             out = bytearray()
             while self.events and len(out) + len(self.events[0]) <= 16:
-                out += self.events.popleft()
+                event = self.events.popleft()
+                out += event
+                if event[0] == self.was_reset:
+                    break  # JUST RESET goes out alone, what follows it at the next POLL
             self._unacked = bytes(out)
         return self._data(self._unacked) if self._unacked else self._ack()
 
@@ -96,6 +108,8 @@ class MdbChangerSimulator(_MdbPeripheral):
     address = 0x08
     was_reset = 0x0B
     device_faults = ("jam", "fraud", "tube_jam", "reset_during_payout")
+    FAULT_EVENTS: ClassVar[dict[str, int]] = {"jam": 0x0C, "fraud": 0x0D, "tube_jam": 0x07}
+    """Fault -> the status byte the changer answers a POLL with (MDB changer status codes)."""
     COIN_CREDITS = (1, 2, 4, 10, 20, 40)  # x scaling 5 -> 5, 10, 20, 50, 100, 200 cents
     SCALING = 5
     TUBE_CAPACITY = 50
@@ -111,11 +125,12 @@ class MdbChangerSimulator(_MdbPeripheral):
         super().__init__(**options)
 
     def set_fault(self, name: str, value: Any = True) -> None:
-        code = {"jam": 0x0C, "fraud": 0x0D, "tube_jam": 0x07}.get(name)
+        code = self.FAULT_EVENTS.get(name)
         if code is not None:
-            self.events.append(bytes((code,)))
+            if option_flag(value):
+                self.events.append(bytes((code,)))
         elif name == "reset_during_payout":
-            self.reset_during_payout = bool(value)
+            self.reset_during_payout = option_flag(value)
         else:
             super().set_fault(name, value)
 
@@ -184,6 +199,9 @@ class MdbBillSimulator(_MdbPeripheral):
     address = 0x30
     was_reset = 0x06
     device_faults = ("jam", "fraud", "rejected", "cashbox_removed")
+    FAULT_EVENTS: ClassVar[dict[str, int]] = {"jam": 0x05, "fraud": 0x0C,
+                                               "cashbox_removed": 0x08}
+    """Fault -> the status byte the validator answers a POLL with (MDB bill status codes)."""
     BILL_CREDITS = (5, 10, 20, 50)  # x scaling 100 -> 500 .. 5000 cents
     SCALING = 100
 
@@ -197,11 +215,12 @@ class MdbBillSimulator(_MdbPeripheral):
         super().__init__(**options)
 
     def set_fault(self, name: str, value: Any = True) -> None:
-        code = {"jam": 0x05, "fraud": 0x0C, "cashbox_removed": 0x08}.get(name)
+        code = self.FAULT_EVENTS.get(name)
         if code is not None:
-            self.events.append(bytes((code,)))
+            if option_flag(value):
+                self.events.append(bytes((code,)))
         elif name == "rejected":
-            self.reject_next = bool(value)
+            self.reject_next = option_flag(value)
         else:
             super().set_fault(name, value)
 
