@@ -8,9 +8,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -106,3 +108,55 @@ def test_serve_runs_a_whole_sale_and_a_late_payment_refund(
     assert codes.status_code == 201 and len(codes.json()["codes"]) == 2
     listed = vendhw("backend", "orders", "list", "--json", "--db", db)
     assert {o["state"] for o in json.loads(listed.stdout)} == {"delivered", "refunded"}
+
+
+@pytest.mark.slow
+def test_serve_stops_promptly_with_a_machine_long_polling(tmp_path: Path) -> None:
+    """A restart must not wait out every machine's 25 s long poll: open polls are cut after
+    GRACEFUL_SHUTDOWN seconds and the machine just asks again."""
+    from vendhw.cli.backend import GRACEFUL_SHUTDOWN
+
+    db = f"sqlite:///{tmp_path / 'served.db'}"
+    added = vendhw("backend", "machines", "add", "m1", "--slot", "A1=cola:350", "--db", db,
+                   "--json")
+    secret = json.loads(added.stdout)["secret"]
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vendhw", "backend", "serve", "--db", db, "--host", "127.0.0.1",
+         "--port", str(port), "--log-level", "warning"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "VENDHW_OPERATOR_TOKEN": TOKEN})
+    polled: list[BaseException | list[Any]] = []
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert process.poll() is None, process.communicate()[1]
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server did not become ready"
+            time.sleep(0.05)
+        client = BackendClient(url, "m1", secret, outbox=tmp_path / "outbox.db", retries=0)
+
+        def long_poll() -> None:
+            try:
+                polled.append(client.next_instructions(wait=25))
+            except Exception as exc:  # recorded for the assertion
+                polled.append(exc)
+
+        poller = threading.Thread(target=long_poll, daemon=True)
+        poller.start()
+        time.sleep(0.5)  # the poll is open on the server
+        process.send_signal(signal.SIGTERM)
+        # Well before the poll's 25 s; uvicorn ends by re-raising the SIGTERM it handled.
+        assert process.wait(GRACEFUL_SHUTDOWN + 10) in (0, -signal.SIGTERM)
+        poller.join(10)
+        assert polled and not isinstance(polled[0], list)  # cut, not answered
+        client.close()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

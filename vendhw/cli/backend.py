@@ -45,6 +45,10 @@ class Duration(click.ParamType):
 
 DURATION = Duration()
 
+GRACEFUL_SHUTDOWN = 3.0
+"""Seconds a stopping server lets requests finish before it cuts them. Machines hold
+instruction long polls open for up to 25 s; cut, they simply ask again after the restart."""
+
 
 def db_url(value: str) -> str:
     """A SQLAlchemy URL, or a plain file path meaning a SQLite file."""
@@ -164,7 +168,8 @@ def serve(db: str, host: str, port: int, public_url: str | None, provider: str,
                f"providers {', '.join(sorted(the_backend.providers))})", err=True)
     if generated:
         click.echo(f"operator token: {settings.operator_token}", err=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
+                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN)
 
 
 @backend.command("load")
