@@ -217,8 +217,9 @@ class Agent:
         self.stop.set()
         if self.screen is not None:
             self.screen.close()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        # A vend in progress finishes; an idle long poll is abandoned (the thread is a daemon
+        # and returns without shipping anything once the backend answers it).
+        self.shipper.wait_idle()
         if self.cash is not None:
             self.cash.acceptor.stop()
             for device in self.cash.acceptor.devices:

@@ -93,6 +93,8 @@ class Shipper:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
+        self._shipping = threading.Lock()
+        """Held while :meth:`run` ships one instruction, so a shutdown waits for that vend."""
 
     def _row(self, instruction_id: str) -> tuple[str, str | None] | None:
         row = self._db.execute("SELECT state, outcome FROM ships WHERE instruction_id = ?",
@@ -165,18 +167,31 @@ class Shipper:
         return done
 
     def run(self, stop: threading.Event, wait: float = LONG_POLL_WAIT) -> None:
-        """Long-poll for instructions and ship them until ``stop`` is set."""
+        """Long-poll for instructions and ship them until ``stop`` is set.
+
+        After ``stop`` no new instruction starts (it is not acknowledged, so the backend
+        delivers it again after a restart); see :meth:`wait_idle`.
+        """
         while not stop.is_set():
             try:
                 instructions = self.client.next_instructions(wait=wait)
             except Exception as exc:  # the link is down: wait, then ask again
+                if stop.is_set():
+                    return  # shutting down: the client was closed under the long poll
                 log.warning("instructions unavailable: %s", exc)
                 stop.wait(RETRY_AFTER)
                 continue
             for instruction in instructions:
-                if stop.is_set():
-                    break
-                self.process(instruction)
+                with self._shipping:
+                    if stop.is_set():
+                        return
+                    self.process(instruction)
+
+    def wait_idle(self) -> None:
+        """Return once no instruction is being shipped. With ``stop`` set first, none starts
+        after this, so a shutdown need not wait out a long poll that is still open."""
+        with self._shipping:
+            pass
 
     def close(self) -> None:
         self._db.close()
