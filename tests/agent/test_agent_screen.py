@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -168,5 +170,73 @@ options = { reply_timeout = "0.2", retries = "3" }
         rows = orders["orders"] if isinstance(orders, dict) else orders
         cash_orders = [o for o in rows if o["kind"] == "cash"]
         assert [(o["state"], o["amount"]) for o in cash_orders] == [("delivered", 300)]
+    finally:
+        agent.close()
+
+
+def _chromium() -> str:
+    """Debian's chromium (``.ci/run`` installs it); without one the browser test skips,
+    except in CI, where a missing browser must fail the run rather than hide the test."""
+    path = os.environ.get("VENDHW_CHROMIUM") or shutil.which("chromium") or ""
+    if not path:
+        if os.environ.get("CI"):
+            pytest.fail("CI needs chromium for the browser test (.ci/run installs it)")
+        pytest.skip("no chromium here (apt-get install chromium, or set VENDHW_CHROMIUM)")
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_customer_buys_in_a_real_browser(tmp_path: Path, backend: tuple) -> None:
+    """The screen as a customer sees it: headless Chromium clicks Buy, sees the QR image and
+    the countdown run, the page follows the payment by itself, then a code is keyed in."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = _chromium()
+    url, token, secret = backend
+    agent = Agent(AgentConfig.load(write_config(tmp_path, url, secret)))
+    agent.start()
+    try:
+        assert agent.screen is not None
+        with sync_api.sync_playwright() as play:
+            browser = play.chromium.launch(executable_path=chromium, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync"])
+            try:
+                page = browser.new_page()
+                page.goto(agent.screen.url + "/")
+                product = page.locator("form.product", has_text="Green tea")
+                assert "3.00" in product.inner_text()
+                product.get_by_role("button", name="Buy").click()
+                page.wait_for_url("**/order/*")
+                assert page.get_by_role("heading").inner_text().startswith("Scan the code")
+                qr = page.get_by_alt_text("payment QR")
+                qr.wait_for()
+                assert page.evaluate("i => i.complete && i.naturalWidth > 0",
+                                     qr.element_handle())  # the SVG really rendered
+                left = page.locator("#left")
+                assert 0 < int(left.inner_text()) <= 900  # the countdown script ran
+                page.screenshot(path=str(tmp_path / "qr.png"))
+                order_id = page.url.rsplit("/", 1)[1]
+                httpx.post(f"{url}/sandbox/orders/{order_id}/pay",
+                           timeout=10).raise_for_status()
+                # No click: the page refreshes itself until the sale ends.
+                page.get_by_text("take your product").wait_for(timeout=30_000)
+                assert page.locator("#state").inner_text() == "delivered"
+
+                code = httpx.post(f"{url}/operator/v1/codes", json={"product": "tea"},
+                                  headers={"Authorization": f"Bearer {token}"},
+                                  timeout=10).json()["codes"][0]["code"]
+                page.get_by_role("link", name="Back to the products").click()
+                page.get_by_role("link", name="I have a code").click()
+                page.locator("input[name=code]").fill(code)
+                page.get_by_role("button", name="OK").click()
+                page.get_by_text("take your product").wait_for(timeout=30_000)
+                page.goto(agent.screen.url + "/code")
+                page.locator("input[name=code]").fill(code)
+                page.get_by_role("button", name="OK").click()
+                assert "Sorry" in page.content()  # a used code is refused on screen
+            finally:
+                browser.close()
     finally:
         agent.close()
