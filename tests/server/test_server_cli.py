@@ -33,6 +33,20 @@ def vendhw(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=60)
 
 
+def wait_ready(url: str, process: subprocess.Popen[str]) -> None:
+    """Until the served process answers /healthz (its stderr if it died first)."""
+    deadline = time.monotonic() + 20
+    while True:
+        assert process.poll() is None, process.communicate()[1]
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the server did not become ready"
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
     db = f"sqlite:///{tmp_path / 'served.db'}"
@@ -53,16 +67,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert process.poll() is None, process.communicate()[1]
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not become ready"
-            time.sleep(0.05)
+        wait_ready(url, process)
         yield url, secret, db
     finally:
         process.send_signal(signal.SIGTERM)
@@ -129,16 +134,7 @@ def test_serve_stops_promptly_with_a_machine_long_polling(tmp_path: Path) -> Non
         env={**os.environ, "VENDHW_OPERATOR_TOKEN": TOKEN})
     polled: list[BaseException | list[Any]] = []
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert process.poll() is None, process.communicate()[1]
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not become ready"
-            time.sleep(0.05)
+        wait_ready(url, process)
         client = BackendClient(url, "m1", secret, outbox=tmp_path / "outbox.db", retries=0)
 
         def long_poll() -> None:
