@@ -45,7 +45,7 @@ class Duration(click.ParamType):
 
 DURATION = Duration()
 
-GRACEFUL_SHUTDOWN = 3.0
+GRACEFUL_SHUTDOWN = 3
 """Seconds a stopping server lets requests finish before it cuts them. Machines hold
 instruction long polls open for up to 25 s; cut, they simply ask again after the restart."""
 
