@@ -80,6 +80,35 @@ def test_sink_failure_means_no_ack_and_the_peripheral_repeats() -> None:
     assert [(e.kind, e.value) for e in again] == [(CashEventKind.CREDIT, 200)]
 
 
+def test_a_repeat_after_a_sink_failure_midway_counts_each_coin_once(tmp_path: Any) -> None:
+    """The sink journaled the first coin and failed on the second: no ACK, the changer repeats
+    both, and the repeat carries the same event ids, so the journal keeps one of each."""
+    from vendhw.machine.cash import CashJournal
+
+    journal = CashJournal(tmp_path / "cash.db")
+    dev, sim = changer()
+    dev.enable()
+    sim.insert_coin(5)
+    sim.insert_coin(4)
+    calls = 0
+
+    def flaky(event: CashEvent) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise OSError("journal disk full")
+        journal.record(event)
+
+    with pytest.raises(OSError):
+        dev.poll(flaky)
+    again = dev.poll(journal.record)
+    assert [e.value for e in again] == [200, 100]
+    assert journal.credited() == 300
+    sim.insert_coin(5)  # the same coin again, after the ACK: a new credit, a new id
+    dev.poll(journal.record)
+    assert journal.credited() == 500
+
+
 def test_payout_from_tubes() -> None:
     dev, sim = changer()
     dev.payout(270)  # 2 EUR + 50c + 20c

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -287,12 +288,15 @@ class MdbLink:
 
 @dataclass
 class _PollState:
-    session: str = field(default_factory=lambda: secrets.token_hex(4))
-    seq: int = 0
+    """Event ids for POLL data. A peripheral repeats unacknowledged data, so the id depends
+    on the ACKs sent so far and on the data itself: a repeat after a failed sink gets the
+    same ids (the journal keeps one of each), new data always gets new ones."""
 
-    def next_prefix(self) -> str:
-        self.seq += 1
-        return f"{self.session}:{self.seq}"
+    session: str = field(default_factory=lambda: secrets.token_hex(4))
+    acked: int = 0
+
+    def prefix(self, data: bytes) -> str:
+        return f"{self.session}:{self.acked}:{zlib.crc32(data):08x}"
 
 
 class _MdbCashDevice(CashDevice):
@@ -323,11 +327,12 @@ class _MdbCashDevice(CashDevice):
         data = self.link.transact(self.address, POLL)
         if data is None:
             return []
-        events = self._parse_poll(data, self._poll_state.next_prefix())
+        events = self._parse_poll(data, self._poll_state.prefix(data))
         if sink is not None:
             for event in events:
                 sink(event)  # journal first; an exception here means no ACK, so MDB repeats
         self.link.ack()
+        self._poll_state.acked += 1
         return events
 
     def close(self) -> None:
