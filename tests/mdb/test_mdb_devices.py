@@ -274,3 +274,21 @@ def test_a_fault_switched_off_reports_nothing() -> None:
     sim.set_fault("jam", "0")
     sim.set_fault("fraud", False)
     assert dev.poll() == []
+
+
+def test_changer_poll_is_walked_so_a_tube_count_is_not_taken_for_just_reset() -> None:
+    dev, _ = changer()
+    # coin type 2 to the tubes with 11 (0x0B) now in its tube, then the real JUST RESET
+    assert dev._activities(bytes([0x52, 0x0B, 0x0B])) == [b"\x52\x0b", b"\x0b"]
+    assert b"\x0b" not in dev._activities(bytes([0x52, 0x0B]))
+    assert dev._activities(bytes([0x93, 0x0B, 0x21])) == [b"\x93\x0b", b"\x21"]
+
+
+def test_what_came_with_just_reset_is_reported_at_the_first_poll() -> None:
+    sim = MdbBillSimulator()
+    sim.set_fault("cashbox_removed")  # queued; the host's RESET keeps it behind JUST RESET
+    dev = MdbBillValidator(MdbLink(SimTransport(sim), response_timeout=0.1))
+    dev.start()
+    held = dev.poll()
+    assert [e.kind for e in held] == [CashEventKind.CASHBOX_REMOVED]
+    assert dev.poll() == []

@@ -289,14 +289,14 @@ class MdbLink:
 @dataclass
 class _PollState:
     """Event ids for POLL data. A peripheral repeats unacknowledged data, so the id depends
-    on the ACKs sent so far and on the data itself: a repeat after a failed sink gets the
-    same ids (the journal keeps one of each), new data always gets new ones."""
+    on the polls delivered (and ACKed) so far and on the data itself: a repeat after a failed
+    sink gets the same ids (the journal keeps one of each), new data always gets new ones."""
 
     session: str = field(default_factory=lambda: secrets.token_hex(4))
-    acked: int = 0
+    delivered: int = 0
 
     def prefix(self, data: bytes) -> str:
-        return f"{self.session}:{self.acked}:{zlib.crc32(data):08x}"
+        return f"{self.session}:{self.delivered}:{zlib.crc32(data):08x}"
 
 
 class _MdbCashDevice(CashDevice):
@@ -306,13 +306,18 @@ class _MdbCashDevice(CashDevice):
         self.link = link
         self.name = name
         self._poll_state = _PollState()
+        self._after_reset = b""
+        """Activities that came with JUST RESET (a jam, a status): reported at the first poll."""
 
     def _reset(self) -> None:
         self.link.command(self.address, RESET)
+        reset = bytes((self._was_reset_code(),))
         deadline = time.monotonic() + JUST_RESET_WAIT
         while time.monotonic() < deadline:
             data = self.link.command(self.address, POLL)
-            if data is not None and self._was_reset_code() in data:
+            activities = self._activities(data or b"")
+            if reset in activities:
+                self._after_reset = b"".join(a for a in activities if a != reset)
                 return
         raise NoResponseError("peripheral did not report 'was reset' after RESET",
                               port=self.link.transport.url, timeout=JUST_RESET_WAIT)
@@ -320,19 +325,26 @@ class _MdbCashDevice(CashDevice):
     def _was_reset_code(self) -> int:
         raise NotSupportedError(self.name)
 
+    def _activities(self, data: bytes) -> list[bytes]:
+        """POLL data split into its activities (one byte each unless a subclass says)."""
+        return [data[i:i + 1] for i in range(len(data))]
+
     def _parse_poll(self, data: bytes, prefix: str) -> list[CashEvent]:
         raise NotSupportedError(self.name)
 
     def poll(self, sink: EventSink | None = None) -> list[CashEvent]:
-        data = self.link.transact(self.address, POLL)
-        if data is None:
+        reply = self.link.transact(self.address, POLL)
+        if reply is None and not self._after_reset:
             return []
+        data = self._after_reset + (reply or b"")  # held ones first, in the order they came
         events = self._parse_poll(data, self._poll_state.prefix(data))
         if sink is not None:
             for event in events:
                 sink(event)  # journal first; an exception here means no ACK, so MDB repeats
-        self.link.ack()
-        self._poll_state.acked += 1
+        self._after_reset = b""
+        if reply is not None:
+            self.link.ack()
+        self._poll_state.delivered += 1
         return events
 
     def close(self) -> None:
@@ -351,6 +363,16 @@ class MdbCoinChanger(_MdbCashDevice):
 
     def _was_reset_code(self) -> int:
         return 0x0B
+
+    def _activities(self, data: bytes) -> list[bytes]:
+        """Coin reports (1yyyxxxx or 01yyxxxx) are two bytes, the second a tube count that
+        may equal a status code, so the reply is walked, not searched."""
+        out, i = [], 0
+        while i < len(data):
+            size = 2 if data[i] & 0xC0 else 1
+            out.append(data[i:i + size])
+            i += size
+        return out
 
     def start(self) -> None:
         self._reset()

@@ -88,10 +88,7 @@ class _MdbPeripheral(Simulator):
         if not self._unacked:
             out = bytearray()
             while self.events and len(out) + len(self.events[0]) <= 16:
-                event = self.events.popleft()
-                out += event
-                if event[0] == self.was_reset:
-                    break  # JUST RESET goes out alone, what follows it at the next POLL
+                out += self.events.popleft()
             self._unacked = bytes(out)
         return self._data(self._unacked) if self._unacked else self._ack()
 
