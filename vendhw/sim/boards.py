@@ -44,6 +44,7 @@ from vendhw.framing.board101 import (
 )
 from vendhw.framing.easivend import DISPENSE, EasivendFramer
 from vendhw.framing.fafb import ACK, MAX_RESENDS, POLL, FaFbFramer
+from vendhw.options import FALSE_WORDS, TRUE_WORDS
 from vendhw.sim.base import Reply, Simulator
 
 if TYPE_CHECKING:
@@ -60,8 +61,8 @@ FAILED_BIT = 0x01
 """Easivend CP_FAIL: set with every failure bit."""
 
 _SLOT_FAULTS = ("empty", "jam", "motor_fault", "no_drop", "sensor_fault")
-_TRUE = {"", "1", "true", "yes", "on", "all"}
-_FALSE = {"0", "false", "no", "off", "none"}
+_TRUE = TRUE_WORDS | {"all"}
+_FALSE = FALSE_WORDS | {"none"}
 
 
 @dataclass(frozen=True)
