@@ -132,7 +132,6 @@ class Agent:
         if config.cash:
             self.cash = self._open_cash(config)
         self.stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.screen: ScreenServer | None = None
 
     def _open_cash(self, config: AgentConfig) -> CashSales:
@@ -206,9 +205,8 @@ class Agent:
                 device.start()
             self.cash.acceptor.enable()
             self.cash.acceptor.start()
-        self._thread = threading.Thread(target=self.shipper.run, args=(self.stop,),
-                                        name="shipper", daemon=True)
-        self._thread.start()
+        threading.Thread(target=self.shipper.run, args=(self.stop,), name="shipper",
+                         daemon=True).start()  # close() waits via shipper.wait_idle()
         if screen:
             self.screen = ScreenServer(self, self.config.screen_host, self.config.screen_port)
             self.screen.start()
