@@ -28,6 +28,8 @@ class CashEventKind(str, Enum):
     ESCROW = "escrow"
     """A note is held; the host must stack or return it."""
     REJECTED = "rejected"
+    TOKEN = "token"
+    """A vend token was accepted: value 0, never money (MDB coin type credit 0xFF)."""
     RETURNED = "returned"
     JAM = "jam"
     FRAUD = "fraud"

@@ -51,6 +51,9 @@ POLL_INTERVAL = 0.2
 JUST_RESET_WAIT = 2.0
 """How long to POLL after RESET for the 'was reset' status (changer non-response time, DK)."""
 RETRANSMISSIONS = 1
+TOKEN_CREDIT = 0xFF
+"""A coin type credit byte of 0xFF in the changer SETUP reply marks a vend token
+(Zzzzipper/projects ``MdbMasterCoinChanger``; MDB 4.2 changer SETUP, coin type credit)."""
 """RET requests on a bad peripheral checksum before the VMC gives up with NAK."""
 
 CHANGER_STATUS = {
@@ -97,6 +100,9 @@ class ChangerSetup:
     decimals: int
     routing: int
     coin_values: tuple[int, ...]
+    """Value of each coin type; 0 for an unused type and for a vend token."""
+    tokens: frozenset[int] = frozenset()
+    """Coin types whose credit byte is ``TOKEN_CREDIT``: vend tokens, never money."""
 
 
 @dataclass(frozen=True)
@@ -114,13 +120,16 @@ class BillSetup:
 
 
 def parse_changer_setup(data: bytes) -> ChangerSetup:
+    """A credit byte of ``TOKEN_CREDIT`` marks a vend token: value 0, listed in ``tokens``."""
     if len(data) < 7:
         raise UnexpectedReplyError(f"changer SETUP reply has {len(data)} bytes, need >= 7")
     scaling = data[3]
     credits = data[7:23]
-    values = tuple(c * scaling for c in credits) + (0,) * (16 - len(credits))
+    tokens = frozenset(i for i, c in enumerate(credits) if c == TOKEN_CREDIT)
+    values = tuple(0 if i in tokens else c * scaling for i, c in enumerate(credits)) \
+        + (0,) * (16 - len(credits))
     return ChangerSetup(data[0], int.from_bytes(data[1:3], "big"), scaling, data[4],
-                        int.from_bytes(data[5:7], "big"), values)
+                        int.from_bytes(data[5:7], "big"), values, tokens)
 
 
 def parse_bill_setup(data: bytes) -> BillSetup:
@@ -165,10 +174,14 @@ def parse_changer_poll(data: bytes, setup: ChangerSetup, device: str,
         elif b & 0x40:  # 01yyxxxx zzzzzzzz: coin deposited
             route, coin = (b >> 4) & 0x03, b & 0x0F
             left = data[i + 1] if i + 1 < len(data) else 0
-            kind = CashEventKind.REJECTED if route == 3 else CashEventKind.CREDIT
+            if route == 3:
+                kind, reason = CashEventKind.REJECTED, "coin routed to reject"
+            elif coin in setup.tokens:
+                kind, reason = CashEventKind.TOKEN, "vend token"
+            else:
+                kind, reason = CashEventKind.CREDIT, None
             events.append(CashEvent(kind, device, setup.coin_values[coin], currency, coin,
-                                    COIN_ROUTES[route], "coin routed to reject"
-                                    if route == 3 else None, eid,
+                                    COIN_ROUTES[route], reason, eid,
                                     detail={"in_tube": left}))
             i += 2
         elif b & 0x20:  # 001xxxxx: slugs
@@ -356,10 +369,13 @@ class MdbCoinChanger(_MdbCashDevice):
 
     address = CHANGER
 
-    def __init__(self, link: MdbLink, name: str = "mdb-changer") -> None:
+    def __init__(self, link: MdbLink, name: str = "mdb-changer", *,
+                 accept_tokens: bool = False) -> None:
         super().__init__(link, name)
         self.setup: ChangerSetup | None = None
         self.tubes: list[int] = [0] * 16
+        self.accept_tokens = accept_tokens
+        """Enable the token coin types too (they are reported as TOKEN events, value 0)."""
 
     def _was_reset_code(self) -> int:
         return 0x0B
@@ -397,7 +413,9 @@ class MdbCoinChanger(_MdbCashDevice):
         return self.tubes
 
     def enable(self) -> None:
-        mask = sum(1 << i for i, v in enumerate(self._setup().coin_values) if v)
+        setup = self._setup()
+        mask = sum(1 << i for i, v in enumerate(setup.coin_values)
+                   if v or (self.accept_tokens and i in setup.tokens))
         self.link.command(CHANGER, CHANGER_COIN_TYPE, mask.to_bytes(2, "big") + b"\xff\xff")
 
     def disable(self) -> None:

@@ -112,8 +112,11 @@ class MdbChangerSimulator(_MdbPeripheral):
     TUBE_CAPACITY = 50
 
     def __init__(self, *, tubes: str = "20,20,20,10,10,10", auto_insert: str = "",
-                 **options: Any) -> None:
-        self.tubes = [int(x) for x in tubes.split(",")] + [0] * 10
+                 tokens: str = "", **options: Any) -> None:
+        counts = [int(x) for x in tubes.split(",")]
+        self.tubes = counts + [0] * (16 - len(counts))
+        self.tokens = {int(x) for x in str(tokens).split(",") if x.strip()}
+        """Coin types that are vend tokens (credit byte 0xFF in SETUP), option ``tokens=6``."""
         self.cashbox = 0
         self.enabled_mask = 0
         self.auto_insert = [int(x) for x in auto_insert.split(",") if x.strip()]
@@ -130,6 +133,12 @@ class MdbChangerSimulator(_MdbPeripheral):
             self.reset_during_payout = option_flag(value)
         else:
             super().set_fault(name, value)
+
+    def _credit(self, coin: int) -> int:
+        """Credit units of a coin type (0 for unused types and tokens)."""
+        if coin in self.tokens or coin >= len(self.COIN_CREDITS):
+            return 0
+        return self.COIN_CREDITS[coin]
 
     def insert_coin(self, coin: int) -> None:
         """A customer drops coin type ``coin``; accepted only while enabled."""
@@ -149,8 +158,10 @@ class MdbChangerSimulator(_MdbPeripheral):
             self.power_up()
             return self._ack()
         if command == 1:  # SETUP
-            credits = bytes(self.COIN_CREDITS) + bytes(16 - len(self.COIN_CREDITS))
-            return self._data(bytes((3, 0x19, 0x78, self.SCALING, 2, 0x00, 0x3F)) + credits)
+            credits = bytes(0xFF if i in self.tokens else self._credit(i) for i in range(16))
+            routing = sum(1 << i for i in range(16) if self._credit(i) or i in self.tokens)
+            return self._data(bytes((3, 0x19, 0x78, self.SCALING, 2))
+                              + routing.to_bytes(2, "big") + credits)
         if command == 2:  # TUBE STATUS
             full = sum(1 << i for i, n in enumerate(self.tubes) if n >= self.TUBE_CAPACITY)
             return self._data(full.to_bytes(2, "big") + bytes(min(n, 255) for n in self.tubes))
@@ -169,12 +180,12 @@ class MdbChangerSimulator(_MdbPeripheral):
             if self.reset_during_payout:
                 paid //= 2
                 self.tubes[coin] -= paid
-                self.paid_out += paid * self.COIN_CREDITS[coin] * self.SCALING
+                self.paid_out += paid * self._credit(coin) * self.SCALING
                 self.enabled_mask = 0
                 self.power_up()  # the next POLL says "changer was reset"
                 return self._ack()
             self.tubes[coin] -= paid
-            self.paid_out += paid * self.COIN_CREDITS[coin] * self.SCALING
+            self.paid_out += paid * self._credit(coin) * self.SCALING
             self.events.append(b"\x02")  # payout busy, then done at the following POLL
             return self._ack()
         if command == 7:  # EXPANSION
