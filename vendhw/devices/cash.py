@@ -72,7 +72,8 @@ class CashEvent:
 
 
 EventSink = Callable[[CashEvent], None]
-"""Called for each event before the driver acknowledges it to the device."""
+"""Called for each event before the driver acknowledges it to the device (MDB: right after
+its ACK, which must come within 5 ms; see protocols/mdb/README.md)."""
 
 
 class CashDevice(ABC):

@@ -6,11 +6,13 @@ reply into :class:`~vendhw.devices.cash.CashEvent` values, :func:`parse_changer_
 a block in the 9-bit wire form, reads the reply within the response time, asks for a
 retransmission (RET) on a bad checksum, and ACKs peripheral data only when told to.
 
-Credit safety: a peripheral repeats unacknowledged POLL data at the next POLL, so the device
-classes call the sink for every event *before* they ACK; if the sink fails, no ACK is sent and
-the same data comes again. MDB has no event counters, so ``event_id`` is a per-session poll
-sequence; the journal's commit must fit in the peripheral's ACK window (the spec's 5 ms
-response time), so keep the journal on fast storage.
+Credit safety: a peripheral that gets no ACK within ``ACK_TIMEOUT`` (5 ms) of its reply sends
+the same activity again at the next POLL, and MDB has no event counters to tell a repeat from
+a new coin. A journal commit (an fsync, tens of ms on an SD card) cannot fit in 5 ms, so the
+host ACKs a checksum-good POLL reply at once and hands the events to the sink right after.
+Events the sink did not take (it raised) are kept and handed over again, with the same
+``event_id`` values, before the next POLL. The crash window (ACKed, not yet journaled) is
+described in ``protocols/mdb/README.md``.
 
 Layouts and codes: ``protocols/mdb/README.md`` (temoto/vender ``hardware/mdb/coin``,
 ``hardware/mdb/bill``; Bouni's MDB write-up).
@@ -301,9 +303,9 @@ class MdbLink:
 
 @dataclass
 class _PollState:
-    """Event ids for POLL data. A peripheral repeats unacknowledged data, so the id depends
-    on the polls delivered (and ACKed) so far and on the data itself: a repeat after a failed
-    sink gets the same ids (the journal keeps one of each), new data always gets new ones."""
+    """Event ids for POLL data: the number of POLL replies ACKed so far and a CRC of the data.
+    The host keeps events the sink refused and offers them again with the same ids (the
+    journal keeps one of each); new data always gets new ones."""
 
     session: str = field(default_factory=lambda: secrets.token_hex(4))
     delivered: int = 0
@@ -321,6 +323,8 @@ class _MdbCashDevice(CashDevice):
         self._poll_state = _PollState()
         self._after_reset = b""
         """Activities that came with JUST RESET (a jam, a status): reported at the first poll."""
+        self._undelivered: list[CashEvent] = []
+        """Events ACKed to the peripheral that the sink has not taken yet (it raised)."""
 
     def _reset(self) -> None:
         self.link.command(self.address, RESET)
@@ -346,19 +350,39 @@ class _MdbCashDevice(CashDevice):
         raise NotSupportedError(self.name)
 
     def poll(self, sink: EventSink | None = None) -> list[CashEvent]:
+        """POLL once; ACK data at once (within ``ACK_TIMEOUT``), then give events to ``sink``.
+
+        If ``sink`` raises, the events stay here and go to the sink again, same ids, at the
+        next call, before anything new is polled.
+        """
+        undelivered = self._undelivered
+        if undelivered:
+            self._deliver(undelivered, sink)  # raises again while the sink still fails
+            self._undelivered = []
         reply = self.link.transact(self.address, POLL)
+        if reply is not None:
+            self.link.ack()  # now, not after the journal: a late ACK makes the peripheral repeat
         if reply is None and not self._after_reset:
-            return []
+            return undelivered
         data = self._after_reset + (reply or b"")  # held ones first, in the order they came
+        self._after_reset = b""
         events = self._parse_poll(data, self._poll_state.prefix(data))
+        self._poll_state.delivered += 1
+        events += self._after_poll(events)
+        self._undelivered = events
+        self._deliver(events, sink)
+        self._undelivered = []
+        return undelivered + events
+
+    @staticmethod
+    def _deliver(events: list[CashEvent], sink: EventSink | None) -> None:
         if sink is not None:
             for event in events:
-                sink(event)  # journal first; an exception here means no ACK, so MDB repeats
-        self._after_reset = b""
-        if reply is not None:
-            self.link.ack()
-        self._poll_state.delivered += 1
-        return events
+                sink(event)
+
+    def _after_poll(self, events: list[CashEvent]) -> list[CashEvent]:
+        """Events the host derives after a POLL (a changer's finished payout)."""
+        return []
 
     def close(self) -> None:
         self.link.transport.close()

@@ -33,6 +33,11 @@ MAX_BLOCK = 36
 # Timing (temoto/vender hardware/mega-firmware/mdb.c quoting the spec).
 INTER_BYTE_MAX = 0.001
 RESPONSE_TIMEOUT = 0.005
+ACK_TIMEOUT = RESPONSE_TIMEOUT
+"""t-response seen from the peripheral: after its CHK it waits this long for the VMC's ACK.
+Without an ACK in time it keeps the data and sends the same activity again at the next POLL
+(MDB 4.2 §2.2/§2.5 as quoted in temoto/vender ``hardware/mega-firmware/mdb.c``; vender's
+Linux transport: "ack must arrive <5ms after recv")."""
 BREAK_TIME = 0.100
 SETUP_TIME = 0.200
 

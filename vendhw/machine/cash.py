@@ -3,7 +3,9 @@
 :class:`CashJournal` records every :class:`~vendhw.devices.cash.CashEvent` in SQLite (WAL,
 ``synchronous=FULL``) keyed by its ``event_id``, *before* the driver acknowledges the event to
 the device, so a credit is never lost (a crash before the commit means no ACK, and the device
-repeats it) and never counted twice (a repeat finds its ``event_id`` already there). The
+repeats it) and never counted twice (a repeat finds its ``event_id`` already there). MDB is
+the exception: its ACK must come within 5 ms, less than a commit, so the MDB host ACKs first
+and journals right after (crash window in ``protocols/mdb/README.md``). The
 balance is derived from the journal, and spending it is journaled too, keyed by the order.
 
 :class:`CashAcceptor` polls any mix of devices (ccTalk, SSP, ID-003, MDB) through that journal

@@ -12,7 +12,7 @@ from abc import abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from vendhw.framing.base import Frame
-from vendhw.framing.mdb import MdbFramer
+from vendhw.framing.mdb import ACK_TIMEOUT, MdbFramer
 from vendhw.options import option_flag
 from vendhw.sim.base import Reply, Simulator
 
@@ -31,10 +31,20 @@ class _MdbPeripheral(Simulator):
     was_reset: int
     FAULT_EVENTS: ClassVar[dict[str, int]] = {}
 
-    def __init__(self, *, reply_delay: float | str = REPLY_DELAY, **options: Any) -> None:
+    def __init__(self, *, reply_delay: float | str = REPLY_DELAY,
+                 ack_window: float | str | None = None, **options: Any) -> None:
         faults = {k: options.pop(k) for k in list(options) if k in self.device_faults}
         super().__init__(**options)
         self.reply_delay = float(reply_delay)
+        self.ack_window = None if ack_window in (None, "", "off") else (
+            ACK_TIMEOUT if ack_window in (True, "spec", "on") else float(ack_window))
+        """Seconds after its reply in which an ACK counts (option ``ack_window=spec`` is the
+        spec's ``ACK_TIMEOUT``); a later ACK is ignored, so the data comes again at the next
+        POLL as on a real peripheral. Off by default: over a pty or on a busy shared CPU a
+        user-space host cannot promise 5 ms, and a sim that repeats then misleads."""
+        self._replied_at = 0.0
+        self.late_acks = 0
+        """ACKs that came after the window (and were ignored)."""
         self.framer = MdbFramer(wire="9bit")
         self._deframer = self.framer.deframer("host")
         self.events: collections.deque[bytes] = collections.deque()
@@ -64,15 +74,19 @@ class _MdbPeripheral(Simulator):
         for item in self._deframer.feed(data):
             if not isinstance(item, Frame):
                 continue  # a real peripheral ignores a corrupt block and lets the VMC retry
-            reply = self._handle(item)
+            reply = self._handle(item, now)
             if reply:
+                self._replied_at = now + self.reply_delay
                 self._last_reply = reply
                 replies.append((self.reply_delay, reply))
         return replies
 
-    def _handle(self, frame: Frame) -> bytes:
+    def _handle(self, frame: Frame, now: float) -> bytes:
         command = frame["command"]
         if command == "ACK":
+            if self.ack_window is not None and now - self._replied_at > self.ack_window:
+                self.late_acks += 1  # too late: the data stays, the next POLL repeats it
+                return b""
             self._unacked = b""
             return b""
         if command == "RET":
