@@ -109,12 +109,35 @@ def test_a_repeat_after_a_sink_failure_midway_counts_each_coin_once(tmp_path: An
     assert journal.credited() == 500
 
 
+def payout_outcome(dev: MdbCoinChanger, polls: int = 20) -> CashEvent:
+    for _ in range(polls):
+        for event in dev.poll():
+            if event.kind in (CashEventKind.PAYOUT_DONE, CashEventKind.PAYOUT_INCOMPLETE):
+                return event
+    raise AssertionError("payout did not finish")
+
+
 def test_payout_from_tubes() -> None:
     dev, sim = changer()
-    dev.payout(270)  # 2 EUR + 50c + 20c
+    dev.payout(270)  # 2 EUR + 50c + 20c, one DISPENSE after the other
+    assert sim.paid_out == 200
+    assert [e.reason for e in dev.poll()] == []  # "payout busy" is not an event
+    done = payout_outcome(dev)
+    assert (done.kind, done.value, done.requested) == (CashEventKind.PAYOUT_DONE, 270, 270)
+    assert done.detail["coins"] == {"5": 1, "3": 1, "2": 1}
     assert sim.paid_out == 270
     assert sim.tubes[:6] == [20, 20, 19, 9, 10, 9]
-    assert [e.reason for e in dev.poll()] == []  # "payout busy" is not an event
+    assert dev.poll() == []
+
+
+def test_a_second_payout_waits_for_the_first() -> None:
+    dev, _ = changer()
+    dev.payout(100)
+    with pytest.raises(ConfigurationError, match="still running"):
+        dev.payout(100)
+    assert payout_outcome(dev).kind is CashEventKind.PAYOUT_DONE
+    dev.payout(100)
+    assert payout_outcome(dev).value == 100
 
 
 def test_payout_that_tubes_cannot_make_is_refused_before_moving() -> None:
@@ -129,8 +152,10 @@ def test_reset_during_payout_is_reported_and_reconcilable() -> None:
     sim.set_fault("reset_during_payout")
     dev.payout(400)  # two 2 EUR coins; the changer resets after paying one
     events = dev.poll()
-    assert [e.kind for e in events] == [CashEventKind.DEVICE_RESET]
-    assert dev.tube_status()[5] == 9  # the tubes tell what really left: one coin
+    assert [e.kind for e in events] == [CashEventKind.DEVICE_RESET,
+                                        CashEventKind.PAYOUT_INCOMPLETE]
+    assert (events[1].value, events[1].requested) == (200, 400)  # the tubes: one coin left
+    assert dev.tube_status()[5] == 9
     assert sim.paid_out == 200
 
 
@@ -292,3 +317,20 @@ def test_what_came_with_just_reset_is_reported_at_the_first_poll() -> None:
     held = dev.poll()
     assert [e.kind for e in held] == [CashEventKind.CASHBOX_REMOVED]
     assert dev.poll() == []
+
+
+@pytest.mark.parametrize(("scaling", "decimals"), [(10, 0), (100, 1), (1000, 2)])
+def test_values_are_in_minor_units_whatever_the_devices_decimal_places(
+        scaling: int, decimals: int) -> None:
+    """vender bill_test.go TestBillScaling: credits 1, 5, 10, 50, 100 are the same notes."""
+    from vendhw.devices.mdb import parse_bill_setup
+
+    reply = bytes.fromhex(f"011810{scaling:04x}{decimals:02x}00c8001fff01050a3264") + bytes(11)
+    assert parse_bill_setup(reply).bill_values[:5] == (1000, 5000, 10000, 50000, 100000)
+
+
+def test_more_decimal_places_than_the_currency_is_refused() -> None:
+    from vendhw.errors import UnexpectedReplyError
+
+    with pytest.raises(UnexpectedReplyError, match="decimal places"):
+        parse_changer_setup(bytes((3, 0x19, 0x78, 1, 3, 0, 1, 1)) + bytes(15))

@@ -51,6 +51,8 @@ def test_tokens_are_not_enabled_unless_asked() -> None:
 def test_change_is_never_planned_with_tokens() -> None:
     dev, sim = token_changer()
     dev.payout(1500)  # 7 x 2 EUR + 1 EUR; the five tokens in tube 6 stay
+    done = [e for _ in range(5) for e in dev.poll() if e.kind is CashEventKind.PAYOUT_DONE]
+    assert [(e.value, e.detail["coins"]) for e in done] == [(1500, {"5": 7, "4": 1})]
     assert sim.tubes[TOKEN] == 5
     assert sim.paid_out == 1500
 

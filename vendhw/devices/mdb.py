@@ -21,7 +21,9 @@ Layouts and codes: ``protocols/mdb/README.md`` (temoto/vender ``hardware/mdb/coi
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+import stat
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -38,6 +40,7 @@ from vendhw.errors import (
 )
 from vendhw.framing.base import Frame, Garbage
 from vendhw.framing.mdb import ACK, MAX_BLOCK, NAK, RESPONSE_TIMEOUT, RET, SETUP_TIME, MdbFramer
+from vendhw.options import option_flag
 from vendhw.transport import Transport, open_transport
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,9 @@ POLL_INTERVAL = 0.2
 JUST_RESET_WAIT = 2.0
 """How long to POLL after RESET for the 'was reset' status (changer non-response time, DK)."""
 RETRANSMISSIONS = 1
+MAX_DISPENSE = 15
+"""Coins of one type per DISPENSE command (the count is a nibble)."""
+PAYOUT_BUSY, CHANGER_BUSY = b"\x02", b"\x0a"
 TOKEN_CREDIT = 0xFF
 """A coin type credit byte of 0xFF in the changer SETUP reply marks a vend token
 (Zzzzipper/projects ``MdbMasterCoinChanger``; MDB 4.2 changer SETUP, coin type credit)."""
@@ -94,7 +100,8 @@ BILL_ROUTES = ("stacked", "escrow", "returned", "recycler", "disabled bill rejec
 
 @dataclass(frozen=True)
 class ChangerSetup:
-    """The 23-byte changer SETUP reply (coin values already scaled, minor units)."""
+    """The 23-byte changer SETUP reply (coin values already scaled, minor units; ``scaling``
+    and ``decimals`` as the device sent them)."""
 
     level: int
     country: int
@@ -121,16 +128,35 @@ class BillSetup:
     bill_values: tuple[int, ...]
 
 
+ZERO_DECIMAL_CURRENCIES = frozenset({"JPY", "KRW", "HUF"})
+"""Currencies vendhw counts in whole units (as ``vendhw cash`` prints them); others in 1/100."""
+
+
+def minor_unit_factor(country: int, decimals: int) -> int:
+    """Multiplier from the device's units (``decimals`` places) to vendhw's minor units.
+
+    MDB values are credit x scaling with the device's own decimal places; vender and
+    Zzzzipper's masters both convert them to the currency's minor units (a bill validator with
+    scaling 10 and 0 decimals reports 1000 for credit 1 in a two-decimal currency)."""
+    digits = 0 if currency_of(country) in ZERO_DECIMAL_CURRENCIES else 2
+    if decimals > digits:
+        raise UnexpectedReplyError(
+            f"MDB device reports {decimals} decimal places, more than the {digits} of its "
+            "currency: values would need fractions of a minor unit")
+    return int(10 ** (digits - decimals))
+
+
 def parse_changer_setup(data: bytes) -> ChangerSetup:
-    """A credit byte of ``TOKEN_CREDIT`` marks a vend token: value 0, listed in ``tokens``."""
+    """A credit byte of ``TOKEN_CREDIT`` marks a vend token: value 0, listed in ``tokens``.
+    Coin values are in the currency's minor units (see :func:`minor_unit_factor`)."""
     if len(data) < 7:
         raise UnexpectedReplyError(f"changer SETUP reply has {len(data)} bytes, need >= 7")
-    scaling = data[3]
+    scaling = data[3] * minor_unit_factor(int.from_bytes(data[1:3], "big"), data[4])
     credits = data[7:23]
     tokens = frozenset(i for i, c in enumerate(credits) if c == TOKEN_CREDIT)
     values = tuple(0 if i in tokens else c * scaling for i, c in enumerate(credits)) \
         + (0,) * (16 - len(credits))
-    return ChangerSetup(data[0], int.from_bytes(data[1:3], "big"), scaling, data[4],
+    return ChangerSetup(data[0], int.from_bytes(data[1:3], "big"), data[3], data[4],
                         int.from_bytes(data[5:7], "big"), values, tokens)
 
 
@@ -138,8 +164,9 @@ def parse_bill_setup(data: bytes) -> BillSetup:
     if len(data) < 11:
         raise UnexpectedReplyError(f"bill SETUP reply has {len(data)} bytes, need >= 11")
     scaling = int.from_bytes(data[3:5], "big")
+    factor = minor_unit_factor(int.from_bytes(data[1:3], "big"), data[5])
     credits = data[11:27]
-    values = tuple(c * scaling for c in credits) + (0,) * (16 - len(credits))
+    values = tuple(c * scaling * factor for c in credits) + (0,) * (16 - len(credits))
     return BillSetup(data[0], int.from_bytes(data[1:3], "big"), scaling, data[5],
                      int.from_bytes(data[6:8], "big"), int.from_bytes(data[8:10], "big"),
                      data[10] == 0xFF, values)
@@ -314,6 +341,17 @@ class _PollState:
         return f"{self.session}:{self.delivered}:{zlib.crc32(data):08x}"
 
 
+@dataclass
+class _Payout:
+    """A changer payout in progress: DISPENSE batches still to send, coins sent so far."""
+
+    requested: int
+    batches: list[tuple[int, int]]
+    tubes_before: list[int]
+    event_id: str
+    sent: dict[int, int] = field(default_factory=dict)
+
+
 class _MdbCashDevice(CashDevice):
     address: int
 
@@ -362,13 +400,15 @@ class _MdbCashDevice(CashDevice):
         reply = self.link.transact(self.address, POLL)
         if reply is not None:
             self.link.ack()  # now, not after the journal: a late ACK makes the peripheral repeat
-        if reply is None and not self._after_reset:
-            return undelivered
         data = self._after_reset + (reply or b"")  # held ones first, in the order they came
         self._after_reset = b""
-        events = self._parse_poll(data, self._poll_state.prefix(data))
-        self._poll_state.delivered += 1
-        events += self._after_poll(events)
+        events: list[CashEvent] = []
+        if data:
+            events = self._parse_poll(data, self._poll_state.prefix(data))
+            self._poll_state.delivered += 1
+        events += self._after_poll(data, events)
+        if not events:
+            return undelivered
         self._undelivered = events
         self._deliver(events, sink)
         self._undelivered = []
@@ -380,7 +420,7 @@ class _MdbCashDevice(CashDevice):
             for event in events:
                 sink(event)
 
-    def _after_poll(self, events: list[CashEvent]) -> list[CashEvent]:
+    def _after_poll(self, data: bytes, events: list[CashEvent]) -> list[CashEvent]:
         """Events the host derives after a POLL (a changer's finished payout)."""
         return []
 
@@ -400,6 +440,8 @@ class MdbCoinChanger(_MdbCashDevice):
         self.tubes: list[int] = [0] * 16
         self.accept_tokens = accept_tokens
         """Enable the token coin types too (they are reported as TOKEN events, value 0)."""
+        self._payout: _Payout | None = None
+        self._payouts = 0
 
     def _was_reset_code(self) -> int:
         return 0x0B
@@ -449,31 +491,74 @@ class MdbCoinChanger(_MdbCashDevice):
         return parse_changer_poll(data, self._setup(), self.name, prefix)
 
     def payout(self, amount: int) -> None:
-        """Pay ``amount`` from the tubes, largest coins first (DISPENSE, up to 15 per command).
+        """Start paying ``amount`` from the tubes, largest coins first.
 
-        Raises :class:`DeviceFault`-free ConfigurationError when the tubes cannot make it,
-        before any coin moves.
+        One DISPENSE (up to 15 coins of one type) at a time: the next goes when POLL no
+        longer says "payout busy". When the last is done the host reads TUBE STATUS and
+        :meth:`poll` reports ``payout_done`` (or ``payout_incomplete``) with the value the
+        tube counts confirm. Raises ConfigurationError when the tubes cannot make the
+        amount, before any coin moves.
         """
+        if self._payout is not None:
+            raise ConfigurationError(f"{self.name}: a payout of {self._payout.requested} "
+                                     "is still running")
         setup = self._setup()
-        self.tube_status()
-        plan: list[tuple[int, int]] = []
+        before = list(self.tube_status())
+        batches: list[tuple[int, int]] = []
         left = amount
         for coin in sorted(range(16), key=lambda c: -setup.coin_values[c]):
             value = setup.coin_values[coin]
             if value <= 0 or left < value:
-                continue
+                continue  # tokens and unused types have value 0: never change
             count = min(left // value, self.tubes[coin])
-            if count:
-                plan.append((coin, count))
-                left -= count * value
+            left -= count * value
+            while count:
+                batch = min(count, MAX_DISPENSE)
+                batches.append((coin, batch))
+                count -= batch
         if left:
             raise ConfigurationError(
                 f"{self.name}: tubes cannot pay {amount} exactly ({left} short)")
-        for coin, count in plan:
-            while count:
-                batch = min(count, 15)
-                self.link.command(CHANGER, CHANGER_DISPENSE, bytes(((batch << 4) | coin,)))
-                count -= batch
+        self._payouts += 1
+        self._payout = _Payout(amount, batches, before,
+                               f"{self._poll_state.session}:payout:{self._payouts}")
+        self._dispense_next()
+
+    def _dispense_next(self) -> None:
+        payout = self._payout
+        assert payout is not None
+        coin, count = payout.batches.pop(0)
+        payout.sent[coin] = payout.sent.get(coin, 0) + count
+        self.link.command(CHANGER, CHANGER_DISPENSE, bytes(((count << 4) | coin,)))
+
+    def _after_poll(self, data: bytes, events: list[CashEvent]) -> list[CashEvent]:
+        """A payout ends when POLL stops saying "payout busy" after the last DISPENSE (or the
+        changer resets): TUBE STATUS then tells how many coins of each type really left."""
+        payout = self._payout
+        if payout is None:
+            return []
+        activities = self._activities(data)
+        reset = any(e.kind is CashEventKind.DEVICE_RESET for e in events)
+        if not reset and (PAYOUT_BUSY in activities or CHANGER_BUSY in activities):
+            return []
+        if payout.batches and not reset:
+            self._dispense_next()
+            return []
+        setup = self._setup()
+        after = self.tube_status()
+        paid_coins = {coin: min(sent, max(0, payout.tubes_before[coin] - after[coin]))
+                      for coin, sent in payout.sent.items()}
+        paid = sum(n * setup.coin_values[c] for c, n in paid_coins.items())
+        self._payout = None
+        done = paid == payout.requested and not payout.batches
+        return [CashEvent(
+            CashEventKind.PAYOUT_DONE if done else CashEventKind.PAYOUT_INCOMPLETE, self.name,
+            paid, self.currency, route="customer",
+            reason=None if done else ("changer reset during payout" if reset else
+                                      "tube counts confirm less than was asked"),
+            event_id=payout.event_id, requested=payout.requested,
+            detail={"coins": {str(c): n for c, n in paid_coins.items() if n},
+                    "measured_by": "tube status"})]
 
     def status(self) -> dict[str, Any]:
         setup = self._setup()
@@ -540,25 +625,60 @@ class MdbBillValidator(_MdbCashDevice):
                 "stacker": count, "stacker_full": full}
 
 
+SIM_RESPONSE_TIMEOUT = 0.1
+"""Reply window on a simulator's pipe or pty, a replay, (a process, not a UART: no 5 ms)."""
+PTY_MAJORS = range(136, 144)
+"""Linux device majors of Unix98 pty slaves (``/dev/pts/N``; devices.txt)."""
+
+
+def is_pty(path: str) -> bool:
+    """Whether ``path`` is a pseudo-terminal slave, such as the port ``vendhw sim`` prints."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) in PTY_MAJORS
+
+
+def _link_url(url: str) -> tuple[str, bool]:
+    """The transport URL for an MDB link and whether it is a real 9-bit UART.
+
+    A pty carries bytes, not 9-bit words: its parity settings do nothing, so the in-band
+    form (``FF 00 b`` for a mode-bit byte) goes through it as plain bytes, which is what
+    vendhw's simulators speak. ``/dev/pts/N`` and ``mdb9:///dev/pts/N`` both open that way.
+    """
+    if url.startswith(("sim://", "replay://")):
+        return url, False
+    path = url[len("mdb9://"):] if url.startswith("mdb9://") else url
+    if is_pty(path):
+        return path, False
+    if url.startswith("mdb9://"):
+        return url, True
+    raise ConfigurationError(
+        f"{url}: MDB needs a 9-bit link: mdb9:///dev/ttyUSB0 (sticky parity), a simulator's "
+        "pty (vendhw sim mdb-changer) or sim://mdb-…")
+
+
 def _open_link(url: str, response_timeout: float | None, options: dict[str, Any]) -> MdbLink:
-    if not (url.startswith("sim://") or url.startswith("mdb9://")):
-        raise ConfigurationError(
-            f"{url}: MDB needs a 9-bit link: mdb9:///dev/ttyUSB0 (sticky parity) or sim://mdb-…")
-    transport = open_transport(url, baudrate=9600, **options)
+    target, uart = _link_url(url)
+    transport = open_transport(target, baudrate=9600, **options)
     timeout = response_timeout if response_timeout is not None else (
-        RESPONSE_TIMEOUT if url.startswith("mdb9://") else 0.1)
+        RESPONSE_TIMEOUT if uart else SIM_RESPONSE_TIMEOUT)
     return MdbLink(transport, response_timeout=timeout)
 
 
 def open_changer(url: str, *, response_timeout: float | None = None,
-                 **options: Any) -> MdbCoinChanger:
-    """Open an MDB coin changer (``mdb9://PORT`` or ``sim://mdb-changer``)."""
-    return MdbCoinChanger(_open_link(url, response_timeout, options))
+                 accept_tokens: bool | str = False, **options: Any) -> MdbCoinChanger:
+    """Open an MDB coin changer (``mdb9://PORT``, a simulator's pty, ``sim://mdb-changer``
+    or a ``replay://`` capture of the in-band form)."""
+    return MdbCoinChanger(_open_link(url, response_timeout, options),
+                          accept_tokens=option_flag(accept_tokens))
 
 
 def open_bill_validator(url: str, *, response_timeout: float | None = None,
                         **options: Any) -> MdbBillValidator:
-    """Open an MDB bill validator (``mdb9://PORT`` or ``sim://mdb-bill``)."""
+    """Open an MDB bill validator (``mdb9://PORT``, a simulator's pty, ``sim://mdb-bill``
+    or a ``replay://`` capture of the in-band form)."""
     return MdbBillValidator(_open_link(url, response_timeout, options))
 
 
