@@ -172,6 +172,30 @@ def parse_bill_setup(data: bytes) -> BillSetup:
                      data[10] == 0xFF, values)
 
 
+@dataclass(frozen=True)
+class Identification:
+    """EXPANSION IDENTIFICATION: ASCII manufacturer code, serial and model, BCD software
+    version, and (changer; bill validator level 2) the optional-feature bits."""
+
+    manufacturer: str
+    serial: str
+    model: str
+    software_version: str
+    features: int | None = None
+
+
+def parse_identification(data: bytes) -> Identification:
+    if len(data) < 29:
+        raise UnexpectedReplyError(f"IDENTIFICATION reply has {len(data)} bytes, need >= 29")
+
+    def text(raw: bytes) -> str:
+        return raw.decode("ascii", "replace").strip()
+
+    return Identification(text(data[0:3]), text(data[3:15]), text(data[15:27]),
+                          data[27:29].hex(), int.from_bytes(data[29:33], "big")
+                          if len(data) >= 33 else None)
+
+
 def currency_of(country: int) -> str:
     """MDB country codes: 0x1nnn is an ISO 4217 numeric code in BCD (0x1978 = EUR)."""
     known = {978: "EUR", 840: "USD", 826: "GBP", 156: "CNY", 392: "JPY", 643: "RUB",
@@ -442,6 +466,7 @@ class MdbCoinChanger(_MdbCashDevice):
         """Enable the token coin types too (they are reported as TOKEN events, value 0)."""
         self._payout: _Payout | None = None
         self._payouts = 0
+        self.identity: Identification | None = None
 
     def _was_reset_code(self) -> int:
         return 0x0B
@@ -463,8 +488,15 @@ class MdbCoinChanger(_MdbCashDevice):
             raise UnexpectedReplyError("changer SETUP answered ACK instead of data")
         self.setup = parse_changer_setup(reply)
         self.currency = currency_of(self.setup.country)
+        if self.setup.level >= 3:  # EXPANSION commands are level 3
+            self.identity = self.identify()
         self.tube_status()
         self.disable()
+
+    def identify(self) -> Identification | None:
+        """EXPANSION IDENTIFICATION (``0F 00``); None when the changer only ACKs."""
+        reply = self.link.command(CHANGER, EXPANSION, b"\x00")
+        return parse_identification(reply) if reply is not None else None
 
     def _setup(self) -> ChangerSetup:
         if self.setup is None:
@@ -482,10 +514,17 @@ class MdbCoinChanger(_MdbCashDevice):
         setup = self._setup()
         mask = sum(1 << i for i, v in enumerate(setup.coin_values)
                    if v or (self.accept_tokens and i in setup.tokens))
-        self.link.command(CHANGER, CHANGER_COIN_TYPE, mask.to_bytes(2, "big") + b"\xff\xff")
+        self.link.command(CHANGER, CHANGER_COIN_TYPE,
+                          mask.to_bytes(2, "big") + self._manual_dispense())
 
     def disable(self) -> None:
-        self.link.command(CHANGER, CHANGER_COIN_TYPE, b"\x00\x00\xff\xff")
+        """Accept no coins; the tube buttons (manual dispense) stay on for the operator."""
+        self.link.command(CHANGER, CHANGER_COIN_TYPE, b"\x00\x00" + self._manual_dispense())
+
+    def _manual_dispense(self) -> bytes:
+        """Manual dispense is enabled for the coin types that can go to a tube (the SETUP
+        routing bits), as Zzzzipper/projects' master does."""
+        return self._setup().routing.to_bytes(2, "big")
 
     def _parse_poll(self, data: bytes, prefix: str) -> list[CashEvent]:
         return parse_changer_poll(data, self._setup(), self.name, prefix)
@@ -574,6 +613,7 @@ class MdbBillValidator(_MdbCashDevice):
     def __init__(self, link: MdbLink, name: str = "mdb-bill") -> None:
         super().__init__(link, name)
         self.setup: BillSetup | None = None
+        self.identity: Identification | None = None
 
     def _was_reset_code(self) -> int:
         return 0x06
@@ -585,8 +625,14 @@ class MdbBillValidator(_MdbCashDevice):
             raise UnexpectedReplyError("bill validator SETUP answered ACK instead of data")
         self.setup = parse_bill_setup(reply)
         self.currency = currency_of(self.setup.country)
+        self.identity = self.identify()
         self.link.command(BILL_VALIDATOR, BILL_SECURITY, b"\x00\x00")
         self.disable()
+
+    def identify(self) -> Identification | None:
+        """EXPANSION LEVEL 1 IDENTIFICATION (``37 00``); None when the validator only ACKs."""
+        reply = self.link.command(BILL_VALIDATOR, EXPANSION, b"\x00")
+        return parse_identification(reply) if reply is not None else None
 
     def _setup(self) -> BillSetup:
         if self.setup is None:
@@ -683,7 +729,8 @@ def open_bill_validator(url: str, *, response_timeout: float | None = None,
 
 
 __all__ = [
-    "ACK", "NAK", "RET", "SETUP_TIME", "BillSetup", "ChangerSetup", "MdbBillValidator",
-    "MdbCoinChanger", "MdbLink", "open_bill_validator", "open_changer", "parse_bill_poll",
-    "parse_bill_setup", "parse_changer_poll", "parse_changer_setup",
+    "ACK", "NAK", "RET", "SETUP_TIME", "BillSetup", "ChangerSetup", "Identification",
+    "MdbBillValidator", "MdbCoinChanger", "MdbLink", "open_bill_validator", "open_changer",
+    "parse_bill_poll", "parse_bill_setup", "parse_changer_poll", "parse_changer_setup",
+    "parse_identification",
 ]

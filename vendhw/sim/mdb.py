@@ -296,6 +296,8 @@ class MdbBillSimulator(_MdbPeripheral):
             return self._ack()
         if command == 6:  # STACKER
             return self._data(len(self.stacked).to_bytes(2, "big"))
+        if command == 7 and data[:1] == b"\x00":  # EXPANSION LEVEL 1 IDENTIFICATION
+            return self._data(b"VHW" + b"000000000002" + b"SIM-BILL    " + b"\x01\x00")
         return self._ack()
 
     def summary(self) -> dict[str, Any]:
