@@ -334,3 +334,28 @@ def test_more_decimal_places_than_the_currency_is_refused() -> None:
 
     with pytest.raises(UnexpectedReplyError, match="decimal places"):
         parse_changer_setup(bytes((3, 0x19, 0x78, 1, 3, 0, 1, 1)) + bytes(15))
+
+
+def test_coins_acked_in_a_poll_whose_payout_check_fails_are_not_lost() -> None:
+    """The changer ACKed a coin in the same POLL that ended a payout; TUBE STATUS then
+    fails. The coin must still reach the journal at the next poll, once."""
+    dev, sim = changer()
+    dev.enable()
+    dev.payout(100)
+    dev.poll()  # payout busy
+    sim.insert_coin(3)
+    seen: list[CashEvent] = []
+    real_tube_status = dev.tube_status
+
+    def failing_tube_status() -> list[int]:
+        raise NoResponseError("no MDB reply")
+
+    dev.tube_status = failing_tube_status  # type: ignore[method-assign]
+    with pytest.raises(NoResponseError):
+        dev.poll(seen.append)
+    dev.tube_status = real_tube_status  # type: ignore[method-assign]
+    events = dev.poll(seen.append)
+    kinds = [(e.kind, e.value) for e in seen]
+    assert kinds.count((CashEventKind.CREDIT, 50)) == 1
+    assert (CashEventKind.PAYOUT_DONE, 100) in kinds
+    assert {e.event_id for e in events} >= {e.event_id for e in seen}

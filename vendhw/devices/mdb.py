@@ -430,7 +430,8 @@ class _MdbCashDevice(CashDevice):
         if data:
             events = self._parse_poll(data, self._poll_state.prefix(data))
             self._poll_state.delivered += 1
-        events += self._after_poll(data, events)
+        self._undelivered = events  # ACKed: from here on only this host has them
+        events = events + self._after_poll(data, events)  # may fail: they are kept
         if not events:
             return undelivered
         self._undelivered = events
