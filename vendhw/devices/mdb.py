@@ -673,7 +673,9 @@ class MdbBillValidator(_MdbCashDevice):
 
 
 SIM_RESPONSE_TIMEOUT = 0.1
-"""Reply window on a simulator's pipe or pty, a replay, (a process, not a UART: no 5 ms)."""
+"""Reply window of an in-process simulator or a replay (no UART, no 5 ms)."""
+PTY_RESPONSE_TIMEOUT = 0.5
+"""Reply window on a pty: the simulator is another process on a possibly busy machine."""
 PTY_MAJORS = range(136, 144)
 """Linux device majors of Unix98 pty slaves (``/dev/pts/N``; devices.txt)."""
 
@@ -687,30 +689,29 @@ def is_pty(path: str) -> bool:
     return stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) in PTY_MAJORS
 
 
-def _link_url(url: str) -> tuple[str, bool]:
-    """The transport URL for an MDB link and whether it is a real 9-bit UART.
+def _link_url(url: str) -> tuple[str, float]:
+    """The transport URL for an MDB link and its default reply window.
 
     A pty carries bytes, not 9-bit words: its parity settings do nothing, so the in-band
     form (``FF 00 b`` for a mode-bit byte) goes through it as plain bytes, which is what
     vendhw's simulators speak. ``/dev/pts/N`` and ``mdb9:///dev/pts/N`` both open that way.
     """
     if url.startswith(("sim://", "replay://")):
-        return url, False
+        return url, SIM_RESPONSE_TIMEOUT
     path = url[len("mdb9://"):] if url.startswith("mdb9://") else url
     if is_pty(path):
-        return path, False
+        return path, PTY_RESPONSE_TIMEOUT
     if url.startswith("mdb9://"):
-        return url, True
+        return url, RESPONSE_TIMEOUT
     raise ConfigurationError(
         f"{url}: MDB needs a 9-bit link: mdb9:///dev/ttyUSB0 (sticky parity), a simulator's "
         "pty (vendhw sim mdb-changer) or sim://mdb-…")
 
 
 def _open_link(url: str, response_timeout: float | None, options: dict[str, Any]) -> MdbLink:
-    target, uart = _link_url(url)
+    target, default_timeout = _link_url(url)
     transport = open_transport(target, baudrate=9600, **options)
-    timeout = response_timeout if response_timeout is not None else (
-        RESPONSE_TIMEOUT if uart else SIM_RESPONSE_TIMEOUT)
+    timeout = float(response_timeout) if response_timeout is not None else default_timeout
     return MdbLink(transport, response_timeout=timeout)
 
 
