@@ -103,6 +103,7 @@ ZZZ_COIN_INIT = [  # testInit, without the peer's simulated timeouts
     Exchange("0B", "0B", ZZZ_COIN),
     Exchange("09", ZZZ_COIN_SETUP, ZZZ_COIN),
     Exchange("0F00", ZZZ_COIN_ID, ZZZ_COIN),
+    Exchange("0F0100000001", None, "vendhw"),  # peer: 0F010000000F (all four features)
     Exchange("0A", ZZZ_TUBES, ZZZ_COIN),
     Exchange("0C0000005C", None, "vendhw"),  # peer: 0C00000000 (manual dispense off too)
 ]

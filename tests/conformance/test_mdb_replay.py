@@ -194,11 +194,40 @@ def test_zzzzipper_coin_dispense(tmp_path: Path) -> None:
              Exchange("0A", ZZZ_TUBES, ZZZ_COIN)]
     dev = replay(steps, tmp_path, open_changer)
     dev.start()
+    dev.alternative_payout = False  # testDispense drives DISPENSE, not EXPANSION PAYOUT
     dev.payout(100)
     assert dev.poll() == []  # payout busy
     (outcome,) = dev.poll()
     assert (outcome.kind.value, outcome.value, outcome.requested) == (
         "payout_incomplete", 0, 100)
+    done(dev)
+
+
+def test_zzzzipper_coin_expansion_payout(tmp_path: Path) -> None:
+    """testExpansionPayout: 300 EUR... units in steps of 200 (0F02 C8, 0F02 64), each
+    followed by PAYOUT VALUE POLL until ACK and PAYOUT STATUS, then TUBE STATUS. vendhw sends
+    the peer's exact requests. The fixture's PAYOUT STATUS says two coins of type 0, which
+    has no value in its SETUP, so vendhw reports payout_incomplete with value 0; the peer
+    reports <event=1,Dispense,0,0,0>, also without a value."""
+    chunk = [Exchange("0F04", "02", ZZZ_COIN), Exchange("0F04", "02", ZZZ_COIN),
+             Exchange("0F04", None, ZZZ_COIN), Exchange("0F03", "02", ZZZ_COIN)]
+    steps = [*ZZZ_COIN_INIT,
+             Exchange("0A", ZZZ_TUBES, "vendhw"),  # vendhw checks the tubes before paying
+             Exchange("0F02C8", None, ZZZ_COIN), *chunk,
+             Exchange("0F0264", None, ZZZ_COIN), *chunk,
+             Exchange("0A", ZZZ_TUBES, ZZZ_COIN)]
+    dev = replay(steps, tmp_path, open_changer)
+    dev.start()
+    assert dev.alternative_payout
+    dev.payout(30000)
+    outcomes: list[CashEvent] = []
+    polls = 0
+    while not outcomes:
+        outcomes = dev.poll()
+        polls += 1
+    assert polls == 6  # three value polls for each of the two payouts
+    assert [(e.kind.value, e.value, e.requested, e.detail["coins"]) for e in outcomes] == [
+        ("payout_incomplete", 0, 30000, {"0": 4})]
     done(dev)
 
 

@@ -55,9 +55,12 @@ def test_a_plain_serial_path_still_says_mdb_needs_9_bits() -> None:
     assert "9-bit" in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("amount", [5, 270, 385])
-def test_cash_payout_ends_with_payout_done_of_the_value_paid(amount: int) -> None:
-    result = vendhw("cash", "payout", str(amount), "--port", "sim://mdb-changer", "--json",
+@pytest.mark.parametrize(("amount", "port"), [
+    (5, "sim://mdb-changer"), (270, "sim://mdb-changer"), (385, "sim://mdb-changer"),
+    (385, "sim://mdb-changer?alternative_payout=1"),  # level 3: EXPANSION PAYOUT
+])
+def test_cash_payout_ends_with_payout_done_of_the_value_paid(amount: int, port: str) -> None:
+    result = vendhw("cash", "payout", str(amount), "--port", port, "--json",
                     "--interval", "0.01", "--timeout", "20")
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]

@@ -359,3 +359,32 @@ def test_coins_acked_in_a_poll_whose_payout_check_fails_are_not_lost() -> None:
     assert kinds.count((CashEventKind.CREDIT, 50)) == 1
     assert (CashEventKind.PAYOUT_DONE, 100) in kinds
     assert {e.event_id for e in events} >= {e.event_id for e in seen}
+
+
+def test_level_3_payout_by_expansion_payout_counts_coins_by_payout_status() -> None:
+    dev, sim = changer(alternative_payout="1")
+    assert dev.alternative_payout and sim.features_enabled == 1  # FEATURE ENABLE at start
+    dev.payout(270)
+    done = payout_outcome(dev)
+    assert (done.kind, done.value, done.requested) == (CashEventKind.PAYOUT_DONE, 270, 270)
+    assert done.detail == {"coins": {"2": 1, "3": 1, "5": 1}, "measured_by": "payout status"}
+    assert sim.paid_out == 270 and sim.tubes[:6] == [20, 20, 19, 9, 10, 9]
+
+
+def test_level_3_payout_in_steps_of_200_units() -> None:
+    dev, sim = changer(alternative_payout="1", tubes="0,0,0,0,0,50")
+    dev.payout(5000)  # 1000 units of 5 cents: five EXPANSION PAYOUTs of 200
+    done = payout_outcome(dev, polls=40)
+    assert (done.kind, done.value) == (CashEventKind.PAYOUT_DONE, 5000)
+    assert done.detail["coins"] == {"5": 25}
+    assert sim.tubes[5] == 25
+
+
+def test_level_3_payout_the_changer_cuts_short_is_incomplete() -> None:
+    dev, sim = changer(alternative_payout="1")
+    sim.set_fault("reset_during_payout")
+    dev.payout(400)
+    done = payout_outcome(dev)
+    assert (done.kind, done.value, done.requested) == (
+        CashEventKind.PAYOUT_INCOMPLETE, sim.paid_out, 400)
+    assert done.value < 400

@@ -59,6 +59,13 @@ RETRANSMISSIONS = 1
 MAX_DISPENSE = 15
 """Coins of one type per DISPENSE command (the count is a nibble)."""
 PAYOUT_BUSY, CHANGER_BUSY = b"\x02", b"\x0a"
+EXP_FEATURE_ENABLE, EXP_PAYOUT, EXP_PAYOUT_STATUS, EXP_PAYOUT_VALUE_POLL = 1, 2, 3, 4
+"""Changer EXPANSION subcommands (level 3)."""
+FEATURE_ALTERNATIVE_PAYOUT = 0x00000001
+"""Optional feature bit 0 of the changer's IDENTIFICATION: EXPANSION PAYOUT / PAYOUT STATUS /
+PAYOUT VALUE POLL (vender ``FeatureAlternativePayout``)."""
+PAYOUT_CHUNK = 200
+"""Scaled units per EXPANSION PAYOUT (one byte; Zzzzipper's master pays in steps of 200)."""
 TOKEN_CREDIT = 0xFF
 """A coin type credit byte of 0xFF in the changer SETUP reply marks a vend token
 (Zzzzipper/projects ``MdbMasterCoinChanger``; MDB 4.2 changer SETUP, coin type credit)."""
@@ -367,13 +374,19 @@ class _PollState:
 
 @dataclass
 class _Payout:
-    """A changer payout in progress: DISPENSE batches still to send, coins sent so far."""
+    """A changer payout in progress: DISPENSE batches (or level-3 EXPANSION PAYOUT values)
+    still to send, and what was sent or reported paid so far."""
 
     requested: int
     batches: list[tuple[int, int]]
     tubes_before: list[int]
     event_id: str
     sent: dict[int, int] = field(default_factory=dict)
+    chunks: list[int] = field(default_factory=list)
+    """Level 3: EXPANSION PAYOUT values (scaled units) still to send; empty for DISPENSE."""
+    expansion: bool = False
+    paid: dict[int, int] = field(default_factory=dict)
+    """Level 3: coins of each type PAYOUT STATUS reported paid."""
 
 
 class _MdbCashDevice(CashDevice):
@@ -421,6 +434,12 @@ class _MdbCashDevice(CashDevice):
         if undelivered:
             self._deliver(undelivered, sink)  # raises again while the sink still fails
             self._undelivered = []
+        instead = self._poll_instead()
+        if instead is not None:
+            self._undelivered = instead
+            self._deliver(instead, sink)
+            self._undelivered = []
+            return undelivered + instead
         reply = self.link.transact(self.address, POLL)
         if reply is not None:
             self.link.ack()  # now, not after the journal: a late ACK makes the peripheral repeat
@@ -449,6 +468,10 @@ class _MdbCashDevice(CashDevice):
         """Events the host derives after a POLL (a changer's finished payout)."""
         return []
 
+    def _poll_instead(self) -> list[CashEvent] | None:
+        """Another exchange that takes this poll's place (a level-3 payout), or None."""
+        return None
+
     def close(self) -> None:
         self.link.transport.close()
 
@@ -468,6 +491,8 @@ class MdbCoinChanger(_MdbCashDevice):
         self._payout: _Payout | None = None
         self._payouts = 0
         self.identity: Identification | None = None
+        self.alternative_payout = False
+        """Level 3 with the optional feature: pay by EXPANSION PAYOUT, count by PAYOUT STATUS."""
 
     def _was_reset_code(self) -> int:
         return 0x0B
@@ -491,6 +516,11 @@ class MdbCoinChanger(_MdbCashDevice):
         self.currency = currency_of(self.setup.country)
         if self.setup.level >= 3:  # EXPANSION commands are level 3
             self.identity = self.identify()
+            self.alternative_payout = bool(
+                self.identity and (self.identity.features or 0) & FEATURE_ALTERNATIVE_PAYOUT)
+            if self.alternative_payout:
+                self.link.command(CHANGER, EXPANSION, bytes((EXP_FEATURE_ENABLE,))
+                                  + FEATURE_ALTERNATIVE_PAYOUT.to_bytes(4, "big"))
         self.tube_status()
         self.disable()
 
@@ -560,9 +590,53 @@ class MdbCoinChanger(_MdbCashDevice):
             raise ConfigurationError(
                 f"{self.name}: tubes cannot pay {amount} exactly ({left} short)")
         self._payouts += 1
-        self._payout = _Payout(amount, batches, before,
-                               f"{self._poll_state.session}:payout:{self._payouts}")
+        event_id = f"{self._poll_state.session}:payout:{self._payouts}"
+        if self.alternative_payout:
+            unit = setup.scaling * minor_unit_factor(setup.country, setup.decimals)
+            units = amount // unit  # exact: every coin value is a multiple of the unit
+            chunks = [min(PAYOUT_CHUNK, units - i) for i in range(0, units, PAYOUT_CHUNK)]
+            self._payout = _Payout(amount, [], before, event_id, chunks=chunks,
+                                   expansion=True)
+            self._expansion_payout_next()
+            return
+        self._payout = _Payout(amount, batches, before, event_id)
         self._dispense_next()
+
+    def _expansion_payout_next(self) -> None:
+        payout = self._payout
+        assert payout is not None
+        units = payout.chunks.pop(0)
+        self.link.command(CHANGER, EXPANSION, bytes((EXP_PAYOUT, units)))
+
+    def _poll_instead(self) -> list[CashEvent] | None:
+        """During a level-3 payout: PAYOUT VALUE POLL until the changer only ACKs (done),
+        then PAYOUT STATUS for the coins of each type paid (ACK only: still busy)."""
+        payout = self._payout
+        if payout is None or not payout.expansion:
+            return None
+        if self.link.command(CHANGER, EXPANSION, bytes((EXP_PAYOUT_VALUE_POLL,))) is not None:
+            return []  # data: the value paid so far; the payout goes on
+        status = self.link.command(CHANGER, EXPANSION, bytes((EXP_PAYOUT_STATUS,)))
+        if status is None:
+            return []  # payout busy
+        for coin, count in enumerate(status[:16]):
+            if count:
+                payout.paid[coin] = payout.paid.get(coin, 0) + count
+        if payout.chunks:
+            self._expansion_payout_next()
+            return []
+        setup = self._setup()
+        self.tube_status()
+        paid = sum(n * setup.coin_values[c] for c, n in payout.paid.items())
+        self._payout = None
+        done = paid == payout.requested
+        return [CashEvent(
+            CashEventKind.PAYOUT_DONE if done else CashEventKind.PAYOUT_INCOMPLETE, self.name,
+            paid, self.currency, route="customer",
+            reason=None if done else "PAYOUT STATUS reports less than was asked",
+            event_id=payout.event_id, requested=payout.requested,
+            detail={"coins": {str(c): n for c, n in payout.paid.items() if n},
+                    "measured_by": "payout status"})]
 
     def _dispense_next(self) -> None:
         payout = self._payout
@@ -575,7 +649,7 @@ class MdbCoinChanger(_MdbCashDevice):
         """A payout ends when POLL stops saying "payout busy" after the last DISPENSE (or the
         changer resets): TUBE STATUS then tells how many coins of each type really left."""
         payout = self._payout
-        if payout is None:
+        if payout is None or payout.expansion:
             return []
         activities = self._activities(data)
         reset = any(e.kind is CashEventKind.DEVICE_RESET for e in events)

@@ -126,7 +126,13 @@ class MdbChangerSimulator(_MdbPeripheral):
     TUBE_CAPACITY = 50
 
     def __init__(self, *, tubes: str = "20,20,20,10,10,10", auto_insert: str = "",
-                 tokens: str = "", **options: Any) -> None:
+                 tokens: str = "", alternative_payout: bool | str = False,
+                 **options: Any) -> None:
+        self.alternative_payout = option_flag(alternative_payout)
+        """Offer the level-3 optional feature EXPANSION PAYOUT (option ``alternative_payout``)."""
+        self.features_enabled = 0
+        self._payout_status: list[int] | None = None
+        self._value_paid: int | None = None
         counts = [int(x) for x in tubes.split(",")]
         self.tubes = counts + [0] * (16 - len(counts))
         self.tokens = {int(x) for x in str(tokens).split(",") if x.strip()}
@@ -168,7 +174,7 @@ class MdbChangerSimulator(_MdbPeripheral):
 
     def _command(self, command: int, data: bytes) -> bytes:
         if command == 0:  # RESET
-            self.enabled_mask = 0
+            self.enabled_mask = self.features_enabled = 0
             self.power_up()
             return self._ack()
         if command == 1:  # SETUP
@@ -203,11 +209,49 @@ class MdbChangerSimulator(_MdbPeripheral):
             self.events.append(b"\x02")  # payout busy, then done at the following POLL
             return self._ack()
         if command == 7:  # EXPANSION
-            if data[:1] == b"\x00":  # IDENTIFICATION
-                return self._data(b"VHW" + b"000000000001" + b"SIM-CHANGER " + b"\x01\x00"
-                                  + bytes(4))
-            return self._ack()
+            return self._expansion(data)
         return self._ack()
+
+    def _expansion(self, data: bytes) -> bytes:
+        sub = data[0] if data else -1
+        if sub == 0x00:  # IDENTIFICATION; optional feature bit 0: alternative payout
+            return self._data(b"VHW" + b"000000000001" + b"SIM-CHANGER " + b"\x01\x00"
+                              + int(self.alternative_payout).to_bytes(4, "big"))
+        if sub == 0x01 and len(data) >= 5:  # FEATURE ENABLE
+            self.features_enabled = int.from_bytes(data[1:5], "big")
+            return self._ack()
+        if sub == 0x02 and len(data) >= 2 and self.features_enabled & 1:  # PAYOUT
+            self._expansion_payout(data[1])
+            return self._ack()
+        if sub == 0x04:  # PAYOUT VALUE POLL: the value paid once, then ACK (done)
+            paid, self._value_paid = self._value_paid, None
+            return self._data(bytes((min(paid, 255),))) if paid is not None else self._ack()
+        if sub == 0x03:  # PAYOUT STATUS: coins of each type paid since the last one
+            counts, self._payout_status = self._payout_status or [0] * 16, None
+            return self._data(bytes(min(n, 255) for n in counts))
+        return self._ack()
+
+    def _expansion_payout(self, units: int) -> None:
+        """Pay ``units`` x scaling from the tubes, largest coins first, as the changer decides."""
+        counts = self._payout_status or [0] * 16
+        left = units
+        for coin in sorted(range(16), key=lambda c: -self._credit(c)):
+            credit = self._credit(coin)
+            if not credit:
+                continue
+            n = min(left // credit, self.tubes[coin])
+            if self.reset_during_payout:
+                n //= 2
+            self.tubes[coin] -= n
+            counts[coin] += n
+            left -= n * credit
+        paid = units - left
+        self.paid_out += paid * self.SCALING
+        self._payout_status = counts
+        self._value_paid = paid
+        if self.reset_during_payout:
+            self.enabled_mask = 0
+            self.power_up()
 
     def summary(self) -> dict[str, Any]:
         return {"tubes": self.tubes[:6], "cashbox": self.cashbox, "paid_out": self.paid_out}
