@@ -56,6 +56,7 @@ POLL_INTERVAL = 0.2
 JUST_RESET_WAIT = 2.0
 """How long to POLL after RESET for the 'was reset' status (changer non-response time, DK)."""
 RETRANSMISSIONS = 1
+"""RET requests on a bad peripheral checksum before the VMC gives up with NAK."""
 MAX_DISPENSE = 15
 """Coins of one type per DISPENSE command (the count is a nibble)."""
 PAYOUT_BUSY, CHANGER_BUSY = b"\x02", b"\x0a"
@@ -69,7 +70,6 @@ PAYOUT_CHUNK = 200
 TOKEN_CREDIT = 0xFF
 """A coin type credit byte of 0xFF in the changer SETUP reply marks a vend token
 (Zzzzipper/projects ``MdbMasterCoinChanger``; MDB 4.2 changer SETUP, coin type credit)."""
-"""RET requests on a bad peripheral checksum before the VMC gives up with NAK."""
 
 CHANGER_STATUS = {
     0x01: (CashEventKind.RETURNED, "escrow request (return lever)"),
@@ -561,12 +561,13 @@ class MdbCoinChanger(_MdbCashDevice):
         return parse_changer_poll(data, self._setup(), self.name, prefix)
 
     def payout(self, amount: int) -> None:
-        """Start paying ``amount`` from the tubes, largest coins first.
+        """Start paying ``amount`` from the tubes; :meth:`poll` drives it to the end and then
+        reports ``payout_done`` (or ``payout_incomplete``) with the value really paid.
 
-        One DISPENSE (up to 15 coins of one type) at a time: the next goes when POLL no
-        longer says "payout busy". When the last is done the host reads TUBE STATUS and
-        :meth:`poll` reports ``payout_done`` (or ``payout_incomplete``) with the value the
-        tube counts confirm. Raises ConfigurationError when the tubes cannot make the
+        Level 3 with alternative payout: EXPANSION PAYOUT in steps of ``PAYOUT_CHUNK`` units,
+        counted by PAYOUT STATUS. Otherwise one DISPENSE (up to 15 coins of one type, largest
+        first) at a time, the next when POLL no longer says "payout busy", counted by the
+        TUBE STATUS difference. Raises ConfigurationError when the tubes cannot make the
         amount, before any coin moves.
         """
         if self._payout is not None:
