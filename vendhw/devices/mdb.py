@@ -69,7 +69,8 @@ PAYOUT_CHUNK = 200
 """Scaled units per EXPANSION PAYOUT (one byte; Zzzzipper's master pays in steps of 200)."""
 TOKEN_CREDIT = 0xFF
 """A coin type credit byte of 0xFF in the changer SETUP reply marks a vend token
-(Zzzzipper/projects ``MdbMasterCoinChanger``; MDB 4.2 changer SETUP, coin type credit)."""
+(Zzzzipper/projects ``firmware-usbhost/common/mdb/MdbProtocolCoinChanger.h``
+``MDB_CC_TOKEN_VALUE``, used by ``master/coin_changer/MdbCoin.cpp``)."""
 
 CHANGER_STATUS = {
     0x01: (CashEventKind.RETURNED, "escrow request (return lever)"),
