@@ -36,8 +36,9 @@ RESPONSE_TIMEOUT = 0.005
 ACK_TIMEOUT = RESPONSE_TIMEOUT
 """t-response seen from the peripheral: after its CHK it waits this long for the VMC's ACK.
 Without an ACK in time it keeps the data and sends the same activity again at the next POLL
-(MDB 4.2 §2.2/§2.5 as quoted in temoto/vender ``hardware/mega-firmware/mdb.c``; vender's
-Linux transport: "ack must arrive <5ms after recv")."""
+(the "t = 5.0 mS response_t (max.)" that temoto/vender ``hardware/mega-firmware/mdb.c``
+quotes from the spec; that firmware writes the ACK from the receive interrupt as soon as the
+CHK checks; vender's Linux transport: "ack must arrive <5ms after recv")."""
 BREAK_TIME = 0.100
 SETUP_TIME = 0.200
 
