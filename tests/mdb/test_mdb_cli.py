@@ -39,6 +39,7 @@ def test_the_port_the_simulator_prints_opens_with_cash_status(changer_pty: str,
     status = json.loads(result.stdout)
     assert status["currency"] == "EUR"
     assert status["coin_values"][:6] == [5, 10, 20, 50, 100, 200]
+    assert status["identity"]["model"] == "SIM-CHANGER"
 
 
 def test_payout_over_the_simulators_pty_finishes(changer_pty: str) -> None:

@@ -26,7 +26,7 @@ import secrets
 import stat
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from vendhw.devices.cash import CashDevice, CashEvent, CashEventKind, EventSink
@@ -678,8 +678,13 @@ class MdbCoinChanger(_MdbCashDevice):
 
     def status(self) -> dict[str, Any]:
         setup = self._setup()
-        return {"device": self.name, "level": setup.level, "currency": self.currency,
-                "coin_values": list(setup.coin_values), "tubes": self.tube_status()}
+        out = {"device": self.name, "level": setup.level, "currency": self.currency,
+               "coin_values": list(setup.coin_values), "tubes": self.tube_status()}
+        if setup.tokens:
+            out["token_coin_types"] = sorted(setup.tokens)
+        if self.identity is not None:
+            out["identity"] = asdict(self.identity)
+        return out
 
 
 class MdbBillValidator(_MdbCashDevice):
@@ -743,9 +748,12 @@ class MdbBillValidator(_MdbCashDevice):
     def status(self) -> dict[str, Any]:
         setup = self._setup()
         count, full = self.stacker()
-        return {"device": self.name, "level": setup.level, "currency": self.currency,
-                "bill_values": list(setup.bill_values), "escrow": setup.escrow,
-                "stacker": count, "stacker_full": full}
+        out = {"device": self.name, "level": setup.level, "currency": self.currency,
+               "bill_values": list(setup.bill_values), "escrow": setup.escrow,
+               "stacker": count, "stacker_full": full}
+        if self.identity is not None:
+            out["identity"] = asdict(self.identity)
+        return out
 
 
 SIM_RESPONSE_TIMEOUT = 0.1
