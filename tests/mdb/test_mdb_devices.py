@@ -388,3 +388,43 @@ def test_level_3_payout_the_changer_cuts_short_is_incomplete() -> None:
     assert (done.kind, done.value, done.requested) == (
         CashEventKind.PAYOUT_INCOMPLETE, sim.paid_out, 400)
     assert done.value < 400
+
+
+def test_a_command_from_another_thread_never_comes_between_poll_data_and_its_ack() -> None:
+    """The poller has the changer's POLL data; a payout thread sends a command now. The
+    command must wait for the ACK, or the ACK is late and the changer repeats its data."""
+    import threading
+
+    sim = MdbChangerSimulator()
+    writes: list[bytes] = []
+    other: list[threading.Thread] = []
+
+    class Recording(SimTransport):
+        armed = False
+
+        def _write(self, data: bytes) -> None:
+            writes.append(data)
+            super()._write(data)
+
+        def _read_some(self, timeout: float) -> bytes:
+            out = super()._read_some(timeout)
+            if out and self.armed:
+                self.armed = False
+                thread = threading.Thread(target=dev.disable)
+                other.append(thread)
+                thread.start()
+                thread.join(0.2)  # without the lock it writes now, before our ACK
+            return out
+
+    transport = Recording(sim)
+    dev = MdbCoinChanger(MdbLink(transport, response_timeout=0.5))
+    dev.start()
+    dev.enable()
+    sim.insert_coin(4)
+    transport.armed = True
+    writes.clear()
+    assert [e.value for e in dev.poll()] == [100]
+    other[0].join()
+    poll_block, ack = b"\xff\x00\x0b\x0b", b"\x00"
+    assert writes[:2] == [poll_block, ack]
+    assert writes[2].startswith(b"\xff\x00\x0c")  # then the other thread's COIN TYPE

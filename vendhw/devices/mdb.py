@@ -24,6 +24,7 @@ import logging
 import os
 import secrets
 import stat
+import threading
 import time
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -298,6 +299,10 @@ class MdbLink:
                  response_timeout: float = RESPONSE_TIMEOUT) -> None:
         self.transport = transport
         self.response_timeout = response_timeout
+        self.lock = threading.RLock()
+        """Held from a command to the ACK of its reply: a command from another thread (a
+        payout while the poller polls) must not come between, or the ACK is late and the
+        peripheral repeats its data."""
         self.framer = MdbFramer(wire="9bit")
         self._ack = self.framer.build(direction="host", control="ACK")
         self._ret = self.framer.build(direction="host", control="RET")
@@ -327,8 +332,13 @@ class MdbLink:
     def transact(self, address: int, command: int, data: bytes = b"") -> bytes | None:
         """Send one command; ``None`` for ACK, the reply data otherwise (not yet ACKed).
 
-        Call :meth:`ack` after handling returned data; without it the peripheral repeats it.
+        Call :meth:`ack` after handling returned data (holding :attr:`lock` across both);
+        without it the peripheral repeats it.
         """
+        with self.lock:
+            return self._transact(address, command, data)
+
+    def _transact(self, address: int, command: int, data: bytes) -> bytes | None:
         block = self.framer.build(direction="host", address=address, command=command,
                                   data=data)
         self.transport.discard_input()
@@ -354,9 +364,10 @@ class MdbLink:
 
     def command(self, address: int, command: int, data: bytes = b"") -> bytes | None:
         """Send a command whose reply data needs no journaling, and ACK it at once."""
-        reply = self.transact(address, command, data)
-        if reply is not None:
-            self.ack()
+        with self.lock:
+            reply = self.transact(address, command, data)
+            if reply is not None:
+                self.ack()
         return reply
 
 
@@ -441,9 +452,10 @@ class _MdbCashDevice(CashDevice):
             self._deliver(instead, sink)
             self._undelivered = []
             return undelivered + instead
-        reply = self.link.transact(self.address, POLL)
-        if reply is not None:
-            self.link.ack()  # now, not after the journal: a late ACK makes the peripheral repeat
+        with self.link.lock:
+            reply = self.link.transact(self.address, POLL)
+            if reply is not None:
+                self.link.ack()  # now, not after the journal: a late ACK means a repeat
         data = self._after_reset + (reply or b"")  # held ones first, in the order they came
         self._after_reset = b""
         events: list[CashEvent] = []
