@@ -24,20 +24,17 @@ device then reports INCOMPLETE PAYOUT).
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vendhw.errors import FramingError, SequenceError
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
 from vendhw.framing.base import Frame
-from vendhw.framing.essp import (
-    DEFAULT_FIXED_KEY,
-    STEX,
-    EsspCipher,
-    KeyAgreement,
-    aes_key,
-    is_prime,
-)
+from vendhw.framing.checksums import CRC16_SSP
+from vendhw.framing.essp import is_prime
 from vendhw.framing.ssp import ACKED_EVENTS, INTER_BYTE_GAP, SspFramer
 from vendhw.options import option_flag, option_ints
 from vendhw.sim.base import Reply, Simulator
@@ -61,8 +58,54 @@ VALUES = (500, 1000, 2000, 5000)
 PAYOUT_COMMANDS = frozenset((0x33, 0x3D, 0x3F, 0x52, 0x38, 0x3B, 0x3C, 0x5C, 0x5B, 0x22, 0x35,
                              0x46, 0x44, 0x42, 0x43))
 KEY_COMMANDS = frozenset((0x11, 0x4A, 0x4B, 0x4C, 0x06, 0x05, 0x0C))
+STEX = 0x7E
+FIXED_KEY = 0x0123456701234567
+"""GA973 §4.1: the device's fixed key half until SET ENCRYPTION KEY (0x60) changes it."""
 OK, UNKNOWN, WRONG_PARAMS, OUT_OF_RANGE, CANNOT, FAIL, KEY_NOT_SET = (
     0xF0, 0xF2, 0xF3, 0xF4, 0xF5, 0xF8, 0xFA)
+
+
+@dataclass
+class DeviceEssp:
+    """The device side of eSSP, written apart from the host's ``EsspCipher`` on purpose.
+
+    GA138 "Encryption": the count restarts at 0 with each key; an incoming packet must carry
+    the device's count, which then advances; the reply is sealed with the advanced count and
+    does not advance it again (the host expects N+1 after sending N, as ITL ``SSPComms.cs``
+    checks). ``open`` returns None for a packet to discard (wrong count) and raises
+    ValueError when the block does not decrypt with this key (eCRC wrong).
+    """
+
+    key: bytes
+    count: int = 0
+
+    @classmethod
+    def agreed(cls, negotiated: int, fixed: int) -> DeviceEssp:
+        """Key = fixed half then negotiated half, each 8 bytes little-endian (GA973 §4.1)."""
+        return cls(fixed.to_bytes(8, "little") + negotiated.to_bytes(8, "little"))
+
+    def _aes(self) -> Cipher[Any]:
+        return Cipher(algorithms.AES(self.key), modes.ECB())
+
+    def open(self, block: bytes) -> bytes | None:
+        if not block or len(block) % 16:
+            raise ValueError("not a whole number of AES blocks")
+        decryptor = self._aes().decryptor()
+        plain = decryptor.update(block) + decryptor.finalize()
+        if CRC16_SSP.func(plain[:-2]) != int.from_bytes(plain[-2:], "little"):
+            raise ValueError("eCRC does not match: another key")
+        length, count = plain[0], int.from_bytes(plain[1:5], "little")
+        if count != self.count or not 0 < length <= len(plain) - 7:
+            return None
+        self.count = (self.count + 1) & 0xFFFFFFFF
+        return plain[5:5 + length]
+
+    def seal(self, data: bytes) -> bytes:
+        body = bytes((len(data),)) + self.count.to_bytes(4, "little") + data
+        body += secrets.token_bytes(-(len(body) + 2) % 16)
+        body += CRC16_SSP.func(body).to_bytes(2, "little")
+        encryptor = self._aes().encryptor()
+        return bytes((STEX,)) + encryptor.update(body) + encryptor.finalize()
 
 
 class SspSimulator(Simulator):
@@ -116,7 +159,7 @@ class SspSimulator(Simulator):
         self.executed: list[int] = []
         """Command codes executed (not repeats), in order (for tests)."""
         self.interrupted: tuple[int, int] | None = None
-        self.fixed_key = DEFAULT_FIXED_KEY
+        self.fixed_key = FIXED_KEY
         self.jam = False
         self.cashbox_removed = False
         self.reject_next = 0
@@ -131,8 +174,9 @@ class SspSimulator(Simulator):
         """Power-on defaults; an interrupted payout is reported after SLAVE RESET."""
         self.last_seq: int | None = None
         self.last_reply = b""
-        self.cipher: EsspCipher | None = None
-        self.agreement = KeyAgreement(0, 0)
+        self.cipher: DeviceEssp | None = None
+        self.generator = 0
+        self.modulus = 0
         self.version = 6
         self.enabled = False
         self.inhibits = 0
@@ -266,11 +310,12 @@ class SspSimulator(Simulator):
             if self.cipher is None:
                 return self._reply(seq, bytes((KEY_NOT_SET,)))
             try:
-                data = self.cipher.open(bytes(frame["encrypted"]))
-            except SequenceError:
-                return None  # GA973 §4.3: a packet with the wrong count is discarded
-            except FramingError:  # another key (the host's is stale): not executed
+                opened = self.cipher.open(bytes(frame["encrypted"]))
+            except ValueError:  # another key (the host's is stale): not executed
                 return self._reply(seq, bytes((KEY_NOT_SET,)))
+            if opened is None:
+                return None  # GA138: a packet with the wrong count is discarded
+            data = opened
         else:
             data = bytes((code,)) + bytes(frame.get("params", b""))
         command, params = data[0], data[1:]
@@ -324,19 +369,19 @@ class SspSimulator(Simulator):
             if not is_prime(value):
                 return bytes((OUT_OF_RANGE,))
             if command == 0x4A:
-                self.agreement.generator = value
+                self.generator = value
             else:
-                self.agreement.modulus = value
+                self.modulus = value
             return ok
         if command == 0x4C:
             if len(p) != 8:
                 return bytes((WRONG_PARAMS,))
-            agreement = KeyAgreement(self.agreement.generator, self.agreement.modulus)
-            if not (agreement.generator and agreement.modulus):
+            if not (self.generator and self.modulus):
                 return bytes((FAIL,))
-            key = agreement.negotiated_key(int.from_bytes(p, "little"))
-            self.cipher = EsspCipher(aes_key(key, self.fixed_key))
-            return ok + agreement.inter_key.to_bytes(8, "little")
+            slave_random = secrets.randbits(63) | 1
+            negotiated = pow(int.from_bytes(p, "little"), slave_random, self.modulus)
+            self.cipher = DeviceEssp.agreed(negotiated, self.fixed_key)
+            return ok + pow(self.generator, slave_random, self.modulus).to_bytes(8, "little")
         if command == 0x05:
             return ok + self._setup()
         if command == 0x0C:
