@@ -57,8 +57,9 @@ from vendhw.framing.ssp import (
     REPLY_TIMEOUT,
     RESPONSES,
     RETRIES,
+    UNKNOWN_EVENT,
     SspFramer,
-    decode_events,
+    decode_poll,
 )
 from vendhw.options import option_flag, option_ints
 from vendhw.transport import Transport, open_transport
@@ -106,9 +107,43 @@ NO_ESCROW_UNITS = frozenset((0x03,))
 PAYOUT_ERRORS = {1: "not enough value in device", 2: "cannot pay exact amount",
                  3: "device busy", 4: "device disabled"}
 """GA138 PAYOUT AMOUNT / FLOAT AMOUNT: the byte after COMMAND CANNOT BE PROCESSED."""
-PAYOUT_DEVICE_ERRORS = {1: "no payout connected", 2: "invalid currency detected",
-                        3: "payout device failure (or busy)"}
-"""GA138 SET DENOMINATION ROUTE / ENABLE PAYOUT DEVICE errors."""
+PAYOUT_DEVICE_ERRORS = {1: "no device connected", 2: "invalid currency detected",
+                        3: "busy", 4: "empty only (note float only)", 5: "device error"}
+"""GA138 ENABLE PAYOUT DEVICE (0x5C): the byte after COMMAND CANNOT BE PROCESSED."""
+ROUTE_ERRORS = {1: "no payout connected", 2: "invalid currency detected",
+                3: "payout device failure"}
+"""GA138 SET DENOMINATION ROUTE (0x3B): the byte after COMMAND CANNOT BE PROCESSED."""
+COIN_MECH_ERRORS = {
+    1: "reject coin", 2: "inhibited coin", 3: "multiple window", 4: "wake-up timeout",
+    5: "validation timeout", 6: "credit sensor timeout", 7: "sorter opto timeout",
+    8: "2nd close coin error", 9: "accept gate not ready", 10: "credit sensor not ready",
+    11: "sorter not ready", 12: "reject coin not cleared", 13: "validation sensor not ready",
+    14: "credit sensor blocked", 15: "sorter opto blocked", 16: "credit sequence error",
+    17: "coin going backwards", 18: "coin too fast (over credit sensor)",
+    19: "coin too slow (over credit sensor)", 20: "C.O.S. mechanism activated",
+    21: "DCE opto timeout", 22: "DCE opto not seen", 23: "credit sensor reached too early",
+    24: "reject coin (repeated sequential trip)", 25: "reject slug",
+    26: "reject sensor blocked", 27: "games overload", 28: "max. coin meter pulses exceeded",
+    29: "accept gate open not closed", 30: "accept gate closed not open",
+    31: "manifold opto timeout", 32: "manifold opto blocked",
+    **{code: f"inhibited coin (type {code - 127})" for code in range(128, 160)},
+    253: "data block request", 254: "coin return mechanism activated",
+    255: "unspecified alarm code",
+}
+"""GA138 event 0xB7 COIN MECH ERROR, its data byte (the ccTalk error codes)."""
+TICKET_PRINTING_ERRORS = {0: "no paper", 1: "load fail", 2: "no head",
+                          3: "diverter did not open", 4: "diverter did not close",
+                          5: "burst fail", 6: "cut fail", 7: "reverse validate fail", 8: "jam",
+                          9: "NV200 fail", 10: "NV200 timeout", 17: "NV200 cashbox error",
+                          19: "SMART Ticket timeout"}
+"""GA138 event 0xA8 TICKET PRINTING ERROR, its data byte."""
+CASHBOX_SERVICE_ERRORS = {1: "no device connected", 2: "unable to read barcode",
+                          3: "cashbox out of position", 4: "cashbox removed",
+                          5: "cashbox unlocked", 6: "currency mismatch", 7: "firmware error",
+                          8: "TEBS comms error"}
+"""GA138 event 0x90 CASHBOX OUT OF SERVICE, its data byte."""
+ERROR_BYTES = {0xB7: COIN_MECH_ERRORS, 0xA8: TICKET_PRINTING_ERRORS,
+               0x90: CASHBOX_SERVICE_ERRORS}
 ERROR_DURING_PAYOUT = {0: "note not correctly detected as it was routed",
                        1: "note jammed in transport", 2: "cashbox error",
                        3: "payout stalled", 4: "payout cancelled: poll timeout"}
@@ -288,6 +323,12 @@ def money(value: int, currency: str, version: int) -> bytes:
 # --- poll events to cash events (pure) ---------------------------------------------------------
 
 K = CashEventKind
+FAULT_EVENTS = frozenset((0xE0, 0xC6, 0x90, 0x83, 0xB7, 0xC0, 0xA2, 0xA3, 0xA4, 0xA8, 0xAB))
+"""Events reported as faults: note path open, payout or cashbox out of service, calibration
+failed, coin mech error, maintenance required, printer head removed, ticket path open, ticket
+jam, ticket printing error, no paper."""
+CREDIT_EVENTS = frozenset((0xEE, 0xE2, 0xDF, 0xBF))
+"""Events that credit money (note credit, note cleared to cashbox, coin credit, value added)."""
 
 
 @dataclass
@@ -337,6 +378,8 @@ class EventMapper:
         values = event.get("values") or []
         paid = sum(v["value"] for v in values)
         currency = values[0]["currency"] if values and values[0]["currency"] else self.currency
+        if event["event"] == UNKNOWN_EVENT:
+            return self._unknown(event, eid)
         if code == 0xF1:
             self.escrow_channel, self.disabled, self.last_progress = 0, None, None
             return self._make(K.DEVICE_RESET, eid, event, reason="slave reset (power-up)")
@@ -393,8 +436,14 @@ class EventMapper:
                 return None
             self.disabled = True
             return self._make(K.DISABLED, eid, event)
-        if code in (0xE0, 0xC6, 0x90, 0x83):
-            return self._make(K.FAULT, eid, event, reason=event["event"].lower())
+        if code in FAULT_EVENTS:
+            reason = event["event"].lower()
+            if "error" in event:
+                names = ERROR_BYTES.get(code, {})
+                reason += f" {event['error']}: " + names.get(event["error"], "unknown code")
+            return self._make(K.FAULT, eid, event, reason=reason)
+        if code == 0xBA:
+            return self._make(K.REJECTED, eid, event, reason="coin rejected")
         if code in (0xDA, 0xD7):
             if paid == self.last_progress:
                 return None
@@ -427,6 +476,20 @@ class EventMapper:
         if code in (0xEB, 0xCC):
             self.escrow_channel = 0
         return None  # in-between states (reading, rejecting, stacking...): nothing to report
+
+    def _unknown(self, event: dict[str, Any], eid: str) -> CashEvent:
+        """Bytes the host cannot read: a fault for the operator, never a guessed credit."""
+        raw: bytes = event["raw"]
+        possible = event.get("possible") or []
+        reason = (f"unknown SSP event 0x{event['code']:02X}: {len(raw)} byte(s) not "
+                  f"understood ({raw.hex(' ').upper()}); operator review")
+        if any(p["code"] in CREDIT_EVENTS for p in possible):
+            reason += "; they may hold a credit"
+        detail = {"ssp_event": event["event"], "code": event["code"],
+                  "raw": raw.hex(" "), "needs_review": True,
+                  "possible": possible, "skipped": event.get("skipped")}
+        return CashEvent(K.FAULT, self.device, event_id=eid, detail=detail,
+                         currency=self.currency, reason=reason)
 
 
 # --- the runner --------------------------------------------------------------------------------
@@ -663,10 +726,9 @@ class SspDevice(CashDevice):
             self._deliver(self._pending[0], sink)
             out.append(self._pending.popleft())
         data = self._poll_command()
-        events = decode_events(data, self.version)
-        if events is None:
-            raise UnexpectedReplyError(f"{self.name}: poll reply does not parse as events: "
-                                       f"{data.hex(' ')}")
+        # An unknown event never fails the poll: what parses is kept, the rest goes to the
+        # operator, and the poll is acknowledged (else POLL WITH ACK repeats it forever).
+        events = decode_poll(data, self.version)
         self._polls += 1
         fresh, self._fresh = self._fresh, False
         reset = any(e["code"] == 0xF1 for e in events)
@@ -677,7 +739,8 @@ class SspDevice(CashDevice):
         k = 0
         needs_ack = False
         for i, event in enumerate(events):
-            if self.poll_with_ack and event["code"] in ACKED_EVENTS:
+            if self.poll_with_ack and (event["code"] in ACKED_EVENTS
+                                       or event["event"] == UNKNOWN_EVENT):
                 ids.append(f"{prefix}/a{self.acks}/{k}")
                 k += 1
                 needs_ack = True
@@ -797,11 +860,11 @@ class SspDevice(CashDevice):
         else:
             width = 2 if setup.unit_type == 0x03 else 4
             params = bytes((route,)) + value.to_bytes(width, "little")
-        self.command(SET_DENOMINATION_ROUTE, params, errors=PAYOUT_DEVICE_ERRORS)
+        self.command(SET_DENOMINATION_ROUTE, params, errors=ROUTE_ERRORS)
 
     def get_route(self, value: int) -> str:
         reply = self.command(GET_DENOMINATION_ROUTE, money(value, self.currency, self.version),
-                             errors=PAYOUT_DEVICE_ERRORS)
+                             errors=ROUTE_ERRORS)
         return "payout" if reply and reply[0] == ROUTE_PAYOUT else "cashbox"
 
     def levels(self) -> list[dict[str, Any]]:

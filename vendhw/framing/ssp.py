@@ -34,7 +34,7 @@ INTER_BYTE_GAP = 0.05
 """Not specified by ITL; a partial packet silent this long is dropped (a 255-byte packet
 takes under 300 ms at 9600 8N2, and bytes of one packet are sent back to back)."""
 
-COMMANDS: dict[int, str] = {
+COMMANDS: dict[int, str] = {  # GA138 v2.2 command pages (names as ITL prints them)
     0x01: "RESET", 0x02: "SET INHIBITS", 0x03: "DISPLAY ON", 0x04: "DISPLAY OFF",
     0x05: "SETUP REQUEST", 0x06: "HOST PROTOCOL VERSION", 0x07: "POLL", 0x08: "REJECT",
     0x09: "DISABLE", 0x0A: "ENABLE", 0x0C: "GET SERIAL NUMBER", 0x0D: "UNIT DATA",
@@ -58,13 +58,13 @@ COMMANDS: dict[int, str] = {
     0x59: "RESET COUNTERS", 0x5B: "DISABLE PAYOUT DEVICE", 0x5C: "ENABLE PAYOUT DEVICE",
     0x5D: "COIN STIR", 0x60: "SET ENCRYPTION KEY", 0x61: "ENCRYPTION RESET TO DEFAULT",
     0x62: "GET REAL TIME CLOCK CONFIGURATION", 0x63: "GET REAL TIME CLOCK",
-    0x64: "SET REAL TIME CLOCK", 0x65: "GET CASHBOX OPERATION DATA",
-    0x66: "SET CASHBOX OPERATION DATA", 0x67: "CASHBOX UNLOCK ENABLE",
-    0x68: "GET TEBS LOG", 0x69: "RESET TEBS LOGS", 0x70: "TICKET PRINT",
-    0x71: "PRINTER CONFIGURATION", 0x72: "PRINT BARCODE TICKET",
-    0x76: "GET ESCROW TRANSACTION", 0x77: "SET ESCROW TRANSACTION",
-    0x78: "CONFIRM ESCROW TRANSACTION", 0x79: "ABORT ESCROW TRANSACTION",
-    0x7A: "GET ESCROW STATUS",
+    0x64: "SET REAL TIME CLOCK", 0x65: "GET TEBS BARCODE", 0x66: "GET TEBS LOG",
+    0x67: "CASHBOX UNLOCK ENABLE", 0x68: "CASHBOX LOCK ENABLE", 0x69: "RESET TEBS LOGS",
+    0x70: "TICKET PRINT", 0x71: "PRINTER CONFIGURATION", 0x72: "ENABLE TITO EVENTS",
+    0x76: "CANCEL ESCROW TRANSACTION", 0x77: "COMMIT ESCROW TRANSACTION",
+    0x78: "READ ESCROW VALUE", 0x79: "GET ESCROW SIZE", 0x7A: "SET ESCROW SIZE",
+    0x39: "PAYOUT AMOUNT BY DENOMINATION", 0x3A: "COIN ESCROW",
+    0x4E: "SET CASHBOX PAYOUT LIMIT", 0x5A: "COIN MECH OPTIONS",
 }
 RESPONSES: dict[int, str] = {
     0xF0: "OK", 0xF2: "COMMAND NOT KNOWN", 0xF3: "WRONG NUMBER OF PARAMETERS",
@@ -76,7 +76,8 @@ RESPONSES: dict[int, str] = {
 # "ch" = 1 channel byte; "values" = protocol >= 6: count, then count x (4-byte value + 3-byte
 # currency), before 6: one 4-byte value; "incomplete" = the same with (paid, requested) pairs;
 # "value7" = one 4-byte value + currency; "coin" = value7 from protocol 6, a bare 4-byte value
-# before; "payout_error" = "values" followed by one error-code byte.
+# before; "payout_error" = "values" followed by one error-code byte; "error" = 1 error byte.
+# Data sizes: the "Data size (bytes)" column of each GA138 v2.2 event page.
 EVENTS: dict[int, tuple[str, str | None]] = {
     0xF1: ("SLAVE RESET", None), 0xEF: ("READ NOTE", "ch"), 0xEE: ("CREDIT NOTE", "ch"),
     0xED: ("NOTE REJECTING", None), 0xEC: ("NOTE REJECTED", None),
@@ -105,9 +106,21 @@ EVENTS: dict[int, tuple[str, str | None]] = {
     0xC7: ("NOTE FLOAT REMOVED", None), 0xC8: ("NOTE FLOAT ATTACHED", None),
     0xCF: ("DEVICE FULL", None), 0xBD: ("ATTACHED COIN MECH DISABLED", None),
     0xBE: ("ATTACHED COIN MECH ENABLED", None), 0xBF: ("VALUE ADDED", "values"),
-    0xC1: ("PAY-IN ACTIVE", None), 0x90: ("CASHBOX OUT OF SERVICE", "ch"),
+    0xC1: ("PAY-IN ACTIVE", None), 0x90: ("CASHBOX OUT OF SERVICE", "error"),
     0x92: ("CASHBOX BACK IN SERVICE", None), 0x93: ("CASHBOX UNLOCK ENABLED", None),
+    0xB7: ("COIN MECH ERROR", "error"), 0xBA: ("COIN REJECTED", "value7"),
+    0xC0: ("MAINTENANCE REQUIRED", None), 0x8B: ("ESCROW ACTIVE", None),
+    0xA0: ("TICKETS LOW", None), 0xA1: ("TICKETS REPLACED", None),
+    0xA2: ("PRINTER HEAD REMOVED", None), 0xA3: ("TICKET PATH OPEN", None),
+    0xA4: ("TICKET JAM", None), 0xA5: ("TICKET PRINTING", None),
+    0xA6: ("TICKET PRINTED", None), 0xA7: ("TICKET IN BEZEL AT STARTUP", None),
+    0xA8: ("TICKET PRINTING ERROR", "error"), 0xA9: ("PRINTER HEAD REPLACED", None),
+    0xAA: ("TICKET PATH CLOSED", None), 0xAB: ("NO PAPER", None),
+    0xAC: ("PAPER REPLACED", None), 0xAD: ("TICKET IN BEZEL", None),
+    0xAE: ("PRINT HALTED", None), 0xAF: ("PRINTED TO CASHBOX", None),
 }
+UNKNOWN_EVENT = "UNKNOWN EVENT"
+"""``decode_poll``'s name for bytes from an unknown (or cut-short) event to the end."""
 ACKED_EVENTS = frozenset((0xEE, 0xE6, 0xE2, 0xD1, 0xB6, 0xD2, 0xD8, 0xD9, 0xDC, 0xDD, 0xB4,
                           0xB1, 0xC9, 0xCB, 0xCA, 0xCD, 0xBF))
 """GA138 event tables, column "Poll with Ack": with POLL WITH ACK (0x56) these events repeat
@@ -138,69 +151,101 @@ def _value(item: bytes) -> dict[str, Any]:
             "currency": item[4:7].decode("ascii", "replace")}
 
 
+def _decode_one(data: bytes, i: int, multi: bool) -> tuple[dict[str, Any], int] | None:
+    """The event at ``data[i]`` and the index after it, or None (unknown code, cut short)."""
+    entry = EVENTS.get(data[i])
+    if entry is None:
+        return None
+    n = len(data)
+    name, shape = entry
+    event: dict[str, Any] = {"event": name, "code": data[i]}
+    i += 1
+    if shape in ("ch", "error"):
+        if i >= n:
+            return None
+        event["channel" if shape == "ch" else "error"] = data[i]
+        i += 1
+    elif shape == "value7" or (shape == "coin" and multi):
+        if i + 7 > n:
+            return None
+        event["values"] = [_value(data[i:i + 7])]
+        i += 7
+    elif shape in ("values", "incomplete", "payout_error", "coin") and not multi:
+        size = 8 if shape == "incomplete" else 4
+        if i + size > n:
+            return None
+        item: dict[str, Any] = {"value": int.from_bytes(data[i:i + 4], "little"),
+                                "currency": ""}
+        if size == 8:
+            item["requested"] = int.from_bytes(data[i + 4:i + 8], "little")
+        event["values"] = [item]
+        i += size
+    elif shape in ("values", "incomplete", "payout_error"):
+        if i >= n:
+            return None
+        count = data[i]
+        size = 11 if shape == "incomplete" else 7
+        end = i + 1 + count * size
+        if end > n or count == 0:
+            return None
+        items = []
+        for k in range(count):
+            raw = data[i + 1 + k * size:i + 1 + (k + 1) * size]
+            entry_values = _value(raw[:4] + raw[-3:])
+            if size == 11:
+                entry_values["requested"] = int.from_bytes(raw[4:8], "little")
+            items.append(entry_values)
+        event["values"] = items
+        i = end
+    if shape == "payout_error":
+        if i >= n:
+            return None
+        event["error"] = data[i]
+        i += 1
+    return event, i
+
+
 def decode_events(data: bytes, protocol_version: int = 6) -> list[dict[str, Any]] | None:
     """Poll events in ``data`` (after the OK), or None when they do not parse cleanly.
 
     Money-bearing events changed shape in protocol version 6 (multi-currency blocks), so the
-    host passes the version it negotiated; the decoder CLI assumes 6.
+    host passes the version it negotiated; the decoder CLI takes ``--protocol-version``.
     """
     events: list[dict[str, Any]] = []
-    i, n = 0, len(data)
-    multi = protocol_version >= 6
-    while i < n:
-        entry = EVENTS.get(data[i])
-        if entry is None:
+    i = 0
+    while i < len(data):
+        decoded = _decode_one(data, i, protocol_version >= 6)
+        if decoded is None:
             return None
-        name, shape = entry
-        event: dict[str, Any] = {"event": name, "code": data[i]}
-        i += 1
-        if shape == "ch":
-            if i >= n:
-                return None
-            event["channel"] = data[i]
-            i += 1
-        elif shape == "value7" or (shape == "coin" and multi):
-            if i + 7 > n:
-                return None
-            event["values"] = [_value(data[i:i + 7])]
-            i += 7
-        elif shape in ("values", "incomplete", "payout_error", "coin") and not multi:
-            size = 8 if shape == "incomplete" else 4
-            if i + size > n:
-                return None
-            item: dict[str, Any] = {"value": int.from_bytes(data[i:i + 4], "little"),
-                                    "currency": ""}
-            if size == 8:
-                item["requested"] = int.from_bytes(data[i + 4:i + 8], "little")
-            event["values"] = [item]
-            i += size
-            if shape == "payout_error":
-                if i >= n:
-                    return None
-                event["error"] = data[i]
-                i += 1
-        elif shape in ("values", "incomplete", "payout_error"):
-            if i >= n:
-                return None
-            count = data[i]
-            size = 11 if shape == "incomplete" else 7
-            end = i + 1 + count * size
-            if end > n or count == 0:
-                return None
-            items = []
-            for k in range(count):
-                raw = data[i + 1 + k * size:i + 1 + (k + 1) * size]
-                entry_values = _value(raw[:4] + raw[-3:])
-                if size == 11:
-                    entry_values["requested"] = int.from_bytes(raw[4:8], "little")
-                items.append(entry_values)
-            event["values"] = items
-            i = end
-            if shape == "payout_error":
-                if i >= n:
-                    return None
-                event["error"] = data[i]
-                i += 1
+        event, i = decoded
+        events.append(event)
+    return events
+
+
+def decode_poll(data: bytes, protocol_version: int = 6) -> list[dict[str, Any]]:
+    """Every event of a poll reply that parses, then the rest as one :data:`UNKNOWN_EVENT`.
+
+    An event's length is known only from its code, so after an unknown code nothing can be
+    read with certainty: those bytes go out whole (``raw``) for an operator to judge, with
+    ``possible``: the events the rest would be if the unknown event had ``skipped`` bytes (a
+    guess for the operator, never acted on). Never raises, never returns None.
+    """
+    events: list[dict[str, Any]] = []
+    i = 0
+    while i < len(data):
+        decoded = _decode_one(data, i, protocol_version >= 6)
+        if decoded is None:
+            raw = bytes(data[i:])
+            unknown: dict[str, Any] = {"event": UNKNOWN_EVENT, "code": raw[0], "raw": raw}
+            for skip in range(1, len(raw)):
+                rest = decode_events(raw[skip:], protocol_version)
+                if rest:
+                    unknown["possible"] = rest
+                    unknown["skipped"] = skip
+                    break
+            events.append(unknown)
+            break
+        event, i = decoded
         events.append(event)
     return events
 
@@ -211,6 +256,11 @@ class SspFramer(Framer):
     name = "ssp"
     description = "ITL SSP / eSSP (note validators, SMART Payout, SMART Hopper)"
     start_byte = STX
+
+    def __init__(self, protocol_version: int = 6) -> None:
+        """``protocol_version`` gives the shape of money in poll events (4 bytes below 6)."""
+        super().__init__()
+        self.protocol_version = int(protocol_version)
 
     def build(self, *, direction: Direction | None = None, **fields: Any) -> bytes:
         """Fields: ``data`` (command/response + parameters) or ``code`` + ``params``;
@@ -269,12 +319,14 @@ class SspFramer(Framer):
             fields["data"] = payload[1:]
             if code in RESPONSES:
                 fields["command"] = RESPONSES[code]
-                events = decode_events(payload[1:]) if code == 0xF0 and len(payload) > 1 else None
+                events = (decode_events(payload[1:], self.protocol_version)
+                          if code == 0xF0 and len(payload) > 1 else None)
             else:
                 # Some manual examples and old firmware start a reply with an event code or a
                 # bare status; name it rather than refuse a packet whose CRC is right.
                 fields["command"] = EVENTS.get(code, (f"RESPONSE 0x{code:02X}", None))[0]
-                events = decode_events(payload) if code in EVENTS else None
+                events = (decode_events(payload, self.protocol_version) if code in EVENTS
+                          else None)
             if events is not None:
                 fields["events"] = events
         return Frame(self.name, raw, fields, direction)
