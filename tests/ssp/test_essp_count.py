@@ -71,10 +71,10 @@ class _Exchange:
     """A host written in the test: sealed commands with counts 0, 1, 2... to the simulator."""
 
     def __init__(self, sim: SspSimulator) -> None:
-        self.sim, self.framer, self.seq, self.now = sim, SspFramer(), 1, 0.0
+        self.sim, self.framer, self.seq, self.now = sim, SspFramer(), 0, 0.0
 
     def send(self, data: bytes) -> bytes | None:
-        self.seq ^= 1
+        self.seq = 1 if data[:1] == b"\x11" else self.seq ^ 1  # GA138: SYNC goes with 1
         self.now += 0.01
         replies = self.sim.receive(self.framer.build(data=data, seq=self.seq), self.now)
         if not replies:

@@ -330,6 +330,10 @@ class SspSimulator(Simulator):
             encrypted = False  # the key exchange reply travels in clear
         body = self.cipher.seal(answer) if encrypted and self.cipher is not None else answer
         reply = self._reply(seq, body)
+        if is_sync:
+            # GA138 SYNC: "the slave device expects the next seq bit to be 0", whatever flag
+            # the SYNC itself carried (hosts send it with 1 or, like the Node library, 0).
+            self.last_seq = 1
         if command == 0x01:  # RESET: answer, then restart
             self.power_up()
         return reply
