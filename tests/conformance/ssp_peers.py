@@ -5,6 +5,7 @@ CI installs them (``.ci/setup.d/20-npm-essp.sh``, ``pip install -e .[dev]``)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -93,3 +94,28 @@ def crc16_ssp(data: bytes) -> int:
 def unstuff(raw: bytes) -> bytes:
     """SEQ..CRC of an SSP packet with every doubled 0x7F made single again."""
     return raw[1:].replace(b"\x7f\x7f", b"\x7f")
+
+
+CASES = json.loads((HERE / "ssp_node_poll_cases.json").read_text())["cases"]
+"""The POLL cases of the Node library's tests (see test_ssp_peer_poll_cases.py)."""
+
+DEVIATIONS = {
+    "parseData / POLL / FRAUD_ATTEMPT: Smart protocol < 6":
+        "GA138 v2.2 'Fraud Attempt' (0xE6): 1 data byte, the channel, on every device; the "
+        "peer reads a 4-byte value for SMART Hopper/Payout",
+    "parseData / POLL / FRAUD_ATTEMPT: Smart protocol >= 6":
+        "GA138 v2.2 'Fraud Attempt' (0xE6): 1 data byte; the peer reads value blocks",
+    "parseData / POLL / COIN_MECH_ERROR":
+        "GA138 v2.2 'Coin Mech Error' (0xB7) carries an error byte (example F0 B7 14); the "
+        "peer's test gives none",
+    "parseData / POLL / ERROR_DURING_PAYOUT: protocol < 6":
+        "GA138 v2.2 'Error During Payout' (0xB1): value blocks then the error byte from "
+        "protocol 6; the peer's test (named < 6, run with 6) gives a bare error byte",
+    "parseData / POLL / COIN_CREDIT: protocol >= 6":
+        "GA138 v2.2 'Coin Credit' (0xDF): one 4-byte value + 3-byte currency from protocol 6 "
+        "(example F0 DF F4 01 00 00 47 42 50), no count byte; the peer reads a count and "
+        "blocks. vendhw reads the first 7 bytes as the spec says and reports the rest",
+    "parseData / POLL / Skip unknown status":
+        "the peer skips bytes it does not know (00 00 before B6); vendhw does not guess where "
+        "the next event starts and reports them",
+}

@@ -4,43 +4,19 @@
 protocol ``src/utils.parseData.test.js`` (commit in the file), the bytes the test hands to
 the library and the events it expects (extracted by running that test file, see
 ``ssp_node/extract_poll_cases.js``). Each case must decode to the same events, channels and
-values, except the deviations listed below, where GA138 v2.2 and the peer disagree or the
-peer skips bytes it cannot read; vendhw then reports an UNKNOWN EVENT with the raw bytes
-instead of guessing, and the test checks it does exactly that.
+values, except the deviations in ``ssp_peers.DEVIATIONS``, where GA138 v2.2 and the peer
+disagree or the peer skips bytes it cannot read; vendhw then reports an UNKNOWN EVENT with
+the raw bytes instead of guessing, and the test checks it does exactly that.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
+from ssp_peers import CASES, DEVIATIONS
 
 from vendhw.framing.ssp import UNKNOWN_EVENT, decode_poll
-
-CASES = json.loads((Path(__file__).parent / "ssp_node_poll_cases.json").read_text())["cases"]
-
-DEVIATIONS = {
-    "parseData / POLL / FRAUD_ATTEMPT: Smart protocol < 6":
-        "GA138 v2.2 'Fraud Attempt' (0xE6): 1 data byte, the channel, on every device; the "
-        "peer reads a 4-byte value for SMART Hopper/Payout",
-    "parseData / POLL / FRAUD_ATTEMPT: Smart protocol >= 6":
-        "GA138 v2.2 'Fraud Attempt' (0xE6): 1 data byte; the peer reads value blocks",
-    "parseData / POLL / COIN_MECH_ERROR":
-        "GA138 v2.2 'Coin Mech Error' (0xB7) carries an error byte (example F0 B7 14); the "
-        "peer's test gives none",
-    "parseData / POLL / ERROR_DURING_PAYOUT: protocol < 6":
-        "GA138 v2.2 'Error During Payout' (0xB1): value blocks then the error byte from "
-        "protocol 6; the peer's test (named < 6, run with 6) gives a bare error byte",
-    "parseData / POLL / COIN_CREDIT: protocol >= 6":
-        "GA138 v2.2 'Coin Credit' (0xDF): one 4-byte value + 3-byte currency from protocol 6 "
-        "(example F0 DF F4 01 00 00 47 42 50), no count byte; the peer reads a count and "
-        "blocks. vendhw reads the first 7 bytes as the spec says and reports the rest",
-    "parseData / POLL / Skip unknown status":
-        "the peer skips bytes it does not know (00 00 before B6); vendhw does not guess where "
-        "the next event starts and reports them",
-}
 
 
 def _peer_values(event: dict[str, Any]) -> list[tuple[int, int | None]] | None:
