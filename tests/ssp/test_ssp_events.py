@@ -126,3 +126,16 @@ def test_decode_cli_protocol_version_changes_the_event_shapes() -> None:
     assert result.exit_code == 2 and "Traceback" not in result.output
     result = runner.invoke(cli, ["decode", "cctalk", "--protocol-version", "6", "02 00 01 FE FF"])
     assert result.exit_code == 2 and "only applies to ssp" in result.output
+
+
+def test_codes_are_declared_once_and_every_table_uses_known_events() -> None:
+    from vendhw.devices import ssp as host
+    from vendhw.framing.ssp import ACKED_EVENTS, EVENTS, Command, Event
+
+    tables = set(host._HANDLERS) | set(host.FAULT_EVENTS) | set(host.SIMPLE_EVENTS)
+    assert tables <= set(EVENTS) and ACKED_EVENTS <= set(EVENTS)
+    assert set(EVENTS) == set(Event) and set(COMMANDS) == set(Command)
+    assert host.POLL_WITH_ACK is Command.POLL_WITH_ACK and host.OK == 0xF0
+    # Each mapped event lands in exactly one table.
+    assert not set(host._HANDLERS) & set(host.FAULT_EVENTS)
+    assert not set(host.SIMPLE_EVENTS) & (set(host._HANDLERS) | set(host.FAULT_EVENTS))
