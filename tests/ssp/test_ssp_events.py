@@ -33,7 +33,7 @@ def started(**options: Any) -> tuple[SspDevice, SspSimulator]:
 
 def test_unknown_event_after_a_credit_keeps_the_credit_and_acks_the_poll() -> None:
     dev, sim = started()
-    sim.acked.append(bytes.fromhex("EE 01 99"))  # a credit, then a code GA138 does not know
+    sim.inject(bytes.fromhex("EE 01 99"), ack=True)  # a credit, then a code GA138 does not know
     events = dev.poll()
     kinds = [e.kind for e in events]
     assert K.CREDIT in kinds and events[kinds.index(K.CREDIT)].value == 500
@@ -46,7 +46,7 @@ def test_unknown_event_after_a_credit_keeps_the_credit_and_acks_the_poll() -> No
 
 def test_unknown_event_before_a_credit_goes_to_the_operator_with_the_raw_bytes() -> None:
     dev, sim = started()
-    sim.acked.append(bytes.fromhex("99 EE 02"))
+    sim.inject(bytes.fromhex("99 EE 02"), ack=True)
     events = dev.poll()
     assert not [e for e in events if e.kind is K.CREDIT]  # not guessed into a credit...
     (unknown,) = [e for e in events if e.detail.get("needs_review")]
@@ -85,7 +85,7 @@ def test_ga138_events_with_their_data_sizes() -> None:
 
 def test_coin_mech_error_and_printer_errors_reach_the_sink() -> None:
     dev, sim = started()
-    sim.events.append(bytes.fromhex("B7 14 A4"))
+    sim.inject(bytes.fromhex("B7 14 A4"))
     faults = [e for e in dev.poll() if e.kind is K.FAULT]
     assert [f.detail["code"] for f in faults] == [0xB7, 0xA4]
     assert "20" in (faults[0].reason or "")  # the error byte is named in the reason

@@ -28,3 +28,18 @@ def test_after_sync_a_repeated_flag_is_still_a_retransmission() -> None:
     assert exchange(sim, b"\x06\x05", 0, 0.02) == b"\xf0"
     assert exchange(sim, b"\x06\x09", 0, 0.03) == b"\xf0"  # same flag: old reply, not run
     assert sim.version == 5 and sim.executed == [0x11, 0x06]
+
+
+def test_poll_reports_events_in_the_order_they_happened() -> None:
+    """Regression: credits (which wait for EVENT ACK) used to come after the events that
+    followed them, e.g. NOTE STACKED before CREDIT NOTE; GA138's example is EE 01 EB."""
+    sim = SspSimulator(reply_delay=0, speed=1000)
+    sim.enabled, sim.inhibits = True, 0x0F
+    sim.insert_note(1)
+    seen = b""
+    for step in range(1, 20):
+        sim.advance(step * 0.01)
+        seen += sim.execute(0x07, b"")[1:]  # POLL
+        if b"\xee" in seen:
+            break
+    assert seen.endswith(bytes.fromhex("EE 01 EB")) or seen.endswith(bytes.fromhex("EE 01 DB"))
