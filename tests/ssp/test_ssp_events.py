@@ -139,3 +139,17 @@ def test_codes_are_declared_once_and_every_table_uses_known_events() -> None:
     # Each mapped event lands in exactly one table.
     assert not set(host._HANDLERS) & set(host.FAULT_EVENTS)
     assert not set(host.SIMPLE_EVENTS) & (set(host._HANDLERS) | set(host.FAULT_EVENTS))
+
+
+def test_a_coin_credit_whose_currency_is_not_a_currency_goes_to_the_operator() -> None:
+    """Regression: the Node library's COIN CREDIT layout (a count, then blocks) read the way
+    GA138 says gave a credit of 258 in currency '\\x00US'. Now it is a fault for review."""
+    from vendhw.devices.ssp import EventMapper
+
+    (event,) = decode_poll(bytes.fromhex("DF 02010000 005553"), 6)
+    assert event["event"] == "COIN CREDIT"
+    (made,) = EventMapper("hopper", currency="EUR").map([event], ["id-1"])
+    assert made.kind is K.FAULT and made.detail["needs_review"] is True
+    (good,) = EventMapper("hopper", currency="EUR").map(
+        decode_poll(bytes.fromhex("DF F4010000 474250"), 6), ["id-2"])
+    assert (good.kind, good.value, good.currency) == (K.CREDIT, 500, "GBP")

@@ -31,6 +31,7 @@ Facts and sources: ``protocols/ssp/README.md`` (ITL GA138, GA973).
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -360,6 +361,10 @@ PAYOUT_STOP_REASONS = {
 }
 
 
+_CURRENCY = re.compile("[A-Z]{3}")
+"""An ISO 4217 code as SSP sends it from protocol 6 (3 ASCII capitals)."""
+
+
 @dataclass(frozen=True)
 class _Money:
     """The money of one event: the sum of its values, their currency, what was asked for."""
@@ -460,6 +465,15 @@ class EventMapper:
 
     def _value_credit(self, event: dict[str, Any], eid: str, money: _Money, _: str | None
                       ) -> CashEvent | None:
+        currencies = [v["currency"] for v in event.get("values") or [] if v["currency"]]
+        if not all(_CURRENCY.fullmatch(c) for c in currencies) or len(set(currencies)) > 1:
+            # Not a currency code: the bytes are not what GA138 says (other firmware, or a
+            # misread reply). A credit is never guessed: the operator decides.
+            return CashEvent(K.FAULT, self.device, event_id=eid, currency=self.currency,
+                             reason=f"{event['event'].lower()} with unreadable money "
+                             f"{event.get('values')}; operator review",
+                             detail={"ssp_event": event["event"], "code": event["code"],
+                                     "needs_review": True, "values": event.get("values")})
         route = "hopper" if event["code"] == Event.COIN_CREDIT else "system"
         return self._make(K.CREDIT, eid, event, value=money.paid, currency=money.currency,
                           route=route)
