@@ -114,7 +114,8 @@ DEVIATIONS = {
     "parseData / POLL / COIN_CREDIT: protocol >= 6":
         "GA138 v2.2 'Coin Credit' (0xDF): one 4-byte value + 3-byte currency from protocol 6 "
         "(example F0 DF F4 01 00 00 47 42 50), no count byte; the peer reads a count and "
-        "blocks. vendhw reads the first 7 bytes as the spec says and reports the rest",
+        "blocks. vendhw reads the first 7 bytes as the spec says, reports the rest, and its "
+        "host sends the unreadable currency to the operator instead of crediting it",
     "parseData / POLL / Skip unknown status":
         "the peer skips bytes it does not know (00 00 before B6); vendhw does not guess where "
         "the next event starts and reports them",
