@@ -65,8 +65,22 @@ async function run() {
       if (event.name === 'CREDIT_NOTE') credits += 1;
     }
   }
+  // Second note with POLL WITH ACK: the credit must repeat until EVENT ACK, then stop.
+  let acked = 0;
+  let repeats = 0;
+  for (let i = 0; i < polls && acked === 0; i += 1) {
+    const result = report('POLL_WITH_ACK', await ssp.exec('POLL_WITH_ACK'));
+    if ([].concat(result.info || []).some((event) => event.name === 'CREDIT_NOTE')) {
+      const again = report('POLL_WITH_ACK', await ssp.exec('POLL_WITH_ACK'));
+      repeats = [].concat(again.info || []).filter((event) => event.name === 'CREDIT_NOTE').length;
+      report('EVENT_ACK', await ssp.exec('EVENT_ACK'));
+      acked = 1;
+    }
+  }
+  const after = report('POLL_WITH_ACK', await ssp.exec('POLL_WITH_ACK'));
+  const afterAck = [].concat(after.info || []).filter((event) => event.name === 'CREDIT_NOTE').length;
   report('DISABLE', await ssp.exec('DISABLE'));
-  console.log(JSON.stringify({ done: true, credits, count: ssp.count }));
+  console.log(JSON.stringify({ done: true, credits, acked, repeats, afterAck, count: ssp.count }));
   ssp.close();
 }
 
