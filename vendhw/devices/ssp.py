@@ -156,8 +156,9 @@ CASHBOX_SERVICE_ERRORS = {1: "no device connected", 2: "unable to read barcode",
                           5: "cashbox unlocked", 6: "currency mismatch", 7: "firmware error",
                           8: "TEBS comms error"}
 """GA138 event 0x90 CASHBOX OUT OF SERVICE, its data byte."""
-ERROR_BYTES = {0xB7: COIN_MECH_ERRORS, 0xA8: TICKET_PRINTING_ERRORS,
-               0x90: CASHBOX_SERVICE_ERRORS}
+ERROR_BYTES = {Event.COIN_MECH_ERROR: COIN_MECH_ERRORS,
+               Event.TICKET_PRINTING_ERROR: TICKET_PRINTING_ERRORS,
+               Event.CASHBOX_OUT_OF_SERVICE: CASHBOX_SERVICE_ERRORS}
 ERROR_DURING_PAYOUT = {0: "note not correctly detected as it was routed",
                        1: "note jammed in transport", 2: "cashbox error",
                        3: "payout stalled", 4: "payout cancelled: poll timeout"}
@@ -401,9 +402,9 @@ class EventMapper:
             made = self._one(event, event_id, reject_reason)
             if made is not None:
                 out.append(made)
-        if self.jammed and not codes & {0xE9, 0xEA, 0xD5}:
+        if self.jammed and not codes & {Event.UNSAFE_NOTE_JAM, Event.SAFE_NOTE_JAM, Event.JAMMED}:
             self.jammed = False
-        if self.escrow_channel and 0xEF not in codes:
+        if self.escrow_channel and Event.READ_NOTE not in codes:
             # The note left escrow; stacking, credit or rejection events say how.
             self.escrow_channel = 0
         return out
@@ -849,9 +850,9 @@ class SspDevice(CashDevice):
         events = decode_poll(data, self.version)
         self._polls += 1
         fresh, self._fresh = self._fresh, False
-        reset = any(e["code"] == 0xF1 for e in events)
+        reset = any(e["code"] == Event.SLAVE_RESET for e in events)
         if fresh and self._quiet_reset:  # the power-up start() just handled, not news
-            events = [e for e in events if e["code"] != 0xF1]
+            events = [e for e in events if e["code"] != Event.SLAVE_RESET]
         prefix = f"ssp:{self.serial:08X}/{self._token}"
         ids: list[str] = []
         k = 0
@@ -865,7 +866,7 @@ class SspDevice(CashDevice):
             else:
                 ids.append(f"{prefix}/p{self._polls}/{i}")
         reason = None
-        if any(e["code"] == 0xEC for e in events):
+        if any(e["code"] == Event.NOTE_REJECTED for e in events):
             try:
                 reason = self.last_reject_reason()
             except VendhwError as exc:
