@@ -23,9 +23,11 @@ from ssp_peers import CASES, DEVIATIONS, crc16_ssp
 from vendhw.devices.cash import CashEventKind
 from vendhw.devices.ssp import SspDevice
 from vendhw.errors import NoResponseError
+from vendhw.resources import protocol_vectors
 from vendhw.transport import open_transport
 
 HERE = Path(__file__).parent
+VECTORS = protocol_vectors("ssp")
 K = CashEventKind
 POLL_WITH_ACK_EVENTS = {0xEE, 0xE6, 0xE2, 0xD1, 0xB6, 0xD2, 0xD8, 0xD9, 0xDC, 0xDD, 0xB4, 0xB1,
                         0xC9, 0xCB, 0xCA, 0xCD, 0xBF}
@@ -116,3 +118,26 @@ def test_host_replays_the_node_librarys_poll_payloads_strictly(tmp_path: Path) -
     exchanges = sum(1 for record in records if record["dir"] == "tx")
     assert exchanges == 7 + len(usable) + sum(
         1 for case in usable if {e["code"] for e in case["expected"]} & POLL_WITH_ACK_EVENTS)
+
+
+def test_real_nv9usb_reply_count_sets_the_next_command_count() -> None:
+    """Issue #44's NV9USB log: the device's POLL reply decrypts to eCOUNT 7 (its plaintext,
+    packing and eCRC are in the log) and the host's next POLL went out with count 7. The key is
+    not in the log, so the real plaintext is sealed again under a test key and handed to
+    vendhw's host cipher after it sealed command 6: the host must accept it and seal 7 next."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    from vendhw.framing.essp import EsspCipher
+
+    (inner,) = [v for v in VECTORS if v.get("form") == "essp-inner"]
+    plain = bytes.fromhex(inner["hex"])
+    assert int.from_bytes(plain[1:5], "little") == 7
+    key = bytes(range(16))
+    host = EsspCipher(key)
+    host.count = 6
+    host.seal(b"\x07")  # the POLL the log's host sent with count 6
+    encryptor = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+    assert host.open(encryptor.update(plain) + encryptor.finalize()) == bytes.fromhex("F0 C6")
+    decryptor = Cipher(algorithms.AES(key), modes.ECB()).decryptor()
+    next_block = host.seal(b"\x07")[1:]
+    assert int.from_bytes(decryptor.update(next_block)[1:5], "little") == 7  # as in the log
