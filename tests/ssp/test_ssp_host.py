@@ -50,22 +50,26 @@ def test_essp_known_answer_vector_decrypts() -> None:
     cipher = EsspCipher(bytes.fromhex("67452301674523015EFAE50D00000000"))
     parsed = SspFramer().parse(frame)
     assert parsed["command"] == "ENCRYPTED"
-    assert cipher.open(bytes(parsed["encrypted"])) == bytes((0x06, 0x06))  # HOST PROTOCOL 6
-    assert cipher.count == 1
+    plain = cipher.decrypt(bytes(parsed["encrypted"]))
+    assert plain[:7] == bytes((2, 0, 0, 0, 0, 0x06, 0x06))  # HOST PROTOCOL 6, eCOUNT 0
+    # As a host reply it would carry the count of the next command: 0 is that count here.
+    assert cipher.open(bytes(parsed["encrypted"])) == bytes((0x06, 0x06))
+    assert cipher.count == 0
 
 
 def test_essp_seal_open_round_trip_and_count_check() -> None:
     key = aes_key(0x1122334455667788)
-    host, slave = EsspCipher(key), EsspCipher(key)
+    host, other = EsspCipher(key), EsspCipher(key)
     sealed = host.seal(b"\x07")
-    assert sealed[0] == 0x7E and (len(sealed) - 1) % 16 == 0
-    assert slave.open(sealed[1:]) == b"\x07"
+    assert sealed[0] == 0x7E and (len(sealed) - 1) % 16 == 0 and host.count == 1
+    assert other.open(sealed[1:]) == b"\x07"  # count 0 is what `other` expects
+    other.seal(b"\x07")
     with pytest.raises(SequenceError, match="count 0, expected 1"):
-        slave.open(sealed[1:])  # a replayed packet is refused
+        other.open(sealed[1:])  # a replayed packet is refused
     tampered = bytearray(host.seal(b"\x07"))
     tampered[5] ^= 1
     with pytest.raises(ChecksumError):
-        slave.open(bytes(tampered[1:]))
+        other.open(bytes(tampered[1:]))
 
 
 def test_key_agreement_gives_both_sides_one_key() -> None:

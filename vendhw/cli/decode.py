@@ -83,13 +83,22 @@ def _inputs(args: Iterable[str]) -> Iterator[str]:
               help="Who sent the frames (needed where codes overlap, e.g. id003, mdb).")
 @click.option("--checksum", type=click.Choice(["simple", "crc16"]),
               help="Checksum variant (ccTalk).")
+@click.option("--protocol-version", type=click.IntRange(1, 255),
+              help="SSP protocol version of the frames (default 6; below 6 poll events carry "
+                   "4-byte values without a currency).")
 @click.option("--stream", is_flag=True, help="Treat all input as one byte stream.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per frame per line.")
 def decode(protocol: str, frames: tuple[str, ...], direction: str | None, checksum: str | None,
-           stream: bool, as_json: bool) -> None:
+           protocol_version: int | None, stream: bool, as_json: bool) -> None:
     """Decode PROTOCOL frames given as hex (arguments, or stdin lines with -)."""
+    options: dict[str, Any] = {"checksum": checksum} if checksum else {}
+    if protocol_version is not None:
+        if protocol.lower() != "ssp":
+            click.echo("error: --protocol-version only applies to ssp", err=True)
+            sys.exit(2)
+        options["protocol_version"] = protocol_version
     try:
-        framer = get_framer(protocol, **({"checksum": checksum} if checksum else {}))
+        framer = get_framer(protocol, **options)
     except ConfigurationError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -31,9 +31,10 @@ Facts and sources: ``protocols/ssp/README.md`` (ITL GA138, GA973).
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,8 +58,12 @@ from vendhw.framing.ssp import (
     REPLY_TIMEOUT,
     RESPONSES,
     RETRIES,
+    UNKNOWN_EVENT,
+    Command,
+    Event,
+    Response,
     SspFramer,
-    decode_events,
+    decode_poll,
 )
 from vendhw.options import option_flag, option_ints
 from vendhw.transport import Transport, open_transport
@@ -82,17 +87,27 @@ MIN_PROTOCOL_VERSION = 4
 
 # --- commands (GA138) --------------------------------------------------------------------------
 
+# The codes are declared once, in vendhw.framing.ssp; these names are kept for callers.
+C = Command
 (RESET, SET_INHIBITS, SETUP_REQUEST, HOST_PROTOCOL_VERSION, POLL, REJECT, DISABLE, ENABLE,
  GET_SERIAL_NUMBER, SYNC, LAST_REJECT_CODE, HOLD, GET_ALL_LEVELS, PAYOUT_AMOUNT,
  GET_DENOMINATION_LEVEL, HALT_PAYOUT, SET_DENOMINATION_ROUTE, GET_DENOMINATION_ROUTE,
  FLOAT_AMOUNT, GET_MINIMUM_PAYOUT, EMPTY_ALL, SET_GENERATOR, SET_MODULUS,
  REQUEST_KEY_EXCHANGE, SMART_EMPTY, POLL_WITH_ACK, EVENT_ACK, DISABLE_PAYOUT_DEVICE,
  ENABLE_PAYOUT_DEVICE, SET_COIN_MECH_INHIBITS) = (
-    0x01, 0x02, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A, 0x0C, 0x11, 0x17, 0x18, 0x22, 0x33, 0x35,
-    0x38, 0x3B, 0x3C, 0x3D, 0x3E, 0x3F, 0x4A, 0x4B, 0x4C, 0x52, 0x56, 0x57, 0x5B, 0x5C, 0x40)
+    C.RESET, C.SET_INHIBITS, C.SETUP_REQUEST, C.HOST_PROTOCOL_VERSION, C.POLL, C.REJECT,
+    C.DISABLE, C.ENABLE, C.GET_SERIAL_NUMBER, C.SYNC, C.LAST_REJECT_CODE, C.HOLD,
+    C.GET_ALL_LEVELS, C.PAYOUT_AMOUNT, C.GET_DENOMINATION_LEVEL, C.HALT_PAYOUT,
+    C.SET_DENOMINATION_ROUTE, C.GET_DENOMINATION_ROUTE, C.FLOAT_AMOUNT, C.GET_MINIMUM_PAYOUT,
+    C.EMPTY_ALL, C.SET_GENERATOR, C.SET_MODULUS, C.REQUEST_KEY_EXCHANGE, C.SMART_EMPTY,
+    C.POLL_WITH_ACK, C.EVENT_ACK, C.DISABLE_PAYOUT_DEVICE, C.ENABLE_PAYOUT_DEVICE,
+    C.SET_COIN_MECH_INHIBITS)
 
-OK, COMMAND_NOT_KNOWN, WRONG_PARAMETERS, PARAMETER_OUT_OF_RANGE = 0xF0, 0xF2, 0xF3, 0xF4
-CANNOT_PROCESS, SOFTWARE_ERROR, FAIL, KEY_NOT_SET = 0xF5, 0xF6, 0xF8, 0xFA
+R = Response
+OK, COMMAND_NOT_KNOWN, WRONG_PARAMETERS, PARAMETER_OUT_OF_RANGE = (
+    R.OK, R.COMMAND_NOT_KNOWN, R.WRONG_NUMBER_OF_PARAMETERS, R.PARAMETER_OUT_OF_RANGE)
+CANNOT_PROCESS, SOFTWARE_ERROR, FAIL, KEY_NOT_SET = (
+    R.COMMAND_CANNOT_BE_PROCESSED, R.SOFTWARE_ERROR, R.FAIL, R.KEY_NOT_SET)
 COMMIT, TEST_ONLY = 0x58, 0x19
 """GA138 PAYOUT AMOUNT / FLOAT AMOUNT option byte (protocol >= 6)."""
 ROUTE_PAYOUT, ROUTE_CASHBOX = 0, 1
@@ -106,9 +121,44 @@ NO_ESCROW_UNITS = frozenset((0x03,))
 PAYOUT_ERRORS = {1: "not enough value in device", 2: "cannot pay exact amount",
                  3: "device busy", 4: "device disabled"}
 """GA138 PAYOUT AMOUNT / FLOAT AMOUNT: the byte after COMMAND CANNOT BE PROCESSED."""
-PAYOUT_DEVICE_ERRORS = {1: "no payout connected", 2: "invalid currency detected",
-                        3: "payout device failure (or busy)"}
-"""GA138 SET DENOMINATION ROUTE / ENABLE PAYOUT DEVICE errors."""
+PAYOUT_DEVICE_ERRORS = {1: "no device connected", 2: "invalid currency detected",
+                        3: "busy", 4: "empty only (note float only)", 5: "device error"}
+"""GA138 ENABLE PAYOUT DEVICE (0x5C): the byte after COMMAND CANNOT BE PROCESSED."""
+ROUTE_ERRORS = {1: "no payout connected", 2: "invalid currency detected",
+                3: "payout device failure"}
+"""GA138 SET DENOMINATION ROUTE (0x3B): the byte after COMMAND CANNOT BE PROCESSED."""
+COIN_MECH_ERRORS = {
+    1: "reject coin", 2: "inhibited coin", 3: "multiple window", 4: "wake-up timeout",
+    5: "validation timeout", 6: "credit sensor timeout", 7: "sorter opto timeout",
+    8: "2nd close coin error", 9: "accept gate not ready", 10: "credit sensor not ready",
+    11: "sorter not ready", 12: "reject coin not cleared", 13: "validation sensor not ready",
+    14: "credit sensor blocked", 15: "sorter opto blocked", 16: "credit sequence error",
+    17: "coin going backwards", 18: "coin too fast (over credit sensor)",
+    19: "coin too slow (over credit sensor)", 20: "C.O.S. mechanism activated",
+    21: "DCE opto timeout", 22: "DCE opto not seen", 23: "credit sensor reached too early",
+    24: "reject coin (repeated sequential trip)", 25: "reject slug",
+    26: "reject sensor blocked", 27: "games overload", 28: "max. coin meter pulses exceeded",
+    29: "accept gate open not closed", 30: "accept gate closed not open",
+    31: "manifold opto timeout", 32: "manifold opto blocked",
+    **{code: f"inhibited coin (type {code - 127})" for code in range(128, 160)},
+    253: "data block request", 254: "coin return mechanism activated",
+    255: "unspecified alarm code",
+}
+"""GA138 event 0xB7 COIN MECH ERROR, its data byte (the ccTalk error codes)."""
+TICKET_PRINTING_ERRORS = {0: "no paper", 1: "load fail", 2: "no head",
+                          3: "diverter did not open", 4: "diverter did not close",
+                          5: "burst fail", 6: "cut fail", 7: "reverse validate fail", 8: "jam",
+                          9: "NV200 fail", 10: "NV200 timeout", 17: "NV200 cashbox error",
+                          19: "SMART Ticket timeout"}
+"""GA138 event 0xA8 TICKET PRINTING ERROR, its data byte."""
+CASHBOX_SERVICE_ERRORS = {1: "no device connected", 2: "unable to read barcode",
+                          3: "cashbox out of position", 4: "cashbox removed",
+                          5: "cashbox unlocked", 6: "currency mismatch", 7: "firmware error",
+                          8: "TEBS comms error"}
+"""GA138 event 0x90 CASHBOX OUT OF SERVICE, its data byte."""
+ERROR_BYTES = {Event.COIN_MECH_ERROR: COIN_MECH_ERRORS,
+               Event.TICKET_PRINTING_ERROR: TICKET_PRINTING_ERRORS,
+               Event.CASHBOX_OUT_OF_SERVICE: CASHBOX_SERVICE_ERRORS}
 ERROR_DURING_PAYOUT = {0: "note not correctly detected as it was routed",
                        1: "note jammed in transport", 2: "cashbox error",
                        3: "payout stalled", 4: "payout cancelled: poll timeout"}
@@ -288,6 +338,41 @@ def money(value: int, currency: str, version: int) -> bytes:
 # --- poll events to cash events (pure) ---------------------------------------------------------
 
 K = CashEventKind
+FAULT_EVENTS = frozenset((
+    Event.NOTE_PATH_OPEN, Event.PAYOUT_OUT_OF_SERVICE, Event.CASHBOX_OUT_OF_SERVICE,
+    Event.CALIBRATION_FAILED, Event.COIN_MECH_ERROR, Event.MAINTENANCE_REQUIRED,
+    Event.PRINTER_HEAD_REMOVED, Event.TICKET_PATH_OPEN, Event.TICKET_JAM,
+    Event.TICKET_PRINTING_ERROR, Event.NO_PAPER))
+"""Events reported as faults: note path open, payout or cashbox out of service, calibration
+failed, coin mech error, maintenance required, printer head removed, ticket path open, ticket
+jam, ticket printing error, no paper."""
+CREDIT_EVENTS = frozenset((Event.CREDIT_NOTE, Event.NOTE_CLEARED_TO_CASHBOX, Event.COIN_CREDIT,
+                           Event.VALUE_ADDED))
+"""Events that credit money."""
+SIMPLE_EVENTS: dict[int, tuple[CashEventKind, str | None]] = {
+    Event.STACKER_FULL: (K.CASHBOX_FULL, "stacker full"),
+    Event.COIN_REJECTED: (K.REJECTED, "coin rejected"),
+}
+"""Events that map to one cash event with a fixed reason, whatever their data."""
+PAYOUT_STOP_REASONS = {
+    Event.JAMMED: "jammed during payout", Event.HALTED: "payout halted",
+    Event.TIMEOUT: "payout timed out",
+    Event.INCOMPLETE_PAYOUT: "payout interrupted (power-down or reset)",
+    Event.INCOMPLETE_FLOAT: "float interrupted (power-down or reset)",
+}
+
+
+_CURRENCY = re.compile("[A-Z]{3}")
+"""An ISO 4217 code as SSP sends it from protocol 6 (3 ASCII capitals)."""
+
+
+@dataclass(frozen=True)
+class _Money:
+    """The money of one event: the sum of its values, their currency, what was asked for."""
+
+    paid: int
+    currency: str
+    requested: int | None
 
 
 @dataclass
@@ -317,9 +402,9 @@ class EventMapper:
             made = self._one(event, event_id, reject_reason)
             if made is not None:
                 out.append(made)
-        if self.jammed and not codes & {0xE9, 0xEA, 0xD5}:
+        if self.jammed and not codes & {Event.UNSAFE_NOTE_JAM, Event.SAFE_NOTE_JAM, Event.JAMMED}:
             self.jammed = False
-        if self.escrow_channel and 0xEF not in codes:
+        if self.escrow_channel and Event.READ_NOTE not in codes:
             # The note left escrow; stacking, credit or rejection events say how.
             self.escrow_channel = 0
         return out
@@ -332,101 +417,198 @@ class EventMapper:
 
     def _one(self, event: dict[str, Any], eid: str, reject_reason: str | None
              ) -> CashEvent | None:
+        if event["event"] == UNKNOWN_EVENT:
+            return self._unknown(event, eid)
         code = event["code"]
-        channel = event.get("channel")
+        if code in SIMPLE_EVENTS:
+            kind, reason = SIMPLE_EVENTS[code]
+            return self._make(kind, eid, event, reason=reason)
+        if code in FAULT_EVENTS:
+            return self._make(K.FAULT, eid, event, reason=_fault_reason(event))
+        handler = _HANDLERS.get(code)
+        if handler is None:
+            return None  # in-between states (reading, rejecting, stacking...): nothing to report
         values = event.get("values") or []
-        paid = sum(v["value"] for v in values)
-        currency = values[0]["currency"] if values and values[0]["currency"] else self.currency
-        if code == 0xF1:
-            self.escrow_channel, self.disabled, self.last_progress = 0, None, None
-            return self._make(K.DEVICE_RESET, eid, event, reason="slave reset (power-up)")
-        if code == 0xEF:
-            if channel and channel != self.escrow_channel:
-                self.escrow_channel = channel
-                value, cur = self._channel(channel)
-                return self._make(K.ESCROW, eid, event, value=value, currency=cur,
-                                  channel=channel, route="escrow")
-            return None
-        if code == 0xEE:
-            value, cur = self._channel(channel or 0)
+        money = _Money(sum(v["value"] for v in values),
+                       values[0]["currency"] if values and values[0]["currency"]
+                       else self.currency,
+                       sum(v.get("requested", 0) for v in values) or None)
+        return handler(self, event, eid, money, reject_reason)
+
+    # One handler per event that needs state or data; the table below maps codes to them.
+
+    def _reset(self, event: dict[str, Any], eid: str, money: _Money, _: str | None
+               ) -> CashEvent | None:
+        self.escrow_channel, self.disabled, self.last_progress = 0, None, None
+        return self._make(K.DEVICE_RESET, eid, event, reason="slave reset (power-up)")
+
+    def _read(self, event: dict[str, Any], eid: str, money: _Money, _: str | None
+              ) -> CashEvent | None:
+        channel = event.get("channel")
+        if channel and channel != self.escrow_channel:
+            self.escrow_channel = channel
+            value, cur = self._channel(channel)
+            return self._make(K.ESCROW, eid, event, value=value, currency=cur,
+                              channel=channel, route="escrow")
+        return None
+
+    def _note_credit(self, event: dict[str, Any], eid: str, money: _Money, _: str | None
+                     ) -> CashEvent | None:
+        channel = event.get("channel")
+        value, cur = self._channel(channel or 0)
+        if event["code"] == Event.CREDIT_NOTE:
             self.escrow_channel = 0
-            return self._make(K.CREDIT, eid, event, value=value, currency=cur, channel=channel,
-                              route="validator")
-        if code == 0xE2:
-            value, cur = self._channel(channel or 0)
-            return self._make(K.CREDIT, eid, event, value=value, currency=cur, channel=channel,
-                              route="cashbox", reason="note found in the path at power-up "
-                              "and stacked")
-        if code == 0xDF:
-            return self._make(K.CREDIT, eid, event, value=paid, currency=currency,
-                              route="hopper")
-        if code == 0xBF:
-            return self._make(K.CREDIT, eid, event, value=paid, currency=currency,
-                              route="system")
-        if code == 0xEC:
-            return self._make(K.REJECTED, eid, event, reason=reject_reason or "rejected")
-        if code == 0xE1:
-            value, cur = self._channel(channel or 0)
-            return self._make(K.RETURNED, eid, event, value=value, currency=cur,
-                              channel=channel or None, reason="note cleared from the front "
-                              "at power-up")
-        if code in (0xE9, 0xEA):
+            return self._make(K.CREDIT, eid, event, value=value, currency=cur,
+                              channel=channel, route="validator")
+        return self._make(K.CREDIT, eid, event, value=value, currency=cur, channel=channel,
+                          route="cashbox", reason="note found in the path at power-up and "
+                          "stacked")
+
+    def _value_credit(self, event: dict[str, Any], eid: str, money: _Money, _: str | None
+                      ) -> CashEvent | None:
+        currencies = [v["currency"] for v in event.get("values") or [] if v["currency"]]
+        if not all(_CURRENCY.fullmatch(c) for c in currencies) or len(set(currencies)) > 1:
+            # Not a currency code: the bytes are not what GA138 says (other firmware, or a
+            # misread reply). A credit is never guessed: the operator decides.
+            return CashEvent(K.FAULT, self.device, event_id=eid, currency=self.currency,
+                             reason=f"{event['event'].lower()} with unreadable money "
+                             f"{event.get('values')}; operator review",
+                             detail={"ssp_event": event["event"], "code": event["code"],
+                                     "needs_review": True, "values": event.get("values")})
+        route = "hopper" if event["code"] == Event.COIN_CREDIT else "system"
+        return self._make(K.CREDIT, eid, event, value=money.paid, currency=money.currency,
+                          route=route)
+
+    def _rejected(self, event: dict[str, Any], eid: str, money: _Money,
+                  reject_reason: str | None) -> CashEvent | None:
+        return self._make(K.REJECTED, eid, event, reason=reject_reason or "rejected")
+
+    def _cleared_from_front(self, event: dict[str, Any], eid: str, money: _Money,
+                            _: str | None) -> CashEvent | None:
+        channel = event.get("channel")
+        value, cur = self._channel(channel or 0)
+        return self._make(K.RETURNED, eid, event, value=value, currency=cur,
+                          channel=channel or None,
+                          reason="note cleared from the front at power-up")
+
+    def _note_jam(self, event: dict[str, Any], eid: str, money: _Money, _: str | None
+                  ) -> CashEvent | None:
+        if self.jammed:
+            return None
+        self.jammed = True
+        return self._make(K.JAM, eid, event, reason=event["event"].lower())
+
+    def _fraud(self, event: dict[str, Any], eid: str, money: _Money, _: str | None
+               ) -> CashEvent | None:
+        return self._make(K.FRAUD, eid, event, channel=event.get("channel") or None,
+                          reason="fraud attempt")
+
+    def _cashbox_removed(self, event: dict[str, Any], eid: str, money: _Money,
+                         _: str | None) -> CashEvent | None:
+        if self.cashbox_removed:
+            return None
+        self.cashbox_removed = True
+        return self._make(K.CASHBOX_REMOVED, eid, event)
+
+    def _cashbox_replaced(self, event: dict[str, Any], eid: str, money: _Money,
+                          _: str | None) -> CashEvent | None:
+        self.cashbox_removed = False
+        return self._make(K.CASHBOX_REPLACED, eid, event)
+
+    def _disabled(self, event: dict[str, Any], eid: str, money: _Money, _: str | None
+                  ) -> CashEvent | None:
+        if self.disabled:
+            return None
+        self.disabled = True
+        return self._make(K.DISABLED, eid, event)
+
+    def _progress(self, event: dict[str, Any], eid: str, money: _Money, _: str | None
+                  ) -> CashEvent | None:
+        if money.paid == self.last_progress:
+            return None
+        self.last_progress = money.paid
+        route = "customer" if event["code"] == Event.DISPENSING else "cashbox"
+        return self._make(K.PAYOUT_PROGRESS, eid, event, value=money.paid,
+                          currency=money.currency, route=route)
+
+    def _done(self, event: dict[str, Any], eid: str, money: _Money, _: str | None
+              ) -> CashEvent | None:
+        self.last_progress = None
+        dispensed = event["code"] == Event.DISPENSED
+        return self._make(K.PAYOUT_DONE, eid, event, value=money.paid, currency=money.currency,
+                          route="customer" if dispensed else "cashbox",
+                          reason=None if dispensed else "floated")
+
+    def _incomplete(self, event: dict[str, Any], eid: str, money: _Money, _: str | None
+                    ) -> CashEvent | None:
+        self.last_progress = None
+        code = event["code"]
+        if code == Event.JAMMED:
             if self.jammed:
                 return None
             self.jammed = True
-            return self._make(K.JAM, eid, event, reason=event["event"].lower())
-        if code == 0xE6:
-            return self._make(K.FRAUD, eid, event, channel=channel or None,
-                              reason="fraud attempt")
-        if code == 0xE7:
-            return self._make(K.CASHBOX_FULL, eid, event, reason="stacker full")
-        if code == 0xE3:
-            if self.cashbox_removed:
-                return None
-            self.cashbox_removed = True
-            return self._make(K.CASHBOX_REMOVED, eid, event)
-        if code == 0xE4:
-            self.cashbox_removed = False
-            return self._make(K.CASHBOX_REPLACED, eid, event)
-        if code == 0xE8:
-            if self.disabled:
-                return None
-            self.disabled = True
-            return self._make(K.DISABLED, eid, event)
-        if code in (0xE0, 0xC6, 0x90, 0x83):
-            return self._make(K.FAULT, eid, event, reason=event["event"].lower())
-        if code in (0xDA, 0xD7):
-            if paid == self.last_progress:
-                return None
-            self.last_progress = paid
-            return self._make(K.PAYOUT_PROGRESS, eid, event, value=paid, currency=currency,
-                              route="customer" if code == 0xDA else "cashbox")
-        if code in (0xD2, 0xD8):
-            self.last_progress = None
-            return self._make(K.PAYOUT_DONE, eid, event, value=paid, currency=currency,
-                              route="customer" if code == 0xD2 else "cashbox",
-                              reason=None if code == 0xD2 else "floated")
-        if code in (0xD5, 0xD6, 0xD9, 0xDC, 0xDD, 0xB1):
-            self.last_progress = None
-            if code == 0xD5:
-                if self.jammed:
-                    return None
-                self.jammed = True
-            requested = sum(v.get("requested", 0) for v in values) or None
-            reason = {0xD5: "jammed during payout", 0xD6: "payout halted",
-                      0xD9: "payout timed out", 0xDC: "payout interrupted (power-down or reset)",
-                      0xDD: "float interrupted (power-down or reset)"}.get(code)
-            if code == 0xB1:
-                reason = "error during payout: " + ERROR_DURING_PAYOUT.get(
-                    event.get("error", -1), f"code {event.get('error')}")
-            return self._make(K.PAYOUT_INCOMPLETE, eid, event, value=paid, currency=currency,
-                              requested=requested, route="customer", reason=reason)
-        if code in (0xC3, 0xB4):
-            return self._make(K.PAYOUT_DONE, eid, event, value=paid, currency=currency,
-                              route="cashbox", reason="emptied to the cashbox")
-        if code in (0xEB, 0xCC):
-            self.escrow_channel = 0
-        return None  # in-between states (reading, rejecting, stacking...): nothing to report
+        reason = PAYOUT_STOP_REASONS.get(code)
+        if code == Event.ERROR_DURING_PAYOUT:
+            reason = "error during payout: " + ERROR_DURING_PAYOUT.get(
+                event.get("error", -1), f"code {event.get('error')}")
+        return self._make(K.PAYOUT_INCOMPLETE, eid, event, value=money.paid,
+                          currency=money.currency, requested=money.requested,
+                          route="customer", reason=reason)
+
+    def _emptied(self, event: dict[str, Any], eid: str, money: _Money, _: str | None
+                 ) -> CashEvent | None:
+        return self._make(K.PAYOUT_DONE, eid, event, value=money.paid, currency=money.currency,
+                          route="cashbox", reason="emptied to the cashbox")
+
+    def _stacked(self, event: dict[str, Any], eid: str, money: _Money, _: str | None
+                 ) -> CashEvent | None:
+        self.escrow_channel = 0
+        return None
+
+    def _unknown(self, event: dict[str, Any], eid: str) -> CashEvent:
+        """Bytes the host cannot read: a fault for the operator, never a guessed credit."""
+        raw: bytes = event["raw"]
+        possible = event.get("possible") or []
+        reason = (f"unknown SSP event 0x{event['code']:02X}: {len(raw)} byte(s) not "
+                  f"understood ({raw.hex(' ').upper()}); operator review")
+        if any(p["code"] in CREDIT_EVENTS for p in possible):
+            reason += "; they may hold a credit"
+        detail = {"ssp_event": event["event"], "code": event["code"],
+                  "raw": raw.hex(" "), "needs_review": True,
+                  "possible": possible, "skipped": event.get("skipped")}
+        return CashEvent(K.FAULT, self.device, event_id=eid, detail=detail,
+                         currency=self.currency, reason=reason)
+
+
+def _fault_reason(event: dict[str, Any]) -> str:
+    reason: str = event["event"].lower()
+    if "error" in event:
+        names = ERROR_BYTES.get(event["code"], {})
+        reason += f" {event['error']}: " + names.get(event["error"], "unknown code")
+    return reason
+
+
+E = Event
+_Handler = Callable[[EventMapper, dict[str, Any], str, _Money, "str | None"], "CashEvent | None"]
+_HANDLERS: dict[int, _Handler] = {
+    E.SLAVE_RESET: EventMapper._reset, E.READ_NOTE: EventMapper._read,
+    E.CREDIT_NOTE: EventMapper._note_credit, E.NOTE_CLEARED_TO_CASHBOX: EventMapper._note_credit,
+    E.COIN_CREDIT: EventMapper._value_credit, E.VALUE_ADDED: EventMapper._value_credit,
+    E.NOTE_REJECTED: EventMapper._rejected,
+    E.NOTE_CLEARED_FROM_FRONT: EventMapper._cleared_from_front,
+    E.UNSAFE_NOTE_JAM: EventMapper._note_jam, E.SAFE_NOTE_JAM: EventMapper._note_jam,
+    E.FRAUD_ATTEMPT: EventMapper._fraud, E.CASHBOX_REMOVED: EventMapper._cashbox_removed,
+    E.CASHBOX_REPLACED: EventMapper._cashbox_replaced, E.DISABLED: EventMapper._disabled,
+    E.DISPENSING: EventMapper._progress, E.FLOATING: EventMapper._progress,
+    E.DISPENSED: EventMapper._done, E.FLOATED: EventMapper._done,
+    E.JAMMED: EventMapper._incomplete, E.HALTED: EventMapper._incomplete,
+    E.TIMEOUT: EventMapper._incomplete, E.INCOMPLETE_PAYOUT: EventMapper._incomplete,
+    E.INCOMPLETE_FLOAT: EventMapper._incomplete, E.ERROR_DURING_PAYOUT: EventMapper._incomplete,
+    E.EMPTIED: EventMapper._emptied, E.SMART_EMPTIED: EventMapper._emptied,
+    E.NOTE_STACKED: EventMapper._stacked, E.NOTE_STACKING: EventMapper._stacked,
+}
+"""Poll events that need state or data, and who maps them. Events in none of the tables
+(reading, rejecting, stacking...) report nothing."""
 
 
 # --- the runner --------------------------------------------------------------------------------
@@ -663,28 +845,28 @@ class SspDevice(CashDevice):
             self._deliver(self._pending[0], sink)
             out.append(self._pending.popleft())
         data = self._poll_command()
-        events = decode_events(data, self.version)
-        if events is None:
-            raise UnexpectedReplyError(f"{self.name}: poll reply does not parse as events: "
-                                       f"{data.hex(' ')}")
+        # An unknown event never fails the poll: what parses is kept, the rest goes to the
+        # operator, and the poll is acknowledged (else POLL WITH ACK repeats it forever).
+        events = decode_poll(data, self.version)
         self._polls += 1
         fresh, self._fresh = self._fresh, False
-        reset = any(e["code"] == 0xF1 for e in events)
+        reset = any(e["code"] == Event.SLAVE_RESET for e in events)
         if fresh and self._quiet_reset:  # the power-up start() just handled, not news
-            events = [e for e in events if e["code"] != 0xF1]
+            events = [e for e in events if e["code"] != Event.SLAVE_RESET]
         prefix = f"ssp:{self.serial:08X}/{self._token}"
         ids: list[str] = []
         k = 0
         needs_ack = False
         for i, event in enumerate(events):
-            if self.poll_with_ack and event["code"] in ACKED_EVENTS:
+            if self.poll_with_ack and (event["code"] in ACKED_EVENTS
+                                       or event["event"] == UNKNOWN_EVENT):
                 ids.append(f"{prefix}/a{self.acks}/{k}")
                 k += 1
                 needs_ack = True
             else:
                 ids.append(f"{prefix}/p{self._polls}/{i}")
         reason = None
-        if any(e["code"] == 0xEC for e in events):
+        if any(e["code"] == Event.NOTE_REJECTED for e in events):
             try:
                 reason = self.last_reject_reason()
             except VendhwError as exc:
@@ -797,11 +979,11 @@ class SspDevice(CashDevice):
         else:
             width = 2 if setup.unit_type == 0x03 else 4
             params = bytes((route,)) + value.to_bytes(width, "little")
-        self.command(SET_DENOMINATION_ROUTE, params, errors=PAYOUT_DEVICE_ERRORS)
+        self.command(SET_DENOMINATION_ROUTE, params, errors=ROUTE_ERRORS)
 
     def get_route(self, value: int) -> str:
         reply = self.command(GET_DENOMINATION_ROUTE, money(value, self.currency, self.version),
-                             errors=PAYOUT_DEVICE_ERRORS)
+                             errors=ROUTE_ERRORS)
         return "payout" if reply and reply[0] == ROUTE_PAYOUT else "cashbox"
 
     def levels(self) -> list[dict[str, Any]]:

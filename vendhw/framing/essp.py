@@ -13,11 +13,16 @@ Everything here is pure computation: no port, no clock.
 * **Packet** (GA973 §4.3): SSP DATA = ``STEX 0x7E`` + AES-128-ECB over ``eLENGTH | eCOUNT (4
   LE) | eDATA | packing | eCRCL | eCRCH``, padded with random bytes to a multiple of 16; the
   eCRC is the SSP CRC over eLENGTH..packing. eCOUNT starts at 0 after power-up and after each
-  key agreement; each side increments its count for every packet it seals or opens, and a
-  packet whose count is not the expected one is discarded.
+  key agreement, and advances **once per exchange**: the host seals command N and expects the
+  reply sealed with N+1, then seals its next command with N+1; the device checks N, answers
+  with N+1 and expects N+1 next. A packet whose count is not the expected one is discarded.
 
-Sources: ``protocols/ssp/README.md`` (ITL GA973 SSP Implementation Guide §4; the known-answer
-vector from ssp-rs ``src/encrypted.rs``).
+:class:`EsspCipher` is the **host** side of that rule. The device side lives in the simulator
+(``vendhw.sim.ssp``), written separately so that one reading of the rule cannot hide in both.
+
+Sources: ``protocols/ssp/README.md`` (ITL GA973 SSP Implementation Guide §4; ITL's C# host
+``SSPComms.cs``; the Node ``encrypted-smiley-secure-protocol`` host; a real NV9USB log in its
+issue #44; the known-answer vector from ssp-rs ``src/encrypted.rs``).
 """
 
 from __future__ import annotations
@@ -103,7 +108,13 @@ def aes_key(negotiated: int, fixed: int = DEFAULT_FIXED_KEY) -> bytes:
 
 
 class EsspCipher:
-    """Seals and opens eSSP payloads for one side of a link, keeping its eCOUNT."""
+    """The host's eSSP state: seals commands and opens replies, keeping eCOUNT.
+
+    ``count`` is the count of the next command. Sealing uses it and advances it; a reply must
+    carry the advanced count, and opening it changes nothing (ITL ``SSPComms.cs``:
+    ``EncryptSSPPacket`` increments once, the reply is checked against the incremented value).
+    A retransmission resends the sealed packet as it is, so it keeps its count.
+    """
 
     def __init__(self, key: bytes) -> None:
         if len(key) != BLOCK:
@@ -149,12 +160,12 @@ class EsspCipher:
         return plain
 
     def open(self, block: bytes) -> bytes:
-        """eDATA of an encrypted block (after STEX); the count must be the expected one."""
+        """eDATA of an encrypted reply (after STEX); its count must be that of the next command
+        (the one sealed last, plus one). Opening does not advance the count."""
         plain = self.decrypt(block)
         count = int.from_bytes(plain[1:5], "little")
         if count != self.count:
             raise SequenceError(f"eSSP count {count}, expected {self.count}: packet discarded")
-        self.count = (self.count + 1) & 0xFFFFFFFF
         return plain[5:5 + plain[0]]
 
 

@@ -24,21 +24,18 @@ device then reports INCOMPLETE PAYOUT).
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from vendhw.errors import FramingError, SequenceError
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
 from vendhw.framing.base import Frame
-from vendhw.framing.essp import (
-    DEFAULT_FIXED_KEY,
-    STEX,
-    EsspCipher,
-    KeyAgreement,
-    aes_key,
-    is_prime,
-)
-from vendhw.framing.ssp import ACKED_EVENTS, INTER_BYTE_GAP, SspFramer
+from vendhw.framing.checksums import CRC16_SSP
+from vendhw.framing.essp import is_prime
+from vendhw.framing.ssp import ACKED_EVENTS, INTER_BYTE_GAP, Command, Event, Response, SspFramer
 from vendhw.options import option_flag, option_ints
 from vendhw.sim.base import Reply, Simulator
 
@@ -58,11 +55,64 @@ ESCROW_TIMEOUT = 5.0
 INSERT_INTERVAL = 1.0
 VALUES = (500, 1000, 2000, 5000)
 """Channel values in cents (EUR 5, 10, 20, 50)."""
-PAYOUT_COMMANDS = frozenset((0x33, 0x3D, 0x3F, 0x52, 0x38, 0x3B, 0x3C, 0x5C, 0x5B, 0x22, 0x35,
-                             0x46, 0x44, 0x42, 0x43))
-KEY_COMMANDS = frozenset((0x11, 0x4A, 0x4B, 0x4C, 0x06, 0x05, 0x0C))
+C = Command
+PAYOUT_COMMANDS = frozenset((
+    C.PAYOUT_AMOUNT, C.FLOAT_AMOUNT, C.EMPTY_ALL, C.SMART_EMPTY, C.HALT_PAYOUT,
+    C.SET_DENOMINATION_ROUTE, C.GET_DENOMINATION_ROUTE, C.ENABLE_PAYOUT_DEVICE,
+    C.DISABLE_PAYOUT_DEVICE, C.GET_ALL_LEVELS, C.GET_DENOMINATION_LEVEL,
+    C.PAYOUT_BY_DENOMINATION, C.FLOAT_BY_DENOMINATION, C.PAYOUT_NOTE, C.STACK_NOTE))
+KEY_COMMANDS = frozenset((C.SYNC, C.SET_GENERATOR, C.SET_MODULUS, C.REQUEST_KEY_EXCHANGE,
+                          C.HOST_PROTOCOL_VERSION, C.SETUP_REQUEST, C.GET_SERIAL_NUMBER))
+STEX = 0x7E
+FIXED_KEY = 0x0123456701234567
+"""GA973 §4.1: the device's fixed key half until SET ENCRYPTION KEY (0x60) changes it."""
+R = Response
 OK, UNKNOWN, WRONG_PARAMS, OUT_OF_RANGE, CANNOT, FAIL, KEY_NOT_SET = (
-    0xF0, 0xF2, 0xF3, 0xF4, 0xF5, 0xF8, 0xFA)
+    R.OK, R.COMMAND_NOT_KNOWN, R.WRONG_NUMBER_OF_PARAMETERS, R.PARAMETER_OUT_OF_RANGE,
+    R.COMMAND_CANNOT_BE_PROCESSED, R.FAIL, R.KEY_NOT_SET)
+
+
+@dataclass
+class DeviceEssp:
+    """The device side of eSSP, written apart from the host's ``EsspCipher`` on purpose.
+
+    GA138 "Encryption": the count restarts at 0 with each key; an incoming packet must carry
+    the device's count, which then advances; the reply is sealed with the advanced count and
+    does not advance it again (the host expects N+1 after sending N, as ITL ``SSPComms.cs``
+    checks). ``open`` returns None for a packet to discard (wrong count) and raises
+    ValueError when the block does not decrypt with this key (eCRC wrong).
+    """
+
+    key: bytes
+    count: int = 0
+
+    @classmethod
+    def agreed(cls, negotiated: int, fixed: int) -> DeviceEssp:
+        """Key = fixed half then negotiated half, each 8 bytes little-endian (GA973 §4.1)."""
+        return cls(fixed.to_bytes(8, "little") + negotiated.to_bytes(8, "little"))
+
+    def _aes(self) -> Cipher[Any]:
+        return Cipher(algorithms.AES(self.key), modes.ECB())
+
+    def open(self, block: bytes) -> bytes | None:
+        if not block or len(block) % 16:
+            raise ValueError("not a whole number of AES blocks")
+        decryptor = self._aes().decryptor()
+        plain = decryptor.update(block) + decryptor.finalize()
+        if CRC16_SSP.func(plain[:-2]) != int.from_bytes(plain[-2:], "little"):
+            raise ValueError("eCRC does not match: another key")
+        length, count = plain[0], int.from_bytes(plain[1:5], "little")
+        if count != self.count or not 0 < length <= len(plain) - 7:
+            return None
+        self.count = (self.count + 1) & 0xFFFFFFFF
+        return plain[5:5 + length]
+
+    def seal(self, data: bytes) -> bytes:
+        body = bytes((len(data),)) + self.count.to_bytes(4, "little") + data
+        body += secrets.token_bytes(-(len(body) + 2) % 16)
+        body += CRC16_SSP.func(body).to_bytes(2, "little")
+        encryptor = self._aes().encryptor()
+        return bytes((STEX,)) + encryptor.update(body) + encryptor.finalize()
 
 
 class SspSimulator(Simulator):
@@ -116,7 +166,7 @@ class SspSimulator(Simulator):
         self.executed: list[int] = []
         """Command codes executed (not repeats), in order (for tests)."""
         self.interrupted: tuple[int, int] | None = None
-        self.fixed_key = DEFAULT_FIXED_KEY
+        self.fixed_key = FIXED_KEY
         self.jam = False
         self.cashbox_removed = False
         self.reject_next = 0
@@ -131,14 +181,16 @@ class SspSimulator(Simulator):
         """Power-on defaults; an interrupted payout is reported after SLAVE RESET."""
         self.last_seq: int | None = None
         self.last_reply = b""
-        self.cipher: EsspCipher | None = None
-        self.agreement = KeyAgreement(0, 0)
+        self.cipher: DeviceEssp | None = None
+        self.generator = 0
+        self.modulus = 0
         self.version = 6
         self.enabled = False
         self.inhibits = 0
         self.payout_enabled = False
-        self.events: deque[bytes] = deque([b"\xf1"])
-        self.acked: list[bytes] = []
+        self.queue: deque[tuple[bytes, bool]] = deque([(b"\xf1", False)])
+        """Events for the next poll in the order they happened; True: repeats until EVENT ACK
+        when the host polls with 0x56."""
         self.ack_mode = False
         self.note: dict[str, Any] | None = None
         self.last_reject = 0
@@ -147,7 +199,7 @@ class SspSimulator(Simulator):
         self._next_insert: float | None = None
         if self.interrupted:
             paid, requested = self.interrupted
-            self._emit(0xDC, self._incomplete(paid, requested))
+            self._emit(Event.INCOMPLETE_PAYOUT, self._incomplete(paid, requested))
             self.interrupted = None
 
     def _money(self, value: int) -> bytes:
@@ -160,8 +212,18 @@ class SspSimulator(Simulator):
         return b"\x01" + pair + self.currency.encode() if self.version >= 6 else pair
 
     def _emit(self, code: int, data: bytes = b"") -> None:
-        (self.acked.append if code in ACKED_EVENTS else self.events.append)(
-            bytes((code,)) + data)
+        self.queue.append((bytes((code,)) + data, code in ACKED_EVENTS))
+
+    def inject(self, raw: bytes, *, ack: bool = False) -> None:
+        """Queue raw event bytes for the next poll (tests: codes or shapes the device model
+        never makes); ``ack=True`` makes them repeat until EVENT ACK, like a credit."""
+        with self._lock:
+            self.queue.append((bytes(raw), ack))
+
+    @property
+    def acked(self) -> list[bytes]:
+        """Events waiting for EVENT ACK."""
+        return [item for item, needs_ack in self.queue if needs_ack]
 
     def insert_note(self, channel: int) -> None:
         """A customer feeds a note of ``channel`` (1-based)."""
@@ -203,21 +265,21 @@ class SspSimulator(Simulator):
             elif note["state"] == "escrow" and self.now - self.last_command_at > ESCROW_TIMEOUT:
                 self._reject(0x13)
             elif note["state"] == "stacking" and self.now - note["at"] >= STACK_TIME / self.speed:
-                self._emit(0xEE, bytes((channel,)))
+                self._emit(Event.CREDIT_NOTE, bytes((channel,)))
                 self.credited.append(value)
                 if self.payout_enabled and self.routes.get(value) == 0:
                     self.levels[value] = self.levels.get(value, 0) + 1
-                    self._emit(0xDB)
+                    self._emit(Event.NOTE_STORED_IN_PAYOUT)
                 else:
                     self.cashbox.append(value)
-                    self._emit(0xEB)
+                    self._emit(Event.NOTE_STACKED)
                 self.note = None
         self._advance_payout()
 
     def _reject(self, code: int) -> None:
         self.last_reject = code
-        self._emit(0xED)
-        self._emit(0xEC)
+        self._emit(Event.NOTE_REJECTING)
+        self._emit(Event.NOTE_REJECTED)
         self.note = None
 
     def _advance_payout(self) -> None:
@@ -238,7 +300,7 @@ class SspSimulator(Simulator):
             job["count"] += 1
             job["next"] += NOTE_PAYOUT_TIME / self.speed
         if not job["notes"]:
-            self._emit(0xD2, self._money(job["paid"]))
+            self._emit(Event.DISPENSED, self._money(job["paid"]))
             self.job = None
 
     # -- wire --------------------------------------------------------------------------------
@@ -258,7 +320,7 @@ class SspSimulator(Simulator):
     def _packet(self, frame: Frame) -> bytes | None:
         seq = frame["seq"]
         code = frame["code"]
-        is_sync = code == 0x11
+        is_sync = code == Command.SYNC
         if not is_sync and self.last_seq is not None and seq == self.last_seq:
             return self.last_reply  # a retransmission: answer again, do not execute again
         encrypted = code == STEX
@@ -266,11 +328,12 @@ class SspSimulator(Simulator):
             if self.cipher is None:
                 return self._reply(seq, bytes((KEY_NOT_SET,)))
             try:
-                data = self.cipher.open(bytes(frame["encrypted"]))
-            except SequenceError:
-                return None  # GA973 §4.3: a packet with the wrong count is discarded
-            except FramingError:  # another key (the host's is stale): not executed
+                opened = self.cipher.open(bytes(frame["encrypted"]))
+            except ValueError:  # another key (the host's is stale): not executed
                 return self._reply(seq, bytes((KEY_NOT_SET,)))
+            if opened is None:
+                return None  # GA138: a packet with the wrong count is discarded
+            data = opened
         else:
             data = bytes((code,)) + bytes(frame.get("params", b""))
         command, params = data[0], data[1:]
@@ -281,11 +344,15 @@ class SspSimulator(Simulator):
         self.last_command_at = self.now
         self.executed.append(command)
         answer = self.execute(command, params)
-        if command == 0x4C and answer[0] == OK:
+        if command == Command.REQUEST_KEY_EXCHANGE and answer[0] == OK:
             encrypted = False  # the key exchange reply travels in clear
         body = self.cipher.seal(answer) if encrypted and self.cipher is not None else answer
         reply = self._reply(seq, body)
-        if command == 0x01:  # RESET: answer, then restart
+        if is_sync:
+            # GA138 SYNC: "the slave device expects the next seq bit to be 0", whatever flag
+            # the SYNC itself carried (hosts send it with 1 or, like the Node library, 0).
+            self.last_seq = 1
+        if command == Command.RESET:  # RESET: answer, then restart
             self.power_up()
         return reply
 
@@ -306,65 +373,65 @@ class SspSimulator(Simulator):
     def execute(self, command: int, p: bytes) -> bytes:
         """Run one command; return the reply data (generic response first)."""
         ok = bytes((OK,))
-        if command == 0x11:
+        if command == Command.SYNC:
             return ok
-        if command == 0x01:
+        if command == Command.RESET:
             return ok
-        if command == 0x06:
+        if command == Command.HOST_PROTOCOL_VERSION:
             if len(p) != 1:
                 return bytes((WRONG_PARAMS,))
             if not 4 <= p[0] <= self.max_version:
                 return bytes((FAIL,))
             self.version = p[0]
             return ok
-        if command == 0x4A or command == 0x4B:
+        if command == Command.SET_GENERATOR or command == Command.SET_MODULUS:
             if len(p) != 8:
                 return bytes((WRONG_PARAMS,))
             value = int.from_bytes(p, "little")
             if not is_prime(value):
                 return bytes((OUT_OF_RANGE,))
-            if command == 0x4A:
-                self.agreement.generator = value
+            if command == Command.SET_GENERATOR:
+                self.generator = value
             else:
-                self.agreement.modulus = value
+                self.modulus = value
             return ok
-        if command == 0x4C:
+        if command == Command.REQUEST_KEY_EXCHANGE:
             if len(p) != 8:
                 return bytes((WRONG_PARAMS,))
-            agreement = KeyAgreement(self.agreement.generator, self.agreement.modulus)
-            if not (agreement.generator and agreement.modulus):
+            if not (self.generator and self.modulus):
                 return bytes((FAIL,))
-            key = agreement.negotiated_key(int.from_bytes(p, "little"))
-            self.cipher = EsspCipher(aes_key(key, self.fixed_key))
-            return ok + agreement.inter_key.to_bytes(8, "little")
-        if command == 0x05:
+            slave_random = secrets.randbits(63) | 1
+            negotiated = pow(int.from_bytes(p, "little"), slave_random, self.modulus)
+            self.cipher = DeviceEssp.agreed(negotiated, self.fixed_key)
+            return ok + pow(self.generator, slave_random, self.modulus).to_bytes(8, "little")
+        if command == Command.SETUP_REQUEST:
             return ok + self._setup()
-        if command == 0x0C:
+        if command == Command.GET_SERIAL_NUMBER:
             return ok + self.serial.to_bytes(4, "big")
-        if command == 0x02:
+        if command == Command.SET_INHIBITS:
             if not p:
                 return bytes((WRONG_PARAMS,))
             self.inhibits = int.from_bytes(p[:2], "little")
             return ok
-        if command == 0x0A:
+        if command == Command.ENABLE:
             self.enabled = True
             return ok
-        if command == 0x09:
+        if command == Command.DISABLE:
             self.enabled = False
             return ok
-        if command in (0x07, 0x56):
-            return ok + self._poll(with_ack=command == 0x56)
-        if command == 0x57:
-            self.acked.clear()
+        if command in (Command.POLL, Command.POLL_WITH_ACK):
+            return ok + self._poll(with_ack=command == Command.POLL_WITH_ACK)
+        if command == Command.EVENT_ACK:
+            self.queue = deque(entry for entry in self.queue if not entry[1])
             return ok
-        if command == 0x18:
+        if command == Command.HOLD:
             return ok
-        if command == 0x08:
+        if command == Command.REJECT:
             if self.note is None or self.note["state"] not in ("escrow", "reading"):
                 return bytes((CANNOT,))
             self._reject(0x08)
             return ok
-        if command == 0x17:
+        if command == Command.LAST_REJECT_CODE:
             return ok + bytes((self.last_reject,))
         return self._payout_command(command, p)
 
@@ -404,12 +471,9 @@ class SspSimulator(Simulator):
         job = self.job
         if job is not None and job["notes"]:
             out += b"\xda" + self._money(job["paid"])
-        while self.events:
-            out += self.events.popleft()
-        for event in self.acked:
-            out += event
-        if not with_ack:
-            self.acked.clear()
+        for item, _ in self.queue:  # in the order they happened (credit before stacked)
+            out += item
+        self.queue = deque(entry for entry in self.queue if with_ack and entry[1])
         return bytes(out)
 
     def _value_param(self, p: bytes) -> tuple[int, bytes] | None:
@@ -435,24 +499,24 @@ class SspSimulator(Simulator):
 
     def _payout_command(self, command: int, p: bytes) -> bytes:
         ok = bytes((OK,))
-        if command == 0x5C:
+        if command == Command.ENABLE_PAYOUT_DEVICE:
             self.payout_enabled = True
             return ok
-        if command == 0x5B:
+        if command == Command.DISABLE_PAYOUT_DEVICE:
             self.payout_enabled = False
             return ok
-        if command == 0x22:
+        if command == Command.GET_ALL_LEVELS:
             out = bytearray(ok + bytes((len(self.levels),)))
             for value in sorted(self.levels):
                 out += self.levels[value].to_bytes(2, "little") + value.to_bytes(4, "little")
                 out += self.currency.encode()
             return bytes(out)
-        if command == 0x35:
+        if command == Command.GET_DENOMINATION_LEVEL:
             parsed = self._value_param(p)
             if parsed is None or parsed[0] not in self.levels:
                 return bytes((CANNOT,))
             return ok + self.levels[parsed[0]].to_bytes(2, "little")
-        if command == 0x3B:
+        if command == Command.SET_DENOMINATION_ROUTE:
             if not p:
                 return bytes((WRONG_PARAMS,))
             parsed = self._value_param(p[1:])
@@ -460,12 +524,12 @@ class SspSimulator(Simulator):
                 return bytes((CANNOT, 2))
             self.routes[parsed[0]] = p[0]
             return ok
-        if command == 0x3C:
+        if command == Command.GET_DENOMINATION_ROUTE:
             parsed = self._value_param(p)
             if parsed is None or parsed[0] not in self.routes:
                 return bytes((CANNOT, 2))
             return ok + bytes((self.routes[parsed[0]],))
-        if command == 0x33:
+        if command == Command.PAYOUT_AMOUNT:
             parsed = self._value_param(p)
             if parsed is None:
                 return bytes((WRONG_PARAMS,))
@@ -482,13 +546,13 @@ class SspSimulator(Simulator):
                 self.job = {"notes": notes, "paid": 0, "requested": amount, "count": 0,
                             "next": self.now + NOTE_PAYOUT_TIME / self.speed}
             return ok
-        if command == 0x38:
+        if command == Command.HALT_PAYOUT:
             if self.job is None:
                 return bytes((CANNOT,))
-            self._emit(0xD6, self._money(self.job["paid"]))
+            self._emit(Event.HALTED, self._money(self.job["paid"]))
             self.job = None
             return ok
-        if command == 0x3D:
+        if command == Command.FLOAT_AMOUNT:
             if len(p) < 8:
                 return bytes((WRONG_PARAMS,))
             parsed = self._value_param(p[4:])
@@ -502,18 +566,18 @@ class SspSimulator(Simulator):
                     self.levels[value] -= 1
                     self.cashbox.append(value)
                     moved += value
-            self._emit(0xD8, self._money(moved))
+            self._emit(Event.FLOATED, self._money(moved))
             return ok
-        if command in (0x3F, 0x52):
+        if command in (Command.EMPTY_ALL, Command.SMART_EMPTY):
             total = sum(v * n for v, n in self.levels.items())
             for value, count in self.levels.items():
                 self.cashbox += [value] * count
                 self.levels[value] = 0
-            if command == 0x3F:
-                self._emit(0xC2)
-                self._emit(0xC3)
+            if command == Command.EMPTY_ALL:
+                self._emit(Event.EMPTYING)
+                self._emit(Event.EMPTIED)
             else:
-                self._emit(0xB4, self._money(total))
+                self._emit(Event.SMART_EMPTIED, self._money(total))
             return ok
         return bytes((UNKNOWN,))
 
@@ -525,7 +589,7 @@ class SspSimulator(Simulator):
                 self.jam = option_flag(value)
             elif name == "fraud":
                 if option_flag(value):
-                    self._emit(0xE6, b"\x00")
+                    self._emit(Event.FRAUD_ATTEMPT, b"\x00")
             elif name == "rejected":  # True: "average fail"; a number: that reject code
                 if not isinstance(value, bool) and str(value).strip().isdigit():
                     self.reject_next = int(value)
@@ -534,7 +598,7 @@ class SspSimulator(Simulator):
             elif name == "cashbox_removed":
                 removed = option_flag(value)
                 if self.cashbox_removed and not removed:
-                    self._emit(0xE4)
+                    self._emit(Event.CASHBOX_REPLACED)
                 self.cashbox_removed = removed
             elif name == "reset":
                 if option_flag(value):
