@@ -256,7 +256,7 @@ def test_simulators_are_listed_and_validate_faults() -> None:
         assert specs[name].kind == "cash" and specs[name].protocol == "cctalk"
     sim = create("cctalk-hopper", coins="5", jam="2")
     assert sim.inventory == 5 and sim.jam_after == 2  # type: ignore[attr-defined]
-    with pytest.raises(KeyError, match="device faults: jam, empty"):
+    with pytest.raises(KeyError, match="device faults: jam, reverse_limit, empty"):
         sim.set_fault("smoke")
 
 
