@@ -302,3 +302,14 @@ def test_reject_reason_0x7f_is_named() -> None:
     events = poll_until(dev.poll, {K.REJECTED}, seconds=3)
     rejected = next(e for e in events if e.kind is K.REJECTED)
     assert rejected.reason == "true bill error"
+
+
+class _SilentToCurrencyAssign(Id003Simulator):
+    def handle(self, code: int, data: bytes) -> tuple[int, bytes] | None:
+        return None if code == 0x8A else super().handle(code, data)
+
+
+def test_an_acceptor_silent_to_currency_assign_still_starts_with_the_defaults() -> None:
+    dev, sim = acceptor(_SilentToCurrencyAssign(reply_delay=0, speed=30))
+    assert dev.values[0x67] == 50000 and dev.status()["values_source"] == "default"
+    assert 0x40 in sim.received  # RESET followed

@@ -244,14 +244,22 @@ class Id003Acceptor(CashDevice):
     def _read_currency_assign(self) -> None:
         """The denominations from the acceptor's CURRENCY ASSIGN (0x8A) table; an acceptor
         that does not know the command (INVALID COMMAND) keeps the defaults."""
-        reply, data = self.request(CURRENCY_ASSIGN)
+        try:
+            reply, data = self.request(CURRENCY_ASSIGN)
+        except NoResponseError:
+            log.warning("%s: no answer to CURRENCY ASSIGN; using the default values",
+                        self.name)
+            return
         entries = parse_currency_assign(data) if reply == CURRENCY_ASSIGN else []
         if not entries:
             return
         countries = {COUNTRY_CURRENCIES.get(e.country) for e in entries}
         if len(countries) == 1 and None not in countries:
-            self.currency = countries.pop() or self.currency
-            self.tracker.currency = self.currency
+            currency = countries.pop() or self.currency
+            if currency != self.currency:
+                log.info("%s: CURRENCY ASSIGN says %s (configured %s)", self.name, currency,
+                         self.currency)
+            self.currency = self.tracker.currency = currency
         scale = 1 if self.currency in ZERO_DECIMAL_CURRENCIES else 100
         self.values.clear()  # in place: the tracker holds the same dict
         self.values.update({e.escrow_code: e.value * scale for e in entries})
