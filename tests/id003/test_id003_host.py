@@ -313,3 +313,10 @@ def test_an_acceptor_silent_to_currency_assign_still_starts_with_the_defaults() 
     dev, sim = acceptor(_SilentToCurrencyAssign(reply_delay=0, speed=30))
     assert dev.values[0x67] == 50000 and dev.status()["values_source"] == "default"
     assert 0x40 in sim.received  # RESET followed
+
+
+@pytest.mark.parametrize("options", [{"denominations": "257"}, {"country": "300"},
+                                     {"denominations": "-5"}])
+def test_simulator_rejects_a_table_it_cannot_send(options: dict[str, str]) -> None:
+    with pytest.raises(ConfigurationError):
+        Id003Simulator(**options)

@@ -26,6 +26,7 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from vendhw.errors import ConfigurationError, LengthError
 from vendhw.framing.base import Frame
 from vendhw.framing.id003 import (
     CURRENCY_ASSIGN,
@@ -98,9 +99,16 @@ class Id003Simulator(Simulator):
         self.auto_insert = deque(self._code(x) for x in option_ints(auto_insert))
         self.insert_interval = float(insert_interval)
         values = [int(v) for v in str(denominations).replace(";", ",").split(",") if v.strip()]
-        self.currency_table = [(0x61 + i, int(str(country), 0), v)
-                               for i, v in enumerate(values[:8])]
+        country_byte = int(str(country), 0)
+        if not 0 <= country_byte <= 0xFF or any(v < 0 for v in values):
+            raise ConfigurationError("id003 simulator: country must be a byte and "
+                                     "denominations non-negative")
+        self.currency_table = [(0x61 + i, country_byte, v) for i, v in enumerate(values[:8])]
         """The CURRENCY ASSIGN answer: (escrow code, country byte, main-unit value)."""
+        try:
+            build_currency_assign(self.currency_table)
+        except LengthError as exc:
+            raise ConfigurationError(f"id003 simulator denominations: {exc}") from None
         self.framer = Id003Framer()
         self._deframer = self.framer.deframer("host", gap=INTER_BYTE_GAP)
         self._lock = threading.RLock()
