@@ -10,7 +10,11 @@ github.com/Kopachris/py-id003) and is skipped otherwise, in CI too (see
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 from types import ModuleType
@@ -20,6 +24,8 @@ import pytest
 
 from vendhw.sim.id003 import Id003Simulator
 from vendhw.transport import SimulatorOnPty
+
+VENDHW = shutil.which("vendhw", path=str(Path(sys.executable).parent)) or "vendhw"
 
 
 def _py_id003() -> ModuleType:
@@ -75,3 +81,36 @@ def test_py_id003_powers_up_initialises_stacks_and_reads_rejects(
             assert id003.REJECT_REASONS[data[0]] == "Magnetic sensor error"
         finally:
             bv.com.close()
+
+
+def test_lamassu_id003rs232_reads_the_simulators_currency_table_and_stacks() -> None:
+    """lamassu-machine's own ``Id003Rs232`` (Node) against ``vendhw sim id003`` on a pty:
+    its ``_denominations`` must read the simulator's CURRENCY ASSIGN table. Opt-in, like
+    py-id003: ``VENDHW_LAMASSU_ID003`` = its ``lib/id003`` folder, ``VENDHW_LAMASSU_NODE_PATH``
+    = a node_modules with serialport, async and lodash."""
+    lib = os.environ.get("VENDHW_LAMASSU_ID003", "")
+    modules = os.environ.get("VENDHW_LAMASSU_NODE_PATH", "")
+    node = shutil.which("node")
+    if not (node and lib and (Path(lib) / "id003rs232.js").is_file() and modules):
+        pytest.skip("lamassu-machine is not installable from a registry: set "
+                    "VENDHW_LAMASSU_ID003 (its lib/id003) and VENDHW_LAMASSU_NODE_PATH "
+                    "(node_modules with serialport, async, lodash) to run this test")
+    sim = subprocess.Popen([VENDHW, "sim", "id003", "--json", "-o", "country=1", "-o",
+                            "denominations=1,0,5,10,20,50,100,0", "-o", "auto_insert=3"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert sim.stdout is not None
+        port = json.loads(sim.stdout.readline())["port"]
+        done = subprocess.run([node, str(Path(__file__).with_name("id003_lamassu_host.js")),
+                               port, lib], capture_output=True, text=True, timeout=60,
+                              check=False, env={**os.environ, "NODE_PATH": modules})
+    finally:
+        sim.terminate()
+        sim.wait(timeout=10)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])  # lamassu logs on stdout too
+    assert seen["denominations"] == {"97": 1, "99": 5, "100": 10, "101": 20, "102": 50,
+                                     "103": 100}
+    assert seen["escrow"] == {"denomination": 5, "code": 0x63}
+    assert (seen["reset"], seen["stack"], seen["after"]) == ("ack", "ack", "stacked")
+    assert seen["badFrames"] == 0 and not seen["rejectedCurrency"]
