@@ -54,3 +54,23 @@ def test_bring_up_escrow_stack_credit_and_reject_from_peer_frames() -> None:
     assert (escrow.value, credit.value, credit.currency) == (500, 500, "USD")
     assert rejected.reason == "true bill error"
     assert transport.mismatches == []
+
+
+def test_faults_and_power_up_with_a_bill_in_the_stacker_from_peer_codes() -> None:
+    """py-id003's error and power-up statuses in operation: each fault reported once, the
+    cash box replaced, and POWER UP WITH BILL IN STACKER handed to an operator (never a
+    credit) before the host initialises and enables the acceptor again, byte for byte."""
+    transport = ReplayTransport(
+        f"replay://{CAPTURES / 'faults_and_power_up_with_bill.jsonl'}", strict=True)
+    dev = Id003Acceptor(transport, reply_timeout=0.05, retries=0)
+    dev.start()
+    dev.enable()
+    events = []
+    while transport.remaining:
+        events += dev.poll()
+    kinds = [e.kind for e in events]
+    assert kinds == [K.CASHBOX_REMOVED, K.CASHBOX_REPLACED, K.JAM, K.FAULT, K.DEVICE_RESET,
+                     K.FAULT]
+    assert events[3].reason == "transport motor speed failure"
+    assert "credited is unknown" in (events[5].reason or "")
+    assert K.CREDIT not in kinds and dev.enabled and transport.mismatches == []
