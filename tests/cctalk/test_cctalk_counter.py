@@ -68,7 +68,11 @@ def test_read_buffer_zero_means_reset_only_after_events() -> None:
 
 
 @pytest.mark.parametrize(("text", "country", "value"), [
-    ("EU200A", "EU", 200), ("EU005A", "EU", 5), ("GB050B", "GB", 50), ("EU.50A", "EU", 50),
+    ("EU200A", "EU", 200), ("EU005A", "EU", 5), ("GB050B", "GB", 50),
+    # Part 3 v4.7 §2.1: "." is a decimal point in the id's own unit (cents for a coin):
+    # ".50" is half a cent and "2.5" 2.5 centimes, which no host can credit.
+    ("EU.50A", "EU", None), ("CH2.5A", "CH", None), ("CH5m0A", "CH", None),
+    ("EU1.0A", "EU", 1), ("BN0.10A", "BN", 10), ("EU02.5A", "EU", 250),
     ("EU2K5A", "EU", 2500), ("EU0005A", "EU", 500), ("EU0050A", "EU", 5000),
     ("JP0100A", "JP", 100), ("TK001A", "TK", None), ("......", "", None), ("EU", "", None),
     ("EUxyzA", "EU", None),

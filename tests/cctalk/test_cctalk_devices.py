@@ -21,6 +21,7 @@ from vendhw.devices.cctalk import (
     Deliver,
     Op,
     Request,
+    hopper_flags,
     open_bill_validator,
     open_coin_acceptor,
     open_device,
@@ -490,3 +491,28 @@ def test_cash_acceptor_journals_ccTalk_credit_exactly_once(tmp_path: Path) -> No
     machine.poll_once()  # the stacked note's credit
     machine.poll_once()
     assert journal.balance() == 700
+
+
+# TEST HOPPER (163) register 2, Part 2 v4.7 §3.90 (Kosta-Git/cc-talk-docs
+# docs/cctalk-part-2-v4-7.pdf; Kosta-Git/cc-talk-rs cc_talk_core/src/common/hopper_flags.rs;
+# 4gsim/dotnet-cctalk CcTalk/Hopper/CcTalkHopperFlag.cs 1024..8192): bits 2-6 are not the
+# "checksum A-D" of older issues.
+@pytest.mark.parametrize(("bit", "name"), [
+    (2, "use other hopper for change"), (3, "opto fraud: finger / slider mis-match"),
+    (4, "motor reverse limit reached"), (5, "inductive coil fault"),
+    (6, "NV memory checksum error"),
+])
+def test_test_hopper_register_2_bits_follow_spec_4_7(bit: int, name: str) -> None:
+    assert hopper_flags(bytes((0, 1 << bit, 0))) == [name]
+
+
+def test_payout_stopped_by_the_reverse_limit_gives_that_reason() -> None:
+    dev, sim = hopper()
+    sim.set_fault("reverse_limit", 2)
+    dev.payout(500)
+    last = until(dev, (K.PAYOUT_INCOMPLETE, K.PAYOUT_DONE))[-1]
+    assert last.kind is K.PAYOUT_INCOMPLETE and last.value == 200
+    assert last.detail["flags"] == ["motor reversed during last payout to clear a jam",
+                                    "motor reverse limit reached"]
+    assert "motor reverse limit reached" in (last.reason or "")
+    assert "checksum" not in (last.reason or "")

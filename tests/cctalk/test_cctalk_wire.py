@@ -37,9 +37,12 @@ def framer_for(vector: dict[str, Any]) -> Any:
 
 
 def test_vector_file_holds_both_variants_and_the_spec_typos() -> None:
-    assert len(VECTORS) == 74
+    spec = [v for v in VECTORS if not v.get("peer")]
+    spec_bad = [v for v in BAD if not v.get("peer")]
+    assert len(spec) == 74 and len(VECTORS) - len(spec) == 11  # + other implementations'
     assert any(v.get("checksum") == "crc16" for v in VALID)
-    assert len(BAD) == 2 and all(not v["verified"] and v["notes"] for v in BAD)
+    assert len(spec_bad) == 2 and all(not v["verified"] and v["notes"] for v in spec_bad)
+    assert len(BAD) - len(spec_bad) == 3  # ccTalk4j's corrupt frames
     assert all(v["source"] and v["direction"] in ("host", "device") for v in VECTORS)
 
 
@@ -256,7 +259,7 @@ def test_simulators_are_listed_and_validate_faults() -> None:
         assert specs[name].kind == "cash" and specs[name].protocol == "cctalk"
     sim = create("cctalk-hopper", coins="5", jam="2")
     assert sim.inventory == 5 and sim.jam_after == 2  # type: ignore[attr-defined]
-    with pytest.raises(KeyError, match="device faults: jam, empty"):
+    with pytest.raises(KeyError, match="device faults: jam, reverse_limit, empty"):
         sim.set_fault("smoke")
 
 

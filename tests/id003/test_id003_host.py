@@ -53,7 +53,7 @@ def test_tracker_reports_state_changes_once_and_one_credit_per_note() -> None:
 
 def test_start_resets_initialises_and_leaves_it_inhibited() -> None:
     dev, sim = acceptor()
-    assert sim.received[:2] == [0x88, 0x40]  # version, RESET
+    assert sim.received[:3] == [0x88, 0x8A, 0x40]  # version, CURRENCY ASSIGN, RESET
     assert sim.settings[0xC3] == b"\x01" and not sim.enabled
     status = dev.status()
     assert status["status"] == "DISABLE/INHIBIT" and status["version"].startswith("vendhw-sim")
@@ -251,3 +251,72 @@ def test_cli_status_and_accept() -> None:
     events = [json.loads(line) for line in result.stdout.splitlines()]
     credits = [(e["kind"], e["value"]) for e in events if e["kind"] == "credit"]
     assert credits == [("credit", 500), ("credit", 2000)]
+
+
+# --- CURRENCY ASSIGN (0x8A) and reject reason 0x7F ---------------------------------------------
+
+
+def test_denominations_come_from_the_currency_assign_table() -> None:
+    sim = Id003Simulator(reply_delay=0, speed=30, country="0x01",
+                         denominations="1,0,5,10,20,50,100,0")
+    dev, _ = acceptor(sim)
+    assert dev.values == {0x61: 100, 0x63: 500, 0x64: 1000, 0x65: 2000, 0x66: 5000,
+                          0x67: 10000}
+    assert dev.currency == "USD" and dev.status()["values_source"] == "currency assign"
+    dev.enable()
+    assert sim.settings[0xC0] == bytes((0b1000_0010, 0xFF))  # 0x62, 0x68 stay inhibited
+    sim.insert_note(3)
+    escrow = next(e for e in poll_until(dev.poll, {K.ESCROW}, seconds=3) if e.kind is K.ESCROW)
+    assert (escrow.value, escrow.currency) == (500, "USD")
+    dev.stack()
+    credit = next(e for e in poll_until(dev.poll, {K.CREDIT}, seconds=3) if e.kind is K.CREDIT)
+    assert (credit.value, credit.currency) == (500, "USD") and sim.stacked == [0x63]
+
+
+def test_values_option_overrides_the_table_and_skips_the_request() -> None:
+    dev, sim = acceptor(values={0x61: 123}, currency="GBP")
+    assert dev.values == {0x61: 123} and dev.currency == "GBP"
+    assert 0x8A not in sim.received and dev.status()["values_source"] == "values="
+
+
+def test_unknown_country_byte_keeps_the_configured_currency() -> None:
+    dev, _ = acceptor(currency="EUR")  # the simulator's default table: country byte 0
+    assert dev.currency == "EUR" and dev.values[0x67] == 50000
+
+
+class _NoCurrencyAssign(Id003Simulator):
+    def handle(self, code: int, data: bytes) -> tuple[int, bytes] | None:
+        return (0x4B, b"") if code == 0x8A else super().handle(code, data)
+
+
+def test_an_acceptor_without_currency_assign_keeps_the_defaults() -> None:
+    dev, _ = acceptor(_NoCurrencyAssign(reply_delay=0, speed=30))
+    assert dev.values[0x61] == 500 and dev.status()["values_source"] == "default"
+
+
+def test_reject_reason_0x7f_is_named() -> None:
+    dev, sim = acceptor()
+    dev.enable()
+    sim.set_fault("rejected", 0x7F)
+    sim.insert_note(1)
+    events = poll_until(dev.poll, {K.REJECTED}, seconds=3)
+    rejected = next(e for e in events if e.kind is K.REJECTED)
+    assert rejected.reason == "true bill error"
+
+
+class _SilentToCurrencyAssign(Id003Simulator):
+    def handle(self, code: int, data: bytes) -> tuple[int, bytes] | None:
+        return None if code == 0x8A else super().handle(code, data)
+
+
+def test_an_acceptor_silent_to_currency_assign_still_starts_with_the_defaults() -> None:
+    dev, sim = acceptor(_SilentToCurrencyAssign(reply_delay=0, speed=30))
+    assert dev.values[0x67] == 50000 and dev.status()["values_source"] == "default"
+    assert 0x40 in sim.received  # RESET followed
+
+
+@pytest.mark.parametrize("options", [{"denominations": "257"}, {"country": "300"},
+                                     {"denominations": "-5"}])
+def test_simulator_rejects_a_table_it_cannot_send(options: dict[str, str]) -> None:
+    with pytest.raises(ConfigurationError):
+        Id003Simulator(**options)

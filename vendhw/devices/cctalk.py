@@ -186,12 +186,16 @@ HOPPER_FLAGS: tuple[tuple[str, ...], ...] = (
      "opto fraud: short-circuit during idle", "opto blocked permanently during payout",
      "power-up detected", "payout disabled"),
     ("opto fraud: short-circuit during payout", "single coin payout mode",
-     "checksum A error", "checksum B error", "checksum C error", "checksum D error",
-     "power fail during NV memory write", "PIN number mechanism"),
+     "use other hopper for change", "opto fraud: finger / slider mis-match",
+     "motor reverse limit reached", "inductive coil fault", "NV memory checksum error",
+     "PIN number mechanism"),
     ("power down during payout", "unknown coin type paid", "PIN number incorrect",
      "incorrect cipher key", "encryption enabled", "", "", ""),
 )
-"""Part 2 header 163 (test hopper): three status registers, bit 0 first."""
+"""Part 2 v4.7 header 163 (test hopper, SCH3 format): three status registers, bit 0 first.
+Register 2 bits 2-6 follow v4.7 (Kosta-Git/cc-talk-docs ``docs/cctalk-part-2-v4-7.pdf``
+§3.90; the same in Kosta-Git/cc-talk-rs ``cc_talk_core/src/common/hopper_flags.rs``), not
+the "checksum A-D" labels of older issues."""
 
 CURRENCIES = {
     "EU": "EUR", "GB": "GBP", "US": "USD", "CH": "CHF", "JP": "JPY", "CN": "CNY", "RU": "RUB",
@@ -262,9 +266,10 @@ def parse_value_id(text: str) -> tuple[str, int | None]:
 
     Coin ids (6 characters) carry the value in the currency's smallest unit (``EU200A`` is
     200 cents); bill ids (7 characters) in the main unit (``EU0005A`` is 5 euros). A factor
-    letter stands for the decimal point (``2K5`` = 2500) and ``.`` marks a value in main units
-    (``EU.50A`` = 50 cents). ``None`` for tokens (``TK``), empty channels (``..``) and values
-    that cannot be read.
+    letter stands for the decimal point (``2K5`` = 2500) and ``.`` is a decimal point in the
+    same unit (Part 3 v4.7 §2.1: ``.50`` = 0.50, ``2.5`` = 2.5; a bill ``BN0.10A`` is 10
+    cents). ``None`` for tokens (``TK``), empty channels (``..``), values below the smallest
+    unit (coin ``EU.50A``, ``CH2.5A``, ``CH5m0A``) and values that cannot be read.
     """
     text = text.strip()
     if len(text) < 6:
@@ -281,8 +286,13 @@ def parse_value_id(text: str) -> tuple[str, int | None]:
                     int(frac) * factor // 10 ** len(frac) if frac else 0)
                 return country, value * (10 ** decimals_of(country) if len(text) == 7 else 1)
         if "." in digits:
+            # Part 3 §2.1 table: "." is a decimal point in the id's own unit (".50" = 0.50,
+            # "2.5" = 2.5 of what "001" is 1 of): the smallest unit for coins, the main
+            # unit for bills. A value below the smallest unit cannot be credited.
             whole, _, frac = digits.partition(".")
-            dec = decimals_of(country)
+            dec = decimals_of(country) if len(text) == 7 else 0
+            if frac[dec:].strip("0"):
+                return country, None
             frac = (frac + "0" * dec)[:dec]
             return country, int(whole or "0") * 10 ** dec + int(frac or "0")
         value = int(digits)

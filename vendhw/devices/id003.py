@@ -39,6 +39,7 @@ from vendhw.errors import (
     UnexpectedReplyError,
 )
 from vendhw.framing.id003 import (
+    CURRENCY_ASSIGN,
     FAILURES,
     INTER_BYTE_GAP,
     POLL_INTERVAL,
@@ -46,6 +47,7 @@ from vendhw.framing.id003 import (
     REPLY_TIMEOUT,
     STATUSES,
     Id003Framer,
+    parse_currency_assign,
 )
 from vendhw.transport import Transport, open_transport
 
@@ -76,9 +78,12 @@ POWER_UPS = frozenset((POWER_UP, POWER_UP_BILL_ACCEPTOR, POWER_UP_BILL_STACKER))
 
 DEFAULT_VALUES = {0x61: 500, 0x62: 1000, 0x63: 2000, 0x64: 5000, 0x65: 10000,
                   0x66: 20000, 0x67: 50000}
-"""Denomination code -> minor units. The table is the acceptor's country dataset; pass
-``values=`` (and ``currency=``) for yours: the format of the CURRENCY ASSIGN reply is not in
-any public source, so vendhw does not guess it."""
+"""Denomination code -> minor units, used only when the acceptor does not answer CURRENCY
+ASSIGN (0x8A) with a table and no ``values=`` is given."""
+COUNTRY_CURRENCIES = {0x01: "USD", 0x08: "CAD"}
+"""CURRENCY ASSIGN country bytes with a public meaning (lamassu-machine
+``lib/id003/id003rs232.js`` ``CODES``); other bytes keep the configured ``currency=``."""
+ZERO_DECIMAL_CURRENCIES = frozenset({"JPY", "KRW", "HUF", "CLP", "ISK", "VND", "IDR"})
 
 K = CashEventKind
 
@@ -157,7 +162,10 @@ class Id003Acceptor(CashDevice):
         self.transport = transport
         self.link = FrameLink(transport, Id003Framer(), incoming="device", gap=INTER_BYTE_GAP)
         self.name = name or f"id003@{transport.url}"
+        self.values_override = values is not None
+        """``values=`` was given: it wins over the acceptor's CURRENCY ASSIGN table."""
         self.values = dict(values or DEFAULT_VALUES)
+        self.values_source = "values=" if values is not None else "default"
         self.currency = currency
         self.reply_timeout = reply_timeout
         self.retries = retries
@@ -212,6 +220,8 @@ class Id003Acceptor(CashDevice):
         reply, version = self.request(VERSION_REQUEST)
         if reply == VERSION_REQUEST:
             self.version = version[:64].decode("ascii", "replace").strip()
+        if not self.values_override:
+            self._read_currency_assign()
         self._expect_ack(RESET)
         self.stats["resets"] += 1
         deadline = time.monotonic() + self.initialize_timeout
@@ -230,6 +240,30 @@ class Id003Acceptor(CashDevice):
         self._setting(SET_OPTIONAL_FUNCTION, b"\x00\x00")
         self.enabled = False
         self.tracker.last = None
+
+    def _read_currency_assign(self) -> None:
+        """The denominations from the acceptor's CURRENCY ASSIGN (0x8A) table; an acceptor
+        that does not know the command (INVALID COMMAND) keeps the defaults."""
+        try:
+            reply, data = self.request(CURRENCY_ASSIGN)
+        except NoResponseError:
+            log.warning("%s: no answer to CURRENCY ASSIGN; using the default values",
+                        self.name)
+            return
+        entries = parse_currency_assign(data) if reply == CURRENCY_ASSIGN else []
+        if not entries:
+            return
+        countries = {COUNTRY_CURRENCIES.get(e.country) for e in entries}
+        if len(countries) == 1 and None not in countries:
+            currency = countries.pop() or self.currency
+            if currency != self.currency:
+                log.info("%s: CURRENCY ASSIGN says %s (configured %s)", self.name, currency,
+                         self.currency)
+            self.currency = self.tracker.currency = currency
+        scale = 1 if self.currency in ZERO_DECIMAL_CURRENCIES else 100
+        self.values.clear()  # in place: the tracker holds the same dict
+        self.values.update({e.escrow_code: e.value * scale for e in entries})
+        self.values_source = "currency assign"
 
     def _mask(self, *, enable: bool) -> bytes:
         mask = 0xFFFF
@@ -321,6 +355,7 @@ class Id003Acceptor(CashDevice):
                 "status": STATUSES.get(code, f"0x{code:02X}"), "status_code": code,
                 "enabled": self.enabled,
                 "values": {f"0x{k:02X}": v for k, v in sorted(self.values.items())},
+                "values_source": self.values_source,
                 **self.stats}
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ implementations that agree).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import construct as cs
@@ -68,7 +69,9 @@ REJECT_REASONS: dict[int, str] = {
     0x77: "photo pattern error", 0x78: "photo level error",
     0x79: "inhibited by DIP switch or command",
     0x7A: "no command after escrow", 0x7B: "operation error", 0x7C: "returned from stacker",
-    0x7D: "length error", 0x7E: "colour pattern error", 0x98: "multiple bills",
+    0x7D: "length error", 0x7E: "colour pattern error",
+    0x7F: "true bill error",  # lamassu-machine lib/id003/id003rs232.js: 0x7f 'trueBill'
+    0x98: "multiple bills",
     0x9B: "ticket inserted upside down",
 }
 FAILURES: dict[int, str] = {
@@ -84,6 +87,48 @@ RECYCLER_COMMANDS: dict[int, str] = {
     0xA2: "CURRENT COUNT REQUEST", 0xD0: "SET RECYCLE CURRENCY", 0xD2: "SET RECYCLE COUNT",
     0xE2: "SET CURRENT COUNT",
 }
+
+CURRENCY_ASSIGN = 0x8A
+CURRENCY_ASSIGN_ENTRY = 4
+"""CURRENCY ASSIGN (0x8A) reply: 4-byte entries ``[escrow code][country code][integer]
+[exponent]``, value = integer x 10^exponent main units, integer 0 = unused code
+(lamassu/lamassu-machine ``lib/id003/id003rs232.js`` ``_denominations``)."""
+
+
+@dataclass(frozen=True)
+class DenominationEntry:
+    """One entry of the CURRENCY ASSIGN table; ``value`` in main units (dollars)."""
+
+    escrow_code: int
+    country: int
+    value: int
+
+
+def parse_currency_assign(data: bytes) -> list[DenominationEntry]:
+    """The used entries of a CURRENCY ASSIGN reply (a trailing partial entry is ignored)."""
+    out = []
+    whole = len(data) - len(data) % CURRENCY_ASSIGN_ENTRY
+    for offset in range(0, whole, CURRENCY_ASSIGN_ENTRY):
+        code, country, integer, exponent = data[offset:offset + CURRENCY_ASSIGN_ENTRY]
+        if integer:
+            out.append(DenominationEntry(code, country, integer * 10 ** exponent))
+    return out
+
+
+def build_currency_assign(entries: list[tuple[int, int, int]]) -> bytes:
+    """``[(escrow code, country, value in main units)]`` -> reply data (value 0 = unused);
+    the integer is written without trailing zeros (500 -> 5 x 10^2)."""
+    out = bytearray()
+    for code, country, value in entries:
+        integer, exponent = value, 0
+        while integer > 0xFF or (integer and integer % 10 == 0):
+            if integer % 10:
+                raise LengthError(f"{value} cannot be written as integer x 10^exponent",
+                                  protocol="id003")
+            integer, exponent = integer // 10, exponent + 1
+        out += bytes((code, country, integer, exponent))
+    return bytes(out)
+
 
 _PACKET = Layout(cs.Struct("sync" / cs.Const(b"\xfc"), "length" / cs.Int8ub,
                            "cmd" / cs.Int8ub, "data" / cs.GreedyBytes), "ID-003 packet")
@@ -158,6 +203,10 @@ class Id003Framer(Framer):
             fields["reject_reason"] = REJECT_REASONS.get(first, f"0x{first:02X}")
         elif code == 0x49:
             fields["failure"] = FAILURES.get(first, f"0x{first:02X}")
+        elif code == CURRENCY_ASSIGN:
+            fields["currency_assign"] = [
+                {"escrow_code": e.escrow_code, "country": e.country, "value": e.value}
+                for e in parse_currency_assign(payload)]
 
     def measure(self, buf: bytes | bytearray, start: int, direction: Direction | None) -> int:
         if start + 1 >= len(buf):

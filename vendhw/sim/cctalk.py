@@ -375,12 +375,21 @@ class CcTalkBillSimulator(_Acceptor):
                 "returned": list(self.returned), "escrow": self.escrow}
 
 
+JAM_OVER_CURRENT = (0b0000_0001, 0, 0)
+"""TEST HOPPER registers after a stall: absolute maximum current exceeded."""
+JAM_REVERSE_LIMIT = (0b0000_0100, 0b0001_0000, 0)
+"""After a jam the motor could not clear: motor reversed (reg 1 bit 2) and motor reverse
+limit reached (reg 2 bit 4, Part 2 v4.7 §3.90)."""
+
+
 class CcTalkHopperSimulator(_CcTalkPeripheral):
     """A payout hopper of 1 EUR coins that pays one coin every ``coin_time`` seconds.
 
     Options: ``coins`` (inventory), ``coin_id``, ``coin_time``, ``security`` (``serial``: the
     dispense command must carry the serial number; ``none``: just the count). Faults: ``jam``
-    (the motor stalls after N more coins), ``empty``, ``reset_during_payout`` (a power cut
+    (the motor stalls after N more coins: over-current), ``reverse_limit`` (a jam the motor
+    could not clear by reversing after N more coins: motor reversed + reverse limit reached),
+    ``empty``, ``reset_during_payout`` (a power cut
     after N coins of the next payout; the lifetime dispense count survives in NV memory).
     """
 
@@ -388,7 +397,7 @@ class CcTalkHopperSimulator(_CcTalkPeripheral):
     description = "ccTalk payout hopper at address 3 (1 EUR coins, 100 in stock)"
     address = 3
     category = "Payout"
-    device_faults = ("jam", "empty", "reset_during_payout", "reset")
+    device_faults = ("jam", "reverse_limit", "empty", "reset_during_payout", "reset")
 
     def __init__(self, *, coins: int | str = 100, coin_id: str = "EU100A",
                  coin_time: float | str = COIN_TIME, security: str = "serial",
@@ -399,6 +408,7 @@ class CcTalkHopperSimulator(_CcTalkPeripheral):
         self.security = security
         self.dispensed_total = 0  # NV memory: survives resets
         self.jam_after: int | None = None
+        self.jam_flags = JAM_OVER_CURRENT
         self.reset_after: int | None = None
         self.paid_out: list[int] = []
         super().__init__(**options)
@@ -421,7 +431,8 @@ class CcTalkHopperSimulator(_CcTalkPeripheral):
                 return
             if self.jam_after is not None and self.jam_after <= 0:
                 self.jam_after = None
-                self.flags[0] |= 0b1  # motor over-current: jammed
+                for register, bits in enumerate(self.jam_flags):
+                    self.flags[register] |= bits
                 self._stop()
                 return
             self.inventory -= 1
@@ -449,9 +460,10 @@ class CcTalkHopperSimulator(_CcTalkPeripheral):
 
     def set_fault(self, name: str, value: Any = True) -> None:
         with self._lock:
-            if name == "jam":
+            if name in ("jam", "reverse_limit"):
                 self.jam_after = None if value is False else (
                     0 if value is True else int(value))
+                self.jam_flags = JAM_OVER_CURRENT if name == "jam" else JAM_REVERSE_LIMIT
             elif name == "empty":
                 if option_flag(value):
                     self.inventory = 0
@@ -475,7 +487,8 @@ class CcTalkHopperSimulator(_CcTalkPeripheral):
             self.counter = self.counter % 255 + 1
             self.remaining = data[-1]
             self.paid = self.unpaid = 0
-            self.flags[0] &= ~0b11
+            self.flags[0] &= ~0b111
+            self.flags[1] &= ~0b1_0000
             self.flags[2] &= ~0b1
             self._next_coin = self.now + self.coin_time
             return (0, bytes((self.counter,)))

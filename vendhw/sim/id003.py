@@ -15,7 +15,9 @@ Notes go in with :meth:`Id003Simulator.insert_note` (a denomination code 0x61.. 
 (acceptor jam), ``stacker_jam``, ``cheated``, ``rejected`` (the next note; the value is the
 reject reason code), ``stacker_open``, ``stacker_full``, ``failure`` (a failure code),
 ``power_up_with_bill`` (the next power-up reports a bill in the stacker), ``reset`` (power
-cycle now); plus the line faults (``silent``, ``garbage``...).
+cycle now); plus the line faults (``silent``, ``garbage``...). CURRENCY ASSIGN (0x8A) is
+answered with the table of options ``denominations`` (main-unit values of 0x61.., default
+``5,10,20,50,100,200,500,0``) and ``country`` (the country byte, default 0).
 """
 
 from __future__ import annotations
@@ -24,8 +26,14 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from vendhw.errors import ConfigurationError, LengthError
 from vendhw.framing.base import Frame
-from vendhw.framing.id003 import INTER_BYTE_GAP, Id003Framer
+from vendhw.framing.id003 import (
+    CURRENCY_ASSIGN,
+    INTER_BYTE_GAP,
+    Id003Framer,
+    build_currency_assign,
+)
 from vendhw.options import FALSE_WORDS, TRUE_WORDS, option_flag, option_ints
 from vendhw.sim.base import Reply, Simulator
 
@@ -45,6 +53,11 @@ ESCROW_TIMEOUT = 10.0
 INSERT_INTERVAL = 1.0
 DENOMINATION_CODES = tuple(range(0x61, 0x69))
 VERSION = b"vendhw-sim ID003 UBA 1.00"
+DENOMINATIONS = "5,10,20,50,100,200,500,0"
+"""Main-unit values of codes 0x61..0x68 in the CURRENCY ASSIGN table (0 = unused code)."""
+COUNTRY = 0x00
+"""Country byte of the table: 0x00 has no public meaning (EUR's byte is not in the public
+sources), so the host keeps its ``currency=``; lamassu-machine knows 0x01 USD, 0x08 CAD."""
 
 (IDLING, ACCEPTING, ESCROW, STACKING, VEND_VALID, STACKED, REJECTING, RETURNING, HOLDING,
  DISABLED, INITIALIZE, POWER_UP, POWER_UP_BILL_ACCEPTOR, POWER_UP_BILL_STACKER, STACKER_FULL,
@@ -77,6 +90,7 @@ class Id003Simulator(Simulator):
 
     def __init__(self, *, auto_insert: Any = "", insert_interval: float | str = INSERT_INTERVAL,
                  reply_delay: float | str = REPLY_DELAY, speed: float | str = 1.0,
+                 denominations: str = DENOMINATIONS, country: int | str = COUNTRY,
                  **options: Any) -> None:
         faults = {k: options.pop(k) for k in list(options) if k in self.device_faults}
         super().__init__(**options)
@@ -84,6 +98,17 @@ class Id003Simulator(Simulator):
         self.speed = float(speed)
         self.auto_insert = deque(self._code(x) for x in option_ints(auto_insert))
         self.insert_interval = float(insert_interval)
+        values = [int(v) for v in str(denominations).replace(";", ",").split(",") if v.strip()]
+        country_byte = int(str(country), 0)
+        if not 0 <= country_byte <= 0xFF or any(v < 0 for v in values):
+            raise ConfigurationError("id003 simulator: country must be a byte and "
+                                     "denominations non-negative")
+        self.currency_table = [(0x61 + i, country_byte, v) for i, v in enumerate(values[:8])]
+        """The CURRENCY ASSIGN answer: (escrow code, country byte, main-unit value)."""
+        try:
+            build_currency_assign(self.currency_table)
+        except LengthError as exc:
+            raise ConfigurationError(f"id003 simulator denominations: {exc}") from None
         self.framer = Id003Framer()
         self._deframer = self.framer.deframer("host", gap=INTER_BYTE_GAP)
         self._lock = threading.RLock()
@@ -222,6 +247,8 @@ class Id003Simulator(Simulator):
             return code, self.settings[code + 0x40]
         if code == 0x88:
             return code, VERSION
+        if code == CURRENCY_ASSIGN:
+            return code, build_currency_assign(self.currency_table)
         if code in (0x41, 0x42):  # STACK-1 / STACK-2
             if self.state not in (ESCROW, HOLDING):
                 return INVALID_COMMAND, b""

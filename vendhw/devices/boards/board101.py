@@ -34,6 +34,14 @@ from vendhw.framing.board101 import (
 )
 from vendhw.transport.base import Transport
 
+RESET_WATCH = 0.2
+"""Not in the sources: the longest gap between two requests while a vend is open. The 101
+protocol has no reset flag and a board that rebooted reads "success, curtain 0 ms" exactly
+like a vend where nothing fell; only the silence while it boots gives a reset away, so the
+host asks READ VERSION (harmless, unrelated to the result) between the once-a-second result
+reads. A reset whose silence is shorter than this gap can still slip through (profile key
+``protocol.reset_watch`` overrides it)."""
+
 CURTAIN_SETTLE = 1.0
 """Channel.md light-curtain self test: switch on, wait 1 s, read, switch off (profile key
 ``protocol.curtain_settle`` overrides it)."""
@@ -127,12 +135,26 @@ class Board101(Board):
         """The doc's "read once per second": a protocol pause between requests."""
         threading.Event().wait(seconds)  # sleep-ok: Channel.md poll interval between reads
 
+    def _watch(self, until: float) -> int:
+        """Ask READ VERSION every ``reset_watch`` seconds until ``until``; returns how many
+        went unanswered (a board that resets mid-vend is silent while it boots)."""
+        watch = float(self.profile.option("reset_watch", RESET_WATCH))
+        missed = 0
+        while watch > 0 and time.monotonic() + watch < until:
+            self._pause(watch)
+            if self.session.request(self._frame(READ_VERSION), accept=self._answers(READ_VERSION),
+                                    retries=0) is None:
+                missed += 1
+        self._pause(max(0.0, until - time.monotonic()))
+        return missed
+
     def _await_result(self, curtain: bool) -> VendReport:
         deadline = time.monotonic() + self.timing.motor_run_limit + self.timing.drop_sensor_wait
         missed = 0
         last: Frame | None = None
         while True:
-            self._pause(min(self.timing.poll_period, max(0.0, deadline - time.monotonic())))
+            missed += self._watch(time.monotonic() + min(
+                self.timing.poll_period, max(0.0, deadline - time.monotonic())))
             reply = self.session.request(self._frame(READ_RESULT),
                                          accept=self._answers(READ_RESULT), retries=0)
             if reply is None:
@@ -168,8 +190,8 @@ class Board101(Board):
             # Replies went missing mid-vend and the board now says "nothing": it may have
             # reset and forgotten a vend that did happen.
             return VendReport(Outcome.UNKNOWN, code, drop if curtain else None,
-                              f"{detail}; but {missed} result read(s) went unanswered "
-                              "mid-vend (board reset?)")
+                              f"{detail}; but {missed} read(s) went unanswered mid-vend: "
+                              "the board may have reset and forgotten this vend")
         if kind in (OK, BUSY, PROGRESS):
             kind = Outcome.UNKNOWN.value
         return VendReport(Outcome(kind), code, drop if curtain else None, detail)
