@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "machine": "vendhw.cli.machine:machine",
     "demo": "vendhw.cli.demo:demo",
     "dex": "vendhw.cli.dex:dex",
+    "mdb": "vendhw.cli.mdb:mdb",
 }
 
 
