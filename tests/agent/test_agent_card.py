@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,7 +34,7 @@ def server() -> Iterator[InProcessServer]:
 
 class Rig:
     def __init__(self, server: InProcessServer, tmp_path: Path, board: str,
-                 **reader: object) -> None:
+                 **reader: Any) -> None:
         self.sim = MdbCashlessSimulator(**reader)
         self.reader = MdbCashlessReader(MdbLink(SimTransport(self.sim), response_timeout=0.1),
                                         sleep=lambda s: None)
@@ -144,3 +145,27 @@ def test_demo_card_is_delivered() -> None:
     assert events[-1]["state"] == "delivered" and proc.returncode == 0
     (sale,) = [e for e in events if e["event"] == "card_sale"]
     assert sale["events"] == ["begin_session", "vend_approved", "end_session"]
+
+
+def test_reader_lost_after_the_vend_is_for_an_operator(server: InProcessServer,
+                                                       tmp_path: Path) -> None:
+    rig = Rig(server, tmp_path, BOARD)
+    try:
+        real = rig.machine.dispense
+
+        def dispense_then_unplug(*args: object, **kwargs: object) -> object:
+            result = real(*args, **kwargs)  # type: ignore[arg-type]
+            rig.sim.set_fault("silent", True)  # the reader goes away during the vend
+            return result
+
+        rig.machine.dispense = dispense_then_unplug  # type: ignore[method-assign,assignment]
+        result = rig.sales.sell("1", 500, session_timeout=1)
+        assert result.state == "needs_review" and result.outcome == "unknown"
+        assert result.order_id is not None
+        assert server.state(result.order_id) == "needs_review"
+        # The reader heard VEND SUCCESS but its ACK was lost: from the machine's side the
+        # charge is uncertain, which is exactly what an operator settles.
+        assert [s["result"] for s in rig.sim.settled] == ["success"]
+    finally:
+        rig.sim.set_fault("silent", False)
+        rig.close()

@@ -127,8 +127,26 @@ class CardSales:
             outcome = result.outcome
             return str(getattr(outcome, "value", outcome))
 
-        sale: CardSale = self.reader.sell(item, price, dispense,
-                                          session_timeout=session_timeout)
+        motor: dict[str, str] = {}
+
+        def dispense_once() -> str:
+            motor["outcome"] = dispense()
+            return motor["outcome"]
+
+        try:
+            sale: CardSale = self.reader.sell(item, price, dispense_once,
+                                              session_timeout=session_timeout)
+        except VendhwError as exc:
+            if "outcome" not in motor:
+                raise  # nothing was vended: the reader ends the session by its own timeout
+            # The vend happened but the reader did not hear how it ended: whether the card
+            # is charged is for an operator to settle with the reader's own records.
+            log.warning("card sale %s: reader lost after the vend (%s): needs review",
+                        reference, exc)
+            sale = CardSale(item, price, state="needs_review", approved=price,
+                            outcome="unknown")
+            details["reader_error"] = str(exc)
+            details["vend_outcome"] = motor["outcome"]
         state = _STATES.get(sale.state, sale.state)
         order_id = None
         if sale.outcome is not None:  # the reader approved and the machine tried to vend
