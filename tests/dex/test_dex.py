@@ -257,3 +257,25 @@ def test_protocol_vectors_are_what_the_engine_sends() -> None:
     assert frames[2] == handshake_frame(b"1234567890RR01L01")
     assert frames[3] == handshake_frame(b"001234567890R01L01")
     assert frames[4] == data_block(b"DXS*1234567890*VA*V1/1*1\r\n", last=True)
+
+
+def test_cli_read_is_a_handheld(tmp_path: Path) -> None:
+    import threading
+
+    audit = collect(make_journals(tmp_path), prices=PRICES, machine_id="m9", now=1.7e9)
+    report = generate(audit).encode("ascii")
+    out = tmp_path / "read.dex"
+    with PtyPair() as pair:
+        results: list[object] = []
+        machine = threading.Thread(target=lambda: results.append(
+            run(DexSlave(report, audit.comm_id), pair.master, idle_timeout=30)))
+        machine.start()
+        done = subprocess.run([sys.executable, "-m", "vendhw", "dex", "read", "--port",
+                               pair.port, "--json", "-o", str(out)],
+                              capture_output=True, text=True, timeout=60)
+        machine.join(timeout=30)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["valid"] and summary["g85_ok"] and summary["paid"] == 4
+    assert summary["machine"] == audit.comm_id and summary["wire_seconds_9600"] > 0
+    assert out.read_bytes() == report and len(results) == 1
