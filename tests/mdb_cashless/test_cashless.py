@@ -234,3 +234,13 @@ def test_peer_replies_parse() -> None:
     walked = parse_poll(bytes.fromhex("00" + "03 01F4 00000001 01 0000" + "07"), level=2)
     assert [e.kind for e in walked] == ["just_reset", "begin_session", "end_session"]
     assert walked[1].amount == 500 and walked[1].detail["payment_type"] == 1
+
+
+def test_config_and_id_that_come_at_a_later_poll() -> None:
+    # Zzzzipper's testInitThroughPoll: SETUP and EXPANSION ID answered with ACK, their data
+    # at the following POLLs.
+    dev, _ = reader(deferred=True, level=2)
+    assert dev.core.config is not None and dev.core.level == 2
+    dev.poll()
+    assert dev.status()["identity"]["model"] == "SIM-CASHLESS"
+    assert dev.sell(5, 100, Motor("delivered"), session_timeout=1).state == "delivered"

@@ -11,7 +11,8 @@ at the next POLL with VEND APPROVED (or VEND DENIED); VEND SUCCESS / VEND FAILUR
 END SESSION. POLL data is repeated until the VMC ACKs it.
 
 Options (``sim://mdb-cashless?deny=1&tap_after=2``): ``address`` (16 or 96), ``level`` (1-3),
-``funds``, ``tap_after`` (seconds; negative: no card ever), ``scale``, ``max_response``.
+``funds``, ``tap_after`` (seconds; negative: no card ever), ``scale``, ``max_response``,
+``deferred`` (READER CONFIG and PERIPHERAL ID come at the next POLL, not in the reply).
 Device faults: ``deny`` (every vend denied), ``timeout`` (vend requests never answered until
 VEND CANCEL), ``cancel`` (the customer cancels on the reader after the card), ``malfunction``
 (reports a malfunction at the next POLL), ``revalue_deny``.
@@ -46,7 +47,7 @@ class MdbCashlessSimulator(Simulator):
     def __init__(self, *, address: int | str = 0x10, level: int | str = 3,
                  funds: int | str = 1000, tap_after: float | str = 0.0, scale: int | str = 1,
                  max_response: int | str = 5, reply_delay: float | str = 0.0,
-                 **options: Any) -> None:
+                 deferred: bool | str = False, **options: Any) -> None:
         faults = {k: options.pop(k) for k in list(options) if k in self.device_faults}
         super().__init__(**options)
         self.address = int(address)
@@ -58,6 +59,9 @@ class MdbCashlessSimulator(Simulator):
         self.scale = int(scale)
         self.max_response = int(max_response)
         self.reply_delay = float(reply_delay)
+        self.deferred = option_flag(deferred)
+        """ACK SETUP CONFIG and EXPANSION ID, and send their data at the next POLL (allowed
+        by the spec; some readers do it)."""
         self.framer = MdbFramer(wire="9bit")
         self._deframer = self.framer.deframer("host")
         self.events: collections.deque[bytes] = collections.deque()
@@ -112,6 +116,12 @@ class MdbCashlessSimulator(Simulator):
     def _identity(self) -> bytes:
         out = b"\x09" + b"VHW" + b"SIMCARD00001" + b"SIM-CASHLESS" + b"\x01\x00"
         return out + (bytes(4) if self.level >= 3 else b"")
+
+    def _answer(self, data: bytes) -> bytes:
+        if self.deferred:
+            self.events.append(data)
+            return self._ack()
+        return self._data(data)
 
     def _wire(self, amount: int) -> bytes:
         return min(amount // self.scale, 0xFFFF).to_bytes(2, "big")
@@ -178,7 +188,7 @@ class MdbCashlessSimulator(Simulator):
             if sub == 0x00 and len(data) >= 2:
                 self.vmc_level = data[1]
                 self.level = min(self.level, data[1])
-                return self._data(self._config())
+                return self._answer(self._config())
             if sub == 0x01 and len(data) >= 5:
                 self.prices = (int.from_bytes(data[1:3], "big"),
                                int.from_bytes(data[3:5], "big"))
@@ -206,7 +216,7 @@ class MdbCashlessSimulator(Simulator):
         if command == 7:  # EXPANSION
             if sub == 0x00:
                 self.vmc_id = data[1:]
-                return self._data(self._identity())
+                return self._answer(self._identity())
             return self._ack()
         return self._ack()
 
