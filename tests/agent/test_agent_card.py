@@ -169,3 +169,10 @@ def test_reader_lost_after_the_vend_is_for_an_operator(server: InProcessServer,
     finally:
         rig.sim.set_fault("silent", False)
         rig.close()
+
+
+def test_card_sales_set_a_restarted_reader_up_again(rig: Rig) -> None:
+    rig.sim._power_up()  # the reader reboots between two customers
+    result = rig.sales.sell("1", 500, session_timeout=1)
+    assert result.state == "delivered"
+    assert [s["result"] for s in rig.sim.settled] == ["success"]

@@ -244,3 +244,14 @@ def test_config_and_id_that_come_at_a_later_poll() -> None:
     dev.poll()
     assert dev.status()["identity"]["model"] == "SIM-CASHLESS"
     assert dev.sell(5, 100, Motor("delivered"), session_timeout=1).state == "delivered"
+
+
+def test_reader_restarting_before_approval_vends_nothing() -> None:
+    dev, sim = reader()
+    sim._power_up()  # the reader reboots: JUST RESET at the next POLL
+    motor = Motor("delivered")
+    sale = dev.sell(6, 150, motor, session_timeout=1)
+    assert sale.state == "reader_reset" and motor.turns == 0 and not dev.core.enabled
+    dev.start()
+    dev.enable()
+    assert dev.sell(6, 150, motor, session_timeout=1).state == "delivered"

@@ -134,8 +134,14 @@ class CardSales:
             return motor["outcome"]
 
         try:
+            if not self.reader.core.enabled:  # a JUST RESET was seen: set the reader up again
+                self.start()
             sale: CardSale = self.reader.sell(item, price, dispense_once,
                                               session_timeout=session_timeout)
+            if sale.state == "reader_reset":  # it restarted while we waited: once more
+                self.start()
+                sale = self.reader.sell(item, price, dispense_once,
+                                        session_timeout=session_timeout)
         except VendhwError as exc:
             if "outcome" not in motor:
                 raise  # nothing was vended: the reader ends the session by its own timeout

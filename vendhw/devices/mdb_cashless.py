@@ -253,8 +253,9 @@ class CardSale:
     item: int
     price: int
     state: str = "waiting"
-    """``no_card``, ``denied``, ``cancelled``, ``delivered``, ``failed`` (VEND FAILURE sent,
-    the reader refunds), ``needs_review`` (outcome unknown; VEND SUCCESS sent)."""
+    """``no_card``, ``denied``, ``cancelled``, ``reader_reset`` (the reader restarted before
+    approving: nothing vended, set it up again), ``delivered``, ``failed`` (VEND FAILURE
+    sent, the reader refunds), ``needs_review`` (outcome unknown; VEND SUCCESS sent)."""
     approved: int | None = None
     outcome: str | None = None
     funds: int | None = None
@@ -467,10 +468,13 @@ class CashlessCore:
         wire_price = self.to_wire(price)
         if not self.session_open:
             try:
-                event = yield from self._await({BEGIN_SESSION, SESSION_CANCEL_REQUEST},
-                                               session_timeout, sale)
+                event = yield from self._await({BEGIN_SESSION, SESSION_CANCEL_REQUEST,
+                                                JUST_RESET}, session_timeout, sale)
             except NoResponseError:
                 sale.state = "no_card"
+                return sale
+            if event.code == JUST_RESET:  # the reader restarted: set it up again first
+                sale.state = "reader_reset"
                 return sale
             if event.code == SESSION_CANCEL_REQUEST:
                 yield from self.vend_op(SESSION_COMPLETE)
@@ -486,7 +490,7 @@ class CashlessCore:
         yield from self.vend_op(VEND_REQUEST, wire_price + item.to_bytes(2, "big"))
         try:
             answer = yield from self._await({VEND_APPROVED, VEND_DENIED,
-                                             SESSION_CANCEL_REQUEST}, None, sale)
+                                             SESSION_CANCEL_REQUEST, JUST_RESET}, None, sale)
         except NoResponseError:
             # No answer within the reader's own limit: VEND CANCEL, which it must answer
             # with VEND DENIED. Nothing is dispensed either way.
@@ -498,6 +502,9 @@ class CashlessCore:
             if answer.code == VEND_APPROVED:  # approved at the last moment: still ours to end
                 yield from self.vend_op(VEND_FAILURE)
                 answer = CashlessEvent("vend_denied", VEND_DENIED)
+        if answer.code == JUST_RESET:  # the session died with the reader: nothing vended
+            sale.state = "reader_reset"
+            return sale
         if answer.code != VEND_APPROVED:
             sale.state = "denied" if answer.code == VEND_DENIED else "cancelled"
             yield from self.vend_op(SESSION_COMPLETE)
