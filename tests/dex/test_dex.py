@@ -279,3 +279,46 @@ def test_cli_read_is_a_handheld(tmp_path: Path) -> None:
     assert summary["valid"] and summary["g85_ok"] and summary["paid"] == 4
     assert summary["machine"] == audit.comm_id and summary["wire_seconds_9600"] > 0
     assert out.read_bytes() == report and len(results) == 1
+
+
+def test_prices_from_the_backend_catalogue() -> None:
+    from vendhw.dex.collect import catalogue_prices
+    from vendhw.server.testing import InProcessServer
+
+    server = InProcessServer()
+    try:
+        server.add_machine("m1", slots={"1": ("tea", 500), "2": ("cake", 1500)})
+        client = server.client()
+        prices, currency = catalogue_prices(client.catalogue())
+        client.close()
+    finally:
+        server.close()
+    assert prices == {"1": 500, "2": 1500} and currency
+
+
+def test_cli_report_from_machine_toml_without_the_backend(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    make_journals(data)
+    config = tmp_path / "machine.toml"
+    config.write_text(f'''
+[backend]
+url = "http://127.0.0.1:9"
+machine_id = "m-0042"
+secret = "s"
+[board]
+profile = "easivend-column"
+port = "sim://easivend-column"
+[agent]
+data_dir = "{data}"
+''')
+    result = CliRunner().invoke(cli, ["dex", "report", "--config", str(config),
+                                      "--price", "1=150"])
+    assert result.exit_code == 0, result.output
+    assert "warning: no prices from the backend" in result.stderr
+    doc = parse(result.stdout)
+    assert doc.valid and doc.audit.machine_id == "m-0042"
+    assert (doc.audit.cash.count, doc.audit.cash.value) == (2, 300)
+    assert doc.audit.currency == "EUR"
+    bad = CliRunner().invoke(cli, ["dex", "report", "--config", str(tmp_path / "none.toml")])
+    assert bad.exit_code == 2 and bad.stderr.startswith("error: no configuration file")

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from vendhw.errors import VendhwError
 
 DEFAULT_DATA_DIR = "/var/lib/vendhw"
 """The agent's default ``data_dir`` (``machine.toml`` ``[agent]``)."""
+CATALOGUE_TIMEOUT = 5.0
+"""Seconds to wait for the backend's catalogue (prices) before reporting without it."""
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -41,6 +44,10 @@ def _journal_path(journal: str | None) -> Path:
 
 def _report_options(func: Any) -> Any:
     options = [
+        click.option("--config", "config_path", default=None, metavar="TOML",
+                     type=click.Path(dir_okay=False),
+                     help="The machine's machine.toml: its data_dir journals, machine id, and "
+                          "the prices and currency of the backend's catalogue."),
         click.option("--journal", "journal", default=None, metavar="DB",
                      help="The vend journal (vends.db); default $VENDHW_DATA_DIR/vends.db "
                           f"or {DEFAULT_DATA_DIR}/vends.db."),
@@ -50,8 +57,8 @@ def _report_options(func: Any) -> Any:
                      help="A slot's price in minor units (repeatable): PA1 and the value of "
                           "card and QR sales."),
         click.option("--machine-id", default="", help="ID101 and the communication id."),
-        click.option("--currency", default="EUR", show_default=True,
-                     help="ISO 4217 code for ID4."),
+        click.option("--currency", default=None,
+                     help="ISO 4217 code for ID4 (default: the catalogue's, else EUR)."),
         click.option("--decimals", default=2, show_default=True, type=click.IntRange(0, 4),
                      help="Decimal places of the amounts (ID401)."),
         click.option("--reset", is_flag=True,
@@ -62,19 +69,62 @@ def _report_options(func: Any) -> Any:
     return func
 
 
-def _make_report(journal: str | None, cash_journal: str | None, prices: tuple[str, ...],
-                 machine_id: str, currency: str, decimals: int, reset: bool) -> str:
+@dataclass
+class _Source:
+    """Where a report's figures come from, resolved once per command."""
+
+    journal: Path
+    cash_journal: str | None
+    prices: dict[str, int]
+    machine_id: str
+    currency: str
+    decimals: int
+    reset: bool
+
+
+def _source(config_path: str | None, journal: str | None, cash_journal: str | None,
+            prices: tuple[str, ...], machine_id: str, currency: str | None, decimals: int,
+            reset: bool) -> _Source:
+    """Options, completed from machine.toml and the backend's catalogue when given."""
+    table: dict[str, int] = {}
+    catalogue_currency = ""
+    if config_path is not None:
+        from vendhw.agent.runner import AgentConfig
+        from vendhw.dex.collect import catalogue_prices
+
+        config = AgentConfig.load(config_path)
+        journal = journal or str(config.data_dir / "vends.db")
+        machine_id = machine_id or config.machine_id
+        try:
+            from vendhw.client import BackendClient
+
+            with_client = BackendClient(config.backend_url, config.machine_id, config.secret,
+                                        retries=0, timeout=CATALOGUE_TIMEOUT)
+            try:
+                table, catalogue_currency = catalogue_prices(with_client.catalogue())
+            finally:
+                with_client.close()
+        except Exception as exc:  # the report is still worth having without the backend
+            click.secho(f"warning: no prices from the backend ({exc}); card and QR sales "
+                        f"are counted with value 0 unless --price gives them", fg="yellow",
+                        err=True)
+    table.update(_prices(prices))
+    return _Source(_journal_path(journal), cash_journal, table, machine_id,
+                   currency or catalogue_currency or "EUR", decimals, reset)
+
+
+def _make_report(source: _Source) -> str:
     from vendhw.dex.collect import ReadLog, collect
     from vendhw.dex.report import generate
 
-    path = _journal_path(journal)
+    path = source.journal
     if not path.is_file():
-        raise VendhwError(f"vend journal {path} does not exist (give --journal)")
+        raise VendhwError(f"vend journal {path} does not exist (give --journal or --config)")
     log = ReadLog(path.with_name("dex.db"))
     try:
-        audit = collect(path, cash_journal=cash_journal, prices=_prices(prices),
-                        machine_id=machine_id, currency=currency, decimals=decimals,
-                        read_log=log, reset=reset)
+        audit = collect(path, cash_journal=source.cash_journal, prices=source.prices,
+                        machine_id=source.machine_id, currency=source.currency,
+                        decimals=source.decimals, read_log=log, reset=source.reset)
     finally:
         log.close()
     return generate(audit)
@@ -89,13 +139,13 @@ def dex() -> None:
 @_report_options
 @click.option("--output", "-o", default=None, type=click.Path(dir_okay=False),
               help="Write the report to this file instead of standard output.")
-def report(journal: str | None, cash_journal: str | None, prices: tuple[str, ...],
-           machine_id: str, currency: str, decimals: int, reset: bool,
-           output: str | None) -> None:
+def report(config_path: str | None, journal: str | None, cash_journal: str | None,
+           prices: tuple[str, ...], machine_id: str, currency: str | None, decimals: int,
+           reset: bool, output: str | None) -> None:
     """Write the EVA-DTS audit report of the machine's journals."""
     try:
-        text = _make_report(journal, cash_journal, prices, machine_id, currency, decimals,
-                            reset)
+        text = _make_report(_source(config_path, journal, cash_journal, prices, machine_id,
+                                    currency, decimals, reset))
     except VendhwError as exc:
         _fail(str(exc))
     if output:
@@ -153,21 +203,26 @@ def parse(file: str, as_json: bool) -> None:
 @click.option("--port", required=True, help="Serial port (or transport URL) of the DEX jack.")
 @_report_options
 @click.option("--once", is_flag=True, help="Serve one read, then exit.")
-def serve(port: str, journal: str | None, cash_journal: str | None, prices: tuple[str, ...],
-          machine_id: str, currency: str, decimals: int, reset: bool, once: bool) -> None:
+def serve(port: str, config_path: str | None, journal: str | None, cash_journal: str | None,
+          prices: tuple[str, ...], machine_id: str, currency: str | None, decimals: int,
+          reset: bool, once: bool) -> None:
     """Answer handheld readers on PORT with the audit report (the machine's DEX jack)."""
     from vendhw.dex.link import BAUDRATE, DexSlave, run
     from vendhw.dex.report import comm_id_for
     from vendhw.transport import open_transport
 
-    if not _journal_path(journal).is_file():
-        _fail(f"vend journal {_journal_path(journal)} does not exist (give --journal)")
+    try:
+        source = _source(config_path, journal, cash_journal, prices, machine_id, currency,
+                         decimals, reset)
+    except VendhwError as exc:
+        _fail(str(exc))
+    if not source.journal.is_file():
+        _fail(f"vend journal {source.journal} does not exist (give --journal or --config)")
 
     def make() -> bytes:
-        return _make_report(journal, cash_journal, prices, machine_id, currency, decimals,
-                            reset).encode("ascii")
+        return _make_report(source).encode("ascii")
 
-    comm_id = comm_id_for(machine_id or "vendhw")
+    comm_id = comm_id_for(source.machine_id or "vendhw")
     try:
         transport = open_transport(port, baudrate=BAUDRATE)
     except VendhwError as exc:

@@ -249,4 +249,14 @@ def _cash_flow(audit: Audit, db: sqlite3.Connection, since: float) -> None:
                         recent)
 
 
-__all__ = ["ReadLog", "collect"]
+def catalogue_prices(catalogue: Mapping[str, object]) -> tuple[dict[str, int], str]:
+    """``(slot -> price, currency)`` from a backend catalogue (``BackendClient.catalogue()``)."""
+    prices: dict[str, int] = {}
+    slots = catalogue.get("slots", [])
+    for entry in slots if isinstance(slots, list) else []:
+        if isinstance(entry, dict) and "slot" in entry and isinstance(entry.get("price"), int):
+            prices[str(entry["slot"])] = int(entry["price"])
+    return prices, str(catalogue.get("currency") or "")
+
+
+__all__ = ["ReadLog", "catalogue_prices", "collect"]
