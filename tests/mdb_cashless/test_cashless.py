@@ -255,3 +255,10 @@ def test_reader_restarting_before_approval_vends_nothing() -> None:
     dev.start()
     dev.enable()
     assert dev.sell(6, 150, motor, session_timeout=1).state == "delivered"
+
+
+def test_reader_that_never_says_just_reset_is_set_up_anyway() -> None:
+    # Zzzzipper's testResetNoJustReset: the reader answers POLL with ACK only.
+    dev, sim = reader(no_just_reset=True)
+    assert dev.core.config is not None and sim.enabled
+    assert dev.sell(1, 100, Motor("delivered"), session_timeout=1).state == "delivered"

@@ -356,6 +356,7 @@ class CashlessCore:
 
     def start_op(self) -> Op[ReaderConfig]:
         """RESET, JUST RESET, SETUP config + prices, EXPANSION ID; the reader stays disabled."""
+        self.level, self.config, self.enabled, self._backlog = 1, None, False, []
         yield Request(RESET)
         yield Wait(RESET_TO_POLL)
         for _ in range(JUST_RESET_POLLS):
@@ -366,8 +367,10 @@ class CashlessCore:
             self.pending += events
             yield Wait(POLL_INTERVAL)
         else:
-            raise NoResponseError(f"cashless 0x{self.address:02X} never reported JUST RESET")
-        self.config = None
+            # It answers POLL (a silent reader raised already) but never said JUST RESET:
+            # some readers do not after a RESET command; set it up all the same.
+            log.warning("cashless 0x%02X: no JUST RESET after RESET; setting up anyway",
+                        self.address)
         reply = yield Request(SETUP, bytes((SETUP_CONFIG, self.vmc_level, 0, 0, 0)))
         for _ in range(JUST_RESET_POLLS):
             if reply:  # the config comes in the reply or at a later POLL

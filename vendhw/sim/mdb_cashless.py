@@ -12,7 +12,8 @@ END SESSION. POLL data is repeated until the VMC ACKs it.
 
 Options (``sim://mdb-cashless?deny=1&tap_after=2``): ``address`` (16 or 96), ``level`` (1-3),
 ``funds``, ``tap_after`` (seconds; negative: no card ever), ``scale``, ``max_response``,
-``deferred`` (READER CONFIG and PERIPHERAL ID come at the next POLL, not in the reply).
+``deferred`` (READER CONFIG and PERIPHERAL ID come at the next POLL, not in the reply),
+``no_just_reset`` (never reports JUST RESET).
 Device faults: ``deny`` (every vend denied), ``timeout`` (vend requests never answered until
 VEND CANCEL), ``cancel`` (the customer cancels on the reader after the card), ``malfunction``
 (reports a malfunction at the next POLL), ``revalue_deny``.
@@ -47,7 +48,8 @@ class MdbCashlessSimulator(Simulator):
     def __init__(self, *, address: int | str = 0x10, level: int | str = 3,
                  funds: int | str = 1000, tap_after: float | str = 0.0, scale: int | str = 1,
                  max_response: int | str = 5, reply_delay: float | str = 0.0,
-                 deferred: bool | str = False, **options: Any) -> None:
+                 deferred: bool | str = False, no_just_reset: bool | str = False,
+                 **options: Any) -> None:
         faults = {k: options.pop(k) for k in list(options) if k in self.device_faults}
         super().__init__(**options)
         self.address = int(address)
@@ -59,6 +61,8 @@ class MdbCashlessSimulator(Simulator):
         self.scale = int(scale)
         self.max_response = int(max_response)
         self.reply_delay = float(reply_delay)
+        self.no_just_reset = option_flag(no_just_reset)
+        """Never report JUST RESET (some readers do not after a RESET command)."""
         self.deferred = option_flag(deferred)
         """ACK SETUP CONFIG and EXPANSION ID, and send their data at the next POLL (allowed
         by the spec; some readers do it)."""
@@ -88,7 +92,8 @@ class MdbCashlessSimulator(Simulator):
 
     def _power_up(self) -> None:
         self.events.clear()
-        self.events.append(b"\x00")  # JUST RESET
+        if not self.no_just_reset:
+            self.events.append(b"\x00")  # JUST RESET
         self._unacked = b""
         self.enabled = False
         self.in_session = False
