@@ -322,3 +322,15 @@ data_dir = "{data}"
     assert doc.audit.currency == "EUR"
     bad = CliRunner().invoke(cli, ["dex", "report", "--config", str(tmp_path / "none.toml")])
     assert bad.exit_code == 2 and bad.stderr.startswith("error: no configuration file")
+
+
+def test_a_file_with_several_transmissions(tmp_path: Path) -> None:
+    from vendhw.dex import parse_all
+
+    audit = collect(make_journals(tmp_path), prices=PRICES, machine_id="m1", now=1.7e9)
+    text = generate(audit) + PEER_FILE.read_text(encoding="ascii")
+    first, second = parse_all(text)
+    assert first.valid and first.audit == audit
+    assert second.valid and second.comm_id == "9259630009"
+    result = CliRunner().invoke(cli, ["dex", "parse", "-", "--json"], input=text)
+    assert result.exit_code == 0 and len(result.stdout.splitlines()) == 2
