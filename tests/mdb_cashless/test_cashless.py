@@ -262,3 +262,32 @@ def test_reader_that_never_says_just_reset_is_set_up_anyway() -> None:
     dev, sim = reader(no_just_reset=True)
     assert dev.core.config is not None and sim.enabled
     assert dev.sell(1, 100, Motor("delivered"), session_timeout=1).state == "delivered"
+
+
+class LossySimulator(MdbCashlessSimulator):
+    """Loses the reply to the Nth block it receives (a burst of noise on the bus)."""
+
+    def __init__(self, lose: set[int], **options: Any) -> None:
+        super().__init__(**options)
+        self.lose = lose
+        self.blocks = 0
+
+    def receive(self, data: bytes, now: float) -> list[Any]:
+        replies = super().receive(data, now)
+        if replies:
+            self.blocks += 1
+            if self.blocks in self.lose:
+                return []
+        return replies
+
+
+def test_a_lost_reply_is_asked_again_not_a_failed_sale() -> None:
+    sim = LossySimulator(lose=set(range(8, 40, 4)))  # every 4th reply from the 8th on
+    dev = MdbCashlessReader(MdbLink(SimTransport(sim), response_timeout=0.02),
+                            sleep=lambda s: None)
+    dev.start()
+    dev.enable()
+    motor = Motor("delivered")
+    sale = dev.sell(6, 150, motor, session_timeout=1)
+    assert sale.state == "delivered" and motor.turns == 1 and dev.retries >= 2
+    assert sim.settled == [{"result": "success", "price": 150, "item": 6, "reported_item": 6}]

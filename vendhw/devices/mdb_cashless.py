@@ -36,6 +36,8 @@ from typing import Any, TypeVar
 
 from vendhw.errors import (
     ConfigurationError,
+    FramingError,
+    NakError,
     NoResponseError,
     SequenceError,
     UnexpectedReplyError,
@@ -94,6 +96,9 @@ JUST_RESET_POLLS = 20
 """POLLs after RESET that may go by before JUST RESET must have come (20 x 100 ms)."""
 END_SESSION_POLLS = 50
 """POLLs after SESSION COMPLETE that may go by before END SESSION must have come."""
+COMMAND_RETRIES = 3
+"""Times a command is sent again after a lost or corrupt reply before the reader is
+declared gone (a reader takes a repeated command as the same one)."""
 
 VMC_FEATURE_LEVEL = 3
 """The level the VMC offers in SETUP CONFIG; the reader's answer sets the level used."""
@@ -558,6 +563,8 @@ class MdbCashlessReader:
         self._sleep = sleep or self._closed.wait
         self.poll_seconds: list[float] = []
         """How long each POLL transaction took (reply within the response budget?)."""
+        self.retries = 0
+        """Commands sent again after a lost or corrupt reply."""
 
     def run(self, op: Op[T]) -> T:
         """Drive one operation; reply data is ACKed once the core has taken it."""
@@ -568,10 +575,7 @@ class MdbCashlessReader:
                 if step.seconds > 0:
                     self._sleep(step.seconds)
             else:
-                started = time.perf_counter()
-                reply = self.link.transact(self.core.address, step.command, step.data)
-                if step.command == POLL:
-                    self.poll_seconds.append(time.perf_counter() - started)
+                reply = self._transact(step)
             try:
                 step = op.send(reply)
             except StopIteration as stop:
@@ -580,6 +584,24 @@ class MdbCashlessReader:
                 return stop.value
             if reply is not None:
                 self.link.ack()  # the core has taken the data: the reader may drop it
+
+    def _transact(self, step: Request) -> bytes | None:
+        """One command; sent again when the reply is lost or corrupt (readers must take a
+        repeated command as the same one), up to :data:`COMMAND_RETRIES` times."""
+        for attempt in range(COMMAND_RETRIES + 1):
+            started = time.perf_counter()
+            try:
+                reply = self.link.transact(self.core.address, step.command, step.data)
+            except (NoResponseError, FramingError, NakError) as exc:
+                if attempt == COMMAND_RETRIES:
+                    raise
+                self.retries += 1
+                log.info("%s: command %d: %s; sending it again", self.name, step.command, exc)
+                continue
+            if step.command == POLL:
+                self.poll_seconds.append(time.perf_counter() - started)
+            return reply
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- the API ------------------------------------------------------------------------------
 
