@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -176,3 +177,19 @@ def test_card_sales_set_a_restarted_reader_up_again(rig: Rig) -> None:
     result = rig.sales.sell("1", 500, session_timeout=1)
     assert result.state == "delivered"
     assert [s["result"] for s in rig.sim.settled] == ["success"]
+
+
+def test_card_tapped_before_the_choice_is_seen_by_the_poller(server: InProcessServer,
+                                                             tmp_path: Path) -> None:
+    rig = Rig(server, tmp_path, BOARD)
+    seen = threading.Event()
+    rig.sales.listeners.append(lambda e: seen.set() if e.kind == "begin_session" else None)
+    rig.sales.start(poll=True)  # the agent keeps the reader polled between sales
+    try:
+        assert seen.wait(10)  # the customer tapped first
+        assert rig.reader.core.session_open
+        result = rig.sales.sell("1", 500, session_timeout=1)
+        assert result.state == "delivered"
+        assert [s["result"] for s in rig.sim.settled] == ["success"]
+    finally:
+        rig.close()

@@ -24,11 +24,22 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vendhw.devices.mdb_cashless import ADDRESSES, CASHLESS_1, CardSale, MdbCashlessReader
+from vendhw.devices.mdb_cashless import (
+    ADDRESSES,
+    CASHLESS_1,
+    POLL_INTERVAL,
+    SESSION_CANCEL_REQUEST,
+    SESSION_COMPLETE,
+    CardSale,
+    CashlessEvent,
+    MdbCashlessReader,
+)
 from vendhw.errors import ConfigurationError, NoResponseError, VendhwError
 
 log = logging.getLogger(__name__)
@@ -104,17 +115,63 @@ class CardSales:
         self.reader = reader
         self.machine = machine
         self.client = client
+        self.listeners: list[Callable[[CashlessEvent], None]] = []
+        """Called with every event the reader reports between sales (a card tapped before a
+        product was chosen, a malfunction...), from the poller thread."""
+        self._lock = threading.RLock()  # one conversation with the reader at a time
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
 
-    def start(self) -> None:
-        """RESET and set up the reader (levels, prices, id), then enable it."""
-        self.reader.start()
-        self.reader.enable()
+    def start(self, *, poll: bool = False) -> None:
+        """RESET and set up the reader (levels, prices, id), then enable it.
+
+        ``poll``: keep POLLing it between sales from a background thread, as readers expect
+        (they may go out of service when the VMC stops polling); until :meth:`close`.
+        """
+        with self._lock:
+            self.reader.start()
+            self.reader.enable()
+        if poll and self._poller is None:
+            self._stop.clear()
+            self._poller = threading.Thread(target=self._poll_between_sales,
+                                            name="card-poller", daemon=True)
+            self._poller.start()
+
+    def _poll_between_sales(self) -> None:
+        while not self._stop.wait(POLL_INTERVAL):  # the POLL cadence, not a reply wait
+            with self._lock:
+                try:
+                    events = self.reader.poll()
+                    if any(e.code == SESSION_CANCEL_REQUEST for e in events):
+                        # The customer cancelled on the reader before choosing: end it.
+                        self.reader.run(self.reader.core.vend_op(SESSION_COMPLETE))
+                except VendhwError as exc:
+                    log.warning("%s: poll between sales failed: %s", self.reader.name, exc)
+                    continue
+            for event in events:
+                for listener in self.listeners:
+                    try:
+                        listener(event)
+                    except Exception:  # a screen bug must not stop the reader's polling
+                        log.exception("card listener failed on %s", event)
 
     def sell(self, slot: str, price: int, *,
              session_timeout: float = SESSION_TIMEOUT) -> CardSaleResult:
+        """Wait for a card, have the vend approved, dispense, settle, book (see the module)."""
         reference = f"{CARD_PREFIX}{slot}:{secrets.token_hex(8)}"
-        item = int(slot) if str(slot).isdigit() and int(slot) <= 0xFFFF else 0
         details: dict[str, Any] = {}
+        with self._lock:  # the reader's part; the booking below needs no reader
+            sale = self._on_the_reader(reference, slot, price, session_timeout, details)
+        state = _STATES.get(sale.state, sale.state)
+        order_id = None
+        if sale.outcome is not None:  # the reader approved and the machine tried to vend
+            order_id = self._book(reference, slot, sale, details)
+        return CardSaleResult(reference, slot, price, state, sale.outcome, order_id,
+                              sale.to_dict())
+
+    def _on_the_reader(self, reference: str, slot: str, price: int, session_timeout: float,
+                       details: dict[str, Any]) -> CardSale:
+        item = int(slot) if str(slot).isdigit() and int(slot) <= 0xFFFF else 0
 
         def dispense() -> str:
             try:
@@ -153,12 +210,7 @@ class CardSales:
                             outcome="unknown")
             details["reader_error"] = str(exc)
             details["vend_outcome"] = motor["outcome"]
-        state = _STATES.get(sale.state, sale.state)
-        order_id = None
-        if sale.outcome is not None:  # the reader approved and the machine tried to vend
-            order_id = self._book(reference, slot, sale, details)
-        return CardSaleResult(reference, slot, price, state, sale.outcome, order_id,
-                              sale.to_dict())
+        return sale
 
     def _book(self, reference: str, slot: str, sale: CardSale,
               details: dict[str, Any]) -> str | None:
@@ -187,8 +239,13 @@ class CardSales:
         return str(body["id"]) if body and "id" in body else None
 
     def close(self) -> None:
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join(timeout=5)
+            self._poller = None
         try:
-            self.reader.disable()
+            with self._lock:
+                self.reader.disable()
         except VendhwError as exc:  # closing anyway; the reader may be gone
             log.info("%s: disable failed: %s", self.reader.name, exc)
         self.reader.close()

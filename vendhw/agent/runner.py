@@ -225,7 +225,7 @@ class Agent:
             self.cash.acceptor.enable()
             self.cash.acceptor.start()
         if self.card is not None:
-            self.card.start()
+            self.card.start(poll=True)
         threading.Thread(target=self.shipper.run, args=(self.stop,), name="shipper",
                          daemon=True).start()  # close() waits via shipper.wait_idle()
         if screen:
