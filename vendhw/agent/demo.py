@@ -118,10 +118,15 @@ def _wait_ready(url: str, proc: subprocess.Popen[str], log: Path) -> None:
 
 def run_demo(*, auto_pay: bool = False, pickup: bool = False, fault: str | None = None,
              emit: Callable[[dict[str, Any]], None] | None = None,
-             show_qr: Callable[[str], None] | None = None) -> DemoResult:
-    """Run one sale end to end and return its final state (see the module docstring)."""
+             show_qr: Callable[[str], None] | None = None, card: bool = False) -> DemoResult:
+    """Run one sale end to end and return its final state (see the module docstring).
+
+    ``card``: the customer pays at a simulated MDB card reader (:mod:`vendhw.agent.card`).
+    """
     if fault is not None and fault not in FAULTS:
         raise ConfigurationError(f"unknown fault {fault!r}; choose from {', '.join(FAULTS)}")
+    if card and (pickup or fault == "power-cut"):
+        raise ConfigurationError("--card goes with no --pickup and no power-cut fault")
     events: list[dict[str, Any]] = []
     started = time.monotonic()
 
@@ -196,7 +201,12 @@ def run_demo(*, auto_pay: bool = False, pickup: bool = False, fault: str | None 
                 start_agent()
 
             chosen = "1"
-            if pickup:
+            if card:
+                from vendhw.agent.card import card_demo_sale
+
+                choice_at = time.monotonic()
+                order = card_demo_sale(client, machine, chosen, PRODUCTS[0][2], say)
+            elif pickup:
                 reply = httpx.post(f"{url}/operator/v1/codes", headers=operator, timeout=10,
                                    json={"product": PRODUCTS[0][0], "count": 1,
                                          "valid_for": "10m", "machine": MACHINE_ID})

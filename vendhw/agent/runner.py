@@ -21,6 +21,9 @@ The configuration file::
     screen_host = "127.0.0.1"
     screen_port = 8765
 
+    [[cashless]]                 # optional: an MDB card reader (vendhw.agent.card)
+    port = "mdb9:///dev/ttyUSB0" #   or sim://mdb-cashless; address = 16 (0x10) or 96 (0x60)
+
     [[cash]]                     # optional, repeatable: coin/note acceptors, payout devices
     protocol = "ssp"             # cctalk-coin, cctalk-hopper, cctalk-bill, ssp, id003,
     port = "/dev/ttyACM0"        #   mdb-changer, mdb-bill (``vendhw cash --help``)
@@ -40,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vendhw.agent.card import CardConfig, CardSaleResult, CardSales, load_cashless, open_reader
 from vendhw.agent.cash import CashSale, CashSales
 from vendhw.agent.screen import ScreenServer
 from vendhw.agent.shipper import Shipper
@@ -73,6 +77,7 @@ class AgentConfig:
     screen_host: str = "127.0.0.1"
     screen_port: int = 8765
     cash: tuple[CashConfig, ...] = ()
+    cashless: tuple[CardConfig, ...] = ()
 
     @classmethod
     def load(cls, path: str | Path) -> AgentConfig:
@@ -111,7 +116,8 @@ class AgentConfig:
         return cls(str(need("backend", "url")).rstrip("/"), str(need("backend", "machine_id")),
                    str(secret), str(need("board", "profile")), str(need("board", "port")),
                    data_dir, str(agent.get("screen_host", "127.0.0.1")),
-                   int(agent.get("screen_port", 8765)), tuple(cash))
+                   int(agent.get("screen_port", 8765)), tuple(cash),
+                   load_cashless(doc.get("cashless", []), file))
 
 
 class Agent:
@@ -131,6 +137,9 @@ class Agent:
         self.cash: CashSales | None = None
         if config.cash:
             self.cash = self._open_cash(config)
+        self.card: CardSales | None = None
+        if config.cashless:  # one card reader: the first [[cashless]] entry
+            self.card = CardSales(open_reader(config.cashless[0]), self.machine, self.client)
         self.stop = threading.Event()
         self.screen: ScreenServer | None = None
 
@@ -186,6 +195,16 @@ class Agent:
             raise ConfigurationError(f"slot {slot!r} is not for sale")
         return self.cash.sell(slot, prices[slot])
 
+    def buy_card(self, slot: str) -> CardSaleResult:
+        """Sell ``slot`` by card at the catalogue price (waits for the customer's card)."""
+        if self.card is None:
+            raise ConfigurationError("this machine has no card reader ([[cashless]] in the "
+                                     "configuration)")
+        prices = {p["slot"]: p["price"] for p in self.products()}
+        if slot not in prices:
+            raise ConfigurationError(f"slot {slot!r} is not for sale")
+        return self.card.sell(slot, prices[slot])
+
     def return_change(self) -> int:
         return 0 if self.cash is None else self.cash.return_change()
 
@@ -205,6 +224,8 @@ class Agent:
                 device.start()
             self.cash.acceptor.enable()
             self.cash.acceptor.start()
+        if self.card is not None:
+            self.card.start(poll=True)
         threading.Thread(target=self.shipper.run, args=(self.stop,), name="shipper",
                          daemon=True).start()  # close() waits via shipper.wait_idle()
         if screen:
@@ -227,6 +248,8 @@ class Agent:
                     log.info("%s: disable failed: %s", device.name, exc)
                 device.close()
             self.cash.journal.close()
+        if self.card is not None:
+            self.card.close()
         self.shipper.close()
         self.client.close()
         self.machine.close()

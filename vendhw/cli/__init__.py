@@ -28,6 +28,8 @@ COMMANDS: dict[str, str] = {
     "backend": "vendhw.cli.backend:backend",
     "machine": "vendhw.cli.machine:machine",
     "demo": "vendhw.cli.demo:demo",
+    "dex": "vendhw.cli.dex:dex",
+    "mdb": "vendhw.cli.mdb:mdb",
 }
 
 

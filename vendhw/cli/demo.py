@@ -27,6 +27,8 @@ _LABELS = {
     "power_cut": "POWER CUT right after the vend command was sent (exit {exit_status})",
     "agent_restarted": "agent restarted; reconciled orders {recovered}: {outcomes}",
     "cancelled": "order {order} was cancelled by an operator: not shipping",
+    "card_ready": "card reader ready ({reader}, MDB level {level})",
+    "card_sale": "card sale for slot {slot}: {state} ({outcome})",
 }
 
 
@@ -35,9 +37,11 @@ _LABELS = {
 @click.option("--pickup", is_flag=True, help="Create a pickup code and enter it instead of paying.")
 @click.option("--fault", type=click.Choice(["jam", "empty", "no-drop", "power-cut"]),
               help="Inject this fault into the simulated board.")
+@click.option("--card", is_flag=True,
+              help="Pay by card at a simulated MDB cashless reader instead of a QR code.")
 @click.option("--json", "as_json", is_flag=True,
               help="Progress as JSON lines; the last line has the order's final state.")
-def demo(auto_pay: bool, pickup: bool, fault: str | None, as_json: bool) -> None:
+def demo(auto_pay: bool, pickup: bool, fault: str | None, card: bool, as_json: bool) -> None:
     """Run a whole sale: backend, simulated board and machine agent, no hardware needed.
 
     Exit status 0 when the sale ends as its options lead it to (delivered; refunded after a
@@ -74,7 +78,7 @@ def demo(auto_pay: bool, pickup: bool, fault: str | None, as_json: bool) -> None
 
     try:
         result = run_demo(auto_pay=auto_pay, pickup=pickup, fault=fault, emit=emit,
-                          show_qr=show_qr)
+                          show_qr=show_qr, card=card)
     except (VendhwError, OSError) as exc:
         if as_json:
             click.echo(json.dumps({"event": "final", "state": "error", "error": str(exc)}))

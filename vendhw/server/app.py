@@ -64,6 +64,7 @@ class CashSaleBody(BaseModel):
     amount: int = Field(description="Cash taken for the product, in minor units.")
     outcome: str = Field(description="The dispense outcome, as for /orders/{id}/result.")
     details: dict[str, Any] | None = None
+    method: str = Field("cash", description="cash, or card (the machine's own MDB reader).")
 
 
 class RedeemBody(BaseModel):
@@ -216,7 +217,8 @@ def machine_cash_sale(body: CashSaleBody, request: Request, call: Signed) -> JSO
     status, data = backend.idempotent(
         call.machine_id, call.idempotency_key, call.fingerprint,
         lambda: (200, backend.record_cash_sale(call.machine_id, body.reference, body.slot,
-                                               body.amount, body.outcome, body.details)))
+                                               body.amount, body.outcome, body.details,
+                                               body.method)))
     return _json(status, data)
 
 

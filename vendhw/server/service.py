@@ -70,6 +70,11 @@ from vendhw.server.states import (
 
 CASH_PROVIDER = "cash"
 """The provider name of sales paid in cash at the machine (no payment provider involved)."""
+CARD_PROVIDER = "card"
+"""The provider name of sales paid by card at the machine's own cashless reader (MDB)."""
+MACHINE_METHODS = {CASH_PROVIDER: "the machine returned the cash to the customer's credit",
+                   CARD_PROVIDER: "the card reader refunded the card (VEND FAILURE)"}
+"""Payment methods the machine settles itself, and what a refund of one means."""
 
 log = logging.getLogger(__name__)
 
@@ -716,9 +721,8 @@ class Backend:
         result: RefundResult
         if provider_name == "code":
             result = RefundResult(RefundState.SUCCEEDED, detail="code released")
-        elif provider_name == CASH_PROVIDER:
-            result = RefundResult(RefundState.SUCCEEDED,
-                                  detail="the machine returned the cash to the customer's credit")
+        elif provider_name in MACHINE_METHODS:
+            result = RefundResult(RefundState.SUCCEEDED, detail=MACHINE_METHODS[provider_name])
         else:
             provider = self.providers.get(provider_name)
             if provider is None:
@@ -894,15 +898,19 @@ class Backend:
     # --- cash sales ----------------------------------------------------------------------
 
     def record_cash_sale(self, machine_id: str, reference: str, slot: str, amount: int,
-                         outcome: str, details: Mapping[str, Any] | None = None
-                         ) -> dict[str, Any]:
+                         outcome: str, details: Mapping[str, Any] | None = None,
+                         method: str = CASH_PROVIDER) -> dict[str, Any]:
         """Book a sale the machine made with cash it took itself, after the dispense.
 
         Cash needs no approval: the machine spends the customer's inserted credit, vends, and
         reports here through its outbox. The order id derives from the machine and its
         ``reference``, so a repeated report finds the same order. A definite failure is
         "refunded" at once: the machine already gave the credit back to the customer.
+        ``method="card"`` books a sale paid at the machine's own card reader the same way
+        (a failure was refunded by the reader itself, told VEND FAILURE).
         """
+        if method not in MACHINE_METHODS:
+            raise ApiError(422, "bad_method", f"method must be one of {sorted(MACHINE_METHODS)}")
         if outcome not in OUTCOMES:
             raise ApiError(422, "bad_outcome", f"outcome must be one of {sorted(OUTCOMES)}")
         if amount < 0 or not reference:
@@ -928,17 +936,21 @@ class Backend:
             assert machine is not None
             order = Order(id=order_id, machine_id=machine_id, slot=slot_row.slot,
                           product_id=product.id, product_name=product.name, amount=amount,
-                          currency=machine.currency, kind="cash", provider=CASH_PROVIDER,
+                          currency=machine.currency, kind=method, provider=method,
                           state=S.CREATED.value, created_at=now, updated_at=now,
                           expires_at=now)
             s.add(order)
-            s.add(Payment(order_id=order_id, provider=CASH_PROVIDER, transaction_id=reference,
+            s.add(Payment(order_id=order_id, provider=method, transaction_id=reference,
                           amount=amount, currency=machine.currency, paid_at=now,
                           source="machine"))
             self._audit(s, "order", order_id, None, S.CREATED.value,
-                        f"cash sale {reference} for slot {slot_row.slot}", actor)
-            self._move(s, order, S.PAID, actor, f"{amount} in cash taken by the machine")
-            self._move(s, order, S.DISPENSING, actor, "the machine vended on its own cash")
+                        f"{method} sale {reference} for slot {slot_row.slot}", actor)
+            self._move(s, order, S.PAID, actor,
+                       f"{amount} in cash taken by the machine" if method == CASH_PROVIDER
+                       else f"{amount} paid by card at the machine's reader")
+            self._move(s, order, S.DISPENSING, actor,
+                       "the machine vended on its own cash" if method == CASH_PROVIDER
+                       else "the machine vended after the reader approved")
         return self.report_result(machine_id, order_id, outcome, details)
 
     def _code_state(self, s: Session, code: Code, to: str, actor: str, reason: str) -> None:

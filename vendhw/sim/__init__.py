@@ -25,6 +25,7 @@ PROVIDERS: list[str] = [
     "vendhw.sim.ssp:specs",
     "vendhw.sim.id003:specs",
     "vendhw.sim.mdb:specs",
+    "vendhw.sim.mdb_cashless:specs",
 ]
 
 
