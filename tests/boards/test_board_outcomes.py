@@ -25,7 +25,7 @@ N, S, T, U = Outcome.NOT_DROPPED, Outcome.SENSOR_FAULT, Outcome.TIMEOUT, Outcome
 # (fault, expected outcome, motors turned, products that left the slot)
 EXPECTED: dict[str, list[tuple[str | None, Outcome, int, int]]] = {
     # FA FB has no drop-sensor codes: a product that never passed the sensor is "jammed";
-    # with a broken sensor the VMC cannot tell and reports success (see the README).
+    # with a broken sensor the VMC cannot tell and reports success (see docs/boards.md).
     "fafb-xy": [(None, D, 1, 1), ("empty", E, 0, 0), ("jam", J, 1, 0), ("motor_fault", M, 0, 0),
                 ("no_drop", J, 1, 0), ("sensor_fault", D, 1, 1), ("slow_motor", T, 1, 0),
                 ("reset_mid_vend", U, 1, 1)],
@@ -116,7 +116,7 @@ def test_silent_board_at_open_names_port_baud_and_a_hint(profile: str) -> None:
 
 
 def test_silent_easivend_fails_before_the_vend_is_written() -> None:
-    board, sim = open_fast("easivend-column")  # the open probe is passive (see the README)
+    board, sim = open_fast("easivend-column")  # the open probe is passive (see docs/dispensing.md)
     sim.set_fault("silent", True)
     sent: list[int] = []
     with board, pytest.raises(NoResponseError, match="before the vend"):

@@ -32,8 +32,8 @@ def test_backend_and_client_never_import_hardware_layers() -> None:
                                                 "vendhw.transport")), f"{path}: {name}"
 
 
-def test_readme_section_shows_the_real_state_table() -> None:
-    text = (ROOT / "docs" / "readme" / "backend.md").read_text(encoding="utf-8")
+def test_backend_docs_show_the_real_state_table() -> None:
+    text = (ROOT / "docs" / "backend.md").read_text(encoding="utf-8")
     assert transition_table_markdown() in text
 
 

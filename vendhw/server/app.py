@@ -462,8 +462,8 @@ def create_app(settings: ServerSettings | None = None, *, clock: Clock | None = 
 
     app = FastAPI(title="vendhw reference backend", version="1", lifespan=lifespan,
                   description="QR payment (sandbox, WeChat Pay, Alipay), pickup and lottery "
-                              "codes, machine push and refunds. See the README section "
-                              "'Backend' for the signing scheme and the order state machine.")
+                              "codes, machine push and refunds. See docs/backend.md "
+                              "for the signing scheme and the order state machine.")
     app.state.backend = the_backend
 
     @app.exception_handler(ApiError)

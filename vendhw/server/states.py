@@ -2,7 +2,7 @@
 
 Nothing moves an order except :func:`check_transition`, so a transition that is not in
 :data:`TRANSITIONS` cannot happen, whoever asks (a notification, the query loop, the machine,
-an operator). The table is also what the README prints for backend teams.
+an operator). The table is also what ``docs/backend.md`` prints for backend teams.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def check_transition(order_id: str, current: OrderState | str,
 
 
 def transition_table_markdown() -> str:
-    """The table as Markdown, for the README (kept in sync by a test)."""
+    """The table as Markdown, for ``docs/backend.md`` (kept in sync by a test)."""
     lines = ["| from | to | when |", "| --- | --- | --- |"]
     for (a, b), why in TRANSITIONS.items():
         lines.append(f"| `{a.value}` | `{b.value}` | {why} |")

@@ -3,8 +3,8 @@
 A profile declares the protocol family, serial settings, timing, capabilities, the slot
 layout (how the operator names slots and which board slot number each name drives) and the
 mapping of the board's own result codes onto :class:`~vendhw.devices.boards.Outcome`.
-Drivers and simulators read everything family-specific from here; ``docs/readme/boards.md``
-documents the keys.
+Drivers and simulators read everything family-specific from here; ``docs/boards.md`` and
+``boards/README.md`` document the keys.
 """
 
 from __future__ import annotations
