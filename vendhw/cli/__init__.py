@@ -28,6 +28,12 @@ COMMANDS: dict[str, str] = {
     "backend": "vendhw.cli.backend:backend",
     "machine": "vendhw.cli.machine:machine",
     "demo": "vendhw.cli.demo:demo",
+    "ports": "vendhw.cli.ports:ports",
+    "probe": "vendhw.cli.probe:probe",
+    "monitor": "vendhw.cli.monitor:monitor",
+    "replay": "vendhw.cli.monitor:replay",
+    "send": "vendhw.cli.send:send",
+    "doctor": "vendhw.cli.doctor:doctor",
 }
 
 

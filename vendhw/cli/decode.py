@@ -85,9 +85,15 @@ def _inputs(args: Iterable[str]) -> Iterator[str]:
               help="Checksum variant (ccTalk).")
 @click.option("--stream", is_flag=True, help="Treat all input as one byte stream.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per frame per line.")
+@click.option("--capture", "capture", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Decode a vendhw capture (JSON Lines), both directions (see vendhw replay).")
 def decode(protocol: str, frames: tuple[str, ...], direction: str | None, checksum: str | None,
-           stream: bool, as_json: bool) -> None:
+           stream: bool, as_json: bool, capture: str | None) -> None:
     """Decode PROTOCOL frames given as hex (arguments, or stdin lines with -)."""
+    if capture is not None:
+        from vendhw.cli.monitor import decode_capture
+
+        decode_capture(protocol, capture, checksum, as_json, frames)
     try:
         framer = get_framer(protocol, **({"checksum": checksum} if checksum else {}))
     except ConfigurationError as exc:
