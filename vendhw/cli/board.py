@@ -370,6 +370,7 @@ def scan(port: str, profile: str, slot_text: str | None, as_json: bool, journal:
 
     console = Console(stderr=as_json)
     results: list[DispenseResult] = []
+    interrupted = 0
     try:
         with _errors(port, profile), Machine(profile, port, journal=journal) as machine:
             numbers = (parse_slot_range(slot_text, machine.profile.slots()) if slot_text
@@ -378,11 +379,15 @@ def scan(port: str, profile: str, slot_text: str | None, as_json: bool, journal:
                           MofNCompleteColumn(), TimeElapsedColumn(), console=console,
                           transient=as_json) as progress:
                 task = progress.add_task(f"scanning {profile}", total=len(numbers))
-                for number in numbers:
-                    progress.update(task, description=f"slot {machine.profile.slot_label(number)}")
-                    results.append(machine.dispense(
-                        number, drop_sensor=False if no_drop_sensor else None))
-                    progress.advance(task)
+                try:
+                    for number in numbers:
+                        progress.update(task,
+                                        description=f"slot {machine.profile.slot_label(number)}")
+                        results.append(machine.dispense(
+                            number, drop_sensor=False if no_drop_sensor else None))
+                        progress.advance(task)
+                except KeyboardInterrupt:  # Ctrl-C: show the partial table, exit 130
+                    interrupted = len(numbers)
     except _Failure as failure:
         done = [r.to_dict() for r in results]
         _fail(failure, as_json=as_json, scanned=len(done), results=done)
@@ -393,6 +398,7 @@ def scan(port: str, profile: str, slot_text: str | None, as_json: bool, journal:
     if as_json:
         click.echo(json.dumps({"board": profile, "port": port, "scanned": len(results),
                                "outcomes": counts, "ok": all_ok,
+                               **({"interrupted": True} if interrupted else {}),
                                "results": [r.to_dict() for r in results]}))
     else:
         table = Table("slot", "label", "outcome", "code", "drop ms", "time ms", "detail",
@@ -405,4 +411,7 @@ def scan(port: str, profile: str, slot_text: str | None, as_json: bool, journal:
                           "" if r.duration_ms is None else str(r.duration_ms), r.detail)
         console.print(table)
         console.print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    if interrupted:
+        click.echo(f"interrupted (Ctrl-C) after {len(results)} of {interrupted} slots", err=True)
+        sys.exit(130)
     sys.exit(0 if all_ok else 1)

@@ -155,10 +155,10 @@ def _common(func: Any) -> Any:
                         help="A driver option (repeatable): checksum=crc16, address=3, ...")(func)
     func = click.option("--json", "as_json", is_flag=True,
                         help="One JSON object per line.")(func)
-    func = click.option("--protocol", "-p", "protocol", default=None,
+    func = click.option("--protocol", "-P", "protocol", default=None,
                         type=click.Choice(sorted(PROTOCOLS), case_sensitive=False),
                         help="The device's protocol (guessed from sim://NAME).")(func)
-    func = click.option("--port", required=True, metavar="PORT",
+    func = click.option("--port", "-p", required=True, metavar="PORT",
                         help="Serial port or URL: /dev/ttyUSB0, "
                              "sim://cctalk-coin?auto_insert=1,6")(func)
     return func
