@@ -14,9 +14,18 @@ FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
 
 def option_flag(value: Any) -> bool:
-    """An option as a bool; a string is on when it is one of :data:`TRUE_WORDS`."""
+    """An option as a bool: a string must be one of :data:`TRUE_WORDS` or :data:`FALSE_WORDS`.
+
+    :raises ValueError: any other word (``jam=xyz`` is a typo, not "off").
+    """
     if isinstance(value, str):
-        return value.strip().lower() in TRUE_WORDS
+        word = value.strip().lower()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+        raise ValueError(f"{value!r} is neither on nor off (use 1/0, yes/no, on/off, "
+                         "true/false)")
     return bool(value)
 
 

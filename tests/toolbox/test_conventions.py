@@ -67,3 +67,97 @@ def test_ctrl_c_anywhere_else_is_130_not_aborted() -> None:
     assert proc.returncode == 130
     assert "interrupted (Ctrl-C)" in stderr
     assert "Aborted" not in stderr and "Traceback" not in stderr
+
+
+# -- no traceback, unknown options and values refused -------------------------------------------
+
+
+def _one_line_error(done: subprocess.CompletedProcess[str], *words: str) -> None:
+    stderr = done.stderr
+    assert done.returncode == 2, stderr
+    assert "Traceback" not in stderr
+    for word in words:
+        assert word in stderr, stderr
+
+
+def test_cash_unknown_option_and_bad_values_are_refused() -> None:
+    _one_line_error(run("cash", "status", "-p", "sim://ssp", "-o", "nosuch=1"),
+                    "-o nosuch: not an option of ssp; known:", "reply_timeout")
+    _one_line_error(run("cash", "status", "-p", "sim://ssp", "-o", "address=x"),
+                    "-o address=x: address takes a whole number")
+    _one_line_error(run("cash", "status", "-p", "sim://cctalk-coin", "-o", "reply_timeout=z"),
+                    "reply_timeout takes a number of seconds")
+    _one_line_error(run("cash", "accept", "-p", "sim://ssp", "--seconds", "-1"), "--seconds")
+
+
+def test_sim_unknown_fault_values_and_options_are_refused() -> None:
+    _one_line_error(run("sim", "ssp", "--fault", "jam=xyz"),
+                    "--fault jam=xyz: 'xyz' is neither on nor off")
+    _one_line_error(run("sim", "ssp", "-o", "nosuch=1"), "ssp: unknown option 'nosuch'",
+                    "auto_insert")
+    _one_line_error(run("sim", "ssp", "--fault", "nosuch"), "unknown fault 'nosuch'")
+
+
+def test_demo_refuses_pickup_with_auto_pay() -> None:
+    _one_line_error(run("demo", "--pickup", "--auto-pay"), "exclude each other")
+
+
+def test_backend_serve_bad_and_busy_port_and_db_typo(tmp_path: object) -> None:
+    import socket
+
+    _one_line_error(run("backend", "serve", "--port", "99999"), "--port", "0<=x<=65535")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = run("backend", "serve", "--port", str(port), "--db", f"{tmp_path}/new.db")
+    _one_line_error(done, f"127.0.0.1:{port} is in use")
+    _one_line_error(run("backend", "orders", "list", "--db", f"{tmp_path}/typo.db"),
+                    "no database file", "typo.db")
+    _one_line_error(run("backend", "machines", "add", "m1", "--slot", "A1=cola:350", "--db",
+                        f"{tmp_path}/nodir/x.db"), "does not exist")
+    import os
+
+    assert not os.path.exists(f"{tmp_path}/typo.db")
+
+
+# -- one JSON shape, money one way, ids whole ---------------------------------------------------
+
+
+def test_backend_json_is_one_object_per_line_and_ids_are_not_cut(tmp_path: object) -> None:
+    db = f"{tmp_path}/b.db"
+    added = run("backend", "machines", "add", "machine-with-a-rather-long-identifier-0001",
+                "--slot", "A1=cola:350", "--db", db, "--json")
+    assert added.returncode == 0, added.stderr
+    listed = run("backend", "machines", "list", "--db", db, "--json")
+    (row,) = json_lines(listed.stdout)
+    assert row["id"] == "machine-with-a-rather-long-identifier-0001"
+    table = run("backend", "machines", "list", "--db", db)  # COLUMNS=200 in run(); try 80
+    import os
+    import subprocess
+
+    narrow = subprocess.run([VENDHW, "backend", "machines", "list", "--db", db],
+                            capture_output=True, text=True,
+                            env={**os.environ, "COLUMNS": "80", "NO_COLOR": "1"})
+    assert "machine-with-a-rather-long-identifier-0001" in table.stdout
+    assert "machine-with-a-rather-long-identifier-0001" in narrow.stdout
+
+
+def test_board_profiles_names_are_not_cut() -> None:
+    import os
+    import subprocess
+
+    narrow = subprocess.run([VENDHW, "board", "profiles"], capture_output=True, text=True,
+                            env={**os.environ, "COLUMNS": "50", "NO_COLOR": "1"})
+    for name in ("board101", "easivend-column", "fafb-lift", "fafb-xy"):
+        assert name in narrow.stdout
+
+
+def test_money_is_shown_with_its_decimals() -> None:
+    from vendhw.money import format_money
+
+    assert format_money(350, "CNY") == "3.50 CNY"
+    assert format_money(5, "EUR") == "0.05 EUR"
+    assert format_money(-120, "EUR") == "-1.20 EUR"
+    assert format_money(500, "JPY") == "500 JPY"
+    assert format_money(None, "EUR") == "-"

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from vendhw.errors import (
     ConfigurationError,
@@ -26,6 +26,12 @@ from vendhw.errors import (
     TransportError,
     VendhwError,
 )
+
+
+def _id_column(values: list[str], header: str) -> Column:
+    """A column that is never cut: other commands need these ids whole."""
+    return Column(header, no_wrap=True, min_width=max([len(v) for v in values] + [len(header)]))
+
 
 _OUTCOME_STYLE = {"delivered": "green", "unknown": "bold magenta", "empty": "yellow"}
 
@@ -237,7 +243,8 @@ def profiles(as_json: bool) -> None:
         for row in rows:
             click.echo(json.dumps(row))
         return
-    table = Table("name", "family", "baud", "slots", "capabilities", "description")
+    table = Table(_id_column([str(r["name"]) for r in rows], "name"), "family", "baud",
+                  "slots", "capabilities", "description")
     for row in rows:
         table.add_row(str(row["name"]), str(row["family"]), str(row["baudrate"]),
                       str(row["slots"]), ", ".join(row["capabilities"]),
@@ -285,7 +292,8 @@ def pending(journal: str, show_all: bool, as_json: bool) -> None:
         for record in records:
             click.echo(json.dumps(record.to_dict()))
         return
-    table = Table("vend_id", "board", "slot", "motor", "seq", "state", "outcome", "detail",
+    table = Table(_id_column([r.vend_id for r in records], "vend_id"), "board", "slot",
+                  "motor", "seq", "state", "outcome", "detail",
                   title="vends" if show_all else "vends needing an operator")
     for r in records:
         table.add_row(r.vend_id, r.board, str(r.slot), str(r.motor), str(r.seq),

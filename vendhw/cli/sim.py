@@ -23,6 +23,11 @@ def _parse_option(text: str) -> tuple[str, Any]:
     return key.replace("-", "_"), value
 
 
+def _message(exc: BaseException) -> str:
+    """A KeyError's text without the quotes str() adds."""
+    return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+
+
 @click.command()
 @click.argument("name", required=False)
 @click.option("--list", "list_", is_flag=True, help="List the simulators and exit.")
@@ -59,12 +64,16 @@ def sim(name: str | None, list_: bool, as_json: bool, faults: tuple[str, ...],
 
     try:
         simulator = sim_registry.create(name, **dict(_parse_option(o) for o in options))
-        for fault in faults:
-            key, value = _parse_option(fault)
-            simulator.set_fault(key, value)
     except (ConfigurationError, KeyError, TypeError, ValueError) as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {_message(exc)}", err=True)
         sys.exit(2)
+    for fault in faults:
+        key, value = _parse_option(fault)
+        try:
+            simulator.set_fault(key, value)
+        except (ConfigurationError, KeyError, TypeError, ValueError) as exc:
+            click.echo(f"error: --fault {fault}: {_message(exc)}", err=True)
+            sys.exit(2)
 
     wake_r, wake_w = os.pipe()
 
