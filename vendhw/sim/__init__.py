@@ -62,8 +62,42 @@ def available() -> dict[str, SimulatorSpec]:
     return found
 
 
+def is_profile_path(name: str) -> bool:
+    """``./x.toml``, ``/etc/vendhw/board.toml``: a board profile file, not a simulator name."""
+    return name.endswith(".toml") or "/" in name or "\\" in name
+
+
+def simulator_class_for(name: str) -> type[Simulator]:
+    """The class of simulator ``name`` (a registered name or a board profile file)."""
+    if is_profile_path(name):
+        from vendhw.devices.boards.profile import load_profile
+        from vendhw.sim.boards import simulator_class
+
+        return simulator_class(load_profile(name))
+    specs = available()
+    spec = specs.get(name)
+    if spec is None:
+        raise ConfigurationError(
+            f"unknown simulator {name!r}; known simulators: {', '.join(sorted(specs))} "
+            "(or a path to a board profile .toml)")
+    factory = spec.factory
+    if not isinstance(factory, type):
+        raise ConfigurationError(f"simulator {name!r} has no class to describe")
+    return factory
+
+
 def create(name: str, **options: Any) -> Simulator:
-    """Build the simulator called ``name``; options go to its constructor."""
+    """Build the simulator called ``name``; options go to its constructor.
+
+    A board profile file given by path (``./x.toml``) gets its family's simulator, like the
+    shipped profiles do.
+    """
+    if is_profile_path(name):
+        from vendhw.devices.boards.profile import load_profile
+        from vendhw.sim.boards import simulator_class
+
+        profile = load_profile(name)
+        return simulator_class(profile)(profile=profile, **options)
     specs = available()
     spec = specs.get(name)
     if spec is None:
@@ -74,4 +108,4 @@ def create(name: str, **options: Any) -> Simulator:
 
 
 __all__ = ["LineFaults", "Reply", "Scheduler", "Simulator", "SimulatorSpec", "available",
-           "create"]
+           "create", "is_profile_path", "simulator_class_for"]
