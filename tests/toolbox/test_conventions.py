@@ -161,3 +161,55 @@ def test_money_is_shown_with_its_decimals() -> None:
     assert format_money(-120, "EUR") == "-1.20 EUR"
     assert format_money(500, "JPY") == "500 JPY"
     assert format_money(None, "EUR") == "-"
+
+
+# -- simulators: documented, profiles by path, a payout float -----------------------------------
+
+
+def test_every_simulator_documents_its_options_and_faults() -> None:
+    from vendhw import sim as sim_registry
+
+    for name in sorted(sim_registry.available()):
+        done = run("sim", name, "--help")
+        assert done.returncode == 0, (name, done.stderr)
+        assert done.stdout.startswith(f"vendhw sim {name}: ")
+        assert "Options (-o KEY=VALUE" in done.stdout
+        assert "line faults: drop_byte, flip_bit, delay, silent, garbage" in done.stdout
+    ssp = run("sim", "ssp", "--help").stdout
+    assert "device faults: jam, fraud" in ssp and "levels (default '500:10" in ssp
+    assert "Usage: vendhw sim [OPTIONS] [NAME]" in run("sim", "--help").stdout
+    _one_line_error(run("sim", "nosuch", "--help"), "unknown simulator 'nosuch'")
+
+
+def test_a_profile_file_works_where_a_profile_name_does(tmp_path: object) -> None:
+    import os
+    from pathlib import Path
+
+    source = Path(__file__).resolve().parents[2] / "boards" / "board101.toml"
+    own = Path(str(tmp_path)) / "my-board.toml"
+    own.write_text(source.read_text())
+    cwd = str(tmp_path)
+    env = {**os.environ, "NO_COLOR": "1"}
+    vend = subprocess.run([VENDHW, "dispense", "-p", "sim://./my-board.toml", "-b",
+                           "./my-board.toml", "1", "--json"], capture_output=True, text=True,
+                          cwd=cwd, env=env)
+    assert vend.returncode == 0, vend.stderr
+    assert json_lines(vend.stdout)[-1]["outcome"] == "delivered"
+    served = subprocess.Popen([VENDHW, "sim", "./my-board.toml", "--json"], cwd=cwd,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert served.stdout is not None
+        info = json_lines(served.stdout.readline())[0]
+        assert info["name"] == "./my-board.toml" and info["protocol"] == "board101"
+        probed = run("probe", info["port"], "--protocol", "board101", "--json")
+        assert json_lines(probed.stdout)[0]["answered"] is True
+    finally:
+        served.send_signal(signal.SIGINT)
+        served.communicate(timeout=10)
+
+
+def test_payout_works_out_of_the_box_on_the_ssp_simulator() -> None:
+    done = run("cash", "payout", "1000", "--port", "sim://ssp", "--interval", "0.02", "--json")
+    assert done.returncode == 0, done.stderr
+    events = json_lines(done.stdout)
+    assert events[-1]["kind"] == "payout_done" and events[-1]["value"] == 1000
