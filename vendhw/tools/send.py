@@ -148,7 +148,7 @@ def build_request(protocol: str, command: str, args: tuple[str, ...],
     name = table.get(code, f"0x{code:02X}")
     try:
         if protocol == "ssp":
-            frame = framer.build(data=bytes((code,)) + data, seq=0,
+            frame = framer.build(data=bytes((code,)) + data, seq=1 if code == 0x11 else 0,
                                  address=address if address is not None else 0, **fields)
         elif protocol == "cctalk":
             frame = framer.build(dest=address if address is not None else 2, header=code,
