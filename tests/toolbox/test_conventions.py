@@ -213,3 +213,17 @@ def test_payout_works_out_of_the_box_on_the_ssp_simulator() -> None:
     assert done.returncode == 0, done.stderr
     events = json_lines(done.stdout)
     assert events[-1]["kind"] == "payout_done" and events[-1]["value"] == 1000
+
+
+def test_dispense_takes_plain_slot_numbers_on_every_profile() -> None:
+    first = run("dispense", "-p", "sim://fafb-lift", "-b", "fafb-lift", "1", "--json")
+    assert first.returncode == 0, first.stderr
+    vend = json_lines(first.stdout)[-1]
+    assert (vend["slot_label"], vend["motor"]) == ("L1-01", 11)
+    label = run("dispense", "-p", "sim://fafb-lift", "-b", "fafb-lift", "L2-03", "--json")
+    assert json_lines(label.stdout)[-1]["motor"] == 23
+    # 11 is position 11 (L2-03) and board number 11 (L1-01): refused, never guessed
+    _one_line_error(run("dispense", "-p", "sim://fafb-lift", "-b", "fafb-lift", "11"),
+                    "slot 11 is ambiguous on fafb-lift", "give the label")
+    plain = run("dispense", "-p", "sim://board101", "-b", "board101", "7", "--json")
+    assert json_lines(plain.stdout)[-1]["motor"] == 7

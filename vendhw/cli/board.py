@@ -133,6 +133,30 @@ def _print_result(result: Any, console: Console) -> None:
         console.print(f"  {d['detail']}", style="dim", highlight=False, soft_wrap=True)
 
 
+def plain_slot(profile: Any, slot: str) -> str:
+    """SLOT as typed: a plain number 1..N is the Nth slot on every profile.
+
+    Where the board's own numbers differ (fafb-lift: 11..58), a number that is a position
+    but no board number (1..10) is the position, and one that is only a board number
+    (41..58) stays the board's; a number that is both for different slots (11..40) is
+    refused rather than guessed, since the wrong slot would vend the wrong product.
+    """
+    text = slot.strip()
+    if not text.isdigit():
+        return slot
+    number = int(text)
+    motors = profile.slots()
+    is_position = 1 <= number <= len(motors)
+    if not is_position or motors[number - 1] == number:
+        return slot
+    if number not in motors:
+        return str(motors[number - 1])
+    raise ConfigurationError(
+        f"slot {number} is ambiguous on {profile.name}: position {number} is "
+        f"{profile.slot_label(motors[number - 1])}, board number {number} is "
+        f"{profile.slot_label(number)}; give the label")
+
+
 @click.command()
 @_port_option
 @_board_option
@@ -145,7 +169,7 @@ def _print_result(result: Any, console: Console) -> None:
               help="Idempotency key: a vend id already in the journal is never vended again.")
 def dispense(port: str, profile: str, slot: str, as_json: bool, journal: str | None,
              no_drop_sensor: bool, vend_id: str | None) -> None:
-    """Vend one product from SLOT (a label like 3-5 or the board's number 1..N).
+    """Vend one product from SLOT (a label like 3-5, or a plain number 1..N).
 
     Exit 0 when delivered, 1 for any other outcome or a device failure, 2 for a usage error.
     """
@@ -156,7 +180,7 @@ def dispense(port: str, profile: str, slot: str, as_json: bool, journal: str | N
                "board": profile}
     try:
         with _errors(port, profile), Machine(profile, port, journal=journal) as machine:
-            result = machine.dispense(slot, vend_id,
+            result = machine.dispense(plain_slot(machine.profile, slot), vend_id,
                                       drop_sensor=False if no_drop_sensor else None)
     except _Failure as failure:
         _fail(failure, as_json=as_json, **context)
