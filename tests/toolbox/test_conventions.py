@@ -227,3 +227,29 @@ def test_dispense_takes_plain_slot_numbers_on_every_profile() -> None:
                     "slot 11 is ambiguous on fafb-lift", "give the label")
     plain = run("dispense", "-p", "sim://board101", "-b", "board101", "7", "--json")
     assert json_lines(plain.stdout)[-1]["motor"] == 7
+
+
+def test_json_output_is_one_object_per_line_everywhere(tmp_path: object) -> None:
+    """Every --json line is one JSON object (no arrays, no pretty-printing)."""
+    db = f"{tmp_path}/j.db"
+    assert run("backend", "machines", "add", "m1", "--slot", "1=tea:300", "--db", db,
+               "--json").returncode == 0
+    commands = [
+        ("board", "slots", "--board", "fafb-xy", "--json"),
+        ("board", "profiles", "--json"),
+        ("sim", "--list", "--json"),
+        ("backend", "machines", "list", "--db", db, "--json"),
+        ("backend", "orders", "list", "--db", db, "--json"),
+        ("cash", "status", "-p", "sim://ssp", "--json"),
+        ("ports", "--json"),
+        ("doctor", "--json"),
+        ("send", "ssp", "-p", "sim://ssp", "SYNC", "--json"),
+        ("dispense", "-p", "sim://board101", "-b", "board101", "1", "--json"),
+    ]
+    import json
+
+    for args in commands:
+        done = run(*args)
+        for line in done.stdout.splitlines():
+            assert line.startswith("{") and line.endswith("}"), (args, line)
+            assert isinstance(json.loads(line), dict)

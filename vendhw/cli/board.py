@@ -290,7 +290,8 @@ def slots(profile: str, as_json: bool) -> None:
     except _Failure as failure:
         _fail(failure)
     if as_json:
-        click.echo(json.dumps([{"motor": m, "label": label} for m, label in mapping]))
+        for motor, label in mapping:  # one object per line, like every --json
+            click.echo(json.dumps({"motor": motor, "label": label}))
         return
     table = Table("motor", "label", title=f"slots of {p.name}")
     for motor, label in mapping:
