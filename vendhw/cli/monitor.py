@@ -72,14 +72,18 @@ class _Printer:
 
 
 def _framer(protocol: str | None, checksum: str | None, records: Any = None) -> Any:
+    from vendhw.errors import ConfigurationError
     from vendhw.tools.stream import framer_for, guess_protocol
 
-    if protocol is None:
-        if records is None:
-            raise click.UsageError("give --protocol (cctalk, ssp, id003, mdb, fafb, board101, "
-                                   "easivend)")
-        protocol = guess_protocol(records)
-    return framer_for(protocol, checksum)
+    try:
+        if protocol is None:
+            if records is None:
+                raise click.UsageError("give --protocol (cctalk, ssp, id003, mdb, fafb, "
+                                       "board101, easivend)")
+            protocol = guess_protocol(records)
+        return framer_for(protocol, checksum)
+    except ConfigurationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--protocol") from None
 
 
 _PROTOCOL = click.option("--protocol", "-P", metavar="NAME",
