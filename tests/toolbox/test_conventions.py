@@ -96,6 +96,10 @@ def test_sim_unknown_fault_values_and_options_are_refused() -> None:
     _one_line_error(run("sim", "ssp", "-o", "nosuch=1"), "ssp: unknown option 'nosuch'",
                     "auto_insert")
     _one_line_error(run("sim", "ssp", "--fault", "nosuch"), "unknown fault 'nosuch'")
+    _one_line_error(run("sim", "ssp", "-o", "speed=x"), "option speed='x': speed takes a number")
+    _one_line_error(run("sim", "board101", "-o", "inventory=lots"),
+                    "inventory takes a whole number")
+    _one_line_error(run("cash", "status", "-p", "sim://ssp?speed=x"), "speed takes a number")
 
 
 def test_demo_refuses_pickup_with_auto_pay() -> None:

@@ -111,6 +111,21 @@ class Simulator(ABC):
         self.options = options
 
     @classmethod
+    def option_annotations(cls) -> dict[str, str]:
+        """Option name -> its annotation text, from every constructor in the MRO."""
+        import inspect
+
+        out: dict[str, str] = {}
+        for klass in cls.__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is None:
+                continue
+            for name, param in inspect.signature(init).parameters.items():
+                if param.kind is inspect.Parameter.KEYWORD_ONLY:
+                    out.setdefault(name, str(param.annotation))
+        return out
+
+    @classmethod
     def option_names(cls) -> list[str]:
         """The keyword options this simulator's constructors take (for errors and --help)."""
         import inspect
