@@ -257,3 +257,16 @@ def test_json_output_is_one_object_per_line_everywhere(tmp_path: object) -> None
         for line in done.stdout.splitlines():
             assert line.startswith("{") and line.endswith("}"), (args, line)
             assert isinstance(json.loads(line), dict)
+
+
+def test_python_dash_m_keeps_exit_statuses() -> None:
+    """Regression: without click's standalone mode, ctx.exit(2) must still exit 2."""
+    import sys
+
+    def status(*args: str) -> int:
+        return subprocess.run([sys.executable, "-m", "vendhw", *args], capture_output=True,
+                              text=True, timeout=30).returncode
+
+    assert status("sim", "nosuch", "--help") == 2
+    assert status("nosuchcommand") == 2
+    assert status("--version") == 0

@@ -93,7 +93,10 @@ def main(argv: list[str] | None = None) -> Any:
     args = hoist_trace(list(sys.argv[1:] if argv is None else argv))
     try:
         try:
-            return cli.main(args=args, prog_name="vendhw", standalone_mode=False)
+            status = cli.main(args=args, prog_name="vendhw", standalone_mode=False)
+            if isinstance(status, int):  # ctx.exit(n) returns n when not standalone
+                sys.exit(status)
+            return status
         except click.exceptions.Abort:
             raise KeyboardInterrupt from None
         except click.ClickException as exc:
