@@ -164,3 +164,22 @@ def test_monitor_needs_a_protocol() -> None:
     done = run("monitor", "/dev/null")
     assert done.returncode == 2 and "--protocol" in done.stderr
     assert json.dumps  # keep the import used
+
+
+def test_monitor_live_between_a_host_and_a_simulator(tmp_path: Path) -> None:
+    """A real host (vendhw cash status) talks to the SSP simulator through a tap cable."""
+    from toolbox_helpers import SoftTap, sim_process
+
+    capture = tmp_path / "live.jsonl"
+    with sim_process("ssp") as device_port, SoftTap(device_port) as tap:
+        proc = _start_monitor(tap.host_tap.port, "--tap", tap.device_tap.port, "--protocol",
+                              "ssp", "--json", "--capture", str(capture), "--count", "6")
+        host = run("cash", "status", "-p", tap.port, "--protocol", "ssp", "--json")
+        assert host.returncode == 0, host.stderr
+        stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    rows = json_lines(stdout)[:-1]
+    assert [r["command"] for r in rows[:2]] == ["SYNC", "OK"]
+    assert [r["direction"] for r in rows[:2]] == ["host", "device"]
+    assert all(r["valid"] for r in rows)
+    assert len(read_capture(capture)) >= 6

@@ -85,3 +85,69 @@ class Garbler:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class SoftTap:
+    """A tap cable in software between a host program and a device on a pty.
+
+    The host opens ``port``; every byte it writes goes to the device on ``device_port`` and
+    is copied to ``host_tap``; every byte the device answers goes back to the host and is
+    copied to ``device_tap``. A monitor opens ``host_tap.port`` and ``device_tap.port``.
+    """
+
+    def __init__(self, device_port: str) -> None:
+        from vendhw.transport import SerialTransport
+
+        self.host_side = PtyPair()
+        self.port = self.host_side.port
+        self.host_tap = PtyPair()
+        self.device_tap = PtyPair()
+        self.device = SerialTransport(device_port)
+        self._stop_r, self._stop_w = os.pipe()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        host_fd = self.host_side.master.fileno()
+        device_fd = self.device.fileno()
+        assert host_fd is not None and device_fd is not None
+        while True:
+            ready, _, _ = select.select([host_fd, device_fd, self._stop_r], [], [])
+            if self._stop_r in ready:
+                return
+            if host_fd in ready:
+                try:
+                    data = os.read(host_fd, 4096)
+                except OSError:  # the host closed its end; it may open it again
+                    data = b""
+                if data:
+                    self._copy(self.host_tap, data)
+                    self.device.write(data)
+            if device_fd in ready:
+                data = self.device.read(0)
+                if data:
+                    self._copy(self.device_tap, data)
+                    self.host_side.master.write(data)
+
+    @staticmethod
+    def _copy(tap: PtyPair, data: bytes) -> None:
+        """A tap never holds the line up: bytes nobody reads are dropped."""
+        fd = tap.master.fileno()
+        assert fd is not None
+        try:
+            os.write(fd, data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        os.write(self._stop_w, b"x")
+        self._thread.join(5)
+        self.device.close()
+        for pair in (self.host_side, self.host_tap, self.device_tap):
+            pair.close()
+
+    def __enter__(self) -> SoftTap:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
