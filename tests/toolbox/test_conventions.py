@@ -270,3 +270,13 @@ def test_python_dash_m_keeps_exit_statuses() -> None:
     assert status("sim", "nosuch", "--help") == 2
     assert status("nosuchcommand") == 2
     assert status("--version") == 0
+
+
+def test_an_even_parity_device_on_a_pty_opens_twice() -> None:
+    """Regression: the second open of an ID-003 (8E1) simulator's pty was a termios
+    traceback (Linux drops PARENB on a pty and pyserial's next tcsetattr fails)."""
+    with sim_process("id003") as port:
+        for _ in range(2):
+            done = run("cash", "status", "-p", port, "--protocol", "id003", "--json")
+            assert done.returncode == 0, done.stderr
+            assert json_lines(done.stdout)[0]["status"] == "DISABLE/INHIBIT"
