@@ -103,3 +103,12 @@ def test_probe_twice_on_a_parity_pty(name: str) -> None:
             done = run("probe", port, "--protocol", "id003", "--json", "--timeout", "0.2")
             assert done.returncode == 0, done.stderr
             assert json_lines(done.stdout)[0]["answered"] is True
+
+
+def test_probe_other_line_speeds() -> None:
+    with sim_process("cctalk-coin") as port:
+        done = run("probe", port, "--protocol", "cctalk", "-b", "4800", "-b", "19200",
+                   "--json", "--timeout", "0.15")
+    rows = json_lines(done.stdout)
+    assert [r["settings"] for r in rows] == ["4800 8N1", "19200 8N1"] * 3
+    assert done.returncode == 0  # a pty has no line speed: the simulator answers at any

@@ -34,8 +34,12 @@ def _line(result: Result) -> str:
                    "easivend, fafb.")
 @click.option("--timeout", type=click.FloatRange(0.01, 10), default=REPLY_TIMEOUT,
               show_default=True, help="Seconds to wait for each reply.")
+@click.option("--baud", "-b", "bauds", multiple=True, type=click.IntRange(50, 4_000_000),
+              metavar="N", help="Try these line speeds (repeatable) instead of each "
+                                "protocol's usual one (a device set to another speed).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per attempt per line.")
-def probe(port: str, protocols: tuple[str, ...], timeout: float, as_json: bool) -> None:
+def probe(port: str, protocols: tuple[str, ...], timeout: float, bauds: tuple[int, ...],
+          as_json: bool) -> None:
     """Find what answers on PORT: ccTalk, SSP, ID-003, MDB or a motor board.
 
     Sends only identification, status and setup requests (never a vend or a payout).
@@ -51,6 +55,11 @@ def probe(port: str, protocols: tuple[str, ...], timeout: float, as_json: bool) 
 
     open_transport(port).close()  # a missing, busy or forbidden port is one error, not N
     attempts = all_attempts(port, set(protocols) or None)
+    if bauds:
+        import dataclasses
+
+        attempts = [dataclasses.replace(a, settings=dataclasses.replace(a.settings, baudrate=b))
+                    for a in attempts for b in bauds]
     results: list[Result] = []
     show_bar = not as_json and sys.stderr.isatty()
     if show_bar:
