@@ -51,11 +51,11 @@ def test_accept_prints_each_coin_as_json() -> None:
 
 def test_accept_stacks_escrowed_notes_by_default_and_can_return_them() -> None:
     port = "sim://cctalk-bill?auto_insert=2&insert_interval=0.05"
-    stacked = run("accept", "--port", port, "-p", "cctalk-bill", "--seconds", "1",
+    stacked = run("accept", "--port", port, "--protocol", "cctalk-bill", "--seconds", "1",
                   "--interval", "0.05", "--json")
     assert stacked.exit_code == 0, stacked.output
     assert [e["kind"] for e in lines(stacked)] == ["escrow", "credit"]
-    returned = run("accept", "--port", port, "-p", "cctalk-bill", "--seconds", "1",
+    returned = run("accept", "--port", port, "--protocol", "cctalk-bill", "--seconds", "1",
                    "--interval", "0.05", "--escrow", "return")
     assert returned.exit_code == 0, returned.output
     assert "escrow" in returned.stdout and "returned" in returned.stdout
@@ -64,12 +64,12 @@ def test_accept_stacks_escrowed_notes_by_default_and_can_return_them() -> None:
 
 def test_payout_done_exit_0_and_incomplete_exit_1() -> None:
     done = run("payout", "300", "--port", "sim://cctalk-hopper?coin_time=0.01",
-               "-p", "cctalk-hopper", "--interval", "0.02", "--json")
+               "--protocol", "cctalk-hopper", "--interval", "0.02", "--json")
     assert done.exit_code == 0, done.output
     assert [e["kind"] for e in lines(done)][-1] == "payout_done"
     cut = run("payout", "500", "--port",
               "sim://cctalk-hopper?coin_time=0.01&reset_during_payout=2",
-              "-p", "cctalk-hopper", "--interval", "0.02", "--json")
+              "--protocol", "cctalk-hopper", "--interval", "0.02", "--json")
     assert cut.exit_code == 1
     kinds = [e["kind"] for e in lines(cut)]
     assert kinds[-2:] == ["device_reset", "payout_incomplete"]
@@ -99,7 +99,7 @@ def test_payout_rides_out_noisy_polls_and_gives_up_on_a_dead_line(
 
     fake.open_device = open_device  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "vendhw.devices.ssp", fake)
-    args = ("payout", "300", "--port", "/dev/ttyACM0", "-p", "ssp", "--interval", "0.02",
+    args = ("payout", "300", "--port", "/dev/ttyACM0", "--protocol", "ssp", "--interval", "0.02",
             "--json")
     bad_polls["left"] = MAX_POLL_FAILURES - 1
     noisy = run(*args)
@@ -112,16 +112,16 @@ def test_payout_rides_out_noisy_polls_and_gives_up_on_a_dead_line(
 
 
 def test_payout_on_a_coin_acceptor_is_a_clear_error() -> None:
-    result = run("payout", "100", "--port", "sim://cctalk-coin", "-p", "cctalk-coin")
+    result = run("payout", "100", "--port", "sim://cctalk-coin", "--protocol", "cctalk-coin")
     assert result.exit_code == 2  # NotSupportedError: the wrong device for the command
     assert "cannot pay out" in result.stderr and "Traceback" not in result.output
 
 
 def test_driver_options_pass_through() -> None:
-    result = run("status", "--port", "sim://cctalk-coin", "-p", "cctalk-coin",
+    result = run("status", "--port", "sim://cctalk-coin", "--protocol", "cctalk-coin",
                  "-o", "checksum=crc16", "--json")
     assert result.exit_code == 0, result.output
-    bad = run("status", "--port", "sim://cctalk-coin", "-p", "cctalk-coin", "-o",
+    bad = run("status", "--port", "sim://cctalk-coin", "--protocol", "cctalk-coin", "-o",
               "checksum=crc8")
     assert bad.exit_code == 2 and "crc8" in bad.stderr
 
@@ -146,7 +146,7 @@ def test_other_protocols_open_through_their_module(monkeypatch: pytest.MonkeyPat
 
     fake.open_device = open_device  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "vendhw.devices.ssp", fake)
-    result = run("status", "--port", "/dev/ttyACM0", "-p", "ssp", "-o", "key=1", "--json")
+    result = run("status", "--port", "/dev/ttyACM0", "--protocol", "ssp", "-o", "key=1", "--json")
     assert result.exit_code == 0, result.output
     assert calls == [("/dev/ttyACM0", {"key": "1"})]
     with pytest.raises(ConfigurationError, match="unknown cash protocol"):
@@ -161,7 +161,7 @@ def test_usage_errors_exit_2() -> None:
 
 
 def test_silent_device_exit_1_names_port() -> None:
-    result = run("status", "--port", "sim://cctalk-coin?silent=1", "-p", "cctalk-coin",
+    result = run("status", "--port", "sim://cctalk-coin?silent=1", "--protocol", "cctalk-coin",
                  "-o", "reply_timeout=0.02")
     assert result.exit_code == 1
     assert "did not answer SIMPLE POLL" in result.stderr and "sim://cctalk-coin" in result.stderr
@@ -170,7 +170,7 @@ def test_silent_device_exit_1_names_port() -> None:
 
 def test_accept_over_a_pty() -> None:
     with SimulatorOnPty(CcTalkCoinSimulator(auto_insert="5", insert_interval=0.05)) as served:
-        result = run("accept", "--port", served.port, "-p", "cctalk-coin", "--seconds", "1",
+        result = run("accept", "--port", served.port, "--protocol", "cctalk-coin", "--seconds", "1",
                      "--interval", "0.05", "--json")
     assert result.exit_code == 0, result.output
     assert [(e["kind"], e["value"]) for e in lines(result)] == [("credit", 100)]

@@ -133,7 +133,7 @@ def test_profiles_and_slots() -> None:
     names = {json.loads(line)["name"] for line in out.splitlines()}
     assert code == 0 and set(PROFILES) <= names
     code, out, _ = run("board", "slots", "--board", "fafb-xy", "--json")
-    slots = json.loads(out)
+    slots = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and slots[0] == {"motor": 1, "label": "1-1"} and len(slots) == 60
 
 

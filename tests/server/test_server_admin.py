@@ -98,7 +98,7 @@ def test_cli_machines_and_resolve(server: InProcessServer, client: BackendClient
     assert added.exit_code == 0, added.output
     assert json.loads(added.output)["slots"][0]["price"] == 360
     listed = runner.invoke(backend_cli, ["machines", "list", "--json", "--db", db])
-    assert {m["id"] for m in json.loads(listed.output)} == {"m1", "m5"}
+    assert {json.loads(line)["id"] for line in listed.output.splitlines()} == {"m1", "m5"}
     catalogue = tmp_path / "cat.json"
     catalogue.write_text(json.dumps({"products": [{"id": "tea", "name": "Tea", "price": 300}]}))
     loaded = runner.invoke(backend_cli, ["load", str(catalogue), "--db", db])
@@ -111,7 +111,7 @@ def test_cli_machines_and_resolve(server: InProcessServer, client: BackendClient
     client.report_result(order.id, "unknown")
     review = runner.invoke(backend_cli, ["orders", "list", "--state", "needs_review", "--json",
                                          "--db", db])
-    assert [o["id"] for o in json.loads(review.output)] == [order.id]
+    assert [json.loads(line)["id"] for line in review.output.splitlines()] == [order.id]
     resolved = runner.invoke(backend_cli, ["orders", "resolve", order.id, "--refund",
                                            "--note", "camera shows nothing dropped",
                                            "--db", db])

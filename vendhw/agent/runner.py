@@ -113,10 +113,15 @@ class AgentConfig:
                                          "port")
             cash.append(CashConfig(str(entry["protocol"]), str(entry["port"]),
                                    dict(entry.get("options", {}))))
+        screen_port = agent.get("screen_port", 8765)
+        if isinstance(screen_port, bool) or not isinstance(screen_port, int) \
+                or not 0 <= screen_port <= 65535:
+            raise ConfigurationError(f"{file}: [agent] screen_port must be a TCP port number "
+                                     f"0..65535, not {screen_port!r}")
         return cls(str(need("backend", "url")).rstrip("/"), str(need("backend", "machine_id")),
                    str(secret), str(need("board", "profile")), str(need("board", "port")),
                    data_dir, str(agent.get("screen_host", "127.0.0.1")),
-                   int(agent.get("screen_port", 8765)), tuple(cash),
+                   screen_port, tuple(cash),
                    load_cashless(doc.get("cashless", []), file))
 
 

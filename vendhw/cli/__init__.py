@@ -30,6 +30,12 @@ COMMANDS: dict[str, str] = {
     "demo": "vendhw.cli.demo:demo",
     "dex": "vendhw.cli.dex:dex",
     "mdb": "vendhw.cli.mdb:mdb",
+    "ports": "vendhw.cli.ports:ports",
+    "probe": "vendhw.cli.probe:probe",
+    "monitor": "vendhw.cli.monitor:monitor",
+    "replay": "vendhw.cli.monitor:replay",
+    "send": "vendhw.cli.send:send",
+    "doctor": "vendhw.cli.doctor:doctor",
 }
 
 
@@ -70,10 +76,42 @@ def cli(ctx: click.Context, trace: bool) -> None:
         os.environ["VENDHW_TRACE"] = "1"
 
 
+INTERRUPTED = 130
+"""Exit status after Ctrl-C (128 + SIGINT), as shells report it."""
+
+
+def hoist_trace(argv: list[str]) -> list[str]:
+    """``--trace`` is a global option, but users put it after the subcommand (every device
+    error suggests it): take it from anywhere before a ``--`` and put it first."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    if "--trace" not in argv[:end] or (argv and argv[0] == "--trace"):
+        return argv
+    rest = [a for i, a in enumerate(argv) if i >= end or a != "--trace"]
+    return ["--trace", *rest]
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Console-script entry: run the group and turn vendhw errors into one line."""
+    args = hoist_trace(list(sys.argv[1:] if argv is None else argv))
     try:
-        return cli.main(args=argv, prog_name="vendhw", standalone_mode=True)
+        try:
+            status = cli.main(args=args, prog_name="vendhw", standalone_mode=False)
+            if isinstance(status, int):  # ctx.exit(n) returns n when not standalone
+                sys.exit(status)
+            return status
+        except click.exceptions.Abort:
+            raise KeyboardInterrupt from None
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except BrokenPipeError:  # `vendhw ... | head`: the reader left, nothing to report
+            sys.stderr.close()
+            os._exit(1)
+    except KeyboardInterrupt:
+        # Commands that have something to report (a vend's outcome, a partial scan) catch
+        # Ctrl-C themselves; anything else ends here, with the shell's status for it.
+        click.echo("interrupted (Ctrl-C)", err=True)
+        sys.exit(INTERRUPTED)
     except NoResponseError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         click.echo("hint: check the port, the baud rate and that the device is powered.", err=True)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from vendhw.errors import ConfigurationError
 from vendhw.server.settings import (
@@ -71,8 +71,49 @@ def _require_server_extra() -> None:
         ) from exc
 
 
-def _open(db: str, providers: str | None = None) -> Backend:
+def _check_listen(host: str, port: int) -> None:
+    """A busy or forbidden address is one line naming --port, not a uvicorn traceback."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise click.BadParameter(f"cannot resolve {host!r} ({exc})", param_hint="--host") \
+            from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            reason = "is in use (another server?)" if exc.errno == 98 else f"({exc.strerror})"
+            raise click.BadParameter(f"{host}:{port} {reason}", param_hint="--port") from None
+
+
+def check_db(db: str, *, create: bool = False) -> None:
+    """A mistyped ``--db`` is an error, not a new empty database.
+
+    Only the commands that set a backend up (``serve``, ``load``, ``machines add``) may
+    create a SQLite file, and only in a folder that exists.
+    """
+    url = db_url(db)
+    if not url.startswith("sqlite:///") or url == "sqlite:///:memory:":
+        return
+    path = Path(url[len("sqlite:///"):])
+    if path.is_file():
+        return
+    if not create:
+        raise click.BadParameter(
+            f"no database file {path} (check the path; `vendhw backend serve` or "
+            "`vendhw backend machines add` creates a new one)", param_hint="--db")
+    if not path.parent.is_dir():
+        raise click.BadParameter(f"folder {path.parent} does not exist, so {path.name} "
+                                 "cannot be created there", param_hint="--db")
+
+
+def _open(db: str, providers: str | None = None, *, create: bool = False) -> Backend:
     _require_server_extra()
+    check_db(db, create=create)
     from vendhw.server.service import Backend
 
     settings = ServerSettings(db_url=db_url(db), run_poller=False)
@@ -104,7 +145,8 @@ def backend() -> None:
 @backend.command()
 @db_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8080, show_default=True, type=int, help="TCP port.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
+              help="TCP port.")
 @click.option("--public-url", default=None,
               help="Base URL phones and providers reach [default: http://HOST:PORT].")
 @click.option("--provider", default="sandbox", show_default=True,
@@ -139,6 +181,8 @@ def serve(db: str, host: str, port: int, public_url: str | None, provider: str,
     OpenAPI documentation at /docs; readiness at /healthz.
     """
     _require_server_extra()
+    check_db(db, create=True)
+    _check_listen(host, port)
     import uvicorn
 
     # Request threads queue for the database; hand the GIL over sooner than the default 5 ms
@@ -177,7 +221,7 @@ def serve(db: str, host: str, port: int, public_url: str | None, provider: str,
 @db_option
 def load(catalogue: str, db: str) -> None:
     """Load a catalogue file (products, machines with secrets, slots and prices)."""
-    counts = _open(db).load_catalogue(_read_document(catalogue))
+    counts = _open(db, create=True).load_catalogue(_read_document(catalogue))
     click.echo(json.dumps(counts))
 
 
@@ -221,7 +265,7 @@ def machines_add(machine_id: str, secret: str | None, name: str, currency: str,
                   for s, p, pr in parsed]}]}
     if not slots:
         del document["machines"][0]["slots"]
-    the_backend = _open(db)
+    the_backend = _open(db, create=True)
     the_backend.load_catalogue(document)
     result = {"id": machine_id, "secret": new_secret, **the_backend.catalogue(machine_id)}
     if as_json:
@@ -239,9 +283,10 @@ def machines_list(db: str, as_json: bool) -> None:
     """List machines and when they were last seen."""
     rows = _open(db).machines()
     if as_json:
-        click.echo(json.dumps(rows))
+        for row in rows:
+            click.echo(json.dumps(row))
         return
-    table = Table("id", "name", "currency", "last seen")
+    table = Table(_id_column(rows, "id"), "name", "currency", "last seen")
     for row in rows:
         table.add_row(row["id"], row["name"], row["currency"], row["last_seen"] or "-")
     Console().print(table)
@@ -280,6 +325,12 @@ def codes_create(product: str, count: int, valid_for: float, machine: str | None
                f"{created[0]['expires_at']}", err=True)
 
 
+def _id_column(rows: list[dict[str, Any]], key: str) -> Column:
+    """A column that never cuts an id another command needs (rich folds it otherwise)."""
+    width = max([len(str(r.get(key, ""))) for r in rows] + [len(key)])
+    return Column(key, no_wrap=True, min_width=width)
+
+
 @backend.group()
 def orders() -> None:
     """Look at orders and settle the ones that need a person."""
@@ -296,11 +347,16 @@ def orders_list(state: str | None, machine: str | None, limit: int, db: str,
     """The latest orders."""
     rows = _open(db).list_orders(state, machine, limit)
     if as_json:
-        click.echo(json.dumps(rows))
+        for row in rows:
+            click.echo(json.dumps(row))
         return
-    table = Table("id", "machine", "slot", "amount", "state", "outcome", "created")
+    from vendhw.money import format_money
+
+    table = Table(_id_column(rows, "id"), "machine", "slot", "amount", "state", "outcome",
+                  "created")
     for row in rows:
-        table.add_row(row["id"], row["machine_id"], row["slot"], str(row["amount"]),
+        table.add_row(row["id"], row["machine_id"], row["slot"],
+                      format_money(row["amount"], row.get("currency") or ""),
                       row["state"], row["outcome"] or "", row["created_at"])
     Console().print(table)
 
@@ -313,7 +369,7 @@ def orders_show(order_id: str, db: str) -> None:
     from vendhw.server.service import ApiError
 
     try:
-        click.echo(json.dumps(_open(db).order_detail(order_id), indent=2))
+        click.echo(json.dumps(_open(db).order_detail(order_id)))
     except ApiError as exc:
         raise click.ClickException(exc.detail) from exc
 

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from vendhw.errors import (
     ConfigurationError,
@@ -26,6 +26,12 @@ from vendhw.errors import (
     TransportError,
     VendhwError,
 )
+
+
+def _id_column(values: list[str], header: str) -> Column:
+    """A column that is never cut: other commands need these ids whole."""
+    return Column(header, no_wrap=True, min_width=max([len(v) for v in values] + [len(header)]))
+
 
 _OUTCOME_STYLE = {"delivered": "green", "unknown": "bold magenta", "empty": "yellow"}
 
@@ -127,6 +133,30 @@ def _print_result(result: Any, console: Console) -> None:
         console.print(f"  {d['detail']}", style="dim", highlight=False, soft_wrap=True)
 
 
+def plain_slot(profile: Any, slot: str) -> str:
+    """SLOT as typed: a plain number 1..N is the Nth slot on every profile.
+
+    Where the board's own numbers differ (fafb-lift: 11..58), a number that is a position
+    but no board number (1..10) is the position, and one that is only a board number
+    (41..58) stays the board's; a number that is both for different slots (11..40) is
+    refused rather than guessed, since the wrong slot would vend the wrong product.
+    """
+    text = slot.strip()
+    if not text.isdigit():
+        return slot
+    number = int(text)
+    motors = profile.slots()
+    is_position = 1 <= number <= len(motors)
+    if not is_position or motors[number - 1] == number:
+        return slot
+    if number not in motors:
+        return str(motors[number - 1])
+    raise ConfigurationError(
+        f"slot {number} is ambiguous on {profile.name}: position {number} is "
+        f"{profile.slot_label(motors[number - 1])}, board number {number} is "
+        f"{profile.slot_label(number)}; give the label")
+
+
 @click.command()
 @_port_option
 @_board_option
@@ -139,7 +169,7 @@ def _print_result(result: Any, console: Console) -> None:
               help="Idempotency key: a vend id already in the journal is never vended again.")
 def dispense(port: str, profile: str, slot: str, as_json: bool, journal: str | None,
              no_drop_sensor: bool, vend_id: str | None) -> None:
-    """Vend one product from SLOT (a label like 3-5 or the board's number 1..N).
+    """Vend one product from SLOT (a label like 3-5, or a plain number 1..N).
 
     Exit 0 when delivered, 1 for any other outcome or a device failure, 2 for a usage error.
     """
@@ -150,7 +180,7 @@ def dispense(port: str, profile: str, slot: str, as_json: bool, journal: str | N
                "board": profile}
     try:
         with _errors(port, profile), Machine(profile, port, journal=journal) as machine:
-            result = machine.dispense(slot, vend_id,
+            result = machine.dispense(plain_slot(machine.profile, slot), vend_id,
                                       drop_sensor=False if no_drop_sensor else None)
     except _Failure as failure:
         _fail(failure, as_json=as_json, **context)
@@ -237,7 +267,8 @@ def profiles(as_json: bool) -> None:
         for row in rows:
             click.echo(json.dumps(row))
         return
-    table = Table("name", "family", "baud", "slots", "capabilities", "description")
+    table = Table(_id_column([str(r["name"]) for r in rows], "name"), "family", "baud",
+                  "slots", "capabilities", "description")
     for row in rows:
         table.add_row(str(row["name"]), str(row["family"]), str(row["baudrate"]),
                       str(row["slots"]), ", ".join(row["capabilities"]),
@@ -259,7 +290,8 @@ def slots(profile: str, as_json: bool) -> None:
     except _Failure as failure:
         _fail(failure)
     if as_json:
-        click.echo(json.dumps([{"motor": m, "label": label} for m, label in mapping]))
+        for motor, label in mapping:  # one object per line, like every --json
+            click.echo(json.dumps({"motor": motor, "label": label}))
         return
     table = Table("motor", "label", title=f"slots of {p.name}")
     for motor, label in mapping:
@@ -285,7 +317,8 @@ def pending(journal: str, show_all: bool, as_json: bool) -> None:
         for record in records:
             click.echo(json.dumps(record.to_dict()))
         return
-    table = Table("vend_id", "board", "slot", "motor", "seq", "state", "outcome", "detail",
+    table = Table(_id_column([r.vend_id for r in records], "vend_id"), "board", "slot",
+                  "motor", "seq", "state", "outcome", "detail",
                   title="vends" if show_all else "vends needing an operator")
     for r in records:
         table.add_row(r.vend_id, r.board, str(r.slot), str(r.motor), str(r.seq),
@@ -370,6 +403,7 @@ def scan(port: str, profile: str, slot_text: str | None, as_json: bool, journal:
 
     console = Console(stderr=as_json)
     results: list[DispenseResult] = []
+    interrupted = 0
     try:
         with _errors(port, profile), Machine(profile, port, journal=journal) as machine:
             numbers = (parse_slot_range(slot_text, machine.profile.slots()) if slot_text
@@ -378,11 +412,15 @@ def scan(port: str, profile: str, slot_text: str | None, as_json: bool, journal:
                           MofNCompleteColumn(), TimeElapsedColumn(), console=console,
                           transient=as_json) as progress:
                 task = progress.add_task(f"scanning {profile}", total=len(numbers))
-                for number in numbers:
-                    progress.update(task, description=f"slot {machine.profile.slot_label(number)}")
-                    results.append(machine.dispense(
-                        number, drop_sensor=False if no_drop_sensor else None))
-                    progress.advance(task)
+                try:
+                    for number in numbers:
+                        progress.update(task,
+                                        description=f"slot {machine.profile.slot_label(number)}")
+                        results.append(machine.dispense(
+                            number, drop_sensor=False if no_drop_sensor else None))
+                        progress.advance(task)
+                except KeyboardInterrupt:  # Ctrl-C: show the partial table, exit 130
+                    interrupted = len(numbers)
     except _Failure as failure:
         done = [r.to_dict() for r in results]
         _fail(failure, as_json=as_json, scanned=len(done), results=done)
@@ -393,6 +431,7 @@ def scan(port: str, profile: str, slot_text: str | None, as_json: bool, journal:
     if as_json:
         click.echo(json.dumps({"board": profile, "port": port, "scanned": len(results),
                                "outcomes": counts, "ok": all_ok,
+                               **({"interrupted": True} if interrupted else {}),
                                "results": [r.to_dict() for r in results]}))
     else:
         table = Table("slot", "label", "outcome", "code", "drop ms", "time ms", "detail",
@@ -405,4 +444,7 @@ def scan(port: str, profile: str, slot_text: str | None, as_json: bool, journal:
                           "" if r.duration_ms is None else str(r.duration_ms), r.detail)
         console.print(table)
         console.print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    if interrupted:
+        click.echo(f"interrupted (Ctrl-C) after {len(results)} of {interrupted} slots", err=True)
+        sys.exit(130)
     sys.exit(0 if all_ok else 1)

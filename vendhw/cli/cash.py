@@ -79,10 +79,60 @@ def open_cash_device(protocol: str, port: str, **options: Any) -> CashDevice:
     opener = getattr(module, attr, None)
     if opener is None:
         raise ConfigurationError(f"protocol {protocol!r}: {module_name} has no {attr}()")
+    check_options(protocol, opener, module, options)
     device = opener(port, **options)
     if not isinstance(device, CashDevice):
         raise ConfigurationError(f"{module_name}.{attr} did not return a cash device")
     return device
+
+
+TRANSPORT_OPTIONS = ("baudrate", "parity", "stopbits", "bytesize", "low_latency", "capture",
+                     "rtscts", "xonxoff", "dsrdtr")
+"""``-o`` keys every protocol accepts: they go to the serial port."""
+
+_KINDS = (("bool", "true or false"), ("float", "a number of seconds"),
+          ("int", "a whole number (12 or 0x0C)"))
+
+
+def check_options(protocol: str, opener: Any, module: Any, options: dict[str, Any]) -> None:
+    """Refuse an unknown ``-o`` key, or a value of the wrong kind, naming what is accepted.
+
+    An opener that only takes ``**options`` (a plugin's) gets its options unchecked.
+    """
+    import inspect
+
+    from vendhw.options import option_flag
+
+    params = {name: p for name, p in inspect.signature(opener).parameters.items()
+              if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    if not params:
+        return
+    names: dict[str, str] = {n: str(p.annotation) for n, p in params.items()}
+    bus = getattr(module, "open_bus", None)  # ccTalk: line options go to the bus
+    bus_params = inspect.signature(bus).parameters if callable(bus) else {}
+    for name in getattr(module, "_BUS_OPTIONS", ()):
+        param = bus_params.get(name)
+        names.setdefault(name, str(param.annotation) if param is not None else "")
+    known = sorted(set(names) | set(TRANSPORT_OPTIONS))
+    for key, value in options.items():
+        if key not in known:
+            raise ConfigurationError(f"-o {key}: not an option of {protocol}; known: "
+                                     f"{', '.join(k for k in known if k != 'resume')}")
+        annotation = names.get(key, "int" if key in ("baudrate", "bytesize") else "")
+        first = annotation.split("|")[0].strip()
+        for kind, words in _KINDS:
+            if first != kind:
+                continue
+            try:
+                if kind == "bool":
+                    option_flag(value)
+                elif kind == "float":
+                    float(value)
+                else:
+                    int(str(value), 0)
+            except (TypeError, ValueError):
+                raise ConfigurationError(f"-o {key}={value}: {key} takes {words}") from None
+            break
 
 
 @contextmanager
@@ -120,9 +170,9 @@ def _options(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _money(value: int, currency: str) -> str:
-    decimals = 0 if currency in ("JPY", "KRW", "HUF") else 2
-    text = f"{value / 10 ** decimals:.{decimals}f}"
-    return f"{text} {currency}".strip()
+    from vendhw.money import format_money
+
+    return format_money(value, currency)
 
 
 def _line(event: CashEvent) -> str:
@@ -155,10 +205,10 @@ def _common(func: Any) -> Any:
                         help="A driver option (repeatable): checksum=crc16, address=3, ...")(func)
     func = click.option("--json", "as_json", is_flag=True,
                         help="One JSON object per line.")(func)
-    func = click.option("--protocol", "-p", "protocol", default=None,
+    func = click.option("--protocol", "-P", "protocol", default=None,
                         type=click.Choice(sorted(PROTOCOLS), case_sensitive=False),
                         help="The device's protocol (guessed from sim://NAME).")(func)
-    func = click.option("--port", required=True, metavar="PORT",
+    func = click.option("--port", "-p", required=True, metavar="PORT",
                         help="Serial port or URL: /dev/ttyUSB0, "
                              "sim://cctalk-coin?auto_insert=1,6")(func)
     return func
@@ -233,7 +283,7 @@ def status(port: str, protocol: str | None, as_json: bool, options: tuple[str, .
 
 @cash.command()
 @_common
-@click.option("--seconds", type=float, default=None,
+@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Stop after this many seconds (default: until Ctrl-C).")
 @click.option("--escrow", type=click.Choice(["stack", "return", "hold"]), default="stack",
               show_default=True, help="What to do with a note held in escrow.")

@@ -88,8 +88,11 @@ def _inputs(args: Iterable[str]) -> Iterator[str]:
                    "4-byte values without a currency).")
 @click.option("--stream", is_flag=True, help="Treat all input as one byte stream.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per frame per line.")
+@click.option("--capture", "capture", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Decode a vendhw capture (JSON Lines), both directions (see vendhw replay).")
 def decode(protocol: str, frames: tuple[str, ...], direction: str | None, checksum: str | None,
-           protocol_version: int | None, stream: bool, as_json: bool) -> None:
+           protocol_version: int | None, stream: bool, as_json: bool,
+           capture: str | None) -> None:
     """Decode PROTOCOL frames given as hex (arguments, or stdin lines with -)."""
     options: dict[str, Any] = {"checksum": checksum} if checksum else {}
     if protocol_version is not None:
@@ -97,6 +100,10 @@ def decode(protocol: str, frames: tuple[str, ...], direction: str | None, checks
             click.echo("error: --protocol-version only applies to ssp", err=True)
             sys.exit(2)
         options["protocol_version"] = protocol_version
+    if capture is not None:
+        from vendhw.cli.monitor import decode_capture
+
+        decode_capture(protocol, capture, checksum, as_json, frames)
     try:
         framer = get_framer(protocol, **options)
     except ConfigurationError as exc:

@@ -47,8 +47,12 @@ def demo(auto_pay: bool, pickup: bool, fault: str | None, card: bool, as_json: b
     Exit status 0 when the sale ends as its options lead it to (delivered; refunded after a
     jam, an empty slot or no drop; needs_review after a power cut), 1 otherwise.
     """
+    if pickup and auto_pay:
+        raise click.UsageError("--pickup and --auto-pay exclude each other (a pickup code "
+                               "needs no payment)")
     from vendhw.agent.demo import run_demo
     from vendhw.agent.terminal import terminal_qr
+    from vendhw.money import format_money
 
     logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")
     console = Console(stderr=False, highlight=False)
@@ -66,8 +70,12 @@ def demo(auto_pay: bool, pickup: bool, fault: str | None, card: bool, as_json: b
             return
         template = _LABELS.get(name)
         if template:
+            fields = dict(event)
+            if isinstance(fields.get("amount"), int):  # minor units: 350 -> 3.50 (CNY)
+                fields["amount"] = format_money(fields["amount"], fields.get("currency", ""))
+                fields["amount"] = fields["amount"].rsplit(" ", 1)[0]
             try:
-                console.print(f"[cyan]{event['t_ms']:>6} ms[/] " + template.format(**event))
+                console.print(f"[cyan]{event['t_ms']:>6} ms[/] " + template.format(**fields))
             except KeyError:
                 console.print(f"[cyan]{event['t_ms']:>6} ms[/] {name}")
 

@@ -20,20 +20,68 @@ def machine() -> None:
 @machine.command()
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="The machine's TOML configuration.")
+@click.option("--no-board", is_flag=True, help="Skip opening the board (the agent holds it).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per check per line.")
+def check(config_path: str, no_board: bool, as_json: bool) -> None:
+    """Is the machine ready? The board answers, every catalogue slot exists on the board
+    profile, the backend is reachable and accepts the machine's secret, the screen port is
+    free. Exit 0 when every check passes, 1 otherwise, 2 for a bad configuration."""
+    import json
+
+    from vendhw.agent.check import check_machine
+    from vendhw.agent.runner import AgentConfig
+
+    try:
+        config = AgentConfig.load(config_path)
+    except VendhwError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2)
+    findings = check_machine(config, board=not no_board)
+    for finding in findings:
+        if as_json:
+            click.echo(json.dumps(finding.to_dict()))
+        else:
+            colour = {"ok": "green", "warn": "yellow", "fail": "red"}[finding.status]
+            click.echo(click.style(f"{finding.status:<5}", fg=colour)
+                       + f" {finding.check:<10} {finding.detail}")
+    sys.exit(0 if all(f.status == "ok" for f in findings) else 1)
+
+
+@machine.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="The machine's TOML configuration.")
 @click.option("--no-screen", is_flag=True, help="Serve no web screen.")
 @click.option("--terminal", is_flag=True,
               help="Run the customer screen in this terminal (products, QR, code, cash).")
 def run(config_path: str, no_screen: bool, terminal: bool) -> None:
     """Finish what a previous run left in flight, then sell until SIGINT/SIGTERM."""
+    from vendhw.agent.check import check_machine
     from vendhw.agent.runner import Agent, AgentConfig
 
+    try:
+        config = AgentConfig.load(config_path)
+    except VendhwError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2)
+    # Fail fast with one line (a refused secret, catalogue slots the board lacks, a busy
+    # screen port) instead of logging 401s forever; an unreachable backend only warns.
+    for finding in check_machine(config, board=False, screen=not no_screen and not terminal):
+        if finding.status == "fail":
+            click.secho(f"error: {finding.check}: {finding.detail}", fg="red", err=True)
+            sys.exit(1)
+        if finding.status == "warn":
+            click.echo(f"warning: {finding.check}: {finding.detail}", err=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
-        agent = Agent(AgentConfig.load(config_path))
+        agent = Agent(config)
         agent.start(screen=not no_screen)
     except VendhwError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(2)
+    except OSError as exc:  # the screen's port, taken between the check and now
+        click.secho(f"error: screen {config.screen_host}:{config.screen_port}: {exc}",
+                    fg="red", err=True)
+        sys.exit(1)
     done = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: done.set())
     signal.signal(signal.SIGTERM, lambda *_: done.set())

@@ -306,6 +306,16 @@ class Framer(ABC):
         """
         return None if self.start_byte is None else bytes((self.start_byte,))
 
+    def reject(self, buf: bytes | bytearray, start: int, length: int) -> int:
+        """A cheap verdict on the complete candidate ``buf[start:start + length]``.
+
+        0: cannot tell, parse it; 1: :meth:`parse` would raise a ChecksumError; 2: it would
+        raise another FramingError. The deframer asks this inside a run of garbage, where the
+        error's text is not needed, so hunting costs a checksum instead of an exception; it
+        must agree with :meth:`parse` exactly (the default never rejects).
+        """
+        return 0
+
     def deframer(self, direction: Direction | None = None, gap: float | None = None) -> Deframer:
         """A stream deframer for frames sent by ``direction``."""
         return Deframer(self, direction=direction, gap=gap)
@@ -347,6 +357,7 @@ class Deframer:
         self.stats = DeframerStats()
         self._buf = bytearray()
         self._last: float | None = None
+        self._reject = framer.reject if type(framer).reject is not Framer.reject else None
         starts = framer.hunt_bytes(direction)
         self._start_byte = starts[0] if starts is not None and len(starts) == 1 else None
         self._start_re = (
@@ -396,6 +407,7 @@ class Deframer:
         direction = self.direction
         start_byte = self._start_byte
         start_re = self._start_re
+        reject = self._reject
         n = len(buf)
         i = 0
         junk_from = -1
@@ -447,6 +459,13 @@ class Deframer:
                     junk_reason = "stale partial frame" if stale else "truncated frame"
                 i += 1
                 continue
+            if junk_from >= 0 and reject is not None:
+                verdict = reject(buf, i, length)  # inside garbage: no error text needed
+                if verdict:
+                    if verdict == 1:
+                        self.stats.checksum_errors += 1
+                    i += 1
+                    continue
             try:
                 frame = framer.parse(bytes(buf[i:i + length]), direction)
             except ChecksumError as exc:

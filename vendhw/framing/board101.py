@@ -168,6 +168,13 @@ class Board101Framer(Framer):
         elif code == READ_VERSION:
             fields["version"] = payload[:12].rstrip(b"\x00").decode("ascii", "replace")
 
+    def reject(self, buf: bytes | bytearray, start: int, length: int) -> int:
+        """1 when the CRC fails (what :meth:`parse` checks first for a 20-byte candidate)."""
+        if length != FRAME_LEN:
+            return 0
+        received = buf[start + 18] | buf[start + 19] << 8
+        return 0 if CRC16_MODBUS.func(bytes(buf[start:start + 18])) == received else 1
+
     def measure(self, buf: bytes | bytearray, start: int, direction: Direction | None) -> int:
         if direction == "device" and start < len(buf) and buf[start] != REPLY_ADDRESS:
             return -1

@@ -167,6 +167,17 @@ class CcTalkFramer(Framer):
         fields["data"] = payload
         return Frame(self.name, raw, fields, direction)
 
+    def reject(self, buf: bytes | bytearray, start: int, length: int) -> int:
+        """1 when the checksum fails, as :meth:`parse` finds it for a well-sized candidate."""
+        if length < 5 or buf[start + 1] + 5 != length:
+            return 0
+        end = start + length
+        if self.checksum == "crc16":
+            expected = CRC16_XMODEM.func(bytes((buf[start], buf[start + 1]))
+                                         + bytes(buf[start + 3:end - 1]))
+            return 0 if expected == buf[start + 2] | buf[end - 1] << 8 else 1
+        return 1 if sum(buf[start:end]) & 0xFF else 0
+
     def measure(self, buf: bytes | bytearray, start: int, direction: Direction | None) -> int:
         """Packet length from the length byte, after plausibility checks that cost nothing.
 

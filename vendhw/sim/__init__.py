@@ -63,16 +63,62 @@ def available() -> dict[str, SimulatorSpec]:
     return found
 
 
-def create(name: str, **options: Any) -> Simulator:
-    """Build the simulator called ``name``; options go to its constructor."""
+def is_profile_path(name: str) -> bool:
+    """``./x.toml``, ``/etc/vendhw/board.toml``: a board profile file, not a simulator name."""
+    return name.endswith(".toml") or "/" in name or "\\" in name
+
+
+def simulator_class_for(name: str) -> type[Simulator]:
+    """The class of simulator ``name`` (a registered name or a board profile file)."""
+    if is_profile_path(name):
+        from vendhw.devices.boards.profile import load_profile
+        from vendhw.sim.boards import simulator_class
+
+        return simulator_class(load_profile(name))
     specs = available()
     spec = specs.get(name)
     if spec is None:
         raise ConfigurationError(
-            f"unknown simulator {name!r}; known simulators: {', '.join(sorted(specs))}"
-        )
-    return spec.factory(**options)
+            f"unknown simulator {name!r}; known simulators: {', '.join(sorted(specs))} "
+            "(or a path to a board profile .toml)")
+    factory = spec.factory
+    if not isinstance(factory, type):
+        raise ConfigurationError(f"simulator {name!r} has no class to describe")
+    return factory
+
+
+def create(name: str, **options: Any) -> Simulator:
+    """Build the simulator called ``name``; options go to its constructor.
+
+    A board profile file given by path (``./x.toml``) gets its family's simulator, like the
+    shipped profiles do. An option value of the wrong kind is a ConfigurationError that
+    names the option (``ssp: option speed='x': speed takes a number``).
+    """
+    from vendhw.options import check_option_kinds
+
+    extra: dict[str, Any] = {}
+    if is_profile_path(name):
+        from vendhw.devices.boards.profile import load_profile
+        from vendhw.sim.boards import simulator_class
+
+        extra["profile"] = load_profile(name)
+        factory: Callable[..., Simulator] = simulator_class(extra["profile"])
+    else:
+        specs = available()
+        spec = specs.get(name)
+        if spec is None:
+            raise ConfigurationError(
+                f"unknown simulator {name!r}; known simulators: {', '.join(sorted(specs))}"
+            )
+        factory = spec.factory
+    if isinstance(factory, type) and issubclass(factory, Simulator):
+        check_option_kinds(factory.option_annotations(), options, name)
+    try:
+        return factory(**extra, **options)
+    except (ValueError, TypeError) as exc:
+        given = ", ".join(f"{k}={v!r}" for k, v in options.items())
+        raise ConfigurationError(f"{name}: bad option value ({given}): {exc}") from None
 
 
 __all__ = ["LineFaults", "Reply", "Scheduler", "Simulator", "SimulatorSpec", "available",
-           "create"]
+           "create", "is_profile_path", "simulator_class_for"]

@@ -25,6 +25,10 @@ Reply = tuple[float, bytes]
 """``(delay in seconds from now, bytes)`` a simulator wants to send."""
 
 
+LINE_FAULTS: tuple[str, ...] = ("drop_byte", "flip_bit", "delay", "silent", "garbage")
+"""Faults of the line, which every simulator takes."""
+
+
 @dataclass
 class LineFaults:
     """Faults of the line itself, applied to whatever any simulator sends.
@@ -96,8 +100,45 @@ class Simulator(ABC):
     """Names accepted by :meth:`set_fault` beyond the line faults."""
 
     def __init__(self, **options: Any) -> None:
+        if options:
+            from vendhw.errors import ConfigurationError
+
+            raise ConfigurationError(
+                f"{self.name}: unknown option {sorted(options)[0]!r}; options: "
+                f"{', '.join(self.option_names()) or 'none'}; faults: "
+                f"{', '.join(LINE_FAULTS + tuple(self.device_faults))}")
         self.line = LineFaults()
         self.options = options
+
+    @classmethod
+    def option_annotations(cls) -> dict[str, str]:
+        """Option name -> its annotation text, from every constructor in the MRO."""
+        import inspect
+
+        out: dict[str, str] = {}
+        for klass in cls.__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is None:
+                continue
+            for name, param in inspect.signature(init).parameters.items():
+                if param.kind is inspect.Parameter.KEYWORD_ONLY:
+                    out.setdefault(name, str(param.annotation))
+        return out
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        """The keyword options this simulator's constructors take (for errors and --help)."""
+        import inspect
+
+        names: list[str] = []
+        for klass in cls.__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is None:
+                continue
+            for name, param in inspect.signature(init).parameters.items():
+                if param.kind is inspect.Parameter.KEYWORD_ONLY and name not in names:
+                    names.append(name)
+        return names
 
     @abstractmethod
     def receive(self, data: bytes, now: float) -> list[Reply]:

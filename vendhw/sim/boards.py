@@ -111,6 +111,7 @@ class BoardSimulator(Simulator):
                 f"{self.name}: unknown simulator options {unknown}; options: inventory, "
                 "motor_time, motor_limit, reset_time, drop_time_ms, fault, state_file, and "
                 f"the faults {', '.join(self.device_faults)}")
+        options.pop("baudrate", None)  # a pty or memory pipe has no line speed
         super().__init__(**options)
         if isinstance(profile, BoardProfile):
             self.profile = profile

@@ -12,7 +12,9 @@ Notes go in with :meth:`SspSimulator.insert_note` or the ``auto_insert="1,2"`` o
 channel every ``insert_interval`` seconds while enabled). A note is read, then held in escrow:
 the next POLL after the host saw it stacks it, REJECT returns it, HOLD keeps it, and 5 s
 without a command returns it. Notes of a denomination routed to payout are stored for
-payouts when the payout unit is enabled (``levels="500:10,1000:5"`` preloads the store).
+payouts when the payout unit is enabled. The store starts with a float, :data:`DEFAULT_LEVELS`
+(10 x 5 EUR, 10 x 10 EUR, 5 x 20 EUR: 250 EUR), so a payout works out of the box;
+``levels="500:10,1000:5"`` sets another float and ``levels=""`` an empty store.
 Time advances with the host's traffic (the ``now`` of each packet), never with a thread;
 ``speed=10`` makes the mechanics ten times faster (tests, demos).
 
@@ -115,6 +117,10 @@ class DeviceEssp:
         return bytes((STEX,)) + encryptor.update(body) + encryptor.finalize()
 
 
+DEFAULT_LEVELS = "500:10,1000:10,2000:5"
+"""The float the payout store starts with (``value:count`` in cents): 250 EUR."""
+
+
 class SspSimulator(Simulator):
     name = "ssp"
     kind = "cash"
@@ -126,7 +132,7 @@ class SspSimulator(Simulator):
 
     def __init__(self, *, address: int | str = 0, currency: str = "EUR",
                  serial: int | str = 0x01A2B3C4, encryption: str = "payout",
-                 max_version: int | str = 8, levels: str | dict[int, int] = "",
+                 max_version: int | str = 8, levels: str | dict[int, int] = DEFAULT_LEVELS,
                  auto_insert: Any = "", insert_interval: float | str = INSERT_INTERVAL,
                  reply_delay: float | str = REPLY_DELAY, speed: float | str = 1.0,
                  **options: Any) -> None:

@@ -45,7 +45,9 @@ def open_transport(url: str, **options: Any) -> Transport:
             options.pop(key, None)  # a memory pipe has no line settings
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         if simulator is None:
-            name = parts.netloc or parts.path.lstrip("/")
+            raw = url[len("sim://"):].split("?", 1)[0]
+            # sim://./x.toml and sim:///abs/x.toml name a board profile file
+            name = raw if raw.endswith(".toml") else parts.netloc or parts.path.lstrip("/")
             faults = {k: v for k, v in query.items() if k in _LINE_FAULTS}
             device_options = {k: v for k, v in query.items() if k not in _LINE_FAULTS}
             device_options.update(options)

@@ -31,6 +31,13 @@ def _open_error(url: str, exc: Exception) -> TransportError:
     return TransportError(f"{url}: cannot open ({text})")
 
 
+try:
+    import termios
+
+    _TERMIOS_ERRORS: tuple[type[Exception], ...] = (termios.error,)
+except ImportError:  # pragma: no cover - Windows
+    _TERMIOS_ERRORS = ()
+
 WRITE_TIMEOUT = 2.0
 """Seconds a write may wait for room in the driver's buffer before the port counts as gone."""
 
@@ -53,10 +60,14 @@ class SerialTransport(Transport):
                                       "write_timeout": WRITE_TIMEOUT}
         if "://" not in url:
             kwargs["exclusive"] = exclusive
+            if parity != serial.PARITY_NONE and os.path.realpath(url).startswith("/dev/pts/"):
+                # A pty has no parity bit: Linux drops PARENB, and pyserial's next open of
+                # the same pty then fails with EINVAL. Simulators do not care.
+                kwargs["parity"] = serial.PARITY_NONE
         kwargs.update(options)
         try:
             self.serial = serial.serial_for_url(url, **kwargs)
-        except (serial.SerialException, OSError, ValueError) as exc:
+        except (serial.SerialException, OSError, ValueError, *_TERMIOS_ERRORS) as exc:
             raise _open_error(url, exc) from exc
         if low_latency and hasattr(self.serial, "set_low_latency_mode"):
             try:

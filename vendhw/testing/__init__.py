@@ -1,0 +1,1 @@
+"""Test helpers for integrators: the ``vendhw`` pytest plugin (:mod:`.pytest_plugin`)."""
