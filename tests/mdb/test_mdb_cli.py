@@ -34,7 +34,7 @@ def changer_pty() -> Iterator[str]:
 def test_the_port_the_simulator_prints_opens_with_cash_status(changer_pty: str,
                                                               form: str) -> None:
     port = form.format(port=changer_pty)
-    result = vendhw("cash", "status", "--port", port, "-p", "mdb-changer", "--json")
+    result = vendhw("cash", "status", "--port", port, "--protocol", "mdb-changer", "--json")
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
     assert status["currency"] == "EUR"
@@ -43,7 +43,7 @@ def test_the_port_the_simulator_prints_opens_with_cash_status(changer_pty: str,
 
 
 def test_payout_over_the_simulators_pty_finishes(changer_pty: str) -> None:
-    result = vendhw("cash", "payout", "35", "--port", changer_pty, "-p", "mdb-changer",
+    result = vendhw("cash", "payout", "35", "--port", changer_pty, "--protocol", "mdb-changer",
                     "--json", "--interval", "0.01", "--timeout", "20")
     assert result.returncode == 0, result.stderr
     last = json.loads(result.stdout.splitlines()[-1])
@@ -51,7 +51,7 @@ def test_payout_over_the_simulators_pty_finishes(changer_pty: str) -> None:
 
 
 def test_a_plain_serial_path_still_says_mdb_needs_9_bits() -> None:
-    result = vendhw("cash", "status", "--port", "/dev/ttyS99", "-p", "mdb-changer")
+    result = vendhw("cash", "status", "--port", "/dev/ttyS99", "--protocol", "mdb-changer")
     assert result.returncode == 2
     assert "9-bit" in result.stderr and "Traceback" not in result.stderr
 
