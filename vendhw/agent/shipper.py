@@ -29,6 +29,10 @@ LONG_POLL_WAIT = 25.0
 """Seconds one long-poll for instructions may wait at the backend."""
 RETRY_AFTER = 1.0
 """Seconds before asking again after the backend could not be reached."""
+NOT_VENDED_OUTCOME = "motor_fault"
+"""The outcome reported when the ship path failed before the board was commanded (an unknown
+slot, a silent board, a journal that cannot be written): a definite failure, so the backend
+refunds the customer."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS ships (
@@ -131,10 +135,17 @@ class Shipper:
                                seen[1] or "unknown", True, {})
             self.on_event("dispensing", {"order": instruction.order_id,
                                          "slot": instruction.slot})
-            result = self.machine.dispense(instruction.slot,
-                                           vend_id=vend_id_for(instruction.order_id))
-            outcome = getattr(result.outcome, "value", str(result.outcome))
-            details = result.to_dict()
+            try:
+                result = self.machine.dispense(instruction.slot,
+                                               vend_id=vend_id_for(instruction.order_id))
+            except Exception as exc:
+                # The ship path failed (a slot the board profile does not have, a silent
+                # board, a full disk...): the order must still end, and this instruction
+                # must never block the shipping thread or a restart.
+                outcome, details = self._failed(instruction, exc)
+            else:
+                outcome = getattr(result.outcome, "value", str(result.outcome))
+                details = result.to_dict()
             self.on_event("dispensed", {"order": instruction.order_id, **details})
             self.client.report_result(instruction.order_id, outcome, details,
                                       instruction_id=instruction.id,
@@ -145,6 +156,44 @@ class Shipper:
             self.on_event("reported", {"order": instruction.order_id, "outcome": outcome})
             return Shipped(instruction.id, instruction.order_id, instruction.slot, outcome,
                            seen is not None, details)
+
+    def _failed(self, instruction: InstructionLike, exc: Exception) -> tuple[str, dict[str, Any]]:
+        """The outcome to report when ``dispense`` raised: a failure (the backend refunds)
+        when the vend journal shows the motor was never commanded, ``unknown`` (the backend
+        asks an operator) when it may have been, or when the journal cannot tell."""
+        vend_id = vend_id_for(instruction.order_id)
+        error = f"{type(exc).__name__}: {exc}"
+        state = self._vend_state(vend_id)
+        if state in (None, "aborted"):
+            outcome = NOT_VENDED_OUTCOME
+            why = "nothing was sent to the board"
+        else:
+            outcome = "unknown"
+            why = f"the vend is {state} in the journal: the motor may have turned"
+        log.error("order %s slot %r: ship failed (%s); %s: reporting %s", instruction.order_id,
+                  instruction.slot, error, why, outcome)
+        self.on_event("ship_failed", {"order": instruction.order_id, "slot": instruction.slot,
+                                      "error": error, "outcome": outcome})
+        return outcome, {"outcome": outcome, "slot": instruction.slot, "vend_id": vend_id,
+                         "detail": f"ship failed: {error}; {why}", "error": error}
+
+    def _vend_state(self, vend_id: str) -> str | None:
+        """The machine journal's state of ``vend_id``: ``None`` when it was never journaled;
+        ``"unreadable"`` when the journal cannot be read (then the vend counts as started)."""
+        journal = getattr(self.machine, "journal", None)
+        if journal is None or not callable(getattr(journal, "get", None)):
+            return "unreadable"
+        try:
+            record = journal.get(vend_id)
+        except Exception as exc:
+            log.error("vend journal unreadable for %s: %s", vend_id, exc)
+            return "unreadable"
+        if record is None:
+            return None
+        if getattr(record, "outcome", None) is not None and str(
+                getattr(record.state, "value", record.state)) == "result":
+            return f"finished as {record.outcome}"
+        return str(getattr(record.state, "value", record.state))
 
     def unfinished(self) -> list[tuple[str, str, str]]:
         """Instructions received but not reported: (instruction id, order id, slot)."""
@@ -160,7 +209,11 @@ class Shipper:
         """
         done = []
         for instruction_id, order_id, slot in self.unfinished():
-            done.append(self.process(_Recorded(instruction_id, order_id, slot)))
+            try:
+                done.append(self.process(_Recorded(instruction_id, order_id, slot)))
+            except Exception as exc:  # e.g. the backend is down: the shipping loop retries
+                log.error("could not finish instruction %s for order %s yet: %s: %s",
+                          instruction_id, order_id, type(exc).__name__, exc)
         flush = getattr(self.client, "flush", None)
         if callable(flush):
             flush()
@@ -185,7 +238,13 @@ class Shipper:
                 with self._shipping:
                     if stop.is_set():
                         return
-                    self.process(instruction)
+                    try:
+                        self.process(instruction)
+                    except Exception as exc:  # never lose the shipping thread
+                        log.error("instruction %s for order %s: %s: %s (asked again later)",
+                                  instruction.id, instruction.order_id, type(exc).__name__,
+                                  exc)
+                        stop.wait(RETRY_AFTER)
 
     def wait_idle(self) -> None:
         """Return once no instruction is being shipped. With ``stop`` set first, none starts
