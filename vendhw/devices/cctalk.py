@@ -767,6 +767,12 @@ class _BufferedAcceptor(CcTalkDevice):
         """The committed counter state; store it with the journal, pass it back as resume=."""
         return self.counter.checkpoint()
 
+    def restore(self, data: dict[str, Any]) -> None:
+        """Continue from a :meth:`checkpoint` (like ``resume=``), before :meth:`start`;
+        :class:`~vendhw.machine.cash.CashAcceptor` does this from its journal."""
+        self.counter = CounterState.resume(data)
+        self._resumed = True
+
     def status(self) -> dict[str, Any]:
         inhibited = self.run(self.master_inhibit_op())
         return {"device": self.name, "address": self.address, **self.identity.to_dict(),

@@ -308,8 +308,25 @@ class _MdbCashDevice(CashDevice):
         self._poll_state = _PollState()
         self._after_reset = b""
         """Activities that came with JUST RESET (a jam, a status): reported at the first poll."""
+        self._resumed = False
+        self._held = b""
+        """POLL data unacknowledged before a restart, read before RESET (which drops it)."""
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The poll counter that names events; the cash journal stores it with them."""
+        return {"session": self._poll_state.session, "delivered": self._poll_state.delivered}
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Continue from a :meth:`checkpoint` after a restart, before :meth:`start`: data the
+        peripheral still repeats (unacknowledged when the host died) is read before RESET and
+        delivered at the first poll with the ids it had, so it counts once."""
+        self._poll_state = _PollState(str(data["session"]), int(data["delivered"]))
+        self._resumed = True
 
     def _reset(self) -> None:
+        if self._resumed:
+            self._resumed = False
+            self._held = self.link.transact(self.address, POLL) or b""  # not ACKed: RESET next
         self.link.command(self.address, RESET)
         reset = bytes((self._was_reset_code(),))
         deadline = time.monotonic() + JUST_RESET_WAIT
@@ -333,6 +350,15 @@ class _MdbCashDevice(CashDevice):
         raise NotSupportedError(self.name)
 
     def poll(self, sink: EventSink | None = None) -> list[CashEvent]:
+        if self._held:  # the repeat read before RESET, named as it was before the restart
+            held = self._held
+            events = self._parse_poll(held, self._poll_state.prefix(held))
+            if sink is not None:
+                for event in events:
+                    sink(event)
+            self._held = b""
+            self._poll_state.delivered += 1
+            return events
         reply = self.link.transact(self.address, POLL)
         if reply is None and not self._after_reset:
             return []

@@ -12,6 +12,7 @@ without knowing their protocols, and decides escrowed notes by the configured po
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sqlite3
@@ -53,6 +54,11 @@ CREATE TABLE IF NOT EXISTS cash_settled (
     outcome TEXT NOT NULL,
     at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS cash_checkpoints (
+    device TEXT PRIMARY KEY,
+    data TEXT NOT NULL,
+    at REAL NOT NULL
+);
 """
 REFUND_PREFIX = "refund:"
 
@@ -84,6 +90,23 @@ class CashJournal:
                  time.time()),
             )
             return cur.rowcount == 1
+
+    def _put_checkpoint(self, device: str, data: dict[str, Any]) -> None:
+        self._db.execute("INSERT INTO cash_checkpoints VALUES (?,?,?) ON CONFLICT(device) DO "
+                         "UPDATE SET data = excluded.data, at = excluded.at",
+                         (device, json.dumps(data, sort_keys=True), time.time()))
+
+    def save_checkpoint(self, device: str, data: dict[str, Any]) -> None:
+        """Store a device driver's checkpoint (after a poll it acknowledged)."""
+        with self._lock:
+            self._put_checkpoint(device, data)
+
+    def checkpoint(self, device: str) -> dict[str, Any] | None:
+        """The last stored checkpoint of ``device`` (its driver's ``name``), or None."""
+        with self._lock:
+            row = self._db.execute("SELECT data FROM cash_checkpoints WHERE device = ?",
+                                   (device,)).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
 
     def credited(self) -> int:
         """Every credit ever journaled, in minor units."""
@@ -211,8 +234,43 @@ class CashAcceptor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._credit = threading.Condition()
+        self._saved: dict[str, dict[str, Any]] = {}
+        for device in self.devices:
+            self._resume(device)
 
-    def _sink(self, event: CashEvent) -> None:
+    def _resume(self, device: CashDevice) -> None:
+        """Give ``device`` the checkpoint its driver left in the journal before a restart, so
+        an event journaled just before a crash (and repeated by the device because its
+        acknowledgement never left) keeps its ``event_id`` and is not credited again."""
+        restore = getattr(device, "restore", None)
+        if not callable(restore) or not callable(getattr(device, "checkpoint", None)):
+            return
+        saved = self.journal.checkpoint(device.name)
+        if saved is None:
+            return
+        restore(saved)
+        self._saved[device.name] = saved
+        log.info("%s: resumed from the cash journal's checkpoint %s", device.name, saved)
+
+    def _checkpoint(self, device: CashDevice) -> dict[str, Any] | None:
+        take = getattr(device, "checkpoint", None)
+        if not callable(take) or not callable(getattr(device, "restore", None)):
+            return None
+        return dict(take())
+
+    def _save_checkpoint(self, device: CashDevice) -> None:
+        """After a poll (its acknowledgements sent): store the driver's counters if they
+        moved, so a restart continues from them."""
+        data = self._checkpoint(device)
+        if data is not None and self._saved.get(device.name) != data:
+            self.journal.save_checkpoint(device.name, data)
+            self._saved[device.name] = data
+
+    def _sink(self, event: CashEvent, device: CashDevice | None = None) -> None:
+        if device is not None:
+            # The driver's counters as this event is delivered, committed before the event:
+            # they name it (and its repeat, if the device never hears the acknowledgement).
+            self._save_checkpoint(device)
         if self.journal.record(event):
             for listener in self.listeners:
                 try:
@@ -228,10 +286,11 @@ class CashAcceptor:
         seen: list[CashEvent] = []
         for device in self.devices:
             try:
-                events = device.poll(self._sink)
+                events = device.poll(functools.partial(self._sink, device=device))
             except VendhwError as exc:
                 log.warning("%s: poll failed: %s", device.name, exc)
                 continue
+            self._save_checkpoint(device)
             seen += events
             for event in events:
                 if event.kind is CashEventKind.ESCROW:
