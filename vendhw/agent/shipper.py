@@ -198,7 +198,7 @@ class Shipper:
     def unfinished(self) -> list[tuple[str, str, str]]:
         """Instructions received but not reported: (instruction id, order id, slot)."""
         rows = self._db.execute("SELECT instruction_id, order_id, slot FROM ships "
-                                "WHERE state != 'reported' ORDER BY received_at").fetchall()
+                                "WHERE state != 'reported' ORDER BY rowid").fetchall()
         return [(r[0], r[1], r[2]) for r in rows]
 
     def recover(self) -> list[Shipped]:

@@ -191,7 +191,7 @@ class CashJournal:
             rows = self._db.execute(
                 "SELECT s.reference, s.amount FROM cash_spent s LEFT JOIN cash_settled t "
                 "ON t.reference = s.reference WHERE t.reference IS NULL AND s.amount > 0 "
-                "AND s.reference LIKE ? ORDER BY s.at",
+                "AND s.reference LIKE ? ORDER BY s.rowid",
                 (prefix + "%",)).fetchall()
         return [(str(r[0]), int(r[1])) for r in rows]
 
@@ -200,7 +200,7 @@ class CashJournal:
         with self._lock:
             rows = self._db.execute(
                 "SELECT event_id, device, kind, value, currency, route, reason, at "
-                "FROM cash_events ORDER BY at DESC LIMIT ?", (limit,)).fetchall()
+                "FROM cash_events ORDER BY rowid DESC LIMIT ?", (limit,)).fetchall()
         keys = ("event_id", "device", "kind", "value", "currency", "route", "reason", "at")
         return [dict(zip(keys, row, strict=True)) for row in rows]
 

@@ -189,7 +189,9 @@ class VendJournal:
 
     def _select(self, where: str, args: Iterable[Any], limit: int | None = None
                 ) -> list[VendRecord]:
-        sql = f"SELECT {', '.join(_COLUMNS)} FROM vends WHERE {where} ORDER BY created_at DESC"
+        # Newest first by insertion (rowid), never by wall clock: a controller without an RTC
+        # battery boots in 1970, and NTP moves the clock either way.
+        sql = f"SELECT {', '.join(_COLUMNS)} FROM vends WHERE {where} ORDER BY rowid DESC"
         params = list(args)
         if limit is not None:
             sql += " LIMIT ?"
