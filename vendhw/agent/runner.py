@@ -43,7 +43,7 @@ from typing import Any
 from vendhw.agent.cash import CashSale, CashSales
 from vendhw.agent.screen import ScreenServer
 from vendhw.agent.shipper import Shipper
-from vendhw.errors import ConfigurationError
+from vendhw.errors import ConfigurationError, JournalError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -152,12 +152,20 @@ class Agent:
     # --- what the screen asks for ----------------------------------------------------------
 
     def products(self) -> list[dict[str, Any]]:
+        """What the screen sells; raises while a journal cannot be written (a full disk, a
+        read-only file), so the screen shows why instead of taking money it cannot ship."""
+        self._check_journals()
         catalogue = self.client.catalogue()
         return [{"slot": s["slot"], "name": s["product_name"], "price": s["price"],
                  "currency": catalogue.get("currency", "")}
                 for s in catalogue.get("slots", []) if s.get("enabled", True)]
 
+    def _check_journals(self) -> None:
+        if self.shipper.fault:
+            raise JournalError(f"this machine cannot sell right now: {self.shipper.fault}")
+
     def buy(self, slot: str) -> Any:
+        self._check_journals()
         return self.client.create_order(slot)
 
     def redeem(self, code: str) -> Any:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from vendhw.errors import ConfigurationError, JournalError
+
 log = logging.getLogger(__name__)
 
 LONG_POLL_WAIT = 25.0
@@ -92,13 +94,30 @@ class Shipper:
         self.client = client
         self.machine = machine
         self.on_event = on_event or (lambda kind, data: None)
-        self._db = sqlite3.connect(str(journal), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self.path = str(journal)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None,
+                                       check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise ConfigurationError(f"cannot open ship journal {self.path}: {exc}") from None
+        self.fault: str | None = None
+        """Why the last instruction could not be journaled (a full disk, a read-only file);
+        None once one could. The agent stops selling while it is set."""
         self._lock = threading.Lock()
         self._shipping = threading.Lock()
         """Held while :meth:`run` ships one instruction, so a shutdown waits for that vend."""
+
+    def _write(self, sql: str, args: tuple[Any, ...]) -> None:
+        try:
+            self._db.execute(sql, args)
+        except sqlite3.DatabaseError as exc:
+            self.fault = (f"ship journal {self.path} cannot be written ({exc}): free disk "
+                          "space or make it writable")
+            log.error("%s", self.fault)
+            raise JournalError(self.fault) from exc
 
     def _row(self, instruction_id: str) -> tuple[str, str | None] | None:
         row = self._db.execute("SELECT state, outcome FROM ships WHERE instruction_id = ?",
@@ -110,7 +129,7 @@ class Shipper:
         with self._lock:
             seen = self._row(instruction.id)
             if seen is None:
-                self._db.execute(
+                self._write(
                     "INSERT INTO ships VALUES (?,?,?,?,?,?,?,?)",
                     (instruction.id, instruction.order_id, instruction.slot,
                      vend_id_for(instruction.order_id), "received", None, time.time(), None))
@@ -120,7 +139,7 @@ class Shipper:
                 if getattr(exc, "code", "") != "instruction_cancelled":
                     raise
                 # An operator refunded or cancelled the order: it must not ship.
-                self._db.execute("UPDATE ships SET state = 'reported', outcome = 'cancelled', "
+                self._write("UPDATE ships SET state = 'reported', outcome = 'cancelled', "
                                  "done_at = ? WHERE instruction_id = ?",
                                  (time.time(), instruction.id))
                 self.on_event("cancelled", {"instruction": instruction.id,
@@ -150,9 +169,11 @@ class Shipper:
             self.client.report_result(instruction.order_id, outcome, details,
                                       instruction_id=instruction.id,
                                       idempotency_key=f"result-{instruction.id}")
-            self._db.execute(
+            self._write(
                 "UPDATE ships SET state = 'reported', outcome = ?, done_at = ? "
                 "WHERE instruction_id = ?", (outcome, time.time(), instruction.id))
+            if not isinstance(details.get("journal_error"), str):
+                self.fault = None
             self.on_event("reported", {"order": instruction.order_id, "outcome": outcome})
             return Shipped(instruction.id, instruction.order_id, instruction.slot, outcome,
                            seen is not None, details)
@@ -172,10 +193,14 @@ class Shipper:
             why = f"the vend is {state} in the journal: the motor may have turned"
         log.error("order %s slot %r: ship failed (%s); %s: reporting %s", instruction.order_id,
                   instruction.slot, error, why, outcome)
+        extra: dict[str, Any] = {}
+        if isinstance(exc, JournalError):
+            self.fault = str(exc)
+            extra["journal_error"] = str(exc)
         self.on_event("ship_failed", {"order": instruction.order_id, "slot": instruction.slot,
                                       "error": error, "outcome": outcome})
         return outcome, {"outcome": outcome, "slot": instruction.slot, "vend_id": vend_id,
-                         "detail": f"ship failed: {error}; {why}", "error": error}
+                         "detail": f"ship failed: {error}; {why}", "error": error, **extra}
 
     def _vend_state(self, vend_id: str) -> str | None:
         """The machine journal's state of ``vend_id``: ``None`` when it was never journaled;

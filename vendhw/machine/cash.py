@@ -18,12 +18,13 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from vendhw.devices.cash import CashDevice, CashEvent, CashEventKind
-from vendhw.errors import VendhwError
+from vendhw.errors import ConfigurationError, JournalError, VendhwError
 
 log = logging.getLogger(__name__)
 
@@ -72,17 +73,34 @@ class CashJournal:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None,
+                                       check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise ConfigurationError(f"cannot open cash journal {self.path}: {exc}") from None
         self._lock = threading.Lock()
+
+    @contextmanager
+    def _writing(self, what: str) -> Iterator[None]:
+        """Hold the lock for one write; a full disk or a read-only file is a JournalError
+        (SQLite rolled the statement or transaction back: nothing is half-written)."""
+        with self._lock:
+            try:
+                yield
+            except sqlite3.DatabaseError as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise JournalError(f"cash journal {self.path} cannot record {what} ({exc}): "
+                                   "free disk space or make it writable") from exc
 
     def record(self, event: CashEvent) -> bool:
         """Journal ``event``; False when its ``event_id`` was already journaled (a repeat)."""
         if not event.event_id:
             raise ValueError(f"cash event without event_id from {event.device}")
-        with self._lock:
+        with self._writing(f"{event.kind.value} {event.event_id}"):
             cur = self._db.execute(
                 "INSERT OR IGNORE INTO cash_events VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (event.event_id, event.device, event.kind.value, event.value, event.currency,
@@ -98,7 +116,7 @@ class CashJournal:
 
     def save_checkpoint(self, device: str, data: dict[str, Any]) -> None:
         """Store a device driver's checkpoint (after a poll it acknowledged)."""
-        with self._lock:
+        with self._writing(f"the checkpoint of {device}"):
             self._put_checkpoint(device, data)
 
     def checkpoint(self, device: str) -> dict[str, Any] | None:
@@ -134,7 +152,7 @@ class CashJournal:
         """
         if amount < 0:
             raise ValueError("amount must not be negative")
-        with self._lock:
+        with self._writing(f"the spend {reference}"):
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 if self._db.execute("SELECT 1 FROM cash_spent WHERE reference = ?",
@@ -155,7 +173,8 @@ class CashJournal:
                 self._db.execute("COMMIT")
                 return True
             except sqlite3.Error:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
 
     def refund(self, reference: str) -> bool:
@@ -164,7 +183,7 @@ class CashJournal:
         Used when what the money bought could not be delivered (a jammed vend): the credit
         is the customer's again, to buy something else or to take back as change.
         """
-        with self._lock:
+        with self._writing(f"the refund of {reference}"):
             row = self._db.execute("SELECT amount FROM cash_spent WHERE reference = ?",
                                    (reference,)).fetchone()
             if row is None:
@@ -175,7 +194,7 @@ class CashJournal:
 
     def settle(self, reference: str, outcome: str) -> None:
         """Record what became of a spend (``delivered``, ``jammed``...); first record wins."""
-        with self._lock:
+        with self._writing(f"the outcome of {reference}"):
             self._db.execute("INSERT OR IGNORE INTO cash_settled VALUES (?,?,?)",
                              (reference, outcome, time.time()))
 

@@ -29,7 +29,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from vendhw.errors import ConfigurationError, SequenceError
+from vendhw.errors import ConfigurationError, JournalError, SequenceError
 
 CRASH_ENV = "VENDHW_CRASH_AT"
 """Environment variable naming the step after which the journal kills the process (tests)."""
@@ -239,18 +239,29 @@ class VendJournal:
                outcome: str | None, note: str) -> int:
         """One committed transaction: the row change and its log line together."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
+                self._db.execute("BEGIN IMMEDIATE")
                 changed = self._db.execute(sql, args).rowcount
                 if changed:
                     self._db.execute(
                         "INSERT INTO vend_log (vend_id, at, state, outcome, note) "
                         "VALUES (?,?,?,?,?)", (vend_id, time.time(), state, outcome, note))
                 self._db.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                self._rollback()
+                raise JournalError(f"vend journal {self.path} cannot record {vend_id} as "
+                                   f"{state} ({exc}): free disk space or make it writable"
+                                   ) from exc
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
         return changed
+
+    def _rollback(self) -> None:
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.DatabaseError:
+            pass  # no transaction was open (BEGIN itself failed)
 
     def begin(self, vend_id: str, *, board: str, slot: str | int, motor: int,
               drop_sensor: bool, sequence_range: tuple[int, int] | None) -> VendRecord:
@@ -262,8 +273,8 @@ class VendJournal:
         """
         now = time.time()
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
+                self._db.execute("BEGIN IMMEDIATE")
                 existing = self._db.execute("SELECT state FROM vends WHERE vend_id = ?",
                                             (vend_id,)).fetchone()
                 if existing is not None and existing[0] != VendState.ABORTED.value:
@@ -281,8 +292,13 @@ class VendJournal:
                     (vend_id, now, VendState.INTENT.value, None,
                      f"slot {slot!r} motor {motor} seq {seq}"))
                 self._db.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                self._rollback()
+                raise JournalError(f"vend journal {self.path} cannot be written ({exc}): the "
+                                   f"vend was not started and nothing was sent to the board; "
+                                   "free disk space or make it writable") from exc
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
         self._crash_point(VendState.INTENT.value)
         record = self.get(vend_id)
