@@ -294,9 +294,16 @@ class _PollState:
 
     session: str = field(default_factory=lambda: secrets.token_hex(4))
     delivered: int = 0
+    last: bytes = b""
+    """The data the previous POLL delivered (b"" when it had none)."""
 
     def prefix(self, data: bytes) -> str:
         return f"{self.session}:{self.delivered}:{zlib.crc32(data):08x}"
+
+    def repeat(self, data: bytes) -> bool:
+        """The same data right after we ACKed it: the ACK was lost on the way and the
+        peripheral sends it again (MDB has no sequence number to tell)."""
+        return bool(data) and data == self.last and self.delivered > 0
 
 
 class _MdbCashDevice(CashDevice):
@@ -363,14 +370,32 @@ class _MdbCashDevice(CashDevice):
         if reply is None and not self._after_reset:
             return []
         data = self._after_reset + (reply or b"")  # held ones first, in the order they came
-        events = self._parse_poll(data, self._poll_state.prefix(data))
+        state = self._poll_state
+        repeat = state.repeat(data)
+        if repeat:
+            # Named as last time, so the journal keeps one; an operator hears of it, since two
+            # identical coins in two consecutive polls would read the same.
+            prefix = f"{state.session}:{state.delivered - 1}:{zlib.crc32(data):08x}"
+            # (delivered is not advanced below, so a third copy is named the same again)
+            events = self._parse_poll(data, prefix)
+            credit = sum(e.value for e in events if e.kind is CashEventKind.CREDIT)
+            if credit:
+                events.append(CashEvent(
+                    CashEventKind.FAULT, self.name, credit, events[0].currency,
+                    reason="the previous POLL data came again (our ACK was lost): counted "
+                           "once; if the customer really inserted the same again, credit it "
+                           "by hand", event_id=f"{prefix}/repeat"))
+        else:
+            events = self._parse_poll(data, state.prefix(data))
         if sink is not None:
             for event in events:
                 sink(event)  # journal first; an exception here means no ACK, so MDB repeats
         self._after_reset = b""
         if reply is not None:
             self.link.ack()
-        self._poll_state.delivered += 1
+        if not repeat:  # a repeat keeps the ids of the data it repeats, however often
+            state.delivered += 1
+        state.last = data
         return events
 
     def close(self) -> None:

@@ -28,6 +28,9 @@ from vendhw.errors import ConfigurationError, JournalError, VendhwError
 
 log = logging.getLogger(__name__)
 
+ESCROW_TRIES = 3
+"""Polls at which a stack/return the device did not confirm is sent again (a command that
+was executed with its reply lost is refused harmlessly: there is no note in escrow)."""
 POLL_INTERVAL = 0.2
 """Seconds between poll cycles: ccTalk coin acceptors want 200 ms, SSP 200-1000 ms,
 ID-003 100-200 ms, MDB 100-200 ms (see each protocol's README)."""
@@ -254,6 +257,11 @@ class CashAcceptor:
         self._thread: threading.Thread | None = None
         self._credit = threading.Condition()
         self._saved: dict[str, dict[str, Any]] = {}
+        self._enabled = False
+        self._fresh: set[str] = set()
+        self._undecided: dict[str, list[list[Any]]] = {}
+        """Escrowed notes whose stack/return the device did not confirm: [event, tries]."""
+        """Event ids journaled for the first time in this poll (a repeat is not news)."""
         for device in self.devices:
             self._resume(device)
 
@@ -291,6 +299,7 @@ class CashAcceptor:
             # they name it (and its repeat, if the device never hears the acknowledgement).
             self._save_checkpoint(device)
         if self.journal.record(event):
+            self._fresh.add(event.event_id)
             for listener in self.listeners:
                 try:
                     listener(event)
@@ -310,17 +319,43 @@ class CashAcceptor:
                 log.warning("%s: poll failed: %s", device.name, exc)
                 continue
             self._save_checkpoint(device)
+            if self._enabled and any(e.kind is CashEventKind.DEVICE_RESET for e in events):
+                # A reset device is inhibited again: take money again, as before the glitch
+                # (drivers that restore their own state make this a repeat, which is harmless).
+                try:
+                    device.enable()
+                except VendhwError as exc:
+                    log.warning("%s: enabling again after its reset failed: %s (next poll)",
+                                device.name, exc)
             seen += events
-            for event in events:
-                if event.kind is CashEventKind.ESCROW:
-                    (device.stack if self.escrow_policy(event) else device.reject)()
+            fresh, self._fresh = self._fresh, set()
+            # A repeated escrow (the device did not hear our ACK) was decided already:
+            # deciding it again could stack the next customer's note unasked. A decision
+            # the device did not confirm is tried again at the next polls.
+            undecided = self._undecided.pop(device.name, [])
+            undecided += [[e, 0] for e in events
+                          if e.kind is CashEventKind.ESCROW and e.event_id in fresh]
+            for item in undecided:
+                event, tries = item
+                decide = device.stack if self.escrow_policy(event) else device.reject
+                try:
+                    decide()
+                except VendhwError as exc:
+                    if tries + 1 < ESCROW_TRIES:
+                        item[1] = tries + 1
+                        self._undecided.setdefault(device.name, []).append(item)
+                    log.warning("%s: %s of the escrowed note %s failed (%d/%d): %s",
+                                device.name, decide.__name__, event.event_id, tries + 1,
+                                ESCROW_TRIES, exc)
         return seen
 
     def enable(self) -> None:
+        self._enabled = True
         for device in self.devices:
             device.enable()
 
     def disable(self) -> None:
+        self._enabled = False
         for device in self.devices:
             device.disable()
 
