@@ -20,3 +20,11 @@ if PROFILE not in ("ci", "long"):
 FUZZ = settings(settings.get_profile(PROFILE))
 """Decorate each fuzz target with this (after ``@given``)."""
 LONG = PROFILE == "long"
+
+
+def fuzz(ci_examples: int) -> settings:
+    """The profile, with fewer examples in ``ci`` for a target whose example is slow (a
+    request through the app, a device session); the long profile keeps its count."""
+    if PROFILE == "ci":
+        return settings(FUZZ, max_examples=min(ci_examples, FUZZ.max_examples))
+    return FUZZ
