@@ -24,9 +24,13 @@ COMMAND_FAULTS = ("lose_command", "corrupt_command")
 class FaultPlan:
     """Which fault hits the next reply or command, from a seeded PRNG at a given rate."""
 
-    def __init__(self, seed: int, rate: float) -> None:
+    def __init__(self, seed: int, rate: float, *, replay: bool = False) -> None:
         self.rng = random.Random(seed)
         self.rate = rate
+        self.replay = replay
+        """Also answer with an earlier valid reply (valid but unexpected, out of order: not a
+        line fault but a confused device; used by the fuzz targets)."""
+        self.history: list[bytes] = []
         self.counts: Counter[str] = Counter()
         self.enabled = True
         self.late: list[bytes] = []
@@ -56,8 +60,11 @@ class FaultyLine:
         for delay, data in replies:
             if not data:
                 continue
-            kind = self.plan.pick(REPLY_FAULTS)
+            kind = self.plan.pick(REPLY_FAULTS + (("replay",) if self.plan.replay else ()))
             buf = bytearray(data)
+            self.plan.history = [*self.plan.history[-15:], bytes(data)]
+            if kind == "replay":
+                buf = bytearray(rng.choice(self.plan.history))
             if kind == "drop":
                 continue
             if kind == "flip":
