@@ -6,25 +6,19 @@ twice and no vend reports delivered without a product or refunded with one."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
+from cashrigs import CASH_PROTOCOLS, make_rig
+from faults import FaultPlan, faulty
 from fuzzprofile import fuzz
 from hypothesis import given
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reliability"))
-
-from cashrigs import CASH_PROTOCOLS, make_rig  # noqa: E402
-from faults import FaultPlan, faulty  # noqa: E402
-
-from vendhw import sim as sim_registry  # noqa: E402
-from vendhw.devices.boards import Outcome, driver_class, load_profile  # noqa: E402
-from vendhw.errors import VendhwError  # noqa: E402
-from vendhw.machine import Machine  # noqa: E402
-from vendhw.machine.cash import CashAcceptor, CashJournal  # noqa: E402
-from vendhw.machine.journal import VendState  # noqa: E402
+from vendhw import sim as sim_registry
+from vendhw.devices.boards import Outcome, driver_class, load_profile
+from vendhw.errors import VendhwError
+from vendhw.machine import Machine
+from vendhw.machine.cash import CashAcceptor, CashJournal
+from vendhw.machine.journal import VendState
 
 ACTIONS = st.lists(st.sampled_from(["poll", "poll", "poll", "insert", "reset"]), max_size=30)
 
