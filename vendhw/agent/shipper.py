@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from vendhw.errors import ConfigurationError, JournalError
+from vendhw.machine.journal import crash_point
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,7 @@ class Shipper:
                     "INSERT INTO ships VALUES (?,?,?,?,?,?,?,?)",
                     (instruction.id, instruction.order_id, instruction.slot,
                      vend_id_for(instruction.order_id), "received", None, time.time(), None))
+                crash_point("ship:received")
             try:
                 self.client.ack(instruction.id, instruction.order_id)
             except Exception as exc:
@@ -146,6 +148,7 @@ class Shipper:
                                             "order": instruction.order_id})
                 return Shipped(instruction.id, instruction.order_id, instruction.slot,
                                "cancelled", seen is not None, {})
+            crash_point("ship:acked")
             self.on_event("instruction", {"instruction": instruction.id,
                                           "order": instruction.order_id,
                                           "slot": instruction.slot, "replayed": bool(seen)})
@@ -166,6 +169,7 @@ class Shipper:
                 outcome = getattr(result.outcome, "value", str(result.outcome))
                 details = result.to_dict()
             self.on_event("dispensed", {"order": instruction.order_id, **details})
+            crash_point("ship:dispensed")
             self.client.report_result(instruction.order_id, outcome, details,
                                       instruction_id=instruction.id,
                                       idempotency_key=f"result-{instruction.id}")
@@ -174,6 +178,7 @@ class Shipper:
                 "WHERE instruction_id = ?", (outcome, time.time(), instruction.id))
             if not isinstance(details.get("journal_error"), str):
                 self.fault = None
+            crash_point("ship:reported")
             self.on_event("reported", {"order": instruction.order_id, "outcome": outcome})
             return Shipped(instruction.id, instruction.order_id, instruction.slot, outcome,
                            seen is not None, details)

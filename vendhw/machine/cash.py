@@ -25,6 +25,7 @@ from typing import Any
 
 from vendhw.devices.cash import CashDevice, CashEvent, CashEventKind
 from vendhw.errors import ConfigurationError, JournalError, VendhwError
+from vendhw.machine.journal import crash_point
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,9 @@ CREATE TABLE IF NOT EXISTS cash_checkpoints (
 );
 """
 REFUND_PREFIX = "refund:"
+CHANGE_PREFIX = "change:"
+SENT_SUFFIX = "#sent"
+"""Settled under ``<change reference>#sent`` just before the payout command is sent."""
 
 
 class InsufficientCredit(VendhwError):
@@ -174,6 +178,7 @@ class CashJournal:
                 self._db.execute("INSERT INTO cash_spent VALUES (?,?,?)",
                                  (reference, amount, time.time()))
                 self._db.execute("COMMIT")
+                crash_point("cash:spent")
                 return True
             except sqlite3.Error:
                 if self._db.in_transaction:
@@ -200,6 +205,7 @@ class CashJournal:
         with self._writing(f"the outcome of {reference}"):
             self._db.execute("INSERT OR IGNORE INTO cash_settled VALUES (?,?,?)",
                              (reference, outcome, time.time()))
+        crash_point("cash:settled")
 
     def settled(self, reference: str) -> str | None:
         with self._lock:
@@ -380,9 +386,36 @@ class CashAcceptor:
         amount = self.journal.balance()
         if amount <= 0:
             return 0
-        if self.journal.spend(amount, f"change:{reference}"):
+        key = f"{CHANGE_PREFIX}{reference}"
+        if self.journal.spend(amount, key):
+            # Marked before the command: after a crash, a change spend without this mark was
+            # never paid (its credit is given back), one with it may have been (an operator).
+            self.journal.settle(key + SENT_SUFFIX, "sent")
+            crash_point("cash:payout-sent")
             device.payout(amount)
+            self.journal.settle(key, "paid")
         return amount
+
+    def recover_change(self) -> list[tuple[str, int, str]]:
+        """After a crash: settle change payouts it interrupted, never paying twice.
+
+        Returns ``(reference, amount, outcome)``: ``not_started`` (the credit is the
+        customer's again) or ``unknown`` (the payout command may have left: an operator
+        counts the coins; the amount stays spent)."""
+        done = []
+        for reference, amount in self.journal.unsettled(CHANGE_PREFIX):
+            if reference.endswith(SENT_SUFFIX):
+                continue
+            if self.journal.settled(reference + SENT_SUFFIX) is None:
+                self.journal.refund(reference)
+                self.journal.settle(reference, "not_started")
+                done.append((reference, amount, "not_started"))
+            else:
+                self.journal.settle(reference, "unknown")
+                log.error("change payout %s of %d was interrupted after its command: check "
+                          "the payout device's counters (not paid again)", reference, amount)
+                done.append((reference, amount, "unknown"))
+        return done
 
     def start(self) -> None:
         """Poll every device from a background thread until :meth:`stop`."""

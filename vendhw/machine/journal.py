@@ -37,6 +37,13 @@ CRASH_ENV = "VENDHW_CRASH_AT"
 CRASH_EXIT_CODE = 137
 """Exit status of a crash-hook kill (what a SIGKILL'd process reports in a shell)."""
 
+
+def crash_point(step: str) -> None:
+    """Die like a power cut right here if ``VENDHW_CRASH_AT`` names ``step`` (tests and the
+    demo's power cut; the ship and cash journals name theirs ``ship:...``/``cash:...``)."""
+    if os.environ.get(CRASH_ENV, "").strip().lower() == step:
+        os._exit(CRASH_EXIT_CODE)
+
 BUSY_TIMEOUT_MS = 5000
 """How long a writer waits for another process holding the journal (an operator's CLI)."""
 
@@ -410,4 +417,4 @@ class VendJournal:
         self.close()
 
 
-__all__ = ["CRASH_ENV", "IN_FLIGHT", "UNKNOWN", "VendJournal", "VendRecord", "VendState"]
+__all__ = ["CRASH_ENV", "IN_FLIGHT", "crash_point", "UNKNOWN", "VendJournal", "VendRecord", "VendState"]
