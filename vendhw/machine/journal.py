@@ -417,4 +417,4 @@ class VendJournal:
         self.close()
 
 
-__all__ = ["CRASH_ENV", "IN_FLIGHT", "crash_point", "UNKNOWN", "VendJournal", "VendRecord", "VendState"]
+__all__ = ["CRASH_ENV", "IN_FLIGHT", "UNKNOWN", "VendJournal", "VendRecord", "VendState", "crash_point"]
