@@ -417,4 +417,5 @@ class VendJournal:
         self.close()
 
 
-__all__ = ["CRASH_ENV", "IN_FLIGHT", "UNKNOWN", "VendJournal", "VendRecord", "VendState", "crash_point"]
+__all__ = ["CRASH_ENV", "IN_FLIGHT", "UNKNOWN", "VendJournal", "VendRecord", "VendState",
+           "crash_point"]
