@@ -17,6 +17,7 @@ from cashrigs import CASH_PROTOCOLS, CashRig, make_rig
 from faults import FaultPlan, faulty
 
 from vendhw.devices.cash import CashEvent, CashEventKind
+from vendhw.errors import VendhwError
 from vendhw.machine.cash import CashAcceptor, CashJournal
 
 POLLS = int(os.environ.get("VENDHW_FAULT_POLLS", "300"))
@@ -75,7 +76,10 @@ def test_cash_accounts_balance_through_a_faulty_line(protocol: str) -> None:
             reset_device(rig)
             resets += 1
     plan.enabled = False
-    acceptor.enable()  # what the agent does after a device came back (idempotent)
+    try:
+        acceptor.enable()  # what the agent does after a device came back (idempotent)
+    except VendhwError:
+        pass  # a device the faults left out of step: the polls below show what it does
     quiet = 0
     for _ in range(SETTLE_POLLS):
         before = journal.credited()

@@ -173,9 +173,16 @@ class Agent:
         if redemption.instruction is not None:
             # The ship instruction comes with the answer; ship it now, on its own thread,
             # so the screen shows progress (the journal dedupes a redelivery).
-            threading.Thread(target=self.shipper.process, args=(redemption.instruction,),
+            threading.Thread(target=self._ship_now, args=(redemption.instruction,),
                              daemon=True).start()
         return redemption.order
+
+    def _ship_now(self, instruction: Any) -> None:
+        try:
+            self.shipper.process(instruction)
+        except Exception as exc:  # not acknowledged: the shipping loop gets it again
+            log.error("instruction %s for order %s: %s: %s (shipped when redelivered)",
+                      instruction.id, instruction.order_id, type(exc).__name__, exc)
 
     def order(self, order_id: str) -> Any:
         return self.client.order_status(order_id)
