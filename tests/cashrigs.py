@@ -87,7 +87,11 @@ def make_rig(protocol: str, transport: Callable[[Any], Any] = SimTransport,
         return CashRig(protocol, changer,
                        lambda: MdbCoinChanger(MdbLink(transport(changer),
                                                       response_timeout=2 * reply_timeout)),
-                       insert_coin, (20, 50, 100), accepted=lambda: sum(taken))
+                       insert_coin, (20, 50, 100),
+                       # the last coin reported before the next one drops (a coin takes
+                       # longer than a poll; identical back-to-back data means a lost ACK)
+                       lambda: not changer.events and not changer._unacked,
+                       accepted=lambda: sum(taken))
     if protocol == "mdb-bill":
         from vendhw.devices.mdb import MdbBillValidator, MdbLink
         from vendhw.sim.mdb import MdbBillSimulator
