@@ -142,12 +142,19 @@ class NotSupportedError(ConfigurationError):
     """The device or its profile lacks the feature that was asked for."""
 
 
+class JournalError(VendhwError):
+    """A journal (vends, ships, cash, outbox) could not be written: the disk is full or the
+    file or folder is read-only. The transaction was rolled back, so nothing is half-written,
+    and what it would have recorded was not done (no vend started, no credit spent)."""
+
+
 __all__ = [
     "ChecksumError",
     "ConfigurationError",
     "DeviceFault",
     "DisconnectedError",
     "FramingError",
+    "JournalError",
     "LengthError",
     "NakError",
     "NoResponseError",

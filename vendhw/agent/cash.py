@@ -88,7 +88,10 @@ class CashSales:
             log.info("cash sale %s queued for the backend", reference)
 
     def recover(self) -> list[CashSale]:
-        """Finish the spends a crash left without an outcome (before selling again)."""
+        """Finish the spends a crash left without an outcome (before selling again), and
+        settle an interrupted change payout (never paid twice)."""
+        for reference, amount, outcome in self.acceptor.recover_change():
+            log.warning("interrupted change payout %s (%d): %s", reference, amount, outcome)
         done = []
         for reference, amount in self.journal.unsettled(SALE_PREFIX):
             slot = reference[len(SALE_PREFIX):].rsplit(":", 1)[0]

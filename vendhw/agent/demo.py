@@ -4,7 +4,9 @@ It starts the reference server (sandbox provider, SQLite in a temporary folder) 
 spiral board simulator with a light-curtain drop sensor on a pty, each in its own process, as
 in production. It then ships through the same code a machine runs: the signed client, the
 shipping loop and ``Machine.dispense`` with its journal. A QR sale (or a pickup code) goes
-from choice to receipt, and everything started is cleaned up, also on failure or Ctrl-C.
+from choice to receipt, and everything started is cleaned up, also on failure, Ctrl-C or
+SIGTERM: the children run in their own sessions, so a terminal's Ctrl-C reaches the demo
+alone, which then stops them (simulator first, then the backend) and removes its folder.
 
 The "101" board is chosen because its protocol cannot be asked about a vend afterwards. With
 ``--fault power-cut`` the machine's controller loses power the moment the vend command has
@@ -83,14 +85,17 @@ class _Processes:
         self.children: list[subprocess.Popen[str]] = []
 
     def start(self, *args: str, log: Path) -> subprocess.Popen[str]:
+        # Its own session: the terminal's Ctrl-C reaches the demo alone, which then stops
+        # its children in order (a simulator killed mid-vend would read as "unplugged").
         proc = subprocess.Popen([sys.executable, "-m", "vendhw", *args], text=True,
                                 stdout=subprocess.PIPE, stderr=log.open("w"),
-                                stdin=subprocess.DEVNULL)
+                                stdin=subprocess.DEVNULL, start_new_session=True)
         self.children.append(proc)
         return proc
 
     def stop(self) -> None:
-        for proc in self.children:
+        """Stop the children, newest first (the simulator before the backend it serves)."""
+        for proc in reversed(self.children):
             if proc.poll() is None:
                 proc.terminate()
         for proc in self.children:
@@ -287,7 +292,7 @@ def _ship_in_child(url: str, secret: str, port: str, tmp: Path) -> int:
             "    shipper.process(instruction)\n")
     proc = subprocess.run([sys.executable, "-c", code, url, secret, port, str(tmp)], env=env,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=CHILD_SHIP_TIMEOUT)
+                          timeout=CHILD_SHIP_TIMEOUT, start_new_session=True)
     if proc.returncode == 0:
         raise ConfigurationError("the power-cut child finished instead of dying mid-vend: "
                                  + proc.stderr[-500:])

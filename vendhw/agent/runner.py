@@ -47,7 +47,7 @@ from vendhw.agent.card import CardConfig, CardSaleResult, CardSales, load_cashle
 from vendhw.agent.cash import CashSale, CashSales
 from vendhw.agent.screen import ScreenServer
 from vendhw.agent.shipper import Shipper
-from vendhw.errors import ConfigurationError
+from vendhw.errors import ConfigurationError, JournalError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -166,12 +166,20 @@ class Agent:
     # --- what the screen asks for ----------------------------------------------------------
 
     def products(self) -> list[dict[str, Any]]:
+        """What the screen sells; raises while a journal cannot be written (a full disk, a
+        read-only file), so the screen shows why instead of taking money it cannot ship."""
+        self._check_journals()
         catalogue = self.client.catalogue()
         return [{"slot": s["slot"], "name": s["product_name"], "price": s["price"],
                  "currency": catalogue.get("currency", "")}
                 for s in catalogue.get("slots", []) if s.get("enabled", True)]
 
+    def _check_journals(self) -> None:
+        if self.shipper.fault:
+            raise JournalError(f"this machine cannot sell right now: {self.shipper.fault}")
+
     def buy(self, slot: str) -> Any:
+        self._check_journals()
         return self.client.create_order(slot)
 
     def redeem(self, code: str) -> Any:
@@ -179,9 +187,16 @@ class Agent:
         if redemption.instruction is not None:
             # The ship instruction comes with the answer; ship it now, on its own thread,
             # so the screen shows progress (the journal dedupes a redelivery).
-            threading.Thread(target=self.shipper.process, args=(redemption.instruction,),
+            threading.Thread(target=self._ship_now, args=(redemption.instruction,),
                              daemon=True).start()
         return redemption.order
+
+    def _ship_now(self, instruction: Any) -> None:
+        try:
+            self.shipper.process(instruction)
+        except Exception as exc:  # not acknowledged: the shipping loop gets it again
+            log.error("instruction %s for order %s: %s: %s (shipped when redelivered)",
+                      instruction.id, instruction.order_id, type(exc).__name__, exc)
 
     def order(self, order_id: str) -> Any:
         return self.client.order_status(order_id)

@@ -23,12 +23,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from vendhw.errors import ConfigurationError, JournalError
+from vendhw.machine.journal import crash_point
+
 log = logging.getLogger(__name__)
 
 LONG_POLL_WAIT = 25.0
 """Seconds one long-poll for instructions may wait at the backend."""
 RETRY_AFTER = 1.0
 """Seconds before asking again after the backend could not be reached."""
+NOT_VENDED_OUTCOME = "motor_fault"
+"""The outcome reported when the ship path failed before the board was commanded (an unknown
+slot, a silent board, a journal that cannot be written): a definite failure, so the backend
+refunds the customer."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS ships (
@@ -88,13 +95,30 @@ class Shipper:
         self.client = client
         self.machine = machine
         self.on_event = on_event or (lambda kind, data: None)
-        self._db = sqlite3.connect(str(journal), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self.path = str(journal)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None,
+                                       check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise ConfigurationError(f"cannot open ship journal {self.path}: {exc}") from None
+        self.fault: str | None = None
+        """Why the last instruction could not be journaled (a full disk, a read-only file);
+        None once one could. The agent stops selling while it is set."""
         self._lock = threading.Lock()
         self._shipping = threading.Lock()
         """Held while :meth:`run` ships one instruction, so a shutdown waits for that vend."""
+
+    def _write(self, sql: str, args: tuple[Any, ...]) -> None:
+        try:
+            self._db.execute(sql, args)
+        except sqlite3.DatabaseError as exc:
+            self.fault = (f"ship journal {self.path} cannot be written ({exc}): free disk "
+                          "space or make it writable")
+            log.error("%s", self.fault)
+            raise JournalError(self.fault) from exc
 
     def _row(self, instruction_id: str) -> tuple[str, str | None] | None:
         row = self._db.execute("SELECT state, outcome FROM ships WHERE instruction_id = ?",
@@ -106,23 +130,25 @@ class Shipper:
         with self._lock:
             seen = self._row(instruction.id)
             if seen is None:
-                self._db.execute(
+                self._write(
                     "INSERT INTO ships VALUES (?,?,?,?,?,?,?,?)",
                     (instruction.id, instruction.order_id, instruction.slot,
                      vend_id_for(instruction.order_id), "received", None, time.time(), None))
+                crash_point("ship:received")
             try:
                 self.client.ack(instruction.id, instruction.order_id)
             except Exception as exc:
                 if getattr(exc, "code", "") != "instruction_cancelled":
                     raise
                 # An operator refunded or cancelled the order: it must not ship.
-                self._db.execute("UPDATE ships SET state = 'reported', outcome = 'cancelled', "
+                self._write("UPDATE ships SET state = 'reported', outcome = 'cancelled', "
                                  "done_at = ? WHERE instruction_id = ?",
                                  (time.time(), instruction.id))
                 self.on_event("cancelled", {"instruction": instruction.id,
                                             "order": instruction.order_id})
                 return Shipped(instruction.id, instruction.order_id, instruction.slot,
                                "cancelled", seen is not None, {})
+            crash_point("ship:acked")
             self.on_event("instruction", {"instruction": instruction.id,
                                           "order": instruction.order_id,
                                           "slot": instruction.slot, "replayed": bool(seen)})
@@ -131,25 +157,78 @@ class Shipper:
                                seen[1] or "unknown", True, {})
             self.on_event("dispensing", {"order": instruction.order_id,
                                          "slot": instruction.slot})
-            result = self.machine.dispense(instruction.slot,
-                                           vend_id=vend_id_for(instruction.order_id))
-            outcome = getattr(result.outcome, "value", str(result.outcome))
-            details = result.to_dict()
+            try:
+                result = self.machine.dispense(instruction.slot,
+                                               vend_id=vend_id_for(instruction.order_id))
+            except Exception as exc:
+                # The ship path failed (a slot the board profile does not have, a silent
+                # board, a full disk...): the order must still end, and this instruction
+                # must never block the shipping thread or a restart.
+                outcome, details = self._failed(instruction, exc)
+            else:
+                outcome = getattr(result.outcome, "value", str(result.outcome))
+                details = result.to_dict()
             self.on_event("dispensed", {"order": instruction.order_id, **details})
+            crash_point("ship:dispensed")
             self.client.report_result(instruction.order_id, outcome, details,
                                       instruction_id=instruction.id,
                                       idempotency_key=f"result-{instruction.id}")
-            self._db.execute(
+            self._write(
                 "UPDATE ships SET state = 'reported', outcome = ?, done_at = ? "
                 "WHERE instruction_id = ?", (outcome, time.time(), instruction.id))
+            if not isinstance(details.get("journal_error"), str):
+                self.fault = None
+            crash_point("ship:reported")
             self.on_event("reported", {"order": instruction.order_id, "outcome": outcome})
             return Shipped(instruction.id, instruction.order_id, instruction.slot, outcome,
                            seen is not None, details)
 
+    def _failed(self, instruction: InstructionLike, exc: Exception) -> tuple[str, dict[str, Any]]:
+        """The outcome to report when ``dispense`` raised: a failure (the backend refunds)
+        when the vend journal shows the motor was never commanded, ``unknown`` (the backend
+        asks an operator) when it may have been, or when the journal cannot tell."""
+        vend_id = vend_id_for(instruction.order_id)
+        error = f"{type(exc).__name__}: {exc}"
+        state = self._vend_state(vend_id)
+        if state in (None, "aborted"):
+            outcome = NOT_VENDED_OUTCOME
+            why = "nothing was sent to the board"
+        else:
+            outcome = "unknown"
+            why = f"the vend is {state} in the journal: the motor may have turned"
+        log.error("order %s slot %r: ship failed (%s); %s: reporting %s", instruction.order_id,
+                  instruction.slot, error, why, outcome)
+        extra: dict[str, Any] = {}
+        if isinstance(exc, JournalError):
+            self.fault = str(exc)
+            extra["journal_error"] = str(exc)
+        self.on_event("ship_failed", {"order": instruction.order_id, "slot": instruction.slot,
+                                      "error": error, "outcome": outcome})
+        return outcome, {"outcome": outcome, "slot": instruction.slot, "vend_id": vend_id,
+                         "detail": f"ship failed: {error}; {why}", "error": error, **extra}
+
+    def _vend_state(self, vend_id: str) -> str | None:
+        """The machine journal's state of ``vend_id``: ``None`` when it was never journaled;
+        ``"unreadable"`` when the journal cannot be read (then the vend counts as started)."""
+        journal = getattr(self.machine, "journal", None)
+        if journal is None or not callable(getattr(journal, "get", None)):
+            return "unreadable"
+        try:
+            record = journal.get(vend_id)
+        except Exception as exc:
+            log.error("vend journal unreadable for %s: %s", vend_id, exc)
+            return "unreadable"
+        if record is None:
+            return None
+        if getattr(record, "outcome", None) is not None and str(
+                getattr(record.state, "value", record.state)) == "result":
+            return f"finished as {record.outcome}"
+        return str(getattr(record.state, "value", record.state))
+
     def unfinished(self) -> list[tuple[str, str, str]]:
         """Instructions received but not reported: (instruction id, order id, slot)."""
         rows = self._db.execute("SELECT instruction_id, order_id, slot FROM ships "
-                                "WHERE state != 'reported' ORDER BY received_at").fetchall()
+                                "WHERE state != 'reported' ORDER BY rowid").fetchall()
         return [(r[0], r[1], r[2]) for r in rows]
 
     def recover(self) -> list[Shipped]:
@@ -160,7 +239,11 @@ class Shipper:
         """
         done = []
         for instruction_id, order_id, slot in self.unfinished():
-            done.append(self.process(_Recorded(instruction_id, order_id, slot)))
+            try:
+                done.append(self.process(_Recorded(instruction_id, order_id, slot)))
+            except Exception as exc:  # e.g. the backend is down: the shipping loop retries
+                log.error("could not finish instruction %s for order %s yet: %s: %s",
+                          instruction_id, order_id, type(exc).__name__, exc)
         flush = getattr(self.client, "flush", None)
         if callable(flush):
             flush()
@@ -185,7 +268,13 @@ class Shipper:
                 with self._shipping:
                     if stop.is_set():
                         return
-                    self.process(instruction)
+                    try:
+                        self.process(instruction)
+                    except Exception as exc:  # never lose the shipping thread
+                        log.error("instruction %s for order %s: %s: %s (asked again later)",
+                                  instruction.id, instruction.order_id, type(exc).__name__,
+                                  exc)
+                        stop.wait(RETRY_AFTER)
 
     def wait_idle(self) -> None:
         """Return once no instruction is being shipped. With ``stop`` set first, none starts

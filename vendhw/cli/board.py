@@ -10,7 +10,9 @@ a hint, never a traceback.
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
@@ -178,17 +180,58 @@ def dispense(port: str, profile: str, slot: str, as_json: bool, journal: str | N
     console = Console(stderr=as_json)
     context = {"outcome": None, "slot": slot, "duration_ms": None, "port": port,
                "board": profile}
+    interrupted: list[int] = []
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if interrupted:  # the second Ctrl-C abandons the vend (journaled unknown)
+            raise KeyboardInterrupt
+        interrupted.append(signum)
+        click.echo("Ctrl-C: letting the vend in progress finish and report (press Ctrl-C "
+                   "again to abandon it; it is then journaled unknown)", err=True)
+
+    previous = _install_sigint(on_sigint)
     try:
         with _errors(port, profile), Machine(profile, port, journal=journal) as machine:
             result = machine.dispense(plain_slot(machine.profile, slot), vend_id,
                                       drop_sensor=False if no_drop_sensor else None)
     except _Failure as failure:
+        if interrupted:
+            failure = _Failure(f"{failure} (after Ctrl-C)", failure.hint, 130)
+            context["interrupted"] = "SIGINT"
         _fail(failure, as_json=as_json, **context)
+    except KeyboardInterrupt:
+        _fail(_Failure("interrupted by Ctrl-C twice during the vend: it is journaled unknown",
+                       "check the slot, then settle it with: vendhw board resolve", 130),
+              as_json=as_json, **{**context, "outcome": "unknown", "interrupted": "SIGINT"})
+    finally:
+        _install_sigint(previous)
+    data = {**result.to_dict(), "port": port, "board": profile}
+    if interrupted:
+        data["interrupted"] = "SIGINT"
+        if result.outcome.value == "unknown":
+            data["detail"] = (
+                "interrupted by Ctrl-C (SIGINT) during the vend, and the link failed right "
+                "after: a simulator or program sharing this terminal was probably stopped by "
+                "the same Ctrl-C (not an unplugged port); the vend may or may not have "
+                f"happened, check the slot. Driver said: {result.detail}")
+        click.echo(f"interrupted: Ctrl-C during the vend; outcome {result.outcome.value}",
+                   err=True)
     if as_json:
-        click.echo(json.dumps({**result.to_dict(), "port": port, "board": profile}))
+        click.echo(json.dumps(data))
     else:
         _print_result(result, console)
+        if interrupted and result.outcome.value == "unknown":
+            console.print(f"  {data['detail']}", style="dim", highlight=False, soft_wrap=True)
+    if interrupted and not result.delivered:
+        sys.exit(130)
     sys.exit(0 if result.delivered else 1)
+
+
+def _install_sigint(handler: Any) -> Any:
+    """Set the SIGINT handler where Python allows it (the main thread); return the old one."""
+    if threading.current_thread() is not threading.main_thread():
+        return handler
+    return signal.signal(signal.SIGINT, handler)
 
 
 # -- vendhw board ------------------------------------------------------------------------------

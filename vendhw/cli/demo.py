@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from typing import Any
 
@@ -11,6 +12,15 @@ import click
 from rich.console import Console
 
 from vendhw.errors import VendhwError
+
+
+class _Stopped(BaseException):
+    """SIGTERM arrived: unwind so every child process is stopped and the folder removed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
 
 _LABELS = {
     "backend_ready": "backend ready at {url} (sandbox payments)",
@@ -84,13 +94,29 @@ def demo(auto_pay: bool, pickup: bool, fault: str | None, card: bool, as_json: b
             console.print(terminal_qr(text))
             console.print(f"pay page: {text}")
 
+    def terminated(signum: int, frame: Any) -> None:
+        raise _Stopped(signum)
+
+    # SIGTERM unwinds like Ctrl-C, so the children are stopped and the folder is removed.
+    previous = signal.signal(signal.SIGTERM, terminated)
     try:
         result = run_demo(auto_pay=auto_pay, pickup=pickup, fault=fault, emit=emit,
                           show_qr=show_qr, card=card)
+    except (KeyboardInterrupt, _Stopped) as exc:
+        signum = exc.signum if isinstance(exc, _Stopped) else signal.SIGINT
+        name = signal.Signals(signum).name
+        if as_json:
+            click.echo(json.dumps({"event": "final", "state": "interrupted", "signal": name}))
+        else:
+            click.secho(f"interrupted ({name}): the demo's processes were stopped and its "
+                        "folder removed", fg="yellow", err=True)
+        sys.exit(128 + int(signum))
     except (VendhwError, OSError) as exc:
         if as_json:
             click.echo(json.dumps({"event": "final", "state": "error", "error": str(exc)}))
         else:
             click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     sys.exit(0 if result.ok else 1)

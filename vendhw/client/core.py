@@ -9,10 +9,12 @@ core decide (retry after how long, return, or raise). So the contract lives once
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlencode
 
@@ -28,6 +30,11 @@ from vendhw.client.errors import (
 from vendhw.client.models import OUTCOMES, Instruction, Order, Redemption
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+CLOCK_STEP_S = 2.0
+"""A learned clock offset this close to the current one is not worth another attempt (the
+server's time has one-second resolution; a stale refusal with a good offset is not ours)."""
 
 RETRY_STATUSES = frozenset({408, 500, 502, 503, 504})
 """Answers worth the same request again (same Idempotency-Key, fresh signature)."""
@@ -169,6 +176,13 @@ class ClientCore:
         self.backoff = backoff
         self.backoff_max = backoff_max
         self.clock = clock
+        self.clock_offset = 0.0
+        """Seconds added to ``clock`` when signing: learned from the backend when it refused
+        a timestamp (a controller without an RTC battery boots in 1970; NTP jumps)."""
+
+    def now(self) -> float:
+        """The time requests are signed with: the local clock corrected by the offset."""
+        return self.clock() + self.clock_offset
 
     def request(self, call: Call) -> httpx.Request:
         """One attempt: a fresh timestamp and nonce over the exact bytes that are sent."""
@@ -176,7 +190,7 @@ class ClientCore:
         url = httpx.URL(self.base_url + call.target)
         path = url.raw_path.decode("ascii")
         headers = signing.signed_headers(self.secret, self.machine_id, call.method, path,
-                                         content, self.clock())
+                                         content, self.now())
         headers["Accept"] = "application/json"
         if call.body is not None:
             headers["Content-Type"] = "application/json"
@@ -188,6 +202,8 @@ class ClientCore:
 
     def retry_delay(self, attempt: int, response: httpx.Response | None) -> float | None:
         """Seconds before the next attempt, or None to stop and read the outcome."""
+        if response is not None and self._learn_clock(response):
+            return 0.0  # signed again at once with the corrected time
         if attempt > self.retries:
             return None
         if response is not None:
@@ -226,6 +242,23 @@ class ClientCore:
             cls = RateLimitedError
         raise cls(response.status_code, code, detail, body)
 
+    def _learn_clock(self, response: httpx.Response) -> bool:
+        """On a ``stale_timestamp`` refusal, take the backend's time (its ``server_time``,
+        else its ``Date`` header) as the offset to sign with; True when that changed the
+        offset enough to be worth one more attempt (so a refusal never loops)."""
+        if response.status_code != 401 or _error_code(response) != "stale_timestamp":
+            return False
+        server = _server_time(response)
+        if server is None:
+            return False
+        offset = server - self.clock()
+        if abs(offset - self.clock_offset) < CLOCK_STEP_S:
+            return False
+        log.warning("the backend refused our clock; signing with an offset of %+.0f s "
+                    "(local %.0f, backend %.0f)", offset, self.clock(), server)
+        self.clock_offset = offset
+        return True
+
     @staticmethod
     def keep_queued(exc: Exception) -> bool:
         """Whether a failed report stays queued (try again later) or is set aside as dead.
@@ -238,6 +271,25 @@ class ClientCore:
         if isinstance(exc, (AuthenticationError, RateLimitedError)):
             return True
         return isinstance(exc, BackendError) and exc.code == "request_in_progress"
+
+
+def _server_time(response: httpx.Response) -> float | None:
+    """The backend's clock from a refusal: ``server_time`` in the JSON, else ``Date``."""
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        value = data.get("server_time")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return float(value)
+    date = response.headers.get("date")
+    if date:
+        try:
+            return parsedate_to_datetime(date).timestamp()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    return None
 
 
 def _error_code(response: httpx.Response) -> str:

@@ -49,7 +49,15 @@ from vendhw.errors import (
     VendhwError,
 )
 from vendhw.framing.base import Frame
-from vendhw.framing.cctalk import BUSY, HEADERS, HOST_ADDRESS, INTER_BYTE_GAP, NAK, CcTalkFramer
+from vendhw.framing.cctalk import (
+    BUSY,
+    HEADERS,
+    HOST_ADDRESS,
+    INTER_BYTE_GAP,
+    NAK,
+    REPLY,
+    CcTalkFramer,
+)
 from vendhw.options import option_flag
 from vendhw.transport import Transport, open_transport
 
@@ -78,6 +86,8 @@ RESET_TIMEOUT = 2.0
 """Seconds a device may stay silent after RESET DEVICE (header 1) before it answers polls."""
 BUFFER_EVENTS = 5
 """Part 2 header 229/159: the reply carries the last five events, newest first."""
+BUFFER_REPLY_LENGTH = 1 + 2 * BUFFER_EVENTS
+"""Data bytes of a 229/159 reply: the event counter and five (A, B) result pairs."""
 MAX_DISPENSE = 255
 """Part 2 header 167: one byte of coin count per dispense command."""
 
@@ -225,6 +235,9 @@ class Request:
     """Resends allowed; 0 for commands that must not run twice (dispense)."""
     timeout: float | None = None
     """Reply deadline for slow commands; None = the runner's default."""
+    reply_length: int | None = None
+    """Data bytes the reply must carry; a reply of another length is a late answer to an
+    earlier command (ccTalk replies do not name their command) and is skipped."""
 
     @property
     def name(self) -> str:
@@ -448,6 +461,12 @@ class CcTalkBus:
         packet = self.packet(request.address, request.header, request.data)
         timeout = request.timeout or self.reply_timeout
         accept = self._accept(request.address)
+        if request.reply_length is not None:
+            by_address, length = accept, request.reply_length
+
+            def accept(frame: Frame) -> bool:
+                return by_address(frame) and (frame["header"] != REPLY
+                                              or len(frame["data"]) == length)
         failure: VendhwError | None = None
         with self._lock:
             for attempt in range(request.retries + 1):
@@ -689,15 +708,22 @@ class _BufferedAcceptor(CcTalkDevice):
 
     def master_inhibit_op(self) -> Op[bool]:
         """True when the device's master inhibit is active (accepting nothing)."""
-        data: bytes = yield self._req(REQUEST_MASTER_INHIBIT)
+        data: bytes = yield self._req(REQUEST_MASTER_INHIBIT, reply_length=1)
         return not (data and data[0] & 1)
 
     def poll_op(self) -> Op[list[CashEvent]]:
         """Read the event buffer; deliver each new event, committing it right after."""
         out: list[CashEvent] = yield from _drain(self._pending)
-        data: bytes = yield self._req(self.read_header)
+        data: bytes = yield self._req(self.read_header, reply_length=BUFFER_REPLY_LENGTH)
         state = self.counter
         read = read_buffer(state, data)
+        if read.suspicious and not read.reset:
+            # A counter far from the committed one is a burst of lost events or a reset...
+            # or a late reply to an earlier read taken for this one (an older counter reads
+            # as a wrap past the buffer, whose five events were credited already). A stale
+            # reply does not come twice: read again and believe the second reading.
+            data = yield self._req(self.read_header, reply_length=BUFFER_REPLY_LENGTH)
+            read = read_buffer(state, data)
         reset = read.reset
         if read.suspicious and self.enabled:
             # A jump past the buffer is a burst of lost events, unless the device reset and
@@ -776,6 +802,12 @@ class _BufferedAcceptor(CcTalkDevice):
     def checkpoint(self) -> dict[str, Any]:
         """The committed counter state; store it with the journal, pass it back as resume=."""
         return self.counter.checkpoint()
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Continue from a :meth:`checkpoint` (like ``resume=``), before :meth:`start`;
+        :class:`~vendhw.machine.cash.CashAcceptor` does this from its journal."""
+        self.counter = CounterState.resume(data)
+        self._resumed = True
 
     def status(self) -> dict[str, Any]:
         inhibited = self.run(self.master_inhibit_op())

@@ -174,6 +174,9 @@ class Id003Acceptor(CashDevice):
         self.version = ""
         self.enabled = False
         self.stats = {"retries": 0, "resets": 0}
+        self._resumed = False
+        self._held: list[CashEvent] = []
+        """A credit read before RESET at a resumed start (RESET drops VEND VALID)."""
 
     # -- packets ---------------------------------------------------------------------------------
 
@@ -213,8 +216,30 @@ class Id003Acceptor(CashDevice):
     # -- bring-up ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """RESET, wait for INITIALIZE to end, send the settings (still inhibited)."""
+        """RESET, wait for INITIALIZE to end, send the settings (still inhibited).
+
+        After :meth:`restore`, a VEND VALID still pending from before the restart (its ACK
+        never left) is read first and delivered at the first poll with the id it had."""
+        if self._resumed:
+            self._resumed = False
+            code, data = self.status_request()
+            if code == VEND_VALID:
+                self._held = [e for e in self.tracker.update(code, data)
+                              if e.kind is K.CREDIT]
         self._initialize()
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The tracker state that names each note's credit; the cash journal stores it."""
+        t = self.tracker
+        return {"session": t.session, "notes": t.notes, "escrow_code": t.escrow_code,
+                "credited": t.credited}
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Continue from a :meth:`checkpoint` after a restart, before :meth:`start`."""
+        t = self.tracker
+        t.session, t.notes = str(data["session"]), int(data["notes"])
+        t.escrow_code, t.credited = int(data["escrow_code"]), bool(data["credited"])
+        self._resumed = True
 
     def _initialize(self) -> None:
         reply, version = self.request(VERSION_REQUEST)
@@ -286,6 +311,14 @@ class Id003Acceptor(CashDevice):
 
     def poll(self, sink: EventSink | None = None) -> list[CashEvent]:
         """STATUS REQUEST; events to the sink; ACK after VEND VALID; recovery after power-up."""
+        if self._held:
+            held = self._held
+            if sink is not None:
+                for event in held:
+                    sink(event)
+            self._held = []
+            self.tracker.credited = True
+            return held
         code, data = self.status_request()
         if code in POWER_UPS:
             return self._power_up(code, sink)

@@ -379,9 +379,16 @@ class _PollState:
 
     session: str = field(default_factory=lambda: secrets.token_hex(4))
     delivered: int = 0
+    last: bytes = b""
+    """The data the previous POLL delivered (b"" when it had none)."""
 
     def prefix(self, data: bytes) -> str:
         return f"{self.session}:{self.delivered}:{zlib.crc32(data):08x}"
+
+    def repeat(self, data: bytes) -> bool:
+        """The same data right after we ACKed it: the ACK was lost on the way and the
+        peripheral sends it again (MDB has no sequence number to tell)."""
+        return bool(data) and data == self.last and self.delivered > 0
 
 
 @dataclass
@@ -412,8 +419,25 @@ class _MdbCashDevice(CashDevice):
         """Activities that came with JUST RESET (a jam, a status): reported at the first poll."""
         self._undelivered: list[CashEvent] = []
         """Events ACKed to the peripheral that the sink has not taken yet (it raised)."""
+        self._resumed = False
+        self._held = b""
+        """POLL data unacknowledged before a restart, read before RESET (which drops it)."""
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The poll counter that names events; the cash journal stores it with them."""
+        return {"session": self._poll_state.session, "delivered": self._poll_state.delivered}
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Continue from a :meth:`checkpoint` after a restart, before :meth:`start`: data the
+        peripheral still repeats (unacknowledged when the host died) is read before RESET and
+        delivered at the first poll with the ids it had, so it counts once."""
+        self._poll_state = _PollState(str(data["session"]), int(data["delivered"]))
+        self._resumed = True
 
     def _reset(self) -> None:
+        if self._resumed:
+            self._resumed = False
+            self._held = self.link.transact(self.address, POLL) or b""  # not ACKed: RESET next
         self.link.command(self.address, RESET)
         reset = bytes((self._was_reset_code(),))
         deadline = time.monotonic() + JUST_RESET_WAIT
@@ -440,12 +464,24 @@ class _MdbCashDevice(CashDevice):
         """POLL once; ACK data at once (within ``ACK_TIMEOUT``), then give events to ``sink``.
 
         If ``sink`` raises, the events stay here and go to the sink again, same ids, at the
-        next call, before anything new is polled.
+        next call, before anything new is polled. Data equal to what the previous POLL
+        delivered is taken as a repeat after a lost ACK: counted once, and an operator is told
+        (two identical coins in two consecutive polls would read the same).
         """
         undelivered = self._undelivered
         if undelivered:
             self._deliver(undelivered, sink)  # raises again while the sink still fails
             self._undelivered = []
+        state = self._poll_state
+        if self._held:  # the repeat read before RESET, named as it was before the restart
+            held, self._held = self._held, b""
+            resumed = self._parse_poll(held, state.prefix(held))
+            state.delivered += 1
+            state.last = b""
+            self._undelivered = resumed
+            self._deliver(resumed, sink)
+            self._undelivered = []
+            return undelivered + resumed
         instead = self._poll_instead()
         if instead is not None:
             self._undelivered = instead
@@ -459,9 +495,22 @@ class _MdbCashDevice(CashDevice):
         data = self._after_reset + (reply or b"")  # held ones first, in the order they came
         self._after_reset = b""
         events: list[CashEvent] = []
-        if data:
-            events = self._parse_poll(data, self._poll_state.prefix(data))
-            self._poll_state.delivered += 1
+        if data and state.repeat(data):
+            # Named as last time, so the journal keeps one; delivered is not advanced, so a
+            # third copy is named the same again.
+            prefix = f"{state.session}:{state.delivered - 1}:{zlib.crc32(data):08x}"
+            events = self._parse_poll(data, prefix)
+            credit = sum(e.value for e in events if e.kind is CashEventKind.CREDIT)
+            if credit:
+                events.append(CashEvent(
+                    CashEventKind.FAULT, self.name, credit, events[0].currency,
+                    reason="the previous POLL data came again (our ACK was lost): counted "
+                           "once; if the customer really inserted the same again, credit it "
+                           "by hand", event_id=f"{prefix}/repeat"))
+        elif data:
+            events = self._parse_poll(data, state.prefix(data))
+            state.delivered += 1
+        state.last = data  # b"" after an empty poll: a repeat can only come at the next POLL
         self._undelivered = events  # ACKed: from here on only this host has them
         events = events + self._after_poll(data, events)  # may fail: they are kept
         if not events:

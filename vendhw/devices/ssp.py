@@ -903,6 +903,12 @@ class SspDevice(CashDevice):
         """What identifies repeated events across a restart; pass it back as ``resume=``."""
         return {"session": self._token, "acks": self.acks}
 
+    def restore(self, data: dict[str, Any]) -> None:
+        """Continue from a :meth:`checkpoint` (like ``resume=``), before :meth:`start`;
+        :class:`~vendhw.machine.cash.CashAcceptor` does this from its journal."""
+        self._token = str(data["session"])
+        self.acks = int(data["acks"])
+
     # -- payout ------------------------------------------------------------------------------
 
     def _require_payout(self) -> SetupInfo:

@@ -14,20 +14,26 @@ without knowing their protocols, and decides escrowed notes by the configured po
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from vendhw.devices.cash import CashDevice, CashEvent, CashEventKind
-from vendhw.errors import VendhwError
+from vendhw.errors import ConfigurationError, JournalError, VendhwError
+from vendhw.machine.journal import crash_point
 
 log = logging.getLogger(__name__)
 
+ESCROW_TRIES = 3
+"""Polls at which a stack/return the device did not confirm is sent again (a command that
+was executed with its reply lost is refused harmlessly: there is no note in escrow)."""
 POLL_INTERVAL = 0.2
 """Seconds between poll cycles: ccTalk coin acceptors want 200 ms, SSP 200-1000 ms,
 ID-003 100-200 ms, MDB 100-200 ms (see each protocol's README)."""
@@ -55,8 +61,16 @@ CREATE TABLE IF NOT EXISTS cash_settled (
     outcome TEXT NOT NULL,
     at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS cash_checkpoints (
+    device TEXT PRIMARY KEY,
+    data TEXT NOT NULL,
+    at REAL NOT NULL
+);
 """
 REFUND_PREFIX = "refund:"
+CHANGE_PREFIX = "change:"
+SENT_SUFFIX = "#sent"
+"""Settled under ``<change reference>#sent`` just before the payout command is sent."""
 
 
 class InsufficientCredit(VendhwError):
@@ -68,17 +82,34 @@ class CashJournal:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None,
+                                       check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise ConfigurationError(f"cannot open cash journal {self.path}: {exc}") from None
         self._lock = threading.Lock()
+
+    @contextmanager
+    def _writing(self, what: str) -> Iterator[None]:
+        """Hold the lock for one write; a full disk or a read-only file is a JournalError
+        (SQLite rolled the statement or transaction back: nothing is half-written)."""
+        with self._lock:
+            try:
+                yield
+            except sqlite3.DatabaseError as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise JournalError(f"cash journal {self.path} cannot record {what} ({exc}): "
+                                   "free disk space or make it writable") from exc
 
     def record(self, event: CashEvent) -> bool:
         """Journal ``event``; False when its ``event_id`` was already journaled (a repeat)."""
         if not event.event_id:
             raise ValueError(f"cash event without event_id from {event.device}")
-        with self._lock:
+        with self._writing(f"{event.kind.value} {event.event_id}"):
             cur = self._db.execute(
                 "INSERT OR IGNORE INTO cash_events VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (event.event_id, event.device, event.kind.value, event.value, event.currency,
@@ -86,6 +117,23 @@ class CashJournal:
                  time.time()),
             )
             return cur.rowcount == 1
+
+    def _put_checkpoint(self, device: str, data: dict[str, Any]) -> None:
+        self._db.execute("INSERT INTO cash_checkpoints VALUES (?,?,?) ON CONFLICT(device) DO "
+                         "UPDATE SET data = excluded.data, at = excluded.at",
+                         (device, json.dumps(data, sort_keys=True), time.time()))
+
+    def save_checkpoint(self, device: str, data: dict[str, Any]) -> None:
+        """Store a device driver's checkpoint (after a poll it acknowledged)."""
+        with self._writing(f"the checkpoint of {device}"):
+            self._put_checkpoint(device, data)
+
+    def checkpoint(self, device: str) -> dict[str, Any] | None:
+        """The last stored checkpoint of ``device`` (its driver's ``name``), or None."""
+        with self._lock:
+            row = self._db.execute("SELECT data FROM cash_checkpoints WHERE device = ?",
+                                   (device,)).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
 
     def credited(self) -> int:
         """Every credit ever journaled, in minor units."""
@@ -113,7 +161,7 @@ class CashJournal:
         """
         if amount < 0:
             raise ValueError("amount must not be negative")
-        with self._lock:
+        with self._writing(f"the spend {reference}"):
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 if self._db.execute("SELECT 1 FROM cash_spent WHERE reference = ?",
@@ -132,9 +180,11 @@ class CashJournal:
                 self._db.execute("INSERT INTO cash_spent VALUES (?,?,?)",
                                  (reference, amount, time.time()))
                 self._db.execute("COMMIT")
+                crash_point("cash:spent")
                 return True
             except sqlite3.Error:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
 
     def refund(self, reference: str) -> bool:
@@ -143,7 +193,7 @@ class CashJournal:
         Used when what the money bought could not be delivered (a jammed vend): the credit
         is the customer's again, to buy something else or to take back as change.
         """
-        with self._lock:
+        with self._writing(f"the refund of {reference}"):
             row = self._db.execute("SELECT amount FROM cash_spent WHERE reference = ?",
                                    (reference,)).fetchone()
             if row is None:
@@ -154,9 +204,10 @@ class CashJournal:
 
     def settle(self, reference: str, outcome: str) -> None:
         """Record what became of a spend (``delivered``, ``jammed``...); first record wins."""
-        with self._lock:
+        with self._writing(f"the outcome of {reference}"):
             self._db.execute("INSERT OR IGNORE INTO cash_settled VALUES (?,?,?)",
                              (reference, outcome, time.time()))
+        crash_point("cash:settled")
 
     def settled(self, reference: str) -> str | None:
         with self._lock:
@@ -170,7 +221,7 @@ class CashJournal:
             rows = self._db.execute(
                 "SELECT s.reference, s.amount FROM cash_spent s LEFT JOIN cash_settled t "
                 "ON t.reference = s.reference WHERE t.reference IS NULL AND s.amount > 0 "
-                "AND s.reference LIKE ? ORDER BY s.at",
+                "AND s.reference LIKE ? ORDER BY s.rowid",
                 (prefix + "%",)).fetchall()
         return [(str(r[0]), int(r[1])) for r in rows]
 
@@ -179,7 +230,7 @@ class CashJournal:
         with self._lock:
             rows = self._db.execute(
                 "SELECT event_id, device, kind, value, currency, route, reason, at "
-                "FROM cash_events ORDER BY at DESC LIMIT ?", (limit,)).fetchall()
+                "FROM cash_events ORDER BY rowid DESC LIMIT ?", (limit,)).fetchall()
         keys = ("event_id", "device", "kind", "value", "currency", "route", "reason", "at")
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
@@ -213,9 +264,50 @@ class CashAcceptor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._credit = threading.Condition()
+        self._saved: dict[str, dict[str, Any]] = {}
+        self._enabled = False
+        self._fresh: set[str] = set()
+        self._undecided: dict[str, list[list[Any]]] = {}
+        """Escrowed notes whose stack/return the device did not confirm: [event, tries]."""
+        """Event ids journaled for the first time in this poll (a repeat is not news)."""
+        for device in self.devices:
+            self._resume(device)
 
-    def _sink(self, event: CashEvent) -> None:
+    def _resume(self, device: CashDevice) -> None:
+        """Give ``device`` the checkpoint its driver left in the journal before a restart, so
+        an event journaled just before a crash (and repeated by the device because its
+        acknowledgement never left) keeps its ``event_id`` and is not credited again."""
+        restore = getattr(device, "restore", None)
+        if not callable(restore) or not callable(getattr(device, "checkpoint", None)):
+            return
+        saved = self.journal.checkpoint(device.name)
+        if saved is None:
+            return
+        restore(saved)
+        self._saved[device.name] = saved
+        log.info("%s: resumed from the cash journal's checkpoint %s", device.name, saved)
+
+    def _checkpoint(self, device: CashDevice) -> dict[str, Any] | None:
+        take = getattr(device, "checkpoint", None)
+        if not callable(take) or not callable(getattr(device, "restore", None)):
+            return None
+        return dict(take())
+
+    def _save_checkpoint(self, device: CashDevice) -> None:
+        """After a poll (its acknowledgements sent): store the driver's counters if they
+        moved, so a restart continues from them."""
+        data = self._checkpoint(device)
+        if data is not None and self._saved.get(device.name) != data:
+            self.journal.save_checkpoint(device.name, data)
+            self._saved[device.name] = data
+
+    def _sink(self, event: CashEvent, device: CashDevice | None = None) -> None:
+        if device is not None:
+            # The driver's counters as this event is delivered, committed before the event:
+            # they name it (and its repeat, if the device never hears the acknowledgement).
+            self._save_checkpoint(device)
         if self.journal.record(event):
+            self._fresh.add(event.event_id)
             for listener in self.listeners:
                 try:
                     listener(event)
@@ -230,21 +322,48 @@ class CashAcceptor:
         seen: list[CashEvent] = []
         for device in self.devices:
             try:
-                events = device.poll(self._sink)
+                events = device.poll(functools.partial(self._sink, device=device))
             except VendhwError as exc:
                 log.warning("%s: poll failed: %s", device.name, exc)
                 continue
+            self._save_checkpoint(device)
+            if self._enabled and any(e.kind is CashEventKind.DEVICE_RESET for e in events):
+                # A reset device is inhibited again: take money again, as before the glitch
+                # (drivers that restore their own state make this a repeat, which is harmless).
+                try:
+                    device.enable()
+                except VendhwError as exc:
+                    log.warning("%s: enabling again after its reset failed: %s (next poll)",
+                                device.name, exc)
             seen += events
-            for event in events:
-                if event.kind is CashEventKind.ESCROW:
-                    (device.stack if self.escrow_policy(event) else device.reject)()
+            fresh, self._fresh = self._fresh, set()
+            # A repeated escrow (the device did not hear our ACK) was decided already:
+            # deciding it again could stack the next customer's note unasked. A decision
+            # the device did not confirm is tried again at the next polls.
+            undecided = self._undecided.pop(device.name, [])
+            undecided += [[e, 0] for e in events
+                          if e.kind is CashEventKind.ESCROW and e.event_id in fresh]
+            for item in undecided:
+                event, tries = item
+                decide = device.stack if self.escrow_policy(event) else device.reject
+                try:
+                    decide()
+                except VendhwError as exc:
+                    if tries + 1 < ESCROW_TRIES:
+                        item[1] = tries + 1
+                        self._undecided.setdefault(device.name, []).append(item)
+                    log.warning("%s: %s of the escrowed note %s failed (%d/%d): %s",
+                                device.name, decide.__name__, event.event_id, tries + 1,
+                                ESCROW_TRIES, exc)
         return seen
 
     def enable(self) -> None:
+        self._enabled = True
         for device in self.devices:
             device.enable()
 
     def disable(self) -> None:
+        self._enabled = False
         for device in self.devices:
             device.disable()
 
@@ -269,9 +388,36 @@ class CashAcceptor:
         amount = self.journal.balance()
         if amount <= 0:
             return 0
-        if self.journal.spend(amount, f"change:{reference}"):
+        key = f"{CHANGE_PREFIX}{reference}"
+        if self.journal.spend(amount, key):
+            # Marked before the command: after a crash, a change spend without this mark was
+            # never paid (its credit is given back), one with it may have been (an operator).
+            self.journal.settle(key + SENT_SUFFIX, "sent")
+            crash_point("cash:payout-sent")
             device.payout(amount)
+            self.journal.settle(key, "paid")
         return amount
+
+    def recover_change(self) -> list[tuple[str, int, str]]:
+        """After a crash: settle change payouts it interrupted, never paying twice.
+
+        Returns ``(reference, amount, outcome)``: ``not_started`` (the credit is the
+        customer's again) or ``unknown`` (the payout command may have left: an operator
+        counts the coins; the amount stays spent)."""
+        done = []
+        for reference, amount in self.journal.unsettled(CHANGE_PREFIX):
+            if reference.endswith(SENT_SUFFIX):
+                continue
+            if self.journal.settled(reference + SENT_SUFFIX) is None:
+                self.journal.refund(reference)
+                self.journal.settle(reference, "not_started")
+                done.append((reference, amount, "not_started"))
+            else:
+                self.journal.settle(reference, "unknown")
+                log.error("change payout %s of %d was interrupted after its command: check "
+                          "the payout device's counters (not paid again)", reference, amount)
+                done.append((reference, amount, "unknown"))
+        return done
 
     def start(self) -> None:
         """Poll every device from a background thread until :meth:`stop`."""

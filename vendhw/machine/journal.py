@@ -29,13 +29,20 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from vendhw.errors import ConfigurationError, SequenceError
+from vendhw.errors import ConfigurationError, JournalError, SequenceError
 
 CRASH_ENV = "VENDHW_CRASH_AT"
 """Environment variable naming the step after which the journal kills the process (tests)."""
 
 CRASH_EXIT_CODE = 137
 """Exit status of a crash-hook kill (what a SIGKILL'd process reports in a shell)."""
+
+
+def crash_point(step: str) -> None:
+    """Die like a power cut right here if ``VENDHW_CRASH_AT`` names ``step`` (tests and the
+    demo's power cut; the ship and cash journals name theirs ``ship:...``/``cash:...``)."""
+    if os.environ.get(CRASH_ENV, "").strip().lower() == step:
+        os._exit(CRASH_EXIT_CODE)
 
 BUSY_TIMEOUT_MS = 5000
 """How long a writer waits for another process holding the journal (an operator's CLI)."""
@@ -189,7 +196,9 @@ class VendJournal:
 
     def _select(self, where: str, args: Iterable[Any], limit: int | None = None
                 ) -> list[VendRecord]:
-        sql = f"SELECT {', '.join(_COLUMNS)} FROM vends WHERE {where} ORDER BY created_at DESC"
+        # Newest first by insertion (rowid), never by wall clock: a controller without an RTC
+        # battery boots in 1970, and NTP moves the clock either way.
+        sql = f"SELECT {', '.join(_COLUMNS)} FROM vends WHERE {where} ORDER BY rowid DESC"
         params = list(args)
         if limit is not None:
             sql += " LIMIT ?"
@@ -237,18 +246,29 @@ class VendJournal:
                outcome: str | None, note: str) -> int:
         """One committed transaction: the row change and its log line together."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
+                self._db.execute("BEGIN IMMEDIATE")
                 changed = self._db.execute(sql, args).rowcount
                 if changed:
                     self._db.execute(
                         "INSERT INTO vend_log (vend_id, at, state, outcome, note) "
                         "VALUES (?,?,?,?,?)", (vend_id, time.time(), state, outcome, note))
                 self._db.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                self._rollback()
+                raise JournalError(f"vend journal {self.path} cannot record {vend_id} as "
+                                   f"{state} ({exc}): free disk space or make it writable"
+                                   ) from exc
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
         return changed
+
+    def _rollback(self) -> None:
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.DatabaseError:
+            pass  # no transaction was open (BEGIN itself failed)
 
     def begin(self, vend_id: str, *, board: str, slot: str | int, motor: int,
               drop_sensor: bool, sequence_range: tuple[int, int] | None) -> VendRecord:
@@ -260,8 +280,8 @@ class VendJournal:
         """
         now = time.time()
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
+                self._db.execute("BEGIN IMMEDIATE")
                 existing = self._db.execute("SELECT state FROM vends WHERE vend_id = ?",
                                             (vend_id,)).fetchone()
                 if existing is not None and existing[0] != VendState.ABORTED.value:
@@ -279,8 +299,13 @@ class VendJournal:
                     (vend_id, now, VendState.INTENT.value, None,
                      f"slot {slot!r} motor {motor} seq {seq}"))
                 self._db.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                self._rollback()
+                raise JournalError(f"vend journal {self.path} cannot be written ({exc}): the "
+                                   f"vend was not started and nothing was sent to the board; "
+                                   "free disk space or make it writable") from exc
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
         self._crash_point(VendState.INTENT.value)
         record = self.get(vend_id)
@@ -392,4 +417,5 @@ class VendJournal:
         self.close()
 
 
-__all__ = ["CRASH_ENV", "IN_FLIGHT", "UNKNOWN", "VendJournal", "VendRecord", "VendState"]
+__all__ = ["CRASH_ENV", "IN_FLIGHT", "UNKNOWN", "VendJournal", "VendRecord", "VendState",
+           "crash_point"]

@@ -476,7 +476,9 @@ def create_app(settings: ServerSettings | None = None, *, clock: Clock | None = 
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = json.loads(json.dumps(exc.errors(), default=str))
+        # parse_constant: an Infinity/NaN the client sent is echoed as text (a JSON response
+        # cannot carry it; rendering it raised a 500).
+        errors = json.loads(json.dumps(exc.errors(), default=str), parse_constant=str)
         return JSONResponse({"error": "invalid_request", "detail": errors}, status_code=422)
 
     app.include_router(public)

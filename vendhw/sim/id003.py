@@ -280,6 +280,11 @@ class Id003Simulator(Simulator):
                 self.bill_in_stacker = option_flag(value)
             elif name == "reset":
                 if option_flag(value):
+                    if self.state in (STACKING, VEND_VALID):
+                        # The note is in the stacker: a real acceptor reports POWER UP WITH
+                        # BILL IN STACKER, whether or not the host's ACK came.
+                        self.stacked.append(self.escrow)
+                        self.bill_in_stacker = True
                     self.power_up()
             else:
                 super().set_fault(name, value)
