@@ -67,13 +67,17 @@ def test_a_restart_counts_each_credit_once(protocol: str, cut: str, tmp_path: Pa
     journal = CashJournal(tmp_path / "cash.db")
     second = host(rig, journal)
     value = rig.values[0]
-    settle(second, rig, lambda: journal.credited() >= value and rig.ready())
+    # MDB ACKs POLL data at once and journals right after (a journal cannot commit within
+    # the peripheral's 5 ms ACK window): a cut between the ACK and the commit loses that
+    # credit, never doubles it (docs/conformance-mdb.md, "crash window").
+    kept = 0 if protocol.startswith("mdb") and cut == "before_commit" else value
+    settle(second, rig, lambda: journal.credited() >= kept and rig.ready())
     for _ in range(20):  # a repeat would arrive now
         second.poll_once()
-    assert journal.credited() == value
+    assert journal.credited() == kept
     insert(second, rig, 0)  # the same denomination again: a new credit, not a repeat
-    settle(second, rig, lambda: journal.credited() >= 2 * value)
+    settle(second, rig, lambda: journal.credited() >= kept + value)
     for _ in range(20):
         second.poll_once()
-    assert journal.credited() == 2 * value
+    assert journal.credited() == kept + value
     journal.close()
