@@ -21,6 +21,12 @@ The configuration file::
     screen_host = "127.0.0.1"
     screen_port = 8765
 
+    [screen]                     # optional: the customer's web screen
+    language = "zh-CN"           # zh-CN or en: what a new customer sees first
+    idle_timeout = 15            # seconds before a result page returns to the products
+    images = "images"            # product pictures: <product id>.png/.jpg/.webp/.svg
+    code_length = 10             # digits of a pickup code (the backend's code_digits)
+
     [[cash]]                     # optional, repeatable: coin/note acceptors, payout devices
     protocol = "ssp"             # cctalk-coin, cctalk-hopper, cctalk-bill, ssp, id003,
     port = "/dev/ttyACM0"        #   mdb-changer, mdb-bill (``vendhw cash --help``)
@@ -41,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from vendhw.agent.cash import CashSale, CashSales
-from vendhw.agent.screen import ScreenServer
+from vendhw.agent.screen import ScreenServer, ScreenSettings
 from vendhw.agent.shipper import Shipper
 from vendhw.errors import ConfigurationError
 
@@ -73,6 +79,7 @@ class AgentConfig:
     screen_host: str = "127.0.0.1"
     screen_port: int = 8765
     cash: tuple[CashConfig, ...] = ()
+    screen: ScreenSettings = field(default_factory=ScreenSettings)
 
     @classmethod
     def load(cls, path: str | Path) -> AgentConfig:
@@ -111,7 +118,32 @@ class AgentConfig:
         return cls(str(need("backend", "url")).rstrip("/"), str(need("backend", "machine_id")),
                    str(secret), str(need("board", "profile")), str(need("board", "port")),
                    data_dir, str(agent.get("screen_host", "127.0.0.1")),
-                   int(agent.get("screen_port", 8765)), tuple(cash))
+                   int(agent.get("screen_port", 8765)), tuple(cash),
+                   _screen_settings(file, doc.get("screen", {}), data_dir))
+
+
+def _screen_settings(file: Path, table: Any, data_dir: Path) -> ScreenSettings:
+    """The ``[screen]`` table; a wrong key or value is one clear ConfigurationError."""
+    if not isinstance(table, dict):
+        raise ConfigurationError(f"{file}: [screen] must be a table")
+    known = {"language", "idle_timeout", "images", "code_length"}
+    if set(table) - known:
+        raise ConfigurationError(f"{file}: unknown [screen] keys {sorted(set(table) - known)}"
+                                 f"; known: {', '.join(sorted(known))}")
+    images = None
+    if table.get("images"):
+        images = Path(str(table["images"]))
+        images = images if images.is_absolute() else file.parent / images
+    try:
+        return ScreenSettings(language=str(table.get("language", "zh-CN")),
+                              idle_seconds=float(table.get("idle_timeout", 15)),
+                              images=images, cache_dir=data_dir / "screen-images",
+                              code_length=int(table.get("code_length", 10)))
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{file}: [screen] idle_timeout and code_length are "
+                                 "numbers") from None
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{file}: {exc}") from None
 
 
 class Agent:
@@ -157,8 +189,32 @@ class Agent:
                  "currency": catalogue.get("currency", "")}
                 for s in catalogue.get("slots", []) if s.get("enabled", True)]
 
+    def screen_products(self) -> list[dict[str, Any]]:
+        """Every slot of the catalogue for the screen: disabled ones show as sold out."""
+        catalogue = self.client.catalogue()
+        return [{"slot": s["slot"], "product_id": s.get("product_id", s["slot"]),
+                 "name": s["product_name"], "price": s["price"],
+                 "currency": catalogue.get("currency", ""),
+                 "sold_out": not s.get("enabled", True), "image_url": s.get("image_url")}
+                for s in catalogue.get("slots", [])]
+
+    def board_ok(self) -> bool:
+        """Whether the board answers (else the screen is out of service until it does).
+        Its ``ok`` flag is not used: some boards clear it while busy with a vend."""
+        try:
+            self.machine.status()
+        except Exception as exc:
+            log.warning("board not answering: %s", exc)
+            return False
+        return True
+
     def buy(self, slot: str) -> Any:
         return self.client.create_order(slot)
+
+    def cancel(self, order_id: str) -> Any:
+        """The customer gave up on an unpaid order (a payment arriving later is refunded
+        by the backend)."""
+        return self.client.cancel_order(order_id)
 
     def redeem(self, code: str) -> Any:
         redemption = self.client.redeem_code(code)
@@ -208,7 +264,8 @@ class Agent:
         threading.Thread(target=self.shipper.run, args=(self.stop,), name="shipper",
                          daemon=True).start()  # close() waits via shipper.wait_idle()
         if screen:
-            self.screen = ScreenServer(self, self.config.screen_host, self.config.screen_port)
+            self.screen = ScreenServer(self, self.config.screen_host, self.config.screen_port,
+                                       self.config.screen)
             self.screen.start()
 
     def close(self) -> None:
