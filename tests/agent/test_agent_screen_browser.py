@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -106,6 +107,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     chromium = _chromium()
     tmp = tmp_path_factory.mktemp("screen")
     SHOTS[:] = [tmp / "shots"]
+    SHOTS[0].mkdir()
     port, token, secret = _free_port(), secrets.token_hex(8), secrets.token_hex(16)
     (tmp / "images").mkdir()
     (tmp / "images" / "tea.svg").write_text(TEA_SVG)
@@ -191,6 +193,29 @@ def wait_view(page: Any, view: str, state: str | None = None, timeout: float = 2
         " === s)", arg=[view, state], timeout=timeout)
 
 
+def mirrors(world: World, page: Any) -> list[tuple[str, Any]]:
+    """The same order opened at the other sizes (a deep link), to picture every state at
+    every size from one sale."""
+    pages = [("phone", open_screen(world, "phone", urlsplit(page.url).path)),
+             ("landscape", open_screen(world, "landscape", urlsplit(page.url).path))]
+    for _, other in pages:
+        other.wait_for_function("document.body.dataset.view !== 'loading'")
+    return pages
+
+
+def shot_all(page: Any, others: list[tuple[str, Any]], name: str, view: str,
+             state: str) -> None:
+    shot(page, "portrait", name)
+    for size, other in others:
+        wait_view(other, view, state)
+        shot(other, size, name)
+
+
+def close_all(others: list[tuple[str, Any]]) -> None:
+    for _, other in others:
+        other.context.close()
+
+
 def tap_product(page: Any, name: str) -> None:
     page.locator(".tile", has_text=name).click()
 
@@ -270,9 +295,10 @@ def test_qr_sale_in_place(world: World, size: str) -> None:
                            arg=page.locator("#qr").element_handle())
     assert re.fullmatch(r"0[12]:[0-5]\d|00:\d\d", page.locator("#left").inner_text())
     assert small_targets(page) == []
-    png = shot(page, size, "payment")
+    png = page.locator("#qr").screenshot(path=str(SHOTS[0] / f"{size}-qr.png"))
+    assert pay_url_from_screenshot(SHOTS[0] / f"{size}-qr.png") == order["qr_text"]
+    assert png
     if size == "portrait":
-        assert pay_url_from_screenshot(png) == order["qr_text"]
         # Watch 5 s of polling from inside the page: the QR element must be the same node,
         # loaded, visible and unmoved at every sample, and the document must not reload.
         page.evaluate("""() => {
@@ -333,18 +359,20 @@ def test_paid_and_dispensing_are_shown(world: World) -> None:
         deadline = time.monotonic() + 20
         while world.order(first.id)["state"] != "dispensing" and time.monotonic() < deadline:
             time.sleep(0.05)
+        others = mirrors(world, page)
         world.pay(second)
         wait_view(page, "progress", "paid")
         assert "Paid" in page.locator("#progress-title").inner_text()
-        shot(page, "portrait", "paid")
+        shot_all(page, others, "paid", "progress", "paid")
         wait_view(page, "progress", "dispensing")
         assert "take your product from the tray below" in page.locator(
             "#progress-text").inner_text()
-        shot(page, "portrait", "dispensing")
+        shot_all(page, others, "dispensing", "progress", "dispensing")
     finally:
         world.simulator.set_fault("slow_motor", False)
     wait_view(page, "result", "delivered")
     page.context.close()
+    close_all(others)
 
 
 def test_jam_is_refunded_in_plain_words(world: World) -> None:
@@ -355,6 +383,7 @@ def test_jam_is_refunded_in_plain_words(world: World) -> None:
         tap_product(page, "Cola")
         wait_view(page, "pay")
         order_id = page.url.rsplit("/", 1)[1]
+        others = mirrors(world, page)
         world.pay(order_id)
         wait_view(page, "result", "refunded", timeout=30_000)
     finally:
@@ -365,8 +394,9 @@ def test_jam_is_refunded_in_plain_words(world: World) -> None:
     assert "refunded" == world.order(order_id)["state"]
     for internal in ("jammed", "409", "Error", "backend"):
         assert internal not in text
-    shot(page, "portrait", "refunded")
+    shot_all(page, others, "refunded", "result", "refunded")
     page.context.close()
+    close_all(others)
 
 
 def test_cancel_returns_to_the_products(world: World) -> None:
@@ -388,12 +418,14 @@ def test_declined_payment_shows_cancelled_then_products(world: World) -> None:
     tap_product(page, "Green tea")
     wait_view(page, "pay")
     order_id = page.url.rsplit("/", 1)[1]
+    others = mirrors(world, page)
     httpx.post(f"{world.url}/sandbox/orders/{order_id}/decline", timeout=10)
     wait_view(page, "result", "cancelled")
     assert "Nothing was charged" in page.locator("#result-text").inner_text()
-    shot(page, "portrait", "cancelled")
+    shot_all(page, others, "cancelled", "result", "cancelled")
     wait_view(page, "products")
     page.context.close()
+    close_all(others)
 
 
 def test_expiry(world: World) -> None:
@@ -401,11 +433,14 @@ def test_expiry(world: World) -> None:
     wait_view(page, "products")
     tap_product(page, "Green tea")
     wait_view(page, "pay")
+    others = mirrors(world, page)
+    shot_all(page, others, "payment", "pay", "awaiting_payment")
     wait_view(page, "result", "expired", timeout=40_000)
     assert page.locator("#result-title").inner_text() == "The time to pay ran out"
-    shot(page, "portrait", "expired")
+    shot_all(page, others, "expired", "result", "expired")
     wait_view(page, "products")
     page.context.close()
+    close_all(others)
 
 
 # --- the code keypad ------------------------------------------------------------------------
@@ -416,7 +451,7 @@ def key_in(page: Any, digits: str) -> None:
         page.locator(f"[data-key='{digit}']").click()
 
 
-@pytest.mark.parametrize("size", ["portrait", "phone"])
+@pytest.mark.parametrize("size", ["portrait", "phone", "landscape"])
 def test_code_keypad(world: World, size: str) -> None:
     page = open_screen(world, size)
     wait_view(page, "products")
