@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -16,6 +20,7 @@ import pytest
 
 from vendhw.agent.demo import _free_port, _wait_ready
 from vendhw.agent.runner import Agent, AgentConfig
+from vendhw.agent.screen import ScreenModel, ScreenSettings, is_loopback_url
 from vendhw.errors import ConfigurationError
 
 
@@ -195,3 +200,100 @@ options = { reply_timeout = "0.2", retries = "3" }
         assert [(o["state"], o["amount"]) for o in cash_orders] == [("delivered", 300)]
     finally:
         agent.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_loopback_qr_is_warned(tmp_path: Path, backend: tuple,
+                                 caplog: pytest.LogCaptureFixture) -> None:
+    """The backend serves on 127.0.0.1 without --public-url: its start says the QR would
+    point at a loopback address, and the agent says so at the first QR it shows."""
+    url, _, secret = backend
+    assert "loopback address no phone can reach" in (tmp_path / "backend.log").read_text()
+    agent = Agent(AgentConfig.load(write_config(tmp_path, url, secret)))
+    agent.start()
+    try:
+        assert agent.screen is not None
+        with caplog.at_level(logging.WARNING, logger="vendhw.agent.screen"):
+            httpx.post(agent.screen.url + "/api/orders", json={"slot": "1"}, timeout=10)
+            httpx.post(agent.screen.url + "/api/orders", json={"slot": "1"}, timeout=10)
+        warnings = [r.getMessage() for r in caplog.records if "loopback" in r.getMessage()]
+        assert len(warnings) == 1 and "--public-url" in warnings[0]
+    finally:
+        agent.close()
+
+
+def test_loopback_urls() -> None:
+    for url in ("http://127.0.0.1:8080/sandbox/pay/x", "http://localhost/p", "http://[::1]:80/",
+                "http://127.8.0.3/"):
+        assert is_loopback_url(url), url
+    for url in ("https://pay.example.com/x", "http://192.168.1.20:8080/", "weixin://wxpay/x"):
+        assert not is_loopback_url(url), url
+
+
+def test_screen_config(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "http://127.0.0.1:9", "s3cret")
+    default = AgentConfig.load(path).screen
+    assert (default.language, default.idle_seconds, default.code_length) == ("zh-CN", 15, 10)
+    assert default.cache_dir == tmp_path / "data" / "screen-images"
+    path.write_text(path.read_text() + '[screen]\nlanguage = "en"\nidle_timeout = 4.5\n'
+                    'images = "pics"\ncode_length = 8\n')
+    screen = AgentConfig.load(path).screen
+    assert (screen.language, screen.idle_seconds, screen.code_length) == ("en", 4.5, 8)
+    assert screen.images == tmp_path / "pics"
+    base = write_config(tmp_path, "http://127.0.0.1:9", "s3cret").read_text()
+    for table, message in [('language = "fr"', "language must be one of zh-CN, en"),
+                           ("idle_timeout = 0", "idle_timeout must be 1..3600"),
+                           ('idle_timeout = "soon"', "are numbers"),
+                           ("code_length = 2", "code_length must be 4..32"),
+                           ("colour = 1", "unknown [screen] keys ['colour']")]:
+        path.write_text(f"{base}[screen]\n{table}\n")
+        with pytest.raises(ConfigurationError, match=re.escape(message)):
+            AgentConfig.load(path)
+
+
+def test_catalogue_pictures_are_cached_for_offline(tmp_path: Path) -> None:
+    """A picture the catalogue links is fetched once, then served from the machine's disk
+    (the link may be gone); the operator's folder wins over a link."""
+    png = b"\\x89PNG\\r\\n\\x1a\\n" + b"\\0" * 32
+    served: list[str] = []
+
+    class Pictures(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            served.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(png)))
+            self.end_headers()
+            self.wfile.write(png)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    pictures = ThreadingHTTPServer(("127.0.0.1", 0), Pictures)
+    threading.Thread(target=pictures.serve_forever, daemon=True).start()
+    link = f"http://127.0.0.1:{pictures.server_address[1]}/tea"
+    (tmp_path / "own").mkdir()
+    (tmp_path / "own" / "cola.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'/>")
+
+    class Catalogue:
+        def screen_products(self) -> list[dict]:
+            return [{"slot": "1", "product_id": "tea", "name": "Tea", "price": 300,
+                     "currency": "CNY", "image_url": link},
+                    {"slot": "2", "product_id": "cola", "name": "Cola", "price": 350,
+                     "currency": "CNY", "image_url": link + "?cola"},
+                    {"slot": "3", "product_id": "../etc", "name": "Bad", "price": 1,
+                     "currency": "CNY"}]
+
+    settings = ScreenSettings(images=tmp_path / "own", cache_dir=tmp_path / "cache")
+    model = ScreenModel(Catalogue(), settings)  # type: ignore[arg-type]
+    try:
+        images = {p["product_id"]: p["image"] for p in model.products()}
+        assert images == {"tea": "/img/tea", "cola": "/img/cola", "../etc": None}
+        assert model.image("tea") == tmp_path / "cache" / "tea.png"
+        assert model.image("cola") == tmp_path / "own" / "cola.svg"
+        assert model.image("../etc") is None
+    finally:
+        pictures.shutdown()
+        pictures.server_close()
+    assert model.image("tea") == tmp_path / "cache" / "tea.png"  # offline now
+    assert (tmp_path / "cache" / "tea.png").read_bytes() == png and served == ["/tea"]
