@@ -144,10 +144,11 @@ code_length = 10
                 "products": [{"id": "tea", "name": "Green tea", "price": 300},
                              {"id": "cola", "name": "Cola", "price": 350},
                              {"id": "water", "name": "Water", "price": 200}],
-                "machines": [{"id": "m1", "secret": secret, "slots": [
+                "machines": [{"id": machine, "secret": secret, "slots": [
                     {"slot": "1", "product": "tea", "price": 300},
                     {"slot": "2", "product": "cola", "price": 350},
-                    {"slot": "3", "product": "water", "price": 200, "enabled": False}]}]})
+                    {"slot": "3", "product": "water", "price": 200, "enabled": False}]}
+                    for machine in ("m1", "m2")]})
             agent = Agent(AgentConfig.load(tmp / "machine.toml"))
             agent.start()
             assert agent.screen is not None
@@ -349,17 +350,17 @@ def test_paid_and_dispensing_are_shown(world: World) -> None:
     screen shows "paid", then the dispensing animation, then the result."""
     page = open_screen(world, "portrait")
     wait_view(page, "products")
+    tap_product(page, "Green tea")
+    wait_view(page, "pay")
+    second = page.url.rsplit("/", 1)[1]
+    others = mirrors(world, page)
     first = world.agent.client.create_order("2")
-    world.simulator.set_fault("slow_motor", 4)
+    world.simulator.set_fault("slow_motor", 6)
     try:
         world.pay(first.id)
-        tap_product(page, "Green tea")
-        wait_view(page, "pay")
-        second = page.url.rsplit("/", 1)[1]
         deadline = time.monotonic() + 20
         while world.order(first.id)["state"] != "dispensing" and time.monotonic() < deadline:
             time.sleep(0.05)
-        others = mirrors(world, page)
         world.pay(second)
         wait_view(page, "progress", "paid")
         assert "Paid" in page.locator("#progress-title").inner_text()
@@ -370,7 +371,7 @@ def test_paid_and_dispensing_are_shown(world: World) -> None:
         shot_all(page, others, "dispensing", "progress", "dispensing")
     finally:
         world.simulator.set_fault("slow_motor", False)
-    wait_view(page, "result", "delivered")
+    shot_all(page, others, "delivered", "result", "delivered")
     page.context.close()
     close_all(others)
 
@@ -495,6 +496,8 @@ def test_backend_outage_keeps_the_qr_and_recovers(world: World) -> None:
     order is still paid and delivered."""
     products = open_screen(world, "portrait")
     wait_view(products, "products")
+    landscape = open_screen(world, "landscape")
+    wait_view(landscape, "products")
     payment = open_screen(world, "phone")
     wait_view(payment, "products")
     tap_product(payment, "Green tea")
@@ -507,14 +510,16 @@ def test_backend_outage_keeps_the_qr_and_recovers(world: World) -> None:
         assert payment.locator("#qr").is_visible()
         assert "Errno" not in payment.locator("main").inner_text()
         shot(products, "portrait", "out-of-service")
+        wait_view(landscape, "service", timeout=30_000)
+        shot(landscape, "landscape", "out-of-service")
     finally:
         world.start_backend()
     wait_view(products, "products", timeout=30_000)
     payment.locator("#reconnecting").wait_for(state="hidden", timeout=30_000)
     world.pay(order_id)
     wait_view(payment, "result", "delivered")
-    products.context.close()
-    payment.context.close()
+    for page in (products, payment, landscape):
+        page.context.close()
 
 
 def test_silent_board_is_out_of_service(world: World) -> None:
@@ -528,3 +533,51 @@ def test_silent_board_is_out_of_service(world: World) -> None:
         world.simulator.set_fault("silent", False)
     wait_view(page, "products", timeout=60_000)
     page.context.close()
+
+
+def test_cash_credit_buys_on_a_tap(world: World) -> None:
+    """A machine with a note validator: the credit shows in the bar, a tile the credit covers
+    sells for cash on a tap, and the change comes back on a button."""
+    config = world.tmp / "cash.toml"
+    config.write_text((world.tmp / "machine.toml").read_text()
+                      .replace('machine_id = "m1"', 'machine_id = "m2"')
+                      .replace('data_dir = "data"', 'data_dir = "cash-data"') + """
+[[cash]]
+protocol = "ssp"
+port = "sim://ssp?speed=50"
+options = { reply_timeout = "0.2", retries = "3" }
+""")
+    agent = Agent(AgentConfig.load(config))
+    agent.start()
+    try:
+        assert agent.cash is not None and agent.screen is not None
+        sim = agent.cash.acceptor.devices[0].transport.simulator  # type: ignore[attr-defined]
+        page = new_page(world, "portrait")
+        page.goto(agent.screen.url + "/")
+        wait_view(page, "products")
+        sim.insert_note(1)  # 5.00
+        page.get_by_text("Credit: ¥5.00").wait_for(timeout=30_000)
+        tea = page.locator(".tile", has_text="Green tea")
+        tea.get_by_text("Pay with cash").wait_for()
+        shot(page, "portrait", "cash-credit")
+        tea.click()
+        wait_view(page, "result", "delivered")
+        wait_view(page, "products")
+        page.get_by_text("Credit: ¥2.00").wait_for()
+        assert page.locator(".tile", has_text="Green tea").locator(".badge").count() == 0
+        page.locator("#change").click()
+        # The simulated validator holds notes only: it cannot pay 2.00 back. The payout was
+        # journaled before it was tried, so the credit is gone from the screen and an
+        # operator settles it; the customer is told so in plain words.
+        wait_view(page, "result", "error")
+        assert page.locator("#result-text").inner_text().startswith(
+            "Sorry, your change could not be paid out. Staff have been notified")
+        shot(page, "portrait", "cash-change-failed")
+        wait_view(page, "products")
+        page.get_by_text("Credit: ¥0.00").wait_for()
+        page.context.close()
+    finally:
+        agent.close()
+    rows = world.operator("GET", "/orders", params={"machine": "m2"})
+    rows = rows["orders"] if isinstance(rows, dict) else rows
+    assert [(o["kind"], o["state"], o["amount"]) for o in rows] == [("cash", "delivered", 300)]

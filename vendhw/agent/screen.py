@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from vendhw.errors import ConfigurationError, TransportError
+from vendhw.errors import ConfigurationError, TransportError, VendhwError
 
 log = logging.getLogger(__name__)
 
@@ -458,7 +458,13 @@ class ScreenServer:
                     self._json(200, {"state": sale.state, "ref": short_reference(
                         str(getattr(sale, "reference", "")))})
                 elif path == "/api/cash/change":
-                    self._json(200, {"paid": agent.return_change()})  # type: ignore
+                    try:
+                        paid = agent.return_change()  # type: ignore[attr-defined]
+                    except VendhwError as exc:  # journaled as spent: an operator settles it
+                        log.warning("screen: change not paid out: %s", exc)
+                        self._json(409, {"error": "change_failed"})
+                        return
+                    self._json(200, {"paid": paid})
                 else:
                     self._json(404, {"error": "not_found"})
 
