@@ -20,7 +20,6 @@ import pytest
 
 from vendhw.agent.demo import _free_port, _wait_ready
 from vendhw.agent.runner import Agent, AgentConfig
-from vendhw.agent.screen import ScreenModel, ScreenSettings, is_loopback_url
 from vendhw.errors import ConfigurationError
 
 
@@ -223,6 +222,8 @@ def test_a_loopback_qr_is_warned(tmp_path: Path, backend: tuple,
 
 
 def test_loopback_urls() -> None:
+    from vendhw.agent.screen import is_loopback_url
+
     for url in ("http://127.0.0.1:8080/sandbox/pay/x", "http://localhost/p", "http://[::1]:80/",
                 "http://127.8.0.3/"):
         assert is_loopback_url(url), url
@@ -284,6 +285,8 @@ def test_catalogue_pictures_are_cached_for_offline(tmp_path: Path) -> None:
                     {"slot": "3", "product_id": "../etc", "name": "Bad", "price": 1,
                      "currency": "CNY"}]
 
+    from vendhw.agent.screen import ScreenModel, ScreenSettings
+
     settings = ScreenSettings(images=tmp_path / "own", cache_dir=tmp_path / "cache")
     model = ScreenModel(Catalogue(), settings)  # type: ignore[arg-type]
     try:
@@ -297,3 +300,35 @@ def test_catalogue_pictures_are_cached_for_offline(tmp_path: Path) -> None:
         pictures.server_close()
     assert model.image("tea") == tmp_path / "cache" / "tea.png"  # offline now
     assert (tmp_path / "cache" / "tea.png").read_bytes() == png and served == ["/tea"]
+
+
+@pytest.mark.timeout(120)
+def test_regression_no_reload_no_internals(tmp_path: Path, backend: tuple) -> None:
+    """Regression (first screen): the order page reloaded itself every second (the QR blinked
+    out), had no viewport or lang, and a refused code showed ``backend refused (409
+    code_used)``. Only the first screen's addresses are used, so this runs on both."""
+    url, token, secret = backend
+    agent = Agent(AgentConfig.load(write_config(tmp_path, url, secret)))
+    agent.start()
+    try:
+        assert agent.screen is not None
+        with httpx.Client(base_url=agent.screen.url, timeout=10) as web:
+            bought = web.post("/buy", data={"slot": "1"})
+            assert bought.status_code == 303
+            page = web.get(bought.headers["location"]).text
+            assert "http-equiv" not in page.lower()  # no meta refresh: the page never reloads
+            assert 'name="viewport"' in page and '<html lang="' in page
+            code = httpx.post(f"{url}/operator/v1/codes", json={"product": "tea"}, timeout=10,
+                              headers={"Authorization": f"Bearer {token}"}).json()["codes"][0]
+            first = web.post("/code", data={"code": code["code"]}).headers["location"]
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and httpx.get(
+                    f"{url}/operator/v1/orders/{first.rsplit('/', 1)[1]}", timeout=10,
+                    headers={"Authorization": f"Bearer {token}"}).text.count('"delivered"') == 0:
+                time.sleep(0.1)
+            used = web.post("/code", data={"code": code["code"]}).text
+            assert "already been used" in used
+            for internal in ("409", "code_used", "backend refused", "Errno"):
+                assert internal not in used
+    finally:
+        agent.close()
