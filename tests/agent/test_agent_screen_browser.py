@@ -355,7 +355,7 @@ def test_paid_and_dispensing_are_shown(world: World) -> None:
     second = page.url.rsplit("/", 1)[1]
     others = mirrors(world, page)
     first = world.agent.client.create_order("2")
-    world.simulator.set_fault("slow_motor", 6)
+    world.simulator.set_fault("slow_motor", 4)
     try:
         world.pay(first.id)
         deadline = time.monotonic() + 20
@@ -512,10 +512,15 @@ def test_backend_outage_keeps_the_qr_and_recovers(world: World) -> None:
         shot(products, "portrait", "out-of-service")
         wait_view(landscape, "service", timeout=30_000)
         shot(landscape, "landscape", "out-of-service")
+        payment.reload()  # the kiosk browser restarts mid-outage: it waits for the order
+        wait_view(payment, "service")
     finally:
         world.start_backend()
     wait_view(products, "products", timeout=30_000)
-    payment.locator("#reconnecting").wait_for(state="hidden", timeout=30_000)
+    wait_view(payment, "pay", timeout=30_000)
+    payment.wait_for_function("i => i.complete && i.naturalWidth > 0",
+                              arg=payment.locator("#qr").element_handle())
+    assert payment.locator("#reconnecting").is_hidden()
     world.pay(order_id)
     wait_view(payment, "result", "delivered")
     for page in (products, payment, landscape):

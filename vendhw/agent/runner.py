@@ -165,6 +165,7 @@ class Agent:
             self.cash = self._open_cash(config)
         self.stop = threading.Event()
         self.screen: ScreenServer | None = None
+        self._board_down = False
 
     def _open_cash(self, config: AgentConfig) -> CashSales:
         from vendhw.cli.cash import open_cash_device
@@ -204,8 +205,13 @@ class Agent:
         try:
             self.machine.status()
         except Exception as exc:
-            log.warning("board not answering: %s", exc)
+            if not self._board_down:
+                log.warning("board not answering: %s", exc)
+            self._board_down = True
             return False
+        if self._board_down:
+            log.warning("board answers again")
+        self._board_down = False
         return True
 
     def buy(self, slot: str) -> Any:

@@ -51,7 +51,7 @@ MESSAGES = {
 """English one-liners per order state (the terminal screen uses them too)."""
 CUSTOMER_ERRORS = {"code_invalid", "code_malformed", "code_used", "code_expired",
                    "code_revoked", "code_in_use", "code_locked", "unknown_order",
-                   "not_cancellable", "unknown_slot", "slot_disabled", "out_of_stock"}
+                   "not_cancellable", "unknown_slot"}
 """Backend refusals the page explains as they are; any other becomes ``refused``."""
 IMAGE_TYPES = (".png", ".jpg", ".jpeg", ".webp", ".svg")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -171,6 +171,8 @@ class ScreenModel:
         self.settings = settings
         self._image_urls: dict[str, str] = {}
         self._warned_loopback = False
+        self._backend_was_ok = True
+        self._pay_urls: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def products(self) -> list[dict[str, Any]]:
@@ -200,21 +202,21 @@ class ScreenModel:
         try:
             products = self.products()
         except Exception as exc:
-            log.warning("screen: out of service, no catalogue: %s", exc)
+            if self._backend_was_ok:
+                log.warning("screen: out of service, no catalogue: %s", exc)
             service["backend"] = False
+        if service["backend"] and not self._backend_was_ok:
+            log.warning("screen: the catalogue answers again")
+        self._backend_was_ok = service["backend"]
         ok = service["backend"] and service["board"]
         return {"ok": ok, "service": service, "products": products,
                 "cash": cash_balance(self.agent)}
 
     def order(self, order_id: str) -> dict[str, Any]:
-        view = order_view(self.agent.order(order_id))
-        self._check_pay_url(view["pay_url"])
-        return view
+        return self._remember(order_view(self.agent.order(order_id)))
 
     def buy(self, slot: str) -> dict[str, Any]:
-        view = order_view(self.agent.buy(slot))
-        self._check_pay_url(view["pay_url"])
-        return view
+        return self._remember(order_view(self.agent.buy(slot)))
 
     def cancel(self, order_id: str) -> dict[str, Any]:
         """Cancel at the backend; an order paid meanwhile is followed, never dropped."""
@@ -234,6 +236,22 @@ class ScreenModel:
         if not code.isdigit() or len(code) != self.settings.code_length:
             raise ConfigurationError(f"a code has {self.settings.code_length} digits")
         return order_view(self.agent.redeem(code))
+
+    def qr(self, order_id: str) -> bytes:
+        """The order's QR; drawn from the pay URL already seen, so a page (re)loading the
+        image while the backend is away still gets it."""
+        url = self._pay_urls.get(order_id)
+        if url is None:
+            url = self.agent.order(order_id).qr_text or ""
+        return qr_svg(url)
+
+    def _remember(self, view: dict[str, Any]) -> dict[str, Any]:
+        if view["pay_url"]:
+            self._pay_urls[view["id"]] = view["pay_url"]
+            while len(self._pay_urls) > 32:
+                del self._pay_urls[next(iter(self._pay_urls))]
+            self._check_pay_url(view["pay_url"])
+        return view
 
     def _check_pay_url(self, url: str | None) -> None:
         if url and not self._warned_loopback and is_loopback_url(url):
@@ -415,8 +433,7 @@ class ScreenServer:
                     elif path.startswith("/img/"):
                         self._file(model.image(path[len("/img/"):]))
                     elif path.startswith("/qr/") and path.endswith(".svg"):
-                        order = agent.order(path[4:-4])
-                        self._send(200, qr_svg(order.qr_text or ""), "image/svg+xml",
+                        self._send(200, model.qr(path[4:-4]), "image/svg+xml",
                                    "max-age=3600")
                     else:
                         self._send(404, _plain_page("Not found", "<h1>Not found</h1>"))

@@ -59,6 +59,7 @@ const TEXT = {
     err_bad_request: "This code does not have the right number of digits.",
     err_unavailable: "The machine cannot reach its service right now. Please try again shortly.",
     err_unknown_order: "This order could not be found.",
+    err_unknown_slot: "This product is not available right now.",
     err_refused: "This did not work. Please try again.",
     err_change_failed: "Sorry, your change could not be paid out. Staff have been notified; please ask them for help.",
     provider_sandbox: "Sandbox (test payment)",
@@ -120,6 +121,7 @@ const TEXT = {
     err_bad_request: "取货码位数不正确。",
     err_unavailable: "暂时无法连接服务，请稍后再试。",
     err_unknown_order: "找不到该订单。",
+    err_unknown_slot: "该商品暂时无法购买。",
     err_refused: "操作未成功，请重试。",
     err_change_failed: "抱歉，零钱未能退出，已通知工作人员，请联系工作人员处理。",
     provider_sandbox: "沙盒测试支付",
@@ -463,6 +465,7 @@ async function cancelOrder(thenKeypad) {
   if (answer.ok) { follow(answer.data); return; }  // paid meanwhile: follow it to the end
   orderId = id;                                     // no answer: keep showing the order
   setReconnecting(true);
+  tick();
   pollTimer = setTimeout(poll, CONFIG.poll_ms);
 }
 
@@ -486,10 +489,15 @@ function renderResult() {
   $("result-ref").textContent = result.ref ? t("reference", {ref: result.ref}) : "";
 }
 
+function errorKey(data) {
+  const key = `err_${(data && data.error) || "refused"}`;
+  return TEXT.en[key] ? key : "err_refused";   // a word this page does not know: general
+}
+
 function showError(data) {
   const word = (data && data.error) || "refused";
   if (word === "unavailable") { show("service"); stateTimer = setTimeout(() => home(), 2000); return; }
-  showResult({kind: "error", titleKey: "error_title", textKey: `err_${word}`,
+  showResult({kind: "error", titleKey: "error_title", textKey: errorKey(data),
               vars: {s: Math.ceil((data && data.retry_after) || 0)}});
 }
 
@@ -546,14 +554,23 @@ async function sendCode() {
   if (answer.ok) { follow(answer.data); return; }
   code = "";
   renderSlots();
-  const word = answer.data.error || "refused";
-  $("code-error").textContent = t(`err_${word}`, {s: Math.ceil(answer.data.retry_after || 0)});
+  $("code-error").textContent = t(errorKey(answer.data),
+                                  {s: Math.ceil(answer.data.retry_after || 0)});
   startIdle("code-idle");
 }
 
 // --- start ----------------------------------------------------------------------------------
 
 function bind() {
+  $("qr").addEventListener("error", () => {   // the agent was busy or away: load it again
+    const qr = $("qr");
+    const id = qr.dataset.order;
+    setTimeout(() => {
+      if (qr.dataset.order === id && view === "pay") {
+        qr.src = `/qr/${encodeURIComponent(id)}.svg?again=${Date.now()}`;
+      }
+    }, 1000);
+  });
   $("lang").addEventListener("click", () => {
     lang = CONFIG.languages[(CONFIG.languages.indexOf(lang) + 1) % CONFIG.languages.length];
     translate();
@@ -578,17 +595,24 @@ function bind() {
   });
 }
 
+async function resume(id) {
+  // A reload on an order's address (kiosk browser restarted): follow the order again; while
+  // the agent or backend cannot say how it stands, show "out of service" and keep asking.
+  orderId = id;
+  const answer = await api("GET", `/api/orders/${id}`);
+  if (answer.ok) { follow(answer.data); return; }
+  if (answer.status === 404) { showError(answer.data); return; }
+  if (view !== "service") show("service");
+  pollTimer = setTimeout(() => resume(id), 2000);
+}
+
 async function start() {
   bind();
   translate();
   const path = location.pathname;
   const match = path.match(/^\/order\/([\w-]+)$/);
   if (match) {
-    orderId = match[1];
-    const answer = await api("GET", `/api/orders/${orderId}`);
-    if (answer.ok) { follow(answer.data); return; }
-    if (answer.status === 404) { showError(answer.data); return; }
-    home();
+    resume(match[1]);
   } else if (path === "/code") {
     keypad();
   } else {
