@@ -445,7 +445,7 @@ function tick() {
       String(whole % 60).padStart(2, "0");
     const total = (order && order.seconds_total) || 120;
     $("ring").style.strokeDashoffset = String(100 - Math.min(100, (left / total) * 100));
-    $("ring").classList.toggle("late", left < 20);
+    $("ring").classList.toggle("late", left < Math.min(20, total / 4));
   }
   tickTimer = setTimeout(tick, 250);
 }
