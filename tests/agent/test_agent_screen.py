@@ -125,6 +125,20 @@ def test_buy_pay_and_deliver_through_the_screen(tmp_path: Path, backend: tuple) 
             assert (again.status_code, again.json()) == (409, {"error": "code_used"})
             short = web.post("/api/codes", json={"code": "123"})
             assert (short.status_code, short.json()) == (400, {"error": "bad_request"})
+            # Bad input: one word back, never a traceback or a 500.
+            for method, path, body, status, word in [
+                    ("POST", "/api/orders", {}, 400, "bad_request"),
+                    ("POST", "/api/orders", {"slot": "99"}, 409, "unknown_slot"),
+                    ("GET", "/api/orders/vo-nope", None, 404, "unknown_order"),
+                    ("POST", "/api/orders/vo-nope/cancel", {}, 404, "unknown_order"),
+                    ("POST", "/api/nothing", {}, 404, "not_found")]:
+                answer = web.request(method, path, json=body)
+                assert (answer.status_code, answer.json()) == (status, {"error": word}), path
+            garbled = web.post("/api/codes", content=b"{not json",
+                               headers={"Content-Type": "application/json"})
+            assert (garbled.status_code, garbled.json()) == (400, {"error": "bad_request"})
+            assert web.get("/static/../runner.py").status_code == 404
+            assert web.get("/img/..%2Fsecret").status_code == 404
             # The first screen's form posts still work for scripts that use them.
             legacy = web.post("/code", data={"code": code["code"]})
             assert legacy.status_code == 400 and "already been used" in legacy.text
