@@ -272,6 +272,12 @@ def test_language_switch_and_live_region(world: World) -> None:
     wait_view(page, "code")
     assert page.locator("#live").inner_text() == "请输入取货码"  # announced on change
     shot(page, "phone", "code-zh")
+    page.locator("#code-back").click()
+    wait_view(page, "products")
+    assert page.evaluate("document.documentElement.lang") == "zh-CN"  # the customer's choice
+    # Left alone on the product list, the screen returns to the machine's language.
+    page.wait_for_function("document.documentElement.lang === 'en'")
+    assert page.locator("#view-products h1").inner_text() == "Choose a product"
     page.context.close()
 
 

@@ -147,6 +147,7 @@ let pollTimer = null;
 let stateTimer = null;
 let idleTimer = null;
 let idleEnd = 0;
+let langTimer = null;        // a language switched on the product list falls back, untouched
 let deadline = null;         // performance.now() when the payment window closes
 let tickTimer = null;
 let code = "";
@@ -249,13 +250,15 @@ function startIdle(noteId) {
 
 // --- products -------------------------------------------------------------------------------
 
-async function home() {
+async function home(keepLanguage) {
+  // keepLanguage: the customer is still there (Back, Cancel); else a new customer is next.
   generation++;
   stopTimers();
   order = orderId = null;
   result = null;
   code = "";
-  if (lang !== CONFIG.language) { lang = CONFIG.language; translate(); }
+  if (keepLanguage === true) armLanguageReset();
+  else if (lang !== CONFIG.language) { lang = CONFIG.language; translate(); }
   setPath("/");
   await refreshState(true);
 }
@@ -459,7 +462,7 @@ async function cancelOrder(thenKeypad) {
   const answer = await api("POST", `/api/orders/${id}/cancel`, {});
   if (mine !== generation) return;
   if (answer.ok && answer.data.state === "cancelled") {
-    if (thenKeypad) keypad(); else home();
+    if (thenKeypad) keypad(); else home(true);
     return;
   }
   if (answer.ok) { follow(answer.data); return; }  // paid meanwhile: follow it to the end
@@ -496,7 +499,7 @@ function errorKey(data) {
 
 function showError(data) {
   const word = (data && data.error) || "refused";
-  if (word === "unavailable") { show("service"); stateTimer = setTimeout(() => home(), 2000); return; }
+  if (word === "unavailable") { show("service"); stateTimer = setTimeout(() => home(true), 2000); return; }
   showResult({kind: "error", titleKey: "error_title", textKey: errorKey(data),
               vars: {s: Math.ceil((data && data.retry_after) || 0)}});
 }
@@ -574,19 +577,21 @@ function bind() {
   $("lang").addEventListener("click", () => {
     lang = CONFIG.languages[(CONFIG.languages.indexOf(lang) + 1) % CONFIG.languages.length];
     translate();
+    armLanguageReset();
     if (view === "code" || view === "result") startIdle(view === "code" ? "code-idle" : "idle");
   });
   $("to-code").addEventListener("click", keypad);
   $("change").addEventListener("click", returnChange);
   $("cancel").addEventListener("click", () => cancelOrder(false));
   $("pay-to-code").addEventListener("click", () => cancelOrder(true));
-  $("home").addEventListener("click", home);
-  $("code-back").addEventListener("click", home);
+  $("home").addEventListener("click", () => home(true));
+  $("code-back").addEventListener("click", () => home(true));
   $("key-del").addEventListener("click", () => press("del"));
   $("key-ok").addEventListener("click", sendCode);
   for (const key of document.querySelectorAll("[data-key]")) {
     key.addEventListener("click", () => press(key.dataset.key));
   }
+  document.addEventListener("pointerdown", () => { if (langTimer) armLanguageReset(); });
   document.addEventListener("keydown", (event) => {   // a USB keypad works too
     if (view !== "code") return;
     if (/^[0-9]$/.test(event.key)) press(event.key);
@@ -604,6 +609,17 @@ async function resume(id) {
   if (answer.status === 404) { showError(answer.data); return; }
   if (view !== "service") show("service");
   pollTimer = setTimeout(() => resume(id), 2000);
+}
+
+function armLanguageReset() {
+  // The next customer meets the machine's language: a switch left on the product list
+  // untouched for twice the idle time goes back (result pages go back through home()).
+  clearTimeout(langTimer);
+  if (lang === CONFIG.language) return;
+  langTimer = setTimeout(() => {
+    if (view === "products" || view === "service") { lang = CONFIG.language; translate(); }
+    else armLanguageReset();
+  }, CONFIG.idle_seconds * 2000);
 }
 
 async function start() {
