@@ -34,6 +34,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 SIZES = {"portrait": (1080, 1920, 0.5), "phone": (390, 844, 1), "landscape": (1920, 1080, 0.5)}
 """Viewport and device scale (half scale keeps the kiosk screenshots small)."""
 SHOTS: list[Path] = [Path(".")]
+PAGE_ERRORS: list[str] = []
+"""Uncaught script errors of any page of the test (there must be none)."""
 IDLE_SECONDS = 2
 ORDER_TTL = "15s"
 TEA_SVG = """<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 120 90">
@@ -169,7 +171,15 @@ def new_page(world: World, size: str) -> Any:
                                         locale="en-GB")
     page = context.new_page()
     page.set_default_timeout(20_000)
+    page.on("pageerror", lambda error: PAGE_ERRORS.append(f"{size}: {error}"))
     return page
+
+
+@pytest.fixture(autouse=True)
+def no_script_errors() -> Iterator[None]:
+    PAGE_ERRORS.clear()
+    yield
+    assert PAGE_ERRORS == []
 
 
 def shot(page: Any, size: str, name: str) -> Path:
