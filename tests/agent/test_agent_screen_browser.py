@@ -37,7 +37,7 @@ SHOTS: list[Path] = [Path(".")]
 PAGE_ERRORS: list[str] = []
 """Uncaught script errors of any page of the test (there must be none)."""
 IDLE_SECONDS = 2
-ORDER_TTL = "15s"
+ORDER_TTL = "30s"
 TEA_SVG = """<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 120 90">
 <rect width="120" height="90" fill="#e3f1e6"/><rect x="38" y="18" width="44" height="62" rx="8"
 fill="#3b8f5a"/><rect x="44" y="10" width="32" height="12" rx="3" fill="#2d6b44"/>
@@ -248,6 +248,34 @@ def pay_url_from_screenshot(png: Path) -> str:
     return str(text)
 
 
+@pytest.fixture(scope="module")
+def expiring(world: World) -> Iterator[tuple[Any, list[tuple[str, Any]]]]:
+    """An order left alone at every size; started by the module's first test, so its payment
+    window runs out while the other tests run (test_expiry, last, sees the end)."""
+    page = open_screen(world, "portrait")
+    wait_view(page, "products")
+    tap_product(page, "Green tea")
+    wait_view(page, "pay")
+    others = mirrors(world, page)
+    shot_all(page, others, "payment", "pay", "awaiting_payment")
+    for each in [page] + [other for _, other in others]:
+        each.evaluate(WATCH_STATES)
+    yield page, others
+    page.context.close()
+    close_all(others)
+
+
+WATCH_STATES = """() => { window.__states = [];
+    new MutationObserver(() => window.__states.push(document.body.dataset.state))
+        .observe(document.body, {attributes: true, attributeFilter: ['data-state']}); }"""
+"""Records every state the page shows (window.__states)."""
+
+
+def test_an_order_left_alone_shows_its_qr(expiring: tuple[Any, list]) -> None:
+    page, _ = expiring
+    assert page.locator("#qr").is_visible() and page.locator("#cancel").is_visible()
+
+
 # --- the product list -----------------------------------------------------------------------
 
 
@@ -445,21 +473,6 @@ def test_declined_payment_shows_cancelled_then_products(world: World) -> None:
     close_all(others)
 
 
-def test_expiry(world: World) -> None:
-    page = open_screen(world, "portrait")
-    wait_view(page, "products")
-    tap_product(page, "Green tea")
-    wait_view(page, "pay")
-    others = mirrors(world, page)
-    shot_all(page, others, "payment", "pay", "awaiting_payment")
-    wait_view(page, "result", "expired", timeout=40_000)
-    assert page.locator("#result-title").inner_text() == "The time to pay ran out"
-    shot_all(page, others, "expired", "result", "expired")
-    wait_view(page, "products")
-    page.context.close()
-    close_all(others)
-
-
 # --- the code keypad ------------------------------------------------------------------------
 
 
@@ -602,3 +615,20 @@ options = { reply_timeout = "0.2", retries = "3" }
     rows = world.operator("GET", "/orders", params={"machine": "m2"})
     rows = rows["orders"] if isinstance(rows, dict) else rows
     assert [(o["kind"], o["state"], o["amount"]) for o in rows] == [("cash", "delivered", 300)]
+
+
+def test_expiry(world: World, expiring: tuple[Any, list]) -> None:
+    """Last in the module: the order left alone at the start has expired by now (or soon)."""
+    page, others = expiring
+    order_id = page.evaluate("document.getElementById('qr').dataset.order")
+    for each in [page] + [other for _, other in others]:
+        # Each page showed "expired" by itself, then went back to the products.
+        each.wait_for_function("window.__states.includes('expired')", timeout=60_000)
+        wait_view(each, "products")
+    assert world.order(order_id)["state"] == "expired"
+    for size, each in [("portrait", page), *others]:  # the result again, for its picture
+        each.goto(f"{world.screen}/order/{order_id}")
+        wait_view(each, "result", "expired")
+        assert each.locator("#result-title").inner_text() == "The time to pay ran out"
+        assert each.locator("#result-text").inner_text() == "Nothing was charged."
+        shot(each, size, "expired")
