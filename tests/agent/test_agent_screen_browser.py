@@ -216,6 +216,7 @@ def mirrors(world: World, page: Any) -> list[tuple[str, Any]]:
 
 def shot_all(page: Any, others: list[tuple[str, Any]], name: str, view: str,
              state: str) -> None:
+    wait_view(page, view, state)
     shot(page, "portrait", name)
     for size, other in others:
         wait_view(other, view, state)

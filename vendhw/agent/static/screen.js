@@ -133,8 +133,16 @@ const TEXT = {
 };
 
 const PROGRESS = new Set(["paid", "dispensing", "refunding"]);
-const ICONS = {delivered: "\u2713", refunded: "\u21A9", needs_review: "!", expired: "\u23F1",
-               cancelled: "\u2715", error: "!", change: "\u2713"};
+// Icons as SVG paths (24x24, stroked): no font on the kiosk needs to have the glyphs.
+const ICON_PATHS = {
+  tick: "M5 12.5l4.5 4.5L19 7.5",
+  back: "M9 7L4.5 11.5 9 16M5 11.5h9a5 5 0 0 1 0 10h-2",
+  bang: "M12 5v9M12 18.5v.5",
+  clock: "M12 3.5a8.5 8.5 0 1 0 0 17 8.5 8.5 0 0 0 0-17zM12 7.5V12l3 2",
+  cross: "M6.5 6.5l11 11M17.5 6.5l-11 11",
+};
+const ICONS = {delivered: "tick", change: "tick", refunded: "back", needs_review: "bang",
+               error: "bang", expired: "clock", cancelled: "cross"};
 const $ = (id) => document.getElementById(id);
 
 let lang = CONFIG.language;
@@ -484,7 +492,8 @@ function showResult(r) {
 }
 
 function renderResult() {
-  $("result-icon").textContent = ICONS[result.kind] || "!";
+  $("result-icon").innerHTML = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="' +
+    ICON_PATHS[ICONS[result.kind] || "bang"] + '"/></svg>';
   $("result-icon").className = `icon ${result.kind}`;
   $("result-title").textContent = t(result.titleKey);
   $("result-text").textContent = t(result.textKey, result.vars);
