@@ -267,17 +267,21 @@ def test_web_page_shows_credit_and_sells_for_cash() -> None:
     screen = ScreenServer(agent, "127.0.0.1", 0)
     screen.start()
     try:
-        page = httpx.get(screen.url + "/").text
-        assert "Credit: 7.00" in page and "Pay with cash" in page
-        assert page.count("disabled") == 1  # the cake costs more than the credit
-        sold = httpx.post(screen.url + "/buy-cash", data={"slot": "1"}).text
-        assert "Enjoy!" in sold and agent.sold == ["1"]
-        change = httpx.post(screen.url + "/change").text
-        assert "Please take your change: 7.00" in change
+        state = httpx.get(screen.url + "/api/state").json()
+        assert state["ok"] and state["cash"] == 700
+        assert [p["price"] for p in state["products"]] == [500, 1500]
+        sold = httpx.post(screen.url + "/api/cash/buy", json={"slot": "1"}).json()
+        assert sold["state"] == "delivered" and agent.sold == ["1"]
+        refunded = httpx.post(screen.url + "/api/cash/buy", json={"slot": "2"}).json()
+        assert refunded["state"] == "refunded"
+        assert httpx.post(screen.url + "/api/cash/change", json={}).json() == {"paid": 700}
+        # The first screen's form posts still answer.
+        assert "Enjoy!" in httpx.post(screen.url + "/buy-cash", data={"slot": "1"}).text
+        assert "No change to return" in httpx.post(screen.url + "/change").text
         plain = ScreenServer(FakeAgent(cash=False), "127.0.0.1", 0)
         plain.start()
         try:
-            assert "Pay with cash" not in httpx.get(plain.url + "/").text
+            assert httpx.get(plain.url + "/api/state").json()["cash"] is None
         finally:
             plain.close()
     finally:

@@ -24,6 +24,12 @@ The configuration file::
     [[cashless]]                 # optional: an MDB card reader (vendhw.agent.card)
     port = "mdb9:///dev/ttyUSB0" #   or sim://mdb-cashless; address = 16 (0x10) or 96 (0x60)
 
+    [screen]                     # optional: the customer's web screen
+    language = "zh-CN"           # zh-CN or en: what a new customer sees first
+    idle_timeout = 15            # seconds before a result page returns to the products
+    images = "images"            # product pictures: <product id>.png/.jpg/.webp/.svg
+    code_length = 10             # digits of a pickup code (the backend's code_digits)
+
     [[cash]]                     # optional, repeatable: coin/note acceptors, payout devices
     protocol = "ssp"             # cctalk-coin, cctalk-hopper, cctalk-bill, ssp, id003,
     port = "/dev/ttyACM0"        #   mdb-changer, mdb-bill (``vendhw cash --help``)
@@ -45,7 +51,7 @@ from typing import Any
 
 from vendhw.agent.card import CardConfig, CardSaleResult, CardSales, load_cashless, open_reader
 from vendhw.agent.cash import CashSale, CashSales
-from vendhw.agent.screen import ScreenServer
+from vendhw.agent.screen import ScreenServer, ScreenSettings
 from vendhw.agent.shipper import Shipper
 from vendhw.errors import ConfigurationError, JournalError
 
@@ -78,6 +84,7 @@ class AgentConfig:
     screen_port: int = 8765
     cash: tuple[CashConfig, ...] = ()
     cashless: tuple[CardConfig, ...] = ()
+    screen: ScreenSettings = field(default_factory=ScreenSettings)
 
     @classmethod
     def load(cls, path: str | Path) -> AgentConfig:
@@ -122,7 +129,32 @@ class AgentConfig:
                    str(secret), str(need("board", "profile")), str(need("board", "port")),
                    data_dir, str(agent.get("screen_host", "127.0.0.1")),
                    screen_port, tuple(cash),
-                   load_cashless(doc.get("cashless", []), file))
+                   load_cashless(doc.get("cashless", []), file),
+                   _screen_settings(file, doc.get("screen", {}), data_dir))
+
+
+def _screen_settings(file: Path, table: Any, data_dir: Path) -> ScreenSettings:
+    """The ``[screen]`` table; a wrong key or value is one clear ConfigurationError."""
+    if not isinstance(table, dict):
+        raise ConfigurationError(f"{file}: [screen] must be a table")
+    known = {"language", "idle_timeout", "images", "code_length"}
+    if set(table) - known:
+        raise ConfigurationError(f"{file}: unknown [screen] keys {sorted(set(table) - known)}"
+                                 f"; known: {', '.join(sorted(known))}")
+    images = None
+    if table.get("images"):
+        images = Path(str(table["images"]))
+        images = images if images.is_absolute() else file.parent / images
+    try:
+        return ScreenSettings(language=str(table.get("language", "zh-CN")),
+                              idle_seconds=float(table.get("idle_timeout", 15)),
+                              images=images, cache_dir=data_dir / "screen-images",
+                              code_length=int(table.get("code_length", 10)))
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{file}: [screen] idle_timeout and code_length are "
+                                 "numbers") from None
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{file}: {exc}") from None
 
 
 class Agent:
@@ -147,6 +179,7 @@ class Agent:
             self.card = CardSales(open_reader(config.cashless[0]), self.machine, self.client)
         self.stop = threading.Event()
         self.screen: ScreenServer | None = None
+        self._board_down = False
 
     def _open_cash(self, config: AgentConfig) -> CashSales:
         from vendhw.cli.cash import open_cash_device
@@ -177,10 +210,38 @@ class Agent:
     def _check_journals(self) -> None:
         if self.shipper.fault:
             raise JournalError(f"this machine cannot sell right now: {self.shipper.fault}")
+    def screen_products(self) -> list[dict[str, Any]]:
+        """Every slot of the catalogue for the screen: disabled ones show as sold out."""
+        catalogue = self.client.catalogue()
+        return [{"slot": s["slot"], "product_id": s.get("product_id", s["slot"]),
+                 "name": s["product_name"], "price": s["price"],
+                 "currency": catalogue.get("currency", ""),
+                 "sold_out": not s.get("enabled", True), "image_url": s.get("image_url")}
+                for s in catalogue.get("slots", [])]
+
+    def board_ok(self) -> bool:
+        """Whether the board answers (else the screen is out of service until it does).
+        Its ``ok`` flag is not used: some boards clear it while busy with a vend."""
+        try:
+            self.machine.status()
+        except Exception as exc:
+            if not self._board_down:
+                log.warning("board not answering: %s", exc)
+            self._board_down = True
+            return False
+        if self._board_down:
+            log.warning("board answers again")
+        self._board_down = False
+        return True
 
     def buy(self, slot: str) -> Any:
         self._check_journals()
         return self.client.create_order(slot)
+
+    def cancel(self, order_id: str) -> Any:
+        """The customer gave up on an unpaid order (a payment arriving later is refunded
+        by the backend)."""
+        return self.client.cancel_order(order_id)
 
     def redeem(self, code: str) -> Any:
         redemption = self.client.redeem_code(code)
@@ -249,7 +310,8 @@ class Agent:
         threading.Thread(target=self.shipper.run, args=(self.stop,), name="shipper",
                          daemon=True).start()  # close() waits via shipper.wait_idle()
         if screen:
-            self.screen = ScreenServer(self, self.config.screen_host, self.config.screen_port)
+            self.screen = ScreenServer(self, self.config.screen_host, self.config.screen_port,
+                                       self.config.screen)
             self.screen.start()
 
     def close(self) -> None:

@@ -212,6 +212,12 @@ def serve(db: str, host: str, port: int, public_url: str | None, provider: str,
                f"providers {', '.join(sorted(the_backend.providers))})", err=True)
     if generated:
         click.echo(f"operator token: {settings.operator_token}", err=True)
+    from vendhw.agent.screen import is_loopback_url
+
+    if is_loopback_url(settings.public_url):
+        click.secho(f"warning: payment QR codes will point at {settings.public_url}, a loopback "
+                    "address no phone can reach; set --public-url to this server's address "
+                    "on the network", fg="yellow", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN)
 
