@@ -77,6 +77,8 @@ S = OrderState
 MIN_SECRET_LENGTH = 16
 SECRET_CACHE_S = 10.0
 LAST_SEEN_EVERY_S = 5.0
+MAX_AMOUNT = 2**31 - 1
+"""Largest amount or price in minor units: the database's INTEGER (21 million CNY/USD)."""
 
 
 class ApiError(VendhwError):
@@ -182,7 +184,7 @@ class Backend:
 
     def _lock_order(self, s: Session, order_id: str) -> Order | None:
         return s.execute(select(Order).where(Order.id == order_id).with_for_update()
-                         ).scalar_one_or_none()
+                         .execution_options(populate_existing=True)).scalar_one_or_none()
 
     def _backoff(self, count: int, first: float | None = None) -> float:
         first = self.settings.query_interval if first is None else first
@@ -627,6 +629,10 @@ class Backend:
             ins = s.get(Instruction, instruction_id)
             if ins is None or ins.machine_id != machine_id:
                 raise ApiError(404, "unknown_instruction")
+            self._lock_order(s, ins.order_id)  # order, then instruction: one lock order
+            ins = s.execute(select(Instruction).where(Instruction.id == instruction_id)
+                            .with_for_update().execution_options(populate_existing=True)
+                            ).scalar_one()
             if ins.status == "cancelled":
                 raise ApiError(409, "instruction_cancelled",
                                "withdrawn by an operator: do not ship", order_id=ins.order_id)
@@ -704,7 +710,7 @@ class Backend:
         """One attempt at a refund (or one query of an accepted one); returns its status."""
         now = self.clock.now()
         with self.db.tx() as s:
-            refund = s.get(Refund, refund_id)
+            refund = self._lock_refund(s, refund_id)
             if refund is None or refund.status == "succeeded":
                 return "succeeded" if refund is not None else "unknown"
             refund.attempts += 1
@@ -731,9 +737,17 @@ class Backend:
                 except ProviderError as exc:
                     result = RefundResult(RefundState.FAILED, detail=str(exc))
         with self.db.tx() as s:
-            refund = s.get(Refund, refund_id)
+            # Lock order: the order first (as every order transition does), then the refund.
+            order_id = s.execute(select(Refund.order_id).where(Refund.id == refund_id)
+                                 ).scalar_one()
+            self._lock_order(s, order_id)
+            refund = self._lock_refund(s, refund_id)
             assert refund is not None
             return self._finish_refund(s, refund, result)
+
+    def _lock_refund(self, s: Session, refund_id: int) -> Refund | None:
+        return s.execute(select(Refund).where(Refund.id == refund_id).with_for_update()
+                         .execution_options(populate_existing=True)).scalar_one_or_none()
 
     def _finish_refund(self, s: Session, refund: Refund, result: RefundResult) -> str:
         if refund.status == "succeeded":
@@ -768,8 +782,11 @@ class Backend:
 
     def _refund_event(self, provider_name: str, event: RefundEvent) -> None:
         with self.db.tx() as s:
-            refund = s.execute(select(Refund).where(
-                Refund.out_refund_no == event.out_refund_no)).scalar_one_or_none()
+            found = s.execute(select(Refund.id, Refund.order_id).where(
+                Refund.out_refund_no == event.out_refund_no)).first()
+            if found is not None:
+                self._lock_order(s, found[1])
+            refund = None if found is None else self._lock_refund(s, found[0])
             if refund is not None and refund.provider == provider_name:
                 if event.state is RefundState.FAILED:
                     refund.next_attempt_at = self.clock.now()
@@ -828,7 +845,11 @@ class Backend:
         refusal: ApiError | None = None
         data: dict[str, Any] = {}
         with self.db.tx() as s:
-            well_formed = code.isdigit() and len(code) == self.settings.code_digits
+            # Every attempt of one machine holds its keypad counter row: the lockout
+            # arithmetic (and the selector's row, also per machine) is serialised.
+            self._counter(s, machine_id, codemod.KEYPAD)
+            well_formed = (code.isascii() and code.isdigit()
+                           and len(code) == self.settings.code_digits)
             refusal = self._locked(s, machine_id, codemod.selector(code) if well_formed
                                    else None)
             if refusal is None and not well_formed:
@@ -839,7 +860,8 @@ class Backend:
                 candidates = s.execute(select(Code.id, Code.code_hash).where(
                     Code.selector == sel)).all()
                 match_id = codemod.find_match(code, [(r[0], r[1]) for r in candidates])
-                match = s.get(Code, match_id) if match_id is not None else None
+                match = None if match_id is None else s.execute(
+                    select(Code).where(Code.id == match_id).with_for_update()).scalar_one()
                 if match is None or (match.machine_id not in (None, machine_id)):
                     refusal = self._code_failure(s, machine_id, sel, "code_invalid",
                                                  "no such code")
@@ -905,13 +927,22 @@ class Backend:
         """
         if outcome not in OUTCOMES:
             raise ApiError(422, "bad_outcome", f"outcome must be one of {sorted(OUTCOMES)}")
-        if amount < 0 or not reference:
-            raise ApiError(422, "bad_sale", "a cash sale needs a reference and an amount >= 0")
+        if (isinstance(amount, bool) or not isinstance(amount, int)
+                or not 0 <= amount <= MAX_AMOUNT or not reference):
+            raise ApiError(422, "bad_sale", "a cash sale needs a reference and an amount "
+                           f"of 0..{MAX_AMOUNT} minor units")
+        try:
+            return self._record_cash_sale(machine_id, reference, slot, amount, outcome, details)
+        except IntegrityError:  # the same sale booked at this instant by another request
+            return self._record_cash_sale(machine_id, reference, slot, amount, outcome, details)
+
+    def _record_cash_sale(self, machine_id: str, reference: str, slot: str, amount: int,
+                          outcome: str, details: Mapping[str, Any] | None) -> dict[str, Any]:
         order_id = "vc" + hashlib.sha256(f"{machine_id}:{reference}".encode()).hexdigest()[:24]
         actor = f"machine:{machine_id}"
         now = self.clock.now()
         with self.db.tx() as s:
-            existing = s.get(Order, order_id)
+            existing = self._lock_order(s, order_id)
             if existing is not None:
                 if existing.outcome not in (None, outcome):
                     raise ApiError(409, "outcome_conflict", f"sale already reported "
@@ -946,12 +977,14 @@ class Backend:
         code.status = to
 
     def _counter(self, s: Session, machine_id: str, sel: str) -> CodeAttempt:
-        row = s.get(CodeAttempt, (machine_id, sel))
-        if row is None:
-            row = CodeAttempt(machine_id=machine_id, selector=sel, window_start=self.clock.now(),
-                              failures=0, locked_until=0.0)
-            s.add(row)
-        return row
+        """The (machine, selector) counter row, created if missing (an upsert: two processes
+        may create it at once) and locked for this transaction."""
+        _insert_missing(s, CodeAttempt, {"machine_id": machine_id, "selector": sel,
+                                         "window_start": self.clock.now(), "failures": 0,
+                                         "locked_until": 0.0})
+        return s.execute(select(CodeAttempt).where(
+            CodeAttempt.machine_id == machine_id, CodeAttempt.selector == sel)
+            .with_for_update().execution_options(populate_existing=True)).scalar_one()
 
     def _locked(self, s: Session, machine_id: str, sel: str | None) -> ApiError | None:
         now = self.clock.now()
@@ -1195,6 +1228,26 @@ class Backend:
         self.db.dispose()
 
 
+def _insert_missing(s: Session, model: Any, values: dict[str, Any]) -> None:
+    """INSERT a row unless its primary key exists (``ON CONFLICT DO NOTHING``): safe when
+    several transactions create the same row at once, on SQLite and PostgreSQL alike."""
+    dialect = s.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        s.execute(postgresql.insert(model).values(**values).on_conflict_do_nothing())
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
+        s.execute(sqlite.insert(model).values(**values).on_conflict_do_nothing())
+    else:  # other databases: a plain insert inside a savepoint
+        try:
+            with s.begin_nested():
+                s.execute(insert(model).values(**values))
+        except IntegrityError:
+            pass
+
+
 def _required(item: Any, key: str, what: str) -> str:
     if not isinstance(item, Mapping) or not item.get(key):
         raise ConfigurationError(f"{what}: missing {key!r} in {json.dumps(item)[:80]}")
@@ -1202,9 +1255,9 @@ def _required(item: Any, key: str, what: str) -> str:
 
 
 def _price(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigurationError(f"{what}: price must be a non-negative integer of minor "
-                                 f"units (fen/cents), got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_AMOUNT:
+        raise ConfigurationError(f"{what}: price must be an integer of minor units (fen/cents)"
+                                 f" from 0 to {MAX_AMOUNT}, got {value!r}")
     return value
 
 

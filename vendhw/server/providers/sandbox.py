@@ -124,13 +124,13 @@ class SandboxProvider(PaymentProvider):
 
     def close(self, out_trade_no: str) -> None:
         with self.db.tx() as s:
-            trade = s.get(SandboxTrade, out_trade_no)
+            trade = s.get(SandboxTrade, out_trade_no, with_for_update=True)
             if trade is not None and trade.status == "NOTPAY":
                 trade.status = "CLOSED"
 
     def refund(self, request: RefundRequest) -> RefundResult:
         with self.db.tx() as s:
-            trade = s.get(SandboxTrade, request.out_trade_no)
+            trade = s.get(SandboxTrade, request.out_trade_no, with_for_update=True)
             if trade is None:
                 return RefundResult(RefundState.FAILED, detail="trade does not exist")
             if trade.status == "REFUND":
@@ -171,7 +171,7 @@ class SandboxProvider(PaymentProvider):
         close); paying twice is not: the second press only repeats the notification.
         """
         with self.db.tx() as s:
-            trade = s.get(SandboxTrade, out_trade_no)
+            trade = s.get(SandboxTrade, out_trade_no, with_for_update=True)
             if trade is None:
                 raise ProviderError("no such sandbox trade", provider=self.name,
                                     code="TRADE_NOT_EXIST", retryable=False)
@@ -187,7 +187,7 @@ class SandboxProvider(PaymentProvider):
     def decline(self, out_trade_no: str, *, notify: int = 1) -> PaymentEvent:
         """The customer declines: an unpaid trade closes and the backend is told."""
         with self.db.tx() as s:
-            trade = s.get(SandboxTrade, out_trade_no)
+            trade = s.get(SandboxTrade, out_trade_no, with_for_update=True)
             if trade is None:
                 raise ProviderError("no such sandbox trade", provider=self.name,
                                     code="TRADE_NOT_EXIST", retryable=False)
