@@ -27,10 +27,12 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import DataError
 from starlette.concurrency import run_in_threadpool
 
 from vendhw.client.signing import HEADER_IDEMPOTENCY
 from vendhw.errors import ConfigurationError
+from vendhw.server.guard import SCOPE_MACHINE, Guard
 from vendhw.server.providers import ProviderError
 from vendhw.server.service import ApiError, Backend
 from vendhw.server.settings import Clock, ServerSettings
@@ -127,11 +129,14 @@ def _signed_path(request: Request) -> str:
 
 
 async def machine_auth(request: Request) -> MachineCall:
-    """Check the HMAC signature, timestamp and nonce of a machine request."""
+    """The machine the guard authenticated (HMAC signature, timestamp, nonce) before the
+    body was parsed; checked here when the app runs without the guard."""
     body = await request.body()
     path = _signed_path(request)
-    machine_id = await run_in_threadpool(_backend(request).authenticate, request.headers,
-                                         request.method, path, body)
+    machine_id: str | None = request.scope.get(SCOPE_MACHINE)
+    if machine_id is None:
+        machine_id = await run_in_threadpool(_backend(request).authenticate, request.headers,
+                                             request.method, path, body)
     key = request.headers.get(HEADER_IDEMPOTENCY)
     return MachineCall(machine_id, key, request.method.encode() + b" " + path.encode()
                        + b"\n" + body)
@@ -472,6 +477,17 @@ def create_app(settings: ServerSettings | None = None, *, clock: Clock | None = 
     async def _config_error(request: Request, exc: ConfigurationError) -> JSONResponse:
         return JSONResponse({"error": "invalid_document", "detail": str(exc)}, status_code=422)
 
+    @app.exception_handler(DataError)
+    async def _data_error(request: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value (NUL byte, too long, out of range): the caller's input.
+        detail = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
+        return JSONResponse({"error": "invalid_value", "detail": detail}, status_code=422)
+
+    @app.exception_handler(OverflowError)
+    async def _overflow(request: Request, exc: OverflowError) -> JSONResponse:
+        return JSONResponse({"error": "invalid_value", "detail": f"number out of range: {exc}"},
+                            status_code=422)
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = json.loads(json.dumps(exc.errors(), default=str))
@@ -482,6 +498,7 @@ def create_app(settings: ServerSettings | None = None, *, clock: Clock | None = 
     app.include_router(operator)
     if the_backend.sandbox is not None:
         app.include_router(sandbox)
+    app.add_middleware(Guard, backend=the_backend, routes=lambda: app.router.routes)
     return app
 
 

@@ -77,6 +77,7 @@ S = OrderState
 MIN_SECRET_LENGTH = 16
 SECRET_CACHE_S = 10.0
 LAST_SEEN_EVERY_S = 5.0
+MAX_CODE_VALIDITY = 10 * 365 * 86400.0
 MAX_AMOUNT = 2**31 - 1
 """Largest amount or price in minor units: the database's INTEGER (21 million CNY/USD)."""
 
@@ -363,26 +364,41 @@ class Backend:
 
         A key reused for a different request is refused (409), and a retry that arrives while
         the first is still running is told so (409 ``request_in_progress``) instead of
-        running twice.
+        running twice. A key left "in progress" longer than ``idempotency_lease`` belongs to
+        a request that died with its process (SIGKILL, power cut): the next retry takes the
+        key over and runs the request; the operations behind keys are themselves idempotent
+        by state (a result, a cash sale, a code reservation apply once however often they
+        run), so the outcome is still applied once.
         """
         if not key:
             return compute()
         if len(key) > 128:
             raise ApiError(400, "bad_idempotency_key", "at most 128 characters")
         digest = hashlib.sha256(request).hexdigest()
+        now = self.clock.now()
         try:
             with self.db.tx() as s:
-                row = s.get(IdempotentResponse, (machine_id, key))
+                row = s.get(IdempotentResponse, (machine_id, key), with_for_update=True)
                 if row is not None:
                     if row.request_hash != digest:
                         raise ApiError(409, "idempotency_key_reused",
                                        "this Idempotency-Key was used for another request")
-                    if row.status_code == 0:
+                    if row.status_code != 0:
+                        return row.status_code, dict(row.body)
+                    if now - row.created_at < self.settings.idempotency_lease:
+                        wait = max(1, int(row.created_at + self.settings.idempotency_lease
+                                          - now) + 1)
                         raise ApiError(409, "request_in_progress",
-                                       "the first request with this key is still running")
-                    return row.status_code, dict(row.body)
-                s.add(IdempotentResponse(machine_id=machine_id, key=key, request_hash=digest,
-                                         status_code=0, body={}, created_at=self.clock.now()))
+                                       "the first request with this key is still running",
+                                       headers={"Retry-After": str(wait)})
+                    log.warning("Idempotency-Key %r of %s in progress since %.0f s: its "
+                                "request died; running it again", key, machine_id,
+                                now - row.created_at)
+                    row.created_at = now  # a new lease, held by this request
+                else:
+                    s.add(IdempotentResponse(machine_id=machine_id, key=key,
+                                             request_hash=digest, status_code=0, body={},
+                                             created_at=now))
         except IntegrityError:
             raise ApiError(409, "request_in_progress",
                            "the first request with this key is still running") from None
@@ -397,9 +413,11 @@ class Backend:
             self._forget(machine_id, key)
             raise
         with self.db.tx() as s:
-            row = s.get(IdempotentResponse, (machine_id, key))
-            if row is not None:
+            row = s.get(IdempotentResponse, (machine_id, key), with_for_update=True)
+            if row is not None and row.status_code == 0:
                 row.status_code, row.body = status, body
+            elif row is not None:  # a takeover finished first: one stored answer for all
+                return row.status_code, dict(row.body)
         return status, body
 
     def _forget(self, machine_id: str, key: str) -> None:
@@ -802,9 +820,13 @@ class Backend:
             raise ApiError(422, "bad_count", "count must be 1..10000")
         if kind not in ("pickup", "lottery"):
             raise ApiError(422, "bad_kind", "kind is pickup or lottery")
-        seconds = parse_duration(valid_for)
-        if seconds <= 0:
-            raise ApiError(422, "bad_validity", "valid_for must be positive")
+        try:
+            seconds = parse_duration(valid_for)
+        except ConfigurationError as exc:
+            raise ApiError(422, "bad_validity", str(exc)) from None
+        if not 0 < seconds <= MAX_CODE_VALIDITY:  # also refuses NaN and infinity
+            raise ApiError(422, "bad_validity", "valid_for must be positive and at most "
+                           f"{MAX_CODE_VALIDITY:.0f} s (10 years)")
         now = self.clock.now()
         created = []
         with self.db.tx() as s:
