@@ -197,3 +197,31 @@ def test_a_dead_requests_idempotency_key_becomes_retryable(srv: InProcessServer)
     assert detail["refund"]["status"] == "succeeded"
     moves = [a["to"] for a in detail["audit"] if a["entity"] == "order"]
     assert moves.count("refunding") == 1 and moves.count("refunded") == 1
+
+
+def test_docs_work_offline() -> None:
+    server = InProcessServer()
+    try:
+        page = server.http.get("/docs")
+        assert page.status_code == 200
+        assert "cdn." not in page.text and "http" not in page.text.split("<body>")[-1]
+        for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+            assert f"/docs-assets/{asset}" in page.text
+            response = server.http.get(f"/docs-assets/{asset}")
+            assert response.status_code == 200 and len(response.content) > 10_000
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10", "example.org"])
+def test_serve_refuses_a_public_sandbox_without_the_flag(tmp_path: Any, host: str) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "vendhw", "backend", "serve", "--db", str(tmp_path / "b.db"),
+         "--host", host, "--port", "1"], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "--allow-public-sandbox" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "b.db").exists()  # refused before anything was created

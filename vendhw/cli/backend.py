@@ -130,10 +130,14 @@ def backend() -> None:
               help="Catalogue (JSON or TOML: products, machines, slots) to load at start.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option("--allow-public-sandbox", is_flag=True,
+              help="Serve the sandbox provider (its pay page pays without authentication) on "
+                   "a non-loopback address anyway.")
 def serve(db: str, host: str, port: int, public_url: str | None, provider: str,
           providers_file: str | None, order_ttl: float, query_interval: float,
           query_max: float, late_window: float, redeliver_after: float,
-          operator_token: str | None, bootstrap: str | None, log_level: str) -> None:
+          operator_token: str | None, bootstrap: str | None, log_level: str,
+          allow_public_sandbox: bool) -> None:
     """Serve the backend over HTTP (creates the schema on first start).
 
     OpenAPI documentation at /docs; readiness at /healthz.
@@ -148,12 +152,21 @@ def serve(db: str, host: str, port: int, public_url: str | None, provider: str,
     from vendhw.server.app import create_app
     from vendhw.server.service import Backend
 
+    provider_tables = load_provider_file(providers_file) if providers_file else {}
+    if (provider == "sandbox" or "sandbox" in provider_tables) and not _is_loopback(host):
+        if not allow_public_sandbox:
+            raise click.ClickException(
+                f"refusing to serve the sandbox provider on {host!r}: anyone who reaches its "
+                "pay page can mark orders paid. Bind 127.0.0.1, use --provider wechat/alipay, "
+                "or pass --allow-public-sandbox.")
+        click.echo(f"WARNING: the sandbox provider is reachable on {host}: anyone who reaches "
+                   "/sandbox/pay/... can mark orders paid (no money moves).", err=True)
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     url_host = f"[{local}]" if ":" in local else local
     settings = ServerSettings(
         db_url=db_url(db), public_url=public_url or f"http://{url_host}:{port}",
         internal_url=f"http://{url_host}:{port}" if port else None, provider=provider,
-        providers=load_provider_file(providers_file) if providers_file else {},
+        providers=provider_tables,
         operator_token=operator_token or "", order_ttl=order_ttl,
         query_interval=query_interval, query_max=query_max, late_window=late_window,
         redeliver_after=redeliver_after)
@@ -170,6 +183,17 @@ def serve(db: str, host: str, port: int, public_url: str | None, provider: str,
         click.echo(f"operator token: {settings.operator_token}", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN)
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
 
 
 @backend.command("load")

@@ -432,6 +432,34 @@ async def _poll_forever(backend: Backend, wake: asyncio.Event) -> None:
         wake.clear()
 
 
+DOCS_ASSETS = "/docs-assets"
+
+
+def _swagger_assets() -> str | None:
+    """The folder of Swagger UI's files (``swagger-ui-bundle`` package), or None."""
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        return None
+    return str(swagger_ui_path)
+
+
+def _local_docs(app: FastAPI, folder: str) -> None:
+    """``/docs`` with Swagger UI served from this server: it works offline."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=folder), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} - docs",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png")
+
+
 def create_app(settings: ServerSettings | None = None, *, clock: Clock | None = None,
                http: httpx.Client | None = None, backend: Backend | None = None) -> FastAPI:
     """Build the app (and its database schema); the poller starts with the app's lifespan."""
@@ -463,7 +491,9 @@ def create_app(settings: ServerSettings | None = None, *, clock: Clock | None = 
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
+    assets = _swagger_assets()
     app = FastAPI(title="vendhw reference backend", version="1", lifespan=lifespan,
+                  docs_url=None if assets else "/docs",
                   description="QR payment (sandbox, WeChat Pay, Alipay), pickup and lottery "
                               "codes, machine push and refunds. See the README section "
                               "'Backend' for the signing scheme and the order state machine.")
@@ -498,6 +528,8 @@ def create_app(settings: ServerSettings | None = None, *, clock: Clock | None = 
     app.include_router(operator)
     if the_backend.sandbox is not None:
         app.include_router(sandbox)
+    if assets:
+        _local_docs(app, assets)
     app.add_middleware(Guard, backend=the_backend, routes=lambda: app.router.routes)
     return app
 
