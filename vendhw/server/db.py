@@ -3,13 +3,15 @@
 SQLite (the embedded default) gets WAL, ``synchronous=FULL`` (a committed payment survives a
 power cut), a busy timeout, and ``BEGIN IMMEDIATE`` for every transaction, so two writers
 never deadlock upgrading a read lock; inside one process a lock queues transactions fairly
-instead of leaving them to SQLite's sleeping busy handler. Other databases (PostgreSQL for
+instead of leaving them to SQLite's sleeping busy handler (first come, first served: see
+:class:`FairLock`). Other databases (PostgreSQL for
 fleets) use row locks (``SELECT ... FOR UPDATE``) taken by the service.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +26,44 @@ from vendhw.errors import ConfigurationError
 from vendhw.server.models import Base
 
 BUSY_TIMEOUT_MS = 10_000
+
+
+class FairLock:
+    """A FIFO lock: a releasing thread hands the lock to the longest waiter.
+
+    ``threading.Lock`` lets the thread that just released it take it straight back, so a
+    loop of short transactions (an operator batch in chunks) could starve the machines'
+    requests queued behind it; with this lock each waiter gets its turn between two chunks.
+    """
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._held = False
+        self._waiters: deque[threading.Lock] = deque()
+
+    def acquire(self) -> None:
+        with self._mutex:
+            if not self._held and not self._waiters:
+                self._held = True
+                return
+            gate = threading.Lock()
+            gate.acquire()
+            self._waiters.append(gate)
+        gate.acquire()  # released by the owner's release(): the lock is ours, still held
+
+    def release(self) -> None:
+        with self._mutex:
+            if self._waiters:
+                self._waiters.popleft().release()  # hand over: _held stays True
+            else:
+                self._held = False
+
+    def __enter__(self) -> FairLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 class Database:
@@ -53,7 +93,7 @@ class Database:
         if self.is_sqlite:
             _tune_sqlite(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._lock = threading.Lock() if self.is_sqlite else None
+        self._lock = FairLock() if self.is_sqlite else None
         self._local = threading.local()
 
     def create_schema(self) -> None:

@@ -78,6 +78,8 @@ MIN_SECRET_LENGTH = 16
 SECRET_CACHE_S = 10.0
 LAST_SEEN_EVERY_S = 5.0
 MAX_CODE_VALIDITY = 10 * 365 * 86400.0
+CODE_BATCH_CHUNK = 250
+"""Codes created per transaction of an operator batch (machines queue between chunks)."""
 MAX_AMOUNT = 2**31 - 1
 """Largest amount or price in minor units: the database's INTEGER (21 million CNY/USD)."""
 
@@ -828,30 +830,62 @@ class Backend:
             raise ApiError(422, "bad_validity", "valid_for must be positive and at most "
                            f"{MAX_CODE_VALIDITY:.0f} s (10 years)")
         now = self.clock.now()
-        created = []
         with self.db.tx() as s:
             if s.get(Product, product_id) is None:
                 raise ApiError(404, "unknown_product", f"no product {product_id!r}")
             if machine_id is not None and s.get(Machine, machine_id) is None:
                 raise ApiError(404, "unknown_machine", f"no machine {machine_id!r}")
-            for _ in range(count):
-                while True:
-                    code = codemod.generate_code(self.settings.code_digits)
-                    digest = codemod.code_hash(code)
-                    clash = s.execute(select(Code.id).where(Code.code_hash == digest)).first()
-                    if clash is None:
-                        break
-                row = Code(selector=codemod.selector(code), code_hash=digest, kind=kind,
-                           product_id=product_id, machine_id=machine_id, status="active",
-                           created_at=now, expires_at=now + seconds)
-                s.add(row)
-                s.flush()
-                self._audit(s, "code", str(row.id), None, "active",
-                            f"{kind} code for {product_id}", "operator")
-                created.append({"id": row.id, "code": code, "kind": kind,
-                                "product_id": product_id, "machine_id": machine_id,
-                                "expires_at": iso(row.expires_at)})
+        created: list[dict[str, Any]] = []
+        try:
+            for first in range(0, count, CODE_BATCH_CHUNK):
+                # One short transaction per chunk: machines' requests queue between chunks
+                # instead of behind the whole batch (SQLite has one writer at a time).
+                with self.db.tx() as s:
+                    created += self._create_code_chunk(
+                        s, min(CODE_BATCH_CHUNK, count - first), product_id, machine_id,
+                        kind, now, now + seconds)
+        except BaseException:
+            # Codes never shown to anybody are useless: withdraw the part already committed.
+            if created:
+                self._revoke_unshown([c["id"] for c in created])
+            raise
         return created
+
+    def _create_code_chunk(self, s: Session, n: int, product_id: str, machine_id: str | None,
+                           kind: str, now: float, expires_at: float) -> list[dict[str, Any]]:
+        fresh: dict[str, str] = {}  # hash -> code
+        while len(fresh) < n:
+            batch: dict[str, str] = {}
+            while len(batch) < n - len(fresh):
+                code = codemod.generate_code(self.settings.code_digits)
+                batch[codemod.code_hash(code)] = code
+            clashes = set(s.execute(select(Code.code_hash).where(
+                Code.selector.in_({codemod.selector(c) for c in batch.values()}),
+                Code.code_hash.in_(list(batch)))).scalars())
+            fresh.update({h: c for h, c in batch.items() if h not in clashes})
+        codes = list(fresh.values())
+        rows = s.execute(insert(Code).returning(Code.id, sort_by_parameter_order=True), [
+            {"selector": codemod.selector(code), "code_hash": digest, "kind": kind,
+             "product_id": product_id, "machine_id": machine_id, "status": "active",
+             "created_at": now, "expires_at": expires_at}
+            for digest, code in fresh.items()]).scalars().all()
+        s.execute(insert(AuditEntry), [
+            {"at": now, "entity": "code", "entity_id": str(code_id), "from_state": None,
+             "to_state": "active", "reason": f"{kind} code for {product_id}",
+             "actor": "operator"} for code_id in rows])
+        return [{"id": code_id, "code": code, "kind": kind, "product_id": product_id,
+                 "machine_id": machine_id, "expires_at": iso(expires_at)}
+                for code_id, code in zip(rows, codes, strict=True)]
+
+    def _revoke_unshown(self, code_ids: list[int]) -> None:
+        now = self.clock.now()
+        with self.db.tx() as s:
+            s.execute(update(Code).where(Code.id.in_(code_ids), Code.status == "active")
+                      .values(status="revoked"))
+            s.execute(insert(AuditEntry), [
+                {"at": now, "entity": "code", "entity_id": str(code_id), "from_state": "active",
+                 "to_state": "revoked", "reason": "batch failed before the codes were shown",
+                 "actor": "system"} for code_id in code_ids])
 
     def redeem_code(self, machine_id: str, code: str) -> dict[str, Any]:
         """Verify a typed code, reserve it for this machine, and ship its product.
