@@ -196,6 +196,25 @@ def _is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve to anything
 
 
+@backend.command("migrate")
+@db_option
+@json_option
+def migrate(db: str, as_json: bool) -> None:
+    """Apply the database migrations (``serve`` also does at every start)."""
+    _require_server_extra()
+    from vendhw.server.db import Database
+
+    database = Database(db_url(db))
+    try:
+        result = database.migrate()
+    finally:
+        database.dispose()
+    if as_json:
+        click.echo(json.dumps({"db": database.url, **result}))
+    else:
+        click.echo(f"{database.url}: schema {result['from'] or '(new)'} -> {result['to']}")
+
+
 @backend.command("load")
 @click.argument("catalogue", type=click.Path(exists=True, dir_okay=False))
 @db_option

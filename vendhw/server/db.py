@@ -26,6 +26,9 @@ from vendhw.errors import ConfigurationError
 from vendhw.server.models import Base
 
 BUSY_TIMEOUT_MS = 10_000
+BASELINE_REVISION = "0001"
+"""The migration equal to the schema vendhw created before it had migrations."""
+MIGRATION_LOCK = 0x76656E64  # "vend": advisory lock key held while migrating
 
 
 class FairLock:
@@ -97,8 +100,44 @@ class Database:
         self._local = threading.local()
 
     def create_schema(self) -> None:
-        """Create missing tables (first start); existing tables are left as they are."""
-        Base.metadata.create_all(self.engine)
+        """Bring the schema to the newest migration (see :meth:`migrate`)."""
+        self.migrate()
+
+    def migrate(self) -> dict[str, str | None]:
+        """Apply the Alembic migrations; returns ``{"from": rev, "to": rev}``.
+
+        * an empty database gets the models' tables at once (``create_all``) and is stamped
+          with the newest revision (Alembic's recipe for new databases);
+        * a database made before migrations existed (tables, no ``alembic_version``) is
+          stamped ``0001`` (that schema) and upgraded;
+        * otherwise ``upgrade head``.
+
+        Several processes starting together are serialised: a PostgreSQL advisory lock (on
+        SQLite the write lock of ``BEGIN IMMEDIATE``).
+        """
+        from alembic import command
+        from alembic.config import Config
+        from alembic.runtime.migration import MigrationContext
+        from sqlalchemy import inspect
+
+        config = Config()
+        config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        with self.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                   {"key": MIGRATION_LOCK})
+            config.attributes["connection"] = connection
+            before = MigrationContext.configure(connection).get_current_revision()
+            tables = set(inspect(connection).get_table_names())
+            if before is None and not tables - {"alembic_version"}:
+                Base.metadata.create_all(connection)
+                command.stamp(config, "head")
+            else:
+                if before is None:
+                    command.stamp(config, BASELINE_REVISION)
+                command.upgrade(config, "head")
+            after = MigrationContext.configure(connection).get_current_revision()
+        return {"from": before, "to": after}
 
     @contextmanager
     def tx(self) -> Iterator[Session]:
