@@ -95,8 +95,10 @@ def _current_user() -> str:
     return getpass.getuser()
 
 
-def start_cluster() -> Cluster:
-    """initdb + postgres in a temp folder; raises ClusterUnavailable with a reason."""
+def start_cluster(durable: bool = False) -> Cluster:
+    """initdb + postgres in a temp folder; raises ClusterUnavailable with a reason.
+
+    ``durable=False`` (tests) turns fsync off; benchmarks pass True for real commits."""
     bindir = _bindir()
     if bindir is None:
         raise ClusterUnavailable("PostgreSQL is not installed (no initdb; Debian: apt-get "
@@ -132,8 +134,9 @@ def start_cluster() -> Cluster:
     cluster.process = subprocess.Popen(
         cluster._cmd([str(bindir / "postgres"), "-D", str(data), "-p", str(cluster.port),
                       "-k", str(cluster.socket_dir), "-c", "listen_addresses=127.0.0.1",
-                      "-c", "fsync=off", "-c", "synchronous_commit=off",
-                      "-c", "full_page_writes=off", "-c", "max_connections=200",
+                      *([] if durable else ["-c", "fsync=off", "-c", "synchronous_commit=off",
+                                            "-c", "full_page_writes=off"]),
+                      "-c", "max_connections=200",
                       "-c", "shared_buffers=32MB"]),
         stdout=log, stderr=subprocess.STDOUT)
     log.close()
