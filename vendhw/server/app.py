@@ -472,6 +472,7 @@ def create_app(settings: ServerSettings | None = None, *, clock: Clock | None = 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         task = None
+        the_backend.start_doorbell()
         if the_backend.settings.run_poller:
             loop = asyncio.get_running_loop()
             wake = asyncio.Event()
@@ -485,6 +486,8 @@ def create_app(settings: ServerSettings | None = None, *, clock: Clock | None = 
         try:
             yield
         finally:
+            if the_backend.doorbell is not None:
+                the_backend.doorbell.stop()
             the_backend.wake_poller = lambda: None
             if task is not None:
                 task.cancel()

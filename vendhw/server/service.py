@@ -42,6 +42,7 @@ from vendhw.server.models import (
     Refund,
     Slot,
 )
+from vendhw.server.pgnotify import PgDoorbell, doorbell_for, notify_in
 from vendhw.server.providers import (
     NotificationError,
     NotificationReply,
@@ -139,6 +140,8 @@ class Backend:
         self.db = db or Database(settings.db_url)
         self.db.create_schema()
         self.hub = PushHub()
+        self.doorbell: PgDoorbell | None = doorbell_for(self.db.url, self.hub)
+        """Started with the app: rings this process's long-polls for other processes."""
         self.providers: dict[str, PaymentProvider] = build_providers(
             settings, self.db, self.clock, http)
         sandbox = self.providers.get("sandbox")
@@ -606,6 +609,7 @@ class Backend:
                           else now))
         self._audit(s, "instruction", instruction_id, None, "pending",
                     f"ship order {order.id} from slot {order.slot}", "system")
+        notify_in(s, order.machine_id)  # other processes' long-polls (PostgreSQL)
         effects.instructions.append((order.machine_id, payload))
 
     def _new_refund(self, s: Session, order: Order, amount: int, reason: str) -> int:
@@ -1278,7 +1282,14 @@ class Backend:
                 order.next_query_at = None
         self._after(effects)
 
+    def start_doorbell(self) -> None:
+        """Listen for other processes' new instructions (PostgreSQL; no-op on SQLite)."""
+        if self.doorbell is not None:
+            self.doorbell.start()
+
     def close(self) -> None:
+        if self.doorbell is not None:
+            self.doorbell.stop()
         if self._notify_http is not None:
             self._notify_http.close()
         self.db.dispose()
