@@ -79,7 +79,7 @@ MIN_SECRET_LENGTH = 16
 SECRET_CACHE_S = 10.0
 LAST_SEEN_EVERY_S = 5.0
 MAX_CODE_VALIDITY = 10 * 365 * 86400.0
-CODE_BATCH_CHUNK = 250
+CODE_BATCH_CHUNK = 100
 """Codes created per transaction of an operator batch (machines queue between chunks)."""
 MAX_AMOUNT = 2**31 - 1
 """Largest amount or price in minor units: the database's INTEGER (21 million CNY/USD)."""
