@@ -326,6 +326,55 @@ def codes_create(product: str, count: int, valid_for: float, machine: str | None
                f"{created[0]['expires_at']}", err=True)
 
 
+@codes.command("list")
+@click.option("--status", default=None,
+              type=click.Choice(["active", "reserved", "consumed", "revoked"]))
+@click.option("--product", default=None)
+@click.option("--machine", default=None)
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000))
+@db_option
+@json_option
+def codes_list(status: str | None, product: str | None, machine: str | None, limit: int,
+               db: str, as_json: bool) -> None:
+    """Codes, newest first (their digits are never stored, only shown at creation)."""
+    rows = _open(db).list_codes(status, product, machine, limit)
+    if as_json:
+        click.echo(json.dumps({"codes": rows}))
+        return
+    table = Table("id", "kind", "product", "machine", "status", "expires", "order")
+    for row in rows:
+        table.add_row(str(row["id"]), row["kind"], row["product_id"], row["machine_id"] or "*",
+                      row["status"], row["expires_at"], row["order_id"] or "")
+    Console().print(table)
+
+
+@codes.command("revoke")
+@click.argument("code_ids", nargs=-1, required=True, type=int)
+@click.option("--note", default="", help="Why (kept in the audit log).")
+@db_option
+@json_option
+def codes_revoke(code_ids: tuple[int, ...], note: str, db: str, as_json: bool) -> None:
+    """Withdraw unused codes by id (a code being used or already used is refused)."""
+    from vendhw.server.service import ApiError
+
+    backend_ = _open(db)
+    results: list[dict[str, Any]] = []
+    failed = False
+    for code_id in code_ids:
+        try:
+            results.append(backend_.revoke_code(code_id, note))
+        except ApiError as exc:
+            failed = True
+            results.append({"id": code_id, "error": exc.code, "detail": exc.detail})
+    if as_json:
+        click.echo(json.dumps({"codes": results}))
+    else:
+        for row in results:
+            click.echo(f"{row['id']}: {row.get('status') or row['error'] + ' - ' + row['detail']}")
+    if failed:
+        sys.exit(1)
+
+
 @backend.group()
 def orders() -> None:
     """Look at orders and settle the ones that need a person."""
@@ -362,6 +411,58 @@ def orders_show(order_id: str, db: str) -> None:
         click.echo(json.dumps(_open(db).order_detail(order_id), indent=2))
     except ApiError as exc:
         raise click.ClickException(exc.detail) from exc
+
+
+@orders.command("refund")
+@click.argument("order_id")
+@click.option("--note", default="", help="Why (kept in the audit log).")
+@click.option("--providers", "providers_file", default=None, envvar="VENDHW_BACKEND_PROVIDERS",
+              type=click.Path(exists=True, dir_okay=False),
+              help="Provider options, so the refund can be made from here; otherwise the "
+                   "running server's loop makes it.")
+@db_option
+@json_option
+def orders_refund(order_id: str, note: str, providers_file: str | None, db: str,
+                  as_json: bool) -> None:
+    """Refund a paid order whose machine never took it (its instruction is withdrawn)."""
+    from vendhw.server.service import ApiError
+
+    try:
+        result = _open(db, providers_file).operator_refund(order_id, note)
+    except ApiError as exc:
+        raise click.ClickException(exc.detail) from exc
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(f"{result['id']}: {result['state']}")
+
+
+EXPORT_FIELDS = ("id", "machine_id", "slot", "product_id", "product_name", "amount",
+                 "currency", "kind", "provider", "state", "outcome", "created_at",
+                 "updated_at")
+
+
+@orders.command("export")
+@click.option("--state", default=None)
+@click.option("--machine", default=None)
+@click.option("--limit", default=100_000, show_default=True, type=click.IntRange(1, 10**7))
+@click.option("--output", "-o", default="-", type=click.File("w", encoding="utf-8"),
+              help="CSV file [default: stdout].")
+@db_option
+@json_option
+def orders_export(state: str | None, machine: str | None, limit: int, output: Any, db: str,
+                  as_json: bool) -> None:
+    """Export orders as CSV (or JSON lines with --json), newest first."""
+    import csv
+
+    rows = _open(db).list_orders(state, machine, limit)
+    if as_json:
+        for row in rows:
+            output.write(json.dumps({k: row[k] for k in EXPORT_FIELDS}) + "\n")
+        return
+    writer = csv.DictWriter(output, fieldnames=EXPORT_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
 
 
 @orders.command("resolve")

@@ -303,6 +303,21 @@ def operator_codes(body: CodesBody, request: Request) -> dict[str, Any]:
     return {"codes": codes}
 
 
+@operator.get("/codes")
+def operator_list_codes(request: Request, status: str | None = None,
+                        product: str | None = None, machine: str | None = None,
+                        limit: int = 100) -> dict[str, Any]:
+    """Codes, newest first, without their digits."""
+    return {"codes": _backend(request).list_codes(status, product, machine,
+                                                  min(max(limit, 1), 1000))}
+
+
+@operator.post("/codes/{code_id}/revoke")
+def operator_revoke_code(code_id: int, body: RefundBody, request: Request) -> dict[str, Any]:
+    """Withdraw an unused code (409 while a vend with it runs, or once used)."""
+    return _backend(request).revoke_code(code_id, body.note)
+
+
 @operator.get("/orders")
 def operator_orders(request: Request, state: str | None = None, machine: str | None = None,
                     limit: int = 100) -> dict[str, Any]:

@@ -891,6 +891,36 @@ class Backend:
                  "to_state": "revoked", "reason": "batch failed before the codes were shown",
                  "actor": "system"} for code_id in code_ids])
 
+    def list_codes(self, status: str | None = None, product_id: str | None = None,
+                   machine_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Codes, newest first, without their secret (only the hash is stored anyway)."""
+        with self.db.tx() as s:
+            query = select(Code).order_by(Code.id.desc()).limit(limit)
+            if status:
+                query = query.where(Code.status == status)
+            if product_id:
+                query = query.where(Code.product_id == product_id)
+            if machine_id:
+                query = query.where(Code.machine_id == machine_id)
+            return [_code_json(c) for c in s.execute(query).scalars()]
+
+    def revoke_code(self, code_id: int, note: str = "") -> dict[str, Any]:
+        """Withdraw an unused code; one being used right now or already used is refused."""
+        with self.db.tx() as s:
+            code = s.execute(select(Code).where(Code.id == code_id).with_for_update()
+                             ).scalar_one_or_none()
+            if code is None:
+                raise ApiError(404, "unknown_code", f"no code {code_id}")
+            if code.status == "reserved":
+                raise ApiError(409, "code_in_use", "a vend with this code is running; "
+                               "revoke it after the machine reports", code_status=code.status)
+            if code.status == "consumed":
+                raise ApiError(409, "code_used", "this code was already used",
+                               code_status=code.status)
+            if code.status == "active":
+                self._code_state(s, code, "revoked", "operator", note or "revoked")
+            return _code_json(code)
+
     def redeem_code(self, machine_id: str, code: str) -> dict[str, Any]:
         """Verify a typed code, reserve it for this machine, and ship its product.
 
@@ -1293,6 +1323,13 @@ class Backend:
         if self._notify_http is not None:
             self._notify_http.close()
         self.db.dispose()
+
+
+def _code_json(code: Code) -> dict[str, Any]:
+    return {"id": code.id, "kind": code.kind, "product_id": code.product_id,
+            "machine_id": code.machine_id, "status": code.status, "order_id": code.order_id,
+            "created_at": iso(code.created_at), "expires_at": iso(code.expires_at),
+            "used_at": iso(code.used_at)}
 
 
 def _insert_missing(s: Session, model: Any, values: dict[str, Any]) -> None:
