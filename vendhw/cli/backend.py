@@ -130,6 +130,9 @@ def backend() -> None:
               help="Catalogue (JSON or TOML: products, machines, slots) to load at start.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option("--idempotency-lease", type=DURATION, default="60s", show_default=True,
+              help="An Idempotency-Key in progress longer than this belongs to a request "
+                   "that died; a retry then runs it again.")
 @click.option("--poller/--no-poller", default=True, show_default=True,
               help="Run the provider-query/expiry/refund loop here (one process of a fleet "
                    "is enough; running it in several is safe).")
@@ -140,7 +143,7 @@ def serve(db: str, host: str, port: int, public_url: str | None, provider: str,
           providers_file: str | None, order_ttl: float, query_interval: float,
           query_max: float, late_window: float, redeliver_after: float,
           operator_token: str | None, bootstrap: str | None, log_level: str,
-          poller: bool, allow_public_sandbox: bool) -> None:
+          idempotency_lease: float, poller: bool, allow_public_sandbox: bool) -> None:
     """Serve the backend over HTTP (creates the schema on first start).
 
     OpenAPI documentation at /docs; readiness at /healthz.
@@ -172,7 +175,8 @@ def serve(db: str, host: str, port: int, public_url: str | None, provider: str,
         providers=provider_tables,
         operator_token=operator_token or "", order_ttl=order_ttl,
         query_interval=query_interval, query_max=query_max, late_window=late_window,
-        redeliver_after=redeliver_after, run_poller=poller)
+        redeliver_after=redeliver_after, run_poller=poller,
+        idempotency_lease=idempotency_lease)
     generated = not settings.operator_token
     settings.ensure_operator_token()
     the_backend = Backend(settings)
