@@ -130,6 +130,13 @@ def backend() -> None:
               help="Catalogue (JSON or TOML: products, machines, slots) to load at start.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option("--mqtt", "mqtt_broker", default=None, metavar="HOST[:PORT]",
+              envvar="VENDHW_MQTT_BROKER",
+              help="Also push instructions over MQTT through this broker (QoS 1).")
+@click.option("--mqtt-user", default="vendhw-backend", show_default=True,
+              envvar="VENDHW_MQTT_USER")
+@click.option("--mqtt-password", default=None, envvar="VENDHW_MQTT_PASSWORD",
+              help="[env VENDHW_MQTT_PASSWORD]")
 @click.option("--idempotency-lease", type=DURATION, default="60s", show_default=True,
               help="An Idempotency-Key in progress longer than this belongs to a request "
                    "that died; a retry then runs it again.")
@@ -143,6 +150,7 @@ def serve(db: str, host: str, port: int, public_url: str | None, provider: str,
           providers_file: str | None, order_ttl: float, query_interval: float,
           query_max: float, late_window: float, redeliver_after: float,
           operator_token: str | None, bootstrap: str | None, log_level: str,
+          mqtt_broker: str | None, mqtt_user: str, mqtt_password: str | None,
           idempotency_lease: float, poller: bool, allow_public_sandbox: bool) -> None:
     """Serve the backend over HTTP (creates the schema on first start).
 
@@ -188,8 +196,23 @@ def serve(db: str, host: str, port: int, public_url: str | None, provider: str,
                f"providers {', '.join(sorted(the_backend.providers))})", err=True)
     if generated:
         click.echo(f"operator token: {settings.operator_token}", err=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
-                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN)
+    bridge = None
+    if mqtt_broker:
+        from vendhw.server.mqtt import MqttBridge
+
+        broker_host, _, broker_port = mqtt_broker.rpartition(":")
+        if not broker_host or not broker_port.isdigit():
+            broker_host, broker_port = mqtt_broker, "1883"
+        bridge = MqttBridge(the_backend, broker_host, int(broker_port), username=mqtt_user,
+                            password=mqtt_password)
+        bridge.start()
+        click.echo(f"MQTT push through {broker_host}:{broker_port}", err=True)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
+                    timeout_graceful_shutdown=GRACEFUL_SHUTDOWN)
+    finally:
+        if bridge is not None:
+            bridge.stop()
 
 
 def _is_loopback(host: str) -> bool:

@@ -647,6 +647,14 @@ class Backend:
                 ).scalar()
         return items, (None if next_due is None else max(0.0, next_due - now))
 
+    def machines_with_due_instructions(self, limit: int = 1000) -> list[str]:
+        """Machines with an unacknowledged instruction due for (re)delivery (MQTT bridge)."""
+        now = self.clock.now()
+        with self.db.tx() as s:
+            return list(s.execute(select(Instruction.machine_id).where(
+                Instruction.status == "pending", Instruction.next_delivery_at <= now)
+                .distinct().limit(limit)).scalars())
+
     def ack(self, machine_id: str, instruction_id: str) -> dict[str, Any]:
         """The machine has the instruction (journaled): stop redelivering; order dispensing."""
         with self.db.tx() as s:
