@@ -182,3 +182,10 @@ def test_serve_with_mqtt(broker: object, tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def test_the_deployed_acl_is_the_tested_one() -> None:
+    from mqttbroker import ACL
+
+    root = Path(__file__).resolve().parents[2]
+    assert (root / "deploy" / "mosquitto" / "acl").read_text() == ACL
