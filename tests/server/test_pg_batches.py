@@ -95,3 +95,34 @@ def test_fair_lock_serves_waiters_in_arrival_order() -> None:
     for thread in threads:
         thread.join(timeout=10)
     assert order == [0, 1, 2, 3, 4]
+
+
+def test_reads_do_not_queue_behind_a_writer(tmp_path: object) -> None:
+    """SQLite file: a read-only request is answered while a write transaction is open."""
+    server = InProcessServer(f"{tmp_path}/r.db")
+    try:
+        server.add_machine("m1", slots={"A1": ("cola", 350)})
+        order = server.client("m1").create_order("A1")
+        holding, release = threading.Event(), threading.Event()
+
+        def writer() -> None:
+            with server.backend.db.tx():
+                holding.set()
+                release.wait(30)
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        assert holding.wait(30)
+        answered: list[Any] = []
+        reader = threading.Thread(target=lambda: answered.append(
+            server.backend.get_order(order.id)))
+        reader.start()
+        reader.join(timeout=20)  # a liveness bound: before the fix it waited for the writer
+        answered_while_writing = bool(answered)
+        release.set()
+        thread.join(timeout=30)
+        reader.join(timeout=30)
+        assert answered_while_writing, "the read waited for the write transaction"
+        assert answered[0]["id"] == order.id
+    finally:
+        server.close()

@@ -96,7 +96,11 @@ class Database:
         if self.is_sqlite:
             _tune_sqlite(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._readers = sessionmaker(self.engine.execution_options(vendhw_read_only=True),
+                                     expire_on_commit=False)
         self._lock = FairLock() if self.is_sqlite else None
+        self._one_connection = kwargs.get("poolclass") is not None
+        """In-memory SQLite: every thread shares one connection, so reads queue too."""
         self._local = threading.local()
 
     def create_schema(self) -> None:
@@ -159,6 +163,24 @@ class Database:
         finally:
             self._local.active = False
 
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only transaction: on SQLite a deferred ``BEGIN`` outside the writers' queue
+        (WAL readers see the last commit and never wait for a writer's fsync); elsewhere the
+        same as :meth:`tx`. Writing in it is a bug (SQLite would take the write lock late)."""
+        if self._one_connection:
+            with self.tx() as session:
+                yield session
+            return
+        if getattr(self._local, "active", False):
+            raise RuntimeError("nested Database transaction")
+        self._local.active = True
+        try:
+            with self._readers.begin() as session:
+                yield session
+        finally:
+            self._local.active = False
+
     def ping(self) -> bool:
         """True when a trivial query answers (the readiness check)."""
         with self.tx() as session:
@@ -183,7 +205,10 @@ def _tune_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if connection.get_execution_options().get("vendhw_read_only"):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 __all__ = ["Database"]

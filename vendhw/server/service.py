@@ -286,7 +286,7 @@ class Backend:
 
     def catalogue(self, machine_id: str) -> dict[str, Any]:
         """What a machine sells: its slots with product names and prices."""
-        with self.db.tx() as s:
+        with self.db.read() as s:
             machine = s.get(Machine, machine_id)
             if machine is None:
                 raise ApiError(404, "unknown_machine")
@@ -297,7 +297,7 @@ class Backend:
                  "price": slot.price, "enabled": slot.enabled} for slot, product in rows]}
 
     def machines(self) -> list[dict[str, Any]]:
-        with self.db.tx() as s:
+        with self.db.read() as s:
             rows = s.execute(select(Machine).order_by(Machine.id)).scalars().all()
             return [{"id": m.id, "name": m.name, "currency": m.currency,
                      "last_seen": iso(m.last_seen), "online": self.hub.waiting(m.id) > 0}
@@ -354,7 +354,7 @@ class Backend:
         cached = self._secrets.get(machine_id)
         if cached is not None and not refresh and now - cached[1] < SECRET_CACHE_S:
             return cached[0]
-        with self.db.tx() as s:
+        with self.db.read() as s:
             secret = s.execute(select(Machine.secret).where(Machine.id == machine_id)).scalar()
         if secret is None:
             self._secrets.pop(machine_id, None)
@@ -483,7 +483,7 @@ class Backend:
         return data
 
     def get_order(self, order_id: str, machine_id: str | None = None) -> dict[str, Any]:
-        with self.db.tx() as s:
+        with self.db.read() as s:
             order = s.get(Order, order_id)
             if order is None or (machine_id is not None and order.machine_id != machine_id):
                 raise ApiError(404, "unknown_order")
@@ -650,7 +650,7 @@ class Backend:
     def machines_with_due_instructions(self, limit: int = 1000) -> list[str]:
         """Machines with an unacknowledged instruction due for (re)delivery (MQTT bridge)."""
         now = self.clock.now()
-        with self.db.tx() as s:
+        with self.db.read() as s:
             return list(s.execute(select(Instruction.machine_id).where(
                 Instruction.status == "pending", Instruction.next_delivery_at <= now)
                 .distinct().limit(limit)).scalars())
@@ -902,7 +902,7 @@ class Backend:
     def list_codes(self, status: str | None = None, product_id: str | None = None,
                    machine_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Codes, newest first, without their secret (only the hash is stored anyway)."""
-        with self.db.tx() as s:
+        with self.db.read() as s:
             query = select(Code).order_by(Code.id.desc()).limit(limit)
             if status:
                 query = query.where(Code.status == status)
@@ -1129,7 +1129,7 @@ class Backend:
 
     def list_orders(self, state: str | None = None, machine_id: str | None = None,
                     limit: int = 100) -> list[dict[str, Any]]:
-        with self.db.tx() as s:
+        with self.db.read() as s:
             query = select(Order).order_by(Order.created_at.desc()).limit(limit)
             if state:
                 query = query.where(Order.state == state)
@@ -1139,7 +1139,7 @@ class Backend:
 
     def order_detail(self, order_id: str) -> dict[str, Any]:
         """An order with its payment, refund, instructions and audit trail."""
-        with self.db.tx() as s:
+        with self.db.read() as s:
             order = s.get(Order, order_id)
             if order is None:
                 raise ApiError(404, "unknown_order")
@@ -1173,7 +1173,7 @@ class Backend:
                  "reason": a.reason, "actor": a.actor} for a in rows]
 
     def audit(self, entity_id: str) -> list[dict[str, Any]]:
-        with self.db.tx() as s:
+        with self.db.read() as s:
             return self._audit_rows(s, entity_id)
 
     def resolve(self, order_id: str, decision: str, note: str = "") -> dict[str, Any]:
@@ -1266,7 +1266,7 @@ class Backend:
     def next_due(self) -> float | None:
         """Seconds until the background loop has work (0 when overdue, None when idle)."""
         now = self.clock.now()
-        with self.db.tx() as s:
+        with self.db.read() as s:
             candidates = [
                 s.execute(select(func.min(Order.next_query_at)).where(
                     Order.state == S.AWAITING_PAYMENT.value)).scalar(),
