@@ -309,14 +309,19 @@ def machines_add(machine_id: str, secret: str | None, name: str, currency: str,
 @db_option
 @json_option
 def machines_list(db: str, as_json: bool) -> None:
-    """List machines and when they were last seen."""
-    rows = _open(db).machines()
+    """List machines: last seen, online, pending instructions, open orders."""
+    from vendhw.server.operators import Operators
+
+    rows = Operators(_open(db)).machines()
     if as_json:
         click.echo(json.dumps(rows))
         return
-    table = Table("id", "name", "currency", "last seen")
+    table = Table("id", "name", "currency", "last seen", "online", "pending instr.",
+                  "open orders")
     for row in rows:
-        table.add_row(row["id"], row["name"], row["currency"], row["last_seen"] or "-")
+        table.add_row(row["id"], row["name"], row["currency"], row["last_seen"] or "-",
+                      "yes" if row["online"] else "no", str(row["pending_instructions"]),
+                      str(row["open_orders"]))
     Console().print(table)
 
 
@@ -516,6 +521,8 @@ def orders_resolve(order_id: str, decision: str | None, note: str,
         raise click.ClickException(exc.detail) from exc
     click.echo(json.dumps(result))
 
+
+from vendhw.cli import backend_ops  # noqa: E402,F401  (registers its commands)
 
 if __name__ == "__main__":  # pragma: no cover
     backend(sys.argv[1:])

@@ -544,6 +544,9 @@ def create_app(settings: ServerSettings | None = None, *, clock: Clock | None = 
     app.include_router(public)
     app.include_router(machine)
     app.include_router(operator)
+    from vendhw.server.operator_routes import router as operators_router
+
+    app.include_router(operators_router)
     if the_backend.sandbox is not None:
         app.include_router(sandbox)
     if assets:

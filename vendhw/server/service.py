@@ -848,6 +848,7 @@ class Backend:
             if machine_id is not None and s.get(Machine, machine_id) is None:
                 raise ApiError(404, "unknown_machine", f"no machine {machine_id!r}")
         created: list[dict[str, Any]] = []
+        batch_id = "cb" + secrets.token_hex(6)  # 'codes revoke --batch'
         try:
             for first in range(0, count, CODE_BATCH_CHUNK):
                 # One short transaction per chunk: machines' requests queue between chunks
@@ -855,7 +856,7 @@ class Backend:
                 with self.db.tx() as s:
                     created += self._create_code_chunk(
                         s, min(CODE_BATCH_CHUNK, count - first), product_id, machine_id,
-                        kind, now, now + seconds)
+                        kind, now, now + seconds, batch_id)
         except BaseException:
             # Codes never shown to anybody are useless: withdraw the part already committed.
             if created:
@@ -864,7 +865,8 @@ class Backend:
         return created
 
     def _create_code_chunk(self, s: Session, n: int, product_id: str, machine_id: str | None,
-                           kind: str, now: float, expires_at: float) -> list[dict[str, Any]]:
+                           kind: str, now: float, expires_at: float,
+                           batch_id: str | None = None) -> list[dict[str, Any]]:
         fresh: dict[str, str] = {}  # hash -> code
         while len(fresh) < n:
             batch: dict[str, str] = {}
@@ -879,14 +881,15 @@ class Backend:
         rows = s.execute(insert(Code).returning(Code.id, sort_by_parameter_order=True), [
             {"selector": codemod.selector(code), "code_hash": digest, "kind": kind,
              "product_id": product_id, "machine_id": machine_id, "status": "active",
-             "created_at": now, "expires_at": expires_at}
+             "created_at": now, "expires_at": expires_at, "batch_id": batch_id}
             for digest, code in fresh.items()]).scalars().all()
         s.execute(insert(AuditEntry), [
             {"at": now, "entity": "code", "entity_id": str(code_id), "from_state": None,
              "to_state": "active", "reason": f"{kind} code for {product_id}",
              "actor": "operator"} for code_id in rows])
         return [{"id": code_id, "code": code, "kind": kind, "product_id": product_id,
-                 "machine_id": machine_id, "expires_at": iso(expires_at)}
+                 "machine_id": machine_id, "expires_at": iso(expires_at),
+                 "batch_id": batch_id}
                 for code_id, code in zip(rows, codes, strict=True)]
 
     def _revoke_unshown(self, code_ids: list[int]) -> None:
@@ -1139,6 +1142,8 @@ class Backend:
 
     def order_detail(self, order_id: str) -> dict[str, Any]:
         """An order with its payment, refund, instructions and audit trail."""
+        from vendhw.server.operators import refund_summary
+
         with self.db.read() as s:
             order = s.get(Order, order_id)
             if order is None:
@@ -1152,7 +1157,7 @@ class Backend:
                 "amount": payment.amount, "currency": payment.currency,
                 "paid_at": iso(payment.paid_at), "source": payment.source,
                 "late": payment.late}
-            refund = s.execute(select(Refund).where(Refund.order_id == order_id)
+            refund = s.execute(select(Refund).where(Refund.out_refund_no == "R" + order_id)
                                ).scalar_one_or_none()
             data["refund"] = None if refund is None else {
                 "out_refund_no": refund.out_refund_no, "provider": refund.provider,
@@ -1163,6 +1168,7 @@ class Backend:
                 {"id": i.id, "status": i.status, "deliveries": i.deliveries}
                 for i in s.execute(select(Instruction).where(Instruction.order_id == order_id)
                                    ).scalars()]
+            data.update(refund_summary(s, order_id))  # partial refunds (operators.py)
             data["audit"] = self._audit_rows(s, order_id)
             return data
 
