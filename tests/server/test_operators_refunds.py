@@ -34,7 +34,7 @@ def delivered(server: InProcessServer, client: BackendClient, slot: str = "A1") 
 
 def test_money_parsing_and_display() -> None:
     assert parse_money("1.50") == 150 and parse_money("2") == 200 and parse_money("0.05") == 5
-    for bad in ("0", "-1", "1.505", "abc", "nan", "inf", ""):
+    for bad in ("0", "-1", "_1", "1.505", "abc", "nan", "inf", ""):
         with pytest.raises(ValueError):
             parse_money(bad)
     assert money(350, "CNY") == "3.50 CNY" and money(5) == "0.05"
@@ -46,9 +46,9 @@ def test_two_partial_refunds_then_the_rest_is_refused(server: InProcessServer,
     ops = Operators(server.backend)
     first = ops.refund_part(order_id, 150, "dented can", operator="alice")
     assert first["status"] == "succeeded" and first["kind"] == "partial"
-    assert first["out_refund_no"] == f"R{order_id}-1" and first["total"] == 350
+    assert first["out_refund_no"] == f"R{order_id}_1" and first["total"] == 350
     second = ops.refund_part(order_id, 200, "")
-    assert second["status"] == "succeeded" and second["out_refund_no"] == f"R{order_id}-2"
+    assert second["status"] == "succeeded" and second["out_refund_no"] == f"R{order_id}_2"
     with pytest.raises(ApiError) as refused:
         ops.refund_part(order_id, 1, "one fen more")
     assert refused.value.code == "refund_exceeds_payment"
@@ -64,7 +64,7 @@ def test_two_partial_refunds_then_the_rest_is_refused(server: InProcessServer,
         trade = s.get(SandboxTrade, order_id)
         assert trade is not None and trade.refunded == 350
         assert s.execute(select(func.count()).select_from(SandboxRefund)).scalar() == 2
-    trail = server.backend.audit(f"R{order_id}-1")
+    trail = server.backend.audit(f"R{order_id}_1")
     assert [(a["from"], a["to"]) for a in trail] == [(None, "pending"), ("pending", "succeeded")]
     assert trail[0]["actor"] == "operator:alice" and "dented can" in trail[0]["reason"]
 
@@ -103,7 +103,7 @@ def test_the_sandbox_refunds_each_number_once_and_never_beyond_the_payment(
     order_id = delivered(server, client)
     sandbox = server.backend.sandbox
     assert sandbox is not None
-    part = RefundRequest(order_id, "Rx-1", 300, 350, "CNY", "r")
+    part = RefundRequest(order_id, "Rx_1", 300, 350, "CNY", "r")
     assert sandbox.refund(part).state.value == "succeeded"
     assert sandbox.refund(part).state.value == "succeeded"  # same number: no second payout
     assert sandbox.refund(RefundRequest(order_id, "Rx-2", 51, 350, "CNY", "r")
@@ -181,7 +181,7 @@ def test_concurrent_partial_refunds_never_exceed_the_payment(db_url: str) -> Non
         lost = [r for r in results if not isinstance(r, dict)]
         assert len(won) == 3 and len(lost) == 5
         assert all(isinstance(e, ApiError) and e.code == "refund_exceeds_payment" for e in lost)
-        assert {r["out_refund_no"] for r in won} == {f"R{order_id}-{n}" for n in (1, 2, 3)}
+        assert {r["out_refund_no"] for r in won} == {f"R{order_id}_{n}" for n in (1, 2, 3)}
         with first.db.tx() as s:
             total = s.execute(select(func.sum(Refund.amount)).where(
                 Refund.order_id == order_id)).scalar()
@@ -210,7 +210,7 @@ def test_cli_create_and_list(server: InProcessServer, client: BackendClient,
     made = runner.invoke(backend_cli, ["refunds", "create", order_id, "--amount", "1.50",
                                        "--reason", "dented", "--db", db])
     assert made.exit_code == 0, made.output
-    assert f"refund R{order_id}-1: 1.50 CNY of order {order_id}, succeeded" in made.output
+    assert f"refund R{order_id}_1: 1.50 CNY of order {order_id}, succeeded" in made.output
     assert "paid 3.50 CNY, refunded 1.50 CNY, pending 0.00 CNY" in made.output
     again = runner.invoke(backend_cli, ["refunds", "create", order_id, "--amount", "2.01",
                                         "--db", db])

@@ -116,7 +116,7 @@ class Refund(Base):
     order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"), index=True)
     """Several rows per order once operators refund parts of it (whole refund: one row)."""
     out_refund_no: Mapped[str] = mapped_column(String(64), unique=True)
-    """Derived from the order id (``R<order>``; a part: ``R<order>-<n>``): a retried refund
+    """Derived from the order id (``R<order>``; a part: ``R<order>_<n>``): a retried refund
     can never pay twice."""
     provider: Mapped[str] = mapped_column(String(32))
     amount: Mapped[int] = mapped_column(Integer)

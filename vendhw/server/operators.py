@@ -67,6 +67,8 @@ def parse_money(text: str) -> int:
     """``"1.50"`` / ``"1.5"`` / ``"2"`` -> minor units; anything else is a ValueError with a
     sentence for the operator."""
     try:
+        if "_" in text:
+            raise InvalidOperation
         value = Decimal(text.strip())
     except (InvalidOperation, AttributeError):
         raise ValueError(f"not an amount: {text!r} (use major units, e.g. 1.50)") from None
@@ -182,7 +184,7 @@ class Operators:
                                f"{money(left, payment.currency)} of "
                                f"{money(payment.amount, payment.currency)} left to refund",
                                paid=payment.amount, refunded=already, left=left)
-            refund = Refund(order_id=order.id, out_refund_no=f"R{order.id}-{count + 1}",
+            refund = Refund(order_id=order.id, out_refund_no=f"R{order.id}_{count + 1}",
                             provider=order.provider, amount=amount, total=payment.amount,
                             currency=payment.currency,
                             reason=reason or "partial refund", status="pending",
