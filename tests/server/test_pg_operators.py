@@ -83,7 +83,7 @@ def test_refund_and_export(tmp_path: Path) -> None:
         rows = list(csv.DictReader(io.StringIO(out)))
         assert {r["id"]: r["state"] for r in rows} == {paid.id: "refunded",
                                                        unpaid.id: "awaiting_payment"}
-        assert rows[0]["amount"] == "350"
+        assert rows[0]["amount"] == "3.50"  # major units (docs/backend-operators.md)
         rc, out = _cli("orders", "export", "--state", "refunded", "--json", "--db", db)
         assert [json.loads(line)["id"] for line in out.splitlines()] == [paid.id]
     finally:

@@ -355,41 +355,61 @@ def codes_create(product: str, count: int, valid_for: float, machine: str | None
     for item in created:
         click.echo(item["code"])
     click.echo(f"{count} {kind} code(s) for {product}, valid until "
-               f"{created[0]['expires_at']}", err=True)
+               f"{created[0]['expires_at']}, batch {created[0]['batch_id']}", err=True)
 
 
 @codes.command("list")
-@click.option("--status", default=None,
+@click.option("--status", "--state", "status", default=None,
               type=click.Choice(["active", "reserved", "consumed", "revoked"]))
 @click.option("--product", default=None)
 @click.option("--machine", default=None)
+@click.option("--batch", default=None, help="Only this batch ('codes create' prints it).")
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000))
 @db_option
 @json_option
-def codes_list(status: str | None, product: str | None, machine: str | None, limit: int,
-               db: str, as_json: bool) -> None:
+def codes_list(status: str | None, product: str | None, machine: str | None,
+               batch: str | None, limit: int, db: str, as_json: bool) -> None:
     """Codes, newest first (their digits are never stored, only shown at creation)."""
-    rows = _open(db).list_codes(status, product, machine, limit)
+    rows = _open(db).list_codes(status, product, machine, limit, batch_id=batch)
     if as_json:
         click.echo(json.dumps({"codes": rows}))
         return
-    table = Table("id", "kind", "product", "machine", "status", "expires", "order")
+    table = Table("id", "kind", "product", "machine", "batch", "status", "expires", "order")
     for row in rows:
         table.add_row(str(row["id"]), row["kind"], row["product_id"], row["machine_id"] or "*",
-                      row["status"], row["expires_at"], row["order_id"] or "")
+                      row["batch_id"] or "-", row["status"], row["expires_at"],
+                      row["order_id"] or "")
     Console().print(table)
 
 
 @codes.command("revoke")
-@click.argument("code_ids", nargs=-1, required=True, type=int)
+@click.argument("code_ids", nargs=-1, type=int)
+@click.option("--batch", default=None, help="Every code of this batch ('codes create' "
+                                            "prints it).")
+@click.option("--code", "digits", default=None,
+              help="The code itself, as the customer has it (instead of its id).")
 @click.option("--note", default="", help="Why (kept in the audit log).")
 @db_option
 @json_option
-def codes_revoke(code_ids: tuple[int, ...], note: str, db: str, as_json: bool) -> None:
-    """Withdraw unused codes by id (a code being used or already used is refused)."""
+def codes_revoke(code_ids: tuple[int, ...], batch: str | None, digits: str | None, note: str,
+                 db: str, as_json: bool) -> None:
+    """Withdraw unused codes by id, --code or --batch (a code being used or already used is
+    refused, the others are revoked)."""
+    from vendhw.server.operators import Operators
     from vendhw.server.service import ApiError
 
+    if sum(1 for given in (code_ids, batch, digits) if given) != 1:
+        raise click.UsageError("give code ids, --code CODE or --batch ID")
     backend_ = _open(db)
+    if batch:
+        code_ids = tuple(Operators(backend_).batch_code_ids(batch))
+        if not code_ids:
+            raise click.ClickException(f"no codes in batch {batch!r}")
+    elif digits:
+        found = Operators(backend_).find_code(digits)
+        if found is None:
+            raise click.ClickException("no such code")
+        code_ids = (found,)
     results: list[dict[str, Any]] = []
     failed = False
     for code_id in code_ids:
@@ -467,34 +487,6 @@ def orders_refund(order_id: str, note: str, providers_file: str | None, db: str,
         click.echo(json.dumps(result))
     else:
         click.echo(f"{result['id']}: {result['state']}")
-
-
-EXPORT_FIELDS = ("id", "machine_id", "slot", "product_id", "product_name", "amount",
-                 "currency", "kind", "provider", "state", "outcome", "created_at",
-                 "updated_at")
-
-
-@orders.command("export")
-@click.option("--state", default=None)
-@click.option("--machine", default=None)
-@click.option("--limit", default=100_000, show_default=True, type=click.IntRange(1, 10**7))
-@click.option("--output", "-o", default="-", type=click.File("w", encoding="utf-8"),
-              help="CSV file [default: stdout].")
-@db_option
-@json_option
-def orders_export(state: str | None, machine: str | None, limit: int, output: Any, db: str,
-                  as_json: bool) -> None:
-    """Export orders as CSV (or JSON lines with --json), newest first."""
-    import csv
-
-    rows = _open(db).list_orders(state, machine, limit)
-    if as_json:
-        for row in rows:
-            output.write(json.dumps({k: row[k] for k in EXPORT_FIELDS}) + "\n")
-        return
-    writer = csv.DictWriter(output, fieldnames=EXPORT_FIELDS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
 
 
 @orders.command("resolve")

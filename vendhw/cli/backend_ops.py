@@ -1,12 +1,11 @@
 """Operator commands of ``vendhw backend`` (see docs/backend-operators.md): partial refunds,
-codes list/revoke, machines show, orders export. Like the other admin commands they open the
-database directly. ``--json`` prints one JSON object per line, money in minor units with the
-currency; the tables print money as "3.50 CNY"."""
+machines show, orders export (codes list/revoke live in backend.py). Like the other admin
+commands they open the database directly. ``--json`` prints one JSON object per line, money
+in minor units with the currency; the tables print money as "3.50 CNY"."""
 
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterable, Iterator
 from typing import IO, TYPE_CHECKING, Any
 
@@ -14,13 +13,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from vendhw.cli.backend import _open, backend, codes, db_option, json_option, machines, orders
+from vendhw.cli.backend import _open, backend, db_option, json_option, machines, orders
 
 if TYPE_CHECKING:
     from vendhw.server.operators import Operators
 
 REFUND_STATES = ("pending", "processing", "succeeded")
-CODE_STATES = ("active", "reserved", "consumed", "revoked")
 ORDER_STATES = ("created", "awaiting_payment", "paid", "dispensing", "delivered", "refunding",
                 "refunded", "needs_review", "expired", "cancelled")
 
@@ -128,73 +126,6 @@ def refunds_list(order_id: str | None, status: str | None, limit: int, db: str,
     Console(width=200).print(table)
 
 
-# --- codes --------------------------------------------------------------------------------
-
-
-@codes.command("list")
-@click.option("--product", default=None, help="Only codes for this product.")
-@click.option("--state", default=None, type=click.Choice(CODE_STATES))
-@click.option("--batch", default=None, help="Only this batch (codes create prints it).")
-@click.option("--limit", default=1000, show_default=True, type=click.IntRange(1, 100_000))
-@db_option
-@json_option
-def codes_list(product: str | None, state: str | None, batch: str | None, limit: int,
-               db: str, as_json: bool) -> None:
-    """Codes, newest first (their digits are not stored: ids, states, batches)."""
-    rows = _ops(db).list_codes(product, state, batch, limit)
-    if as_json:
-        _lines(rows)
-        return
-    table = Table("id", "kind", "product", "machine", "batch", "state", "expires", "order")
-    for c in rows:
-        state_text = c["state"] + (" (expired)" if c["expired"] else "")
-        table.add_row(str(c["id"]), c["kind"], c["product_id"], c["machine_id"] or "any",
-                      c["batch_id"] or "-", state_text, c["expires_at"], c["order_id"] or "")
-    Console(width=200).print(table)
-
-
-@codes.command("revoke")
-@click.argument("code", required=False)
-@click.option("--id", "ids", multiple=True, type=int, help="A code id (repeatable).")
-@click.option("--batch", default=None, help="Every code of this batch.")
-@click.option("--note", default="", help="Why (audit log).")
-@db_option
-@json_option
-def codes_revoke(code: str | None, ids: tuple[int, ...], batch: str | None, note: str,
-                 db: str, as_json: bool) -> None:
-    """Withdraw a code (its digits), codes by --id, or a whole --batch.
-
-    Active codes are revoked; a code in a running vend (reserved) and a used one (consumed)
-    are left as they are and reported. Exits 1 if any code was not revoked.
-    """
-    from vendhw.server.service import ApiError
-
-    given = sum(1 for x in (code, ids, batch) if x)
-    if given != 1:
-        raise click.UsageError("give one of: CODE, --id ID..., --batch ID")
-    ops = _ops(db)
-    code_ids: list[int] | None = list(ids) if ids else None
-    if code:
-        found = ops.find_code(code)
-        if found is None:
-            raise click.ClickException("no such code")
-        code_ids = [found]
-    try:
-        results = ops.revoke_codes(code_ids, batch if batch else None, note)
-    except ApiError as exc:
-        raise _fail(exc) from None
-    if as_json:
-        _lines(results)
-    else:
-        words = {"revoked": "revoked", "already_revoked": "was already revoked",
-                 "in_use": "NOT revoked: in a running vend (reserved); try again after it",
-                 "consumed": "NOT revoked: already used", "unknown": "NOT revoked: no such code"}
-        for r in results:
-            click.echo(f"code {r['id']}: {words[r['result']]}")
-    if any(r["result"] not in ("revoked", "already_revoked") for r in results):
-        sys.exit(1)
-
-
 # --- machines -----------------------------------------------------------------------------
 
 
@@ -257,18 +188,22 @@ class IsoTime(click.ParamType):
               help="Orders created at or after (ISO 8601; UTC unless an offset is given).")
 @click.option("--until", type=IsoTime(), default=None, help="Orders created before.")
 @click.option("--state", default=None, type=click.Choice(ORDER_STATES))
+@click.option("--machine", default=None, help="Only this machine's orders.")
+@click.option("--limit", default=None, type=click.IntRange(1, None),
+              help="At most this many orders (the oldest first) [default: all].")
 @click.option("--output", "-o", default=None, type=click.Path(dir_okay=False, writable=True),
               help="Write here instead of stdout.")
 @db_option
 @json_option
 def orders_export(fmt: str, since: float | None, until: float | None, state: str | None,
-                  output: str | None, db: str, as_json: bool) -> None:
+                  machine: str | None, limit: int | None, output: str | None, db: str,
+                  as_json: bool) -> None:
     """Orders created in [--since, --until), oldest first: CSV with a header row (money in
     major units, currency column, ISO times) or, with --json / --format jsonl, JSON lines
     (money in minor units)."""
     from vendhw.server.operators import csv_rows
 
-    rows = _ops(db).export_orders(since, until, state)
+    rows = _ops(db).export_orders(since, until, state, machine, limit)
     chunks: Iterator[str] = ((json.dumps(r) + "\n" for r in rows)
                              if as_json or fmt == "jsonl" else csv_rows(rows))
     count = -1 if fmt == "csv" and not as_json else 0

@@ -306,10 +306,10 @@ def operator_codes(body: CodesBody, request: Request) -> dict[str, Any]:
 @operator.get("/codes")
 def operator_list_codes(request: Request, status: str | None = None,
                         product: str | None = None, machine: str | None = None,
-                        limit: int = 100) -> dict[str, Any]:
+                        limit: int = 100, batch: str | None = None) -> dict[str, Any]:
     """Codes, newest first, without their digits."""
     return {"codes": _backend(request).list_codes(status, product, machine,
-                                                  min(max(limit, 1), 1000))}
+                                                  min(max(limit, 1), 1000), batch_id=batch)}
 
 
 @operator.post("/codes/{code_id}/revoke")

@@ -1,5 +1,5 @@
 """Operator HTTP routes of :mod:`vendhw.server.operators` (same bearer token as the rest of
-``/operator/v1``): partial refunds, code lists and revocation, one machine, order export."""
+``/operator/v1``): partial refunds, revoking a code batch, one machine, order export."""
 
 from __future__ import annotations
 
@@ -30,10 +30,7 @@ class PartialRefundBody(BaseModel):
 
 
 class RevokeBody(BaseModel):
-    ids: list[int] | None = Field(None, description="Code ids (from GET /codes).")
-    batch: str | None = Field(None, description="A batch id: every code of it.")
     note: str = ""
-    operator: str = "operator"
 
 
 def _ops(request: Request) -> Operators:
@@ -77,20 +74,11 @@ def list_refunds(request: Request, order: str | None = None, status: str | None 
     return {"refunds": _ops(request).list_refunds(order, status, min(max(limit, 1), 1000))}
 
 
-@router.get("/codes")
-def list_codes(request: Request, product: str | None = None, state: str | None = None,
-               batch: str | None = None, limit: int = 1000) -> dict[str, Any]:
-    """Codes without their digits (only a hash is stored)."""
-    return {"codes": _ops(request).list_codes(product, state, batch,
-                                              min(max(limit, 1), 10_000))}
-
-
-@router.post("/codes/revoke")
-def revoke_codes(body: RevokeBody, request: Request) -> dict[str, Any]:
-    """Revoke active codes; reserved (in a running vend) and consumed ones are reported, not
-    changed."""
-    return {"codes": _ops(request).revoke_codes(body.ids, body.batch, body.note,
-                                                body.operator)}
+@router.post("/code-batches/{batch_id}/revoke")
+def revoke_batch(batch_id: str, body: RevokeBody, request: Request) -> dict[str, Any]:
+    """Revoke every unused code of a batch; codes in a running vend or used are reported
+    with their error (as POST /codes/{id}/revoke would answer) and left alone."""
+    return {"codes": _ops(request).revoke_batch(batch_id, body.note)}
 
 
 @router.get("/machines/{machine_id}")
@@ -101,11 +89,13 @@ def machine_detail(machine_id: str, request: Request) -> dict[str, Any]:
 
 @router.get("/exports/orders")
 def export_orders(request: Request, format: str = "csv", since: str | None = None,
-                  until: str | None = None, state: str | None = None) -> StreamingResponse:
+                  until: str | None = None, state: str | None = None,
+                  machine: str | None = None) -> StreamingResponse:
     """Orders created in [since, until) as CSV (header row) or JSON lines."""
     if format not in ("csv", "jsonl"):
         raise ApiError(422, "bad_format", "format is csv or jsonl")
-    rows = _ops(request).export_orders(_time(since, "since"), _time(until, "until"), state)
+    rows = _ops(request).export_orders(_time(since, "since"), _time(until, "until"), state,
+                                       machine)
     first = next(rows, None)  # a bad state is refused before the response starts
 
     def chain() -> Iterator[dict[str, Any]]:

@@ -47,7 +47,6 @@ ONLINE_WINDOW_S = 60.0
 at most every 5 s). Another process (the CLI) cannot see the server's open long polls."""
 MAX_REASON = 200
 MAX_REQUEST_KEY = 64
-CODE_STATES = ("active", "reserved", "consumed", "revoked")
 EXPORT_COLUMNS = ("id", "created_at", "updated_at", "machine_id", "slot", "product_id",
                   "product_name", "kind", "provider", "state", "outcome", "currency", "amount",
                   "paid", "refunded", "refund_pending", "paid_at", "transaction_id")
@@ -107,14 +106,6 @@ def refund_summary(s: Session, order_id: str) -> dict[str, Any]:
     return {"refunds": [refund_json(r) for r in rows],
             "refunded": sum(r.amount for r in rows if r.status == "succeeded"),
             "refund_pending": sum(r.amount for r in rows if r.status != "succeeded")}
-
-
-def _code_json(code: Code, now: float) -> dict[str, Any]:
-    return {"id": code.id, "kind": code.kind, "product_id": code.product_id,
-            "machine_id": code.machine_id, "batch_id": code.batch_id,
-            "state": code.status, "expired": code.status == "active" and code.expires_at <= now,
-            "order_id": code.order_id, "created_at": iso(code.created_at),
-            "expires_at": iso(code.expires_at), "used_at": iso(code.used_at)}
 
 
 class Operators:
@@ -219,23 +210,7 @@ class Operators:
                 query = query.where(Refund.status == status)
             return [refund_json(r) for r in s.execute(query.limit(limit)).scalars()]
 
-    # --- codes ---------------------------------------------------------------------------
-
-    def list_codes(self, product_id: str | None = None, state: str | None = None,
-                   batch_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        """Codes without their digits (only hashes are kept), newest first."""
-        if state is not None and state not in CODE_STATES:
-            raise ApiError(422, "bad_state", f"state is one of {', '.join(CODE_STATES)}")
-        now = self.backend.clock.now()
-        with self.db.tx() as s:
-            query = select(Code).order_by(Code.id.desc()).limit(limit)
-            if product_id:
-                query = query.where(Code.product_id == product_id)
-            if state:
-                query = query.where(Code.status == state)
-            if batch_id:
-                query = query.where(Code.batch_id == batch_id)
-            return [_code_json(c, now) for c in s.execute(query).scalars()]
+    # --- codes (list and revoke: Backend.list_codes / revoke_code) ----------------------
 
     def find_code(self, code: str) -> int | None:
         """The id of the code whose digits these are (spaces and dashes ignored), or None."""
@@ -247,48 +222,24 @@ class Operators:
                 Code.selector == codemod.selector(code))).all()
         return codemod.find_match(code, [(r[0], r[1]) for r in candidates])
 
-    def revoke_codes(self, code_ids: list[int] | None = None, batch_id: str | None = None,
-                     note: str = "", operator: str = "operator") -> list[dict[str, Any]]:
-        """Withdraw codes: ``active`` -> ``revoked``. One result per code.
-
-        A ``reserved`` code is in a running vend (the machine has its ship instruction): it
-        is left alone (``in_use``), since its order ends by consuming it (delivered) or
-        releasing it (failed); revoke it again then. ``consumed`` codes cannot be revoked;
-        ``revoked`` ones stay revoked (repeating a revoke is harmless). The code row is
-        locked, as redeeming locks it, so a redeem and a revoke never both win.
-        """
-        if (code_ids is None) == (batch_id is None):
-            raise ApiError(422, "bad_request", "give code ids or a batch id")
-        actor = f"operator:{operator}" if operator != "operator" else "operator"
-        results: list[dict[str, Any]] = []
+    def batch_code_ids(self, batch_id: str) -> list[int]:
+        """The ids of one ``codes create`` batch (empty: no such batch)."""
         with self.db.tx() as s:
-            if batch_id is not None:
-                ids = list(s.execute(select(Code.id).where(Code.batch_id == batch_id)
-                                     .order_by(Code.id)).scalars())
-                if not ids:
-                    raise ApiError(404, "unknown_batch", f"no codes in batch {batch_id!r}")
-            else:
-                ids = list(code_ids or [])
-            for code_id in ids:
-                code = s.execute(select(Code).where(Code.id == code_id).with_for_update()
-                                 .execution_options(populate_existing=True)
-                                 ).scalar_one_or_none()
-                if code is None:
-                    results.append({"id": code_id, "result": "unknown", "state": None})
-                    continue
-                before = code.status
-                if before == "active":
-                    self.backend._code_state(s, code, "revoked", actor,
-                                             note or "revoked by an operator")
-                    result = "revoked"
-                elif before == "revoked":
-                    result = "already_revoked"
-                elif before == "reserved":
-                    result = "in_use"
-                else:
-                    result = "consumed"
-                results.append({"id": code.id, "result": result, "state": code.status,
-                                "order_id": code.order_id})
+            return list(s.execute(select(Code.id).where(Code.batch_id == batch_id)
+                                  .order_by(Code.id)).scalars())
+
+    def revoke_batch(self, batch_id: str, note: str = "") -> list[dict[str, Any]]:
+        """:meth:`Backend.revoke_code` for every code of a batch, one transaction each: the
+        codes in a running vend or used are reported (``error``), the others revoked."""
+        ids = self.batch_code_ids(batch_id)
+        if not ids:
+            raise ApiError(404, "unknown_batch", f"no codes in batch {batch_id!r}")
+        results: list[dict[str, Any]] = []
+        for code_id in ids:
+            try:
+                results.append(self.backend.revoke_code(code_id, note))
+            except ApiError as exc:
+                results.append({"id": code_id, "error": exc.code, "detail": exc.detail})
         return results
 
     # --- machines ------------------------------------------------------------------------
@@ -351,7 +302,8 @@ class Operators:
     # --- orders export -------------------------------------------------------------------
 
     def export_orders(self, since: float | None = None, until: float | None = None,
-                      state: str | None = None, batch: int = 500
+                      state: str | None = None, machine_id: str | None = None,
+                      limit: int | None = None, batch: int = 500
                       ) -> Iterator[dict[str, Any]]:
         """Orders created in ``[since, until)``, oldest first, with payment and refund
         totals (minor units); read in batches so a large export does not hold the database."""
@@ -359,11 +311,15 @@ class Operators:
             raise ApiError(422, "bad_state", "state is one of "
                            + ", ".join(s.value for s in OrderState))
         after: tuple[float, str] | None = None
-        while True:
+        left = limit
+        while left is None or left > 0:
+            size = batch if left is None else min(batch, left)
             with self.db.tx() as s:
                 query = select(Order, Payment).outerjoin(
                     Payment, Payment.order_id == Order.id).order_by(
-                    Order.created_at, Order.id).limit(batch)
+                    Order.created_at, Order.id).limit(size)
+                if machine_id:
+                    query = query.where(Order.machine_id == machine_id)
                 if since is not None:
                     query = query.where(Order.created_at >= since)
                 if until is not None:
@@ -396,8 +352,9 @@ class Operators:
                     "refund_pending": sum(a for a, st in done if st != "succeeded"),
                     "paid_at": None if payment is None else iso(payment.paid_at),
                     "transaction_id": None if payment is None else payment.transaction_id}
-            if len(rows) < batch:
+            if len(rows) < size:
                 return
+            left = None if left is None else left - len(rows)
             after = (rows[-1][0].created_at, rows[-1][0].id)
 
 

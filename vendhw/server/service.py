@@ -903,10 +903,13 @@ class Backend:
                  "actor": "system"} for code_id in code_ids])
 
     def list_codes(self, status: str | None = None, product_id: str | None = None,
-                   machine_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+                   machine_id: str | None = None, limit: int = 100, *,
+                   batch_id: str | None = None) -> list[dict[str, Any]]:
         """Codes, newest first, without their secret (only the hash is stored anyway)."""
         with self.db.read() as s:
             query = select(Code).order_by(Code.id.desc()).limit(limit)
+            if batch_id:
+                query = query.where(Code.batch_id == batch_id)
             if status:
                 query = query.where(Code.status == status)
             if product_id:
@@ -1341,7 +1344,8 @@ class Backend:
 
 def _code_json(code: Code) -> dict[str, Any]:
     return {"id": code.id, "kind": code.kind, "product_id": code.product_id,
-            "machine_id": code.machine_id, "status": code.status, "order_id": code.order_id,
+            "machine_id": code.machine_id, "batch_id": code.batch_id,
+            "status": code.status, "order_id": code.order_id,
             "created_at": iso(code.created_at), "expires_at": iso(code.expires_at),
             "used_at": iso(code.used_at)}
 
