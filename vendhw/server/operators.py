@@ -150,9 +150,10 @@ class Operators:
                     ).scalar_one_or_none()
                 if earlier is not None:
                     if earlier.amount != amount:
+                        done = money(earlier.amount, earlier.currency)
                         raise ApiError(409, "request_key_reused", f"request key {request_key!r}"
-                                       f" already refunded {money(earlier.amount)} of this "
-                                       "order", refund=refund_json(earlier))
+                                       f" already refunded {done} of this order",
+                                       refund=refund_json(earlier))
                     return refund_json(earlier)
             if order.state != S.DELIVERED.value:
                 raise ApiError(409, "not_partially_refundable", f"order is {order.state}: "
