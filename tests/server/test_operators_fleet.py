@@ -119,6 +119,10 @@ def test_orders_export(server: InProcessServer, client: BackendClient,
     assert [r["id"] for r in lines] == [first, second] and lines[1]["paid"] == 500
     bad = runner.invoke(backend_cli, ["orders", "export", "--since", "yesterday", "--db", db])
     assert bad.exit_code == 2 and "not an ISO 8601 date or time" in bad.output
+    nowhere = runner.invoke(backend_cli, ["orders", "export", "--output",
+                                          str(tmp_path / "no" / "such.csv"), "--db", db])
+    assert nowhere.exit_code == 1 and nowhere.output.startswith("Error: cannot write ")
+    assert "Traceback" not in nowhere.output
 
     via_http = server.operator("GET", "/operator/v1/exports/orders",
                                params={"state": "delivered"})

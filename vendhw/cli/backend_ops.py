@@ -209,10 +209,13 @@ def orders_export(fmt: str, since: float | None, until: float | None, state: str
     count = -1 if fmt == "csv" and not as_json else 0
     stream: IO[str]
     if output:
-        with open(output, "w", encoding="utf-8", newline="") as stream:
-            for chunk in chunks:
-                stream.write(chunk)
-                count += 1
+        try:
+            with open(output, "w", encoding="utf-8", newline="") as stream:
+                for chunk in chunks:
+                    stream.write(chunk)
+                    count += 1
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {output}: {exc.strerror}") from None
         click.echo(f"{count} order(s) -> {output}", err=True)
     else:
         for chunk in chunks:
