@@ -195,7 +195,7 @@ class Operators:
         return self.refund(refund_id)
 
     def refund(self, refund_id: int) -> dict[str, Any]:
-        with self.db.tx() as s:
+        with self.db.read() as s:
             refund = s.get(Refund, refund_id)
             if refund is None:
                 raise ApiError(404, "unknown_refund")
@@ -203,7 +203,7 @@ class Operators:
 
     def list_refunds(self, order_id: str | None = None, status: str | None = None,
                      limit: int = 100) -> list[dict[str, Any]]:
-        with self.db.tx() as s:
+        with self.db.read() as s:
             query = select(Refund).order_by(Refund.created_at.desc(), Refund.id.desc())
             if order_id:
                 query = query.where(Refund.order_id == order_id)
@@ -218,14 +218,14 @@ class Operators:
         code = codemod.normalize(code)
         if not (code.isascii() and code.isdigit()):
             return None
-        with self.db.tx() as s:
+        with self.db.read() as s:
             candidates = s.execute(select(Code.id, Code.code_hash).where(
                 Code.selector == codemod.selector(code))).all()
         return codemod.find_match(code, [(r[0], r[1]) for r in candidates])
 
     def batch_code_ids(self, batch_id: str) -> list[int]:
         """The ids of one ``codes create`` batch (empty: no such batch)."""
-        with self.db.tx() as s:
+        with self.db.read() as s:
             return list(s.execute(select(Code.id).where(Code.batch_id == batch_id)
                                   .order_by(Code.id)).scalars())
 
@@ -250,7 +250,7 @@ class Operators:
         :data:`ONLINE_WINDOW_S`), ``seen_ago_s`` and what each machine holds."""
         rows = self.backend.machines()
         now = self.backend.clock.now()
-        with self.db.tx() as s:
+        with self.db.read() as s:
             seen = dict(s.execute(select(Machine.id, Machine.last_seen)).all())
             pending = dict(s.execute(select(Instruction.machine_id, func.count()).where(
                 Instruction.status == "pending").group_by(Instruction.machine_id)).all())
@@ -275,7 +275,7 @@ class Operators:
         if not found:
             raise ApiError(404, "unknown_machine", f"no machine {machine_id!r}")
         data = found[0]
-        with self.db.tx() as s:
+        with self.db.read() as s:
             data["slot_list"] = [
                 {"slot": sl.slot, "product_id": p.id, "product_name": p.name,
                  "price": sl.price, "enabled": sl.enabled}
@@ -315,7 +315,7 @@ class Operators:
         left = limit
         while left is None or left > 0:
             size = batch if left is None else min(batch, left)
-            with self.db.tx() as s:
+            with self.db.read() as s:
                 query = select(Order, Payment).outerjoin(
                     Payment, Payment.order_id == Order.id).order_by(
                     Order.created_at, Order.id).limit(size)
