@@ -48,6 +48,8 @@ TARGETS: dict[str, tuple[str, float]] = {
     "stream_mb_per_s": (">=", 10.0),
     "pty_roundtrip_ratio": ("<=", 1.2),
     "deframer_memory_ratio": ("<=", 1.5),
+    "backend_orders_per_s": (">=", 300.0),
+    "backend_p99_ms": ("<=", 100.0),
 }
 BAUD: dict[str, int] = {"ssp": 9600, "cctalk": 9600, "id003": 9600, "mdb": 9600,
                         "fafb": 57600, "board101": 9600, "easivend": 9600}
@@ -396,6 +398,30 @@ def measure_sale(quick: bool, metrics: dict[str, Any], notes: dict[str, str]) ->
                         "delivered, minus the board's vend duration")
 
 
+def measure_backend(quick: bool, metrics: dict[str, Any], notes: dict[str, str]) -> None:
+    """Whole sales per second through one ``vendhw backend serve`` on SQLite (tools/
+    bench_backend.py), and the p99 of the machine's own requests (provider excluded)."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import bench_backend
+    finally:
+        sys.path.pop(0)
+    orders, machines = (60, 4) if quick else (300, 8)
+    result = bench_backend.run(orders=orders, machines=machines, max_seconds=60.0)
+    if result["failures"] or not result["orders_delivered"]:
+        notes["backend_orders_per_s"] = f"bench failed: {result['first_failures']}"
+        metrics["backend_orders_per_s"] = metrics["backend_p99_ms"] = None
+        return
+    metrics["backend_orders_per_s"] = result["orders_per_second"]
+    metrics["backend_p99_ms"] = result["request_ms_p99"]
+    notes["backend_orders_per_s"] = (
+        f"tools/bench_backend.py --orders {orders} --machines {machines}: one process, SQLite "
+        "(WAL, synchronous=FULL), sandbox provider, 6 HTTP requests per sale, clients on the "
+        "same machine")
+    notes["backend_p99_ms"] = ("p99 of the machine's create-order, ack and report requests "
+                               "in that run (the provider's pay and push excluded)")
+
+
 def status(name: str, value: Any) -> str:
     key = "decode_us" if name.startswith("decode_us.") else name
     if key not in TARGETS or value is None:
@@ -427,6 +453,7 @@ def main() -> int:
     measure_memory(args.quick, metrics)
     measure_peers(args.quick, metrics)
     measure_sale(args.quick, metrics, notes)
+    measure_backend(args.quick, metrics, notes)
     env = {
         "python": platform.python_version(), "implementation": platform.python_implementation(),
         "platform": platform.platform(), "cpus": os.cpu_count(), "vendhw": vendhw.__version__,

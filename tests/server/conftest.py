@@ -48,3 +48,39 @@ def _pair() -> tuple[str, str]:
     public = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
     return private, public
+
+
+# --- databases: SQLite and a throwaway PostgreSQL cluster ------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[object]:
+    """One PostgreSQL cluster for the session (started and stopped here).
+
+    Under ``CI=true`` a cluster that cannot start fails the tests; elsewhere they are skipped
+    with the reason (PostgreSQL not installed, ...).
+    """
+    import os
+
+    from pgcluster import ClusterUnavailable, start_cluster
+
+    try:
+        cluster = start_cluster()
+    except ClusterUnavailable as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"PostgreSQL is required in CI: {exc}")
+        pytest.skip(f"PostgreSQL unavailable: {exc}")
+    yield cluster
+    cluster.stop()
+
+
+_db_counter = iter(range(1_000_000))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database URL: a SQLite file, then a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'backend.db'}"
+    cluster = request.getfixturevalue("pg_cluster")
+    return str(cluster.create_database(f"t{next(_db_counter)}"))  # type: ignore[attr-defined]

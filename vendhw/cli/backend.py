@@ -172,10 +172,28 @@ def backend() -> None:
               help="Catalogue (JSON or TOML: products, machines, slots) to load at start.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option("--mqtt", "mqtt_broker", default=None, metavar="HOST[:PORT]",
+              envvar="VENDHW_MQTT_BROKER",
+              help="Also push instructions over MQTT through this broker (QoS 1).")
+@click.option("--mqtt-user", default="vendhw-backend", show_default=True,
+              envvar="VENDHW_MQTT_USER")
+@click.option("--mqtt-password", default=None, envvar="VENDHW_MQTT_PASSWORD",
+              help="[env VENDHW_MQTT_PASSWORD]")
+@click.option("--idempotency-lease", type=DURATION, default="60s", show_default=True,
+              help="An Idempotency-Key in progress longer than this belongs to a request "
+                   "that died; a retry then runs it again.")
+@click.option("--poller/--no-poller", default=True, show_default=True,
+              help="Run the provider-query/expiry/refund loop here (one process of a fleet "
+                   "is enough; running it in several is safe).")
+@click.option("--allow-public-sandbox", is_flag=True,
+              help="Serve the sandbox provider (its pay page pays without authentication) on "
+                   "a non-loopback address anyway.")
 def serve(db: str, host: str, port: int, public_url: str | None, provider: str,
           providers_file: str | None, order_ttl: float, query_interval: float,
           query_max: float, late_window: float, redeliver_after: float,
-          operator_token: str | None, bootstrap: str | None, log_level: str) -> None:
+          operator_token: str | None, bootstrap: str | None, log_level: str,
+          mqtt_broker: str | None, mqtt_user: str, mqtt_password: str | None,
+          idempotency_lease: float, poller: bool, allow_public_sandbox: bool) -> None:
     """Serve the backend over HTTP (creates the schema on first start).
 
     OpenAPI documentation at /docs; readiness at /healthz.
@@ -192,15 +210,25 @@ def serve(db: str, host: str, port: int, public_url: str | None, provider: str,
     from vendhw.server.app import create_app
     from vendhw.server.service import Backend
 
+    provider_tables = load_provider_file(providers_file) if providers_file else {}
+    if (provider == "sandbox" or "sandbox" in provider_tables) and not _is_loopback(host):
+        if not allow_public_sandbox:
+            raise click.ClickException(
+                f"refusing to serve the sandbox provider on {host!r}: anyone who reaches its "
+                "pay page can mark orders paid. Bind 127.0.0.1, use --provider wechat/alipay, "
+                "or pass --allow-public-sandbox.")
+        click.echo(f"WARNING: the sandbox provider is reachable on {host}: anyone who reaches "
+                   "/sandbox/pay/... can mark orders paid (no money moves).", err=True)
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     url_host = f"[{local}]" if ":" in local else local
     settings = ServerSettings(
         db_url=db_url(db), public_url=public_url or f"http://{url_host}:{port}",
         internal_url=f"http://{url_host}:{port}" if port else None, provider=provider,
-        providers=load_provider_file(providers_file) if providers_file else {},
+        providers=provider_tables,
         operator_token=operator_token or "", order_ttl=order_ttl,
         query_interval=query_interval, query_max=query_max, late_window=late_window,
-        redeliver_after=redeliver_after)
+        redeliver_after=redeliver_after, run_poller=poller,
+        idempotency_lease=idempotency_lease)
     generated = not settings.operator_token
     settings.ensure_operator_token()
     the_backend = Backend(settings)
@@ -218,8 +246,53 @@ def serve(db: str, host: str, port: int, public_url: str | None, provider: str,
         click.secho(f"warning: payment QR codes will point at {settings.public_url}, a loopback "
                     "address no phone can reach; set --public-url to this server's address "
                     "on the network", fg="yellow", err=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
-                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN)
+    bridge = None
+    if mqtt_broker:
+        from vendhw.server.mqtt import MqttBridge
+
+        broker_host, _, broker_port = mqtt_broker.rpartition(":")
+        if not broker_host or not broker_port.isdigit():
+            broker_host, broker_port = mqtt_broker, "1883"
+        bridge = MqttBridge(the_backend, broker_host, int(broker_port), username=mqtt_user,
+                            password=mqtt_password)
+        bridge.start()
+        click.echo(f"MQTT push through {broker_host}:{broker_port}", err=True)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
+                    timeout_graceful_shutdown=GRACEFUL_SHUTDOWN)
+    finally:
+        if bridge is not None:
+            bridge.stop()
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+@backend.command("migrate")
+@db_option
+@json_option
+def migrate(db: str, as_json: bool) -> None:
+    """Apply the database migrations (``serve`` also does at every start)."""
+    _require_server_extra()
+    from vendhw.server.db import Database
+
+    database = Database(db_url(db))
+    try:
+        result = database.migrate()
+    finally:
+        database.dispose()
+    if as_json:
+        click.echo(json.dumps({"db": database.url, **result}))
+    else:
+        click.echo(f"{database.url}: schema {result['from'] or '(new)'} -> {result['to']}")
 
 
 @backend.command("load")
@@ -286,15 +359,20 @@ def machines_add(machine_id: str, secret: str | None, name: str, currency: str,
 @db_option
 @json_option
 def machines_list(db: str, as_json: bool) -> None:
-    """List machines and when they were last seen."""
-    rows = _open(db).machines()
+    """List machines: last seen, online, pending instructions, open orders."""
+    from vendhw.server.operators import Operators
+
+    rows = Operators(_open(db)).machines()
     if as_json:
         for row in rows:
             click.echo(json.dumps(row))
         return
-    table = Table(_id_column(rows, "id"), "name", "currency", "last seen")
+    table = Table(_id_column(rows, "id"), "name", "currency", "last seen", "online",
+                  "pending instr.", "open orders")
     for row in rows:
-        table.add_row(row["id"], row["name"], row["currency"], row["last_seen"] or "-")
+        table.add_row(row["id"], row["name"], row["currency"], row["last_seen"] or "-",
+                      "yes" if row["online"] else "no", str(row["pending_instructions"]),
+                      str(row["open_orders"]))
     Console().print(table)
 
 
@@ -328,7 +406,76 @@ def codes_create(product: str, count: int, valid_for: float, machine: str | None
     for item in created:
         click.echo(item["code"])
     click.echo(f"{count} {kind} code(s) for {product}, valid until "
-               f"{created[0]['expires_at']}", err=True)
+               f"{created[0]['expires_at']}, batch {created[0]['batch_id']}", err=True)
+
+
+@codes.command("list")
+@click.option("--status", "--state", "status", default=None,
+              type=click.Choice(["active", "reserved", "consumed", "revoked"]))
+@click.option("--product", default=None)
+@click.option("--machine", default=None)
+@click.option("--batch", default=None, help="Only this batch ('codes create' prints it).")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000))
+@db_option
+@json_option
+def codes_list(status: str | None, product: str | None, machine: str | None,
+               batch: str | None, limit: int, db: str, as_json: bool) -> None:
+    """Codes, newest first (their digits are never stored, only shown at creation)."""
+    rows = _open(db).list_codes(status, product, machine, limit, batch_id=batch)
+    if as_json:
+        click.echo(json.dumps({"codes": rows}))
+        return
+    table = Table("id", "kind", "product", "machine", "batch", "status", "expires", "order")
+    for row in rows:
+        table.add_row(str(row["id"]), row["kind"], row["product_id"], row["machine_id"] or "*",
+                      row["batch_id"] or "-", row["status"], row["expires_at"],
+                      row["order_id"] or "")
+    Console().print(table)
+
+
+@codes.command("revoke")
+@click.argument("code_ids", nargs=-1, type=int)
+@click.option("--batch", default=None, help="Every code of this batch ('codes create' "
+                                            "prints it).")
+@click.option("--code", "digits", default=None,
+              help="The code itself, as the customer has it (instead of its id).")
+@click.option("--note", default="", help="Why (kept in the audit log).")
+@db_option
+@json_option
+def codes_revoke(code_ids: tuple[int, ...], batch: str | None, digits: str | None, note: str,
+                 db: str, as_json: bool) -> None:
+    """Withdraw unused codes by id, --code or --batch (a code being used or already used is
+    refused, the others are revoked)."""
+    from vendhw.server.operators import Operators
+    from vendhw.server.service import ApiError
+
+    if sum(1 for given in (code_ids, batch, digits) if given) != 1:
+        raise click.UsageError("give code ids, --code CODE or --batch ID")
+    backend_ = _open(db)
+    if batch:
+        code_ids = tuple(Operators(backend_).batch_code_ids(batch))
+        if not code_ids:
+            raise click.ClickException(f"no codes in batch {batch!r}")
+    elif digits:
+        found = Operators(backend_).find_code(digits)
+        if found is None:
+            raise click.ClickException("no such code")
+        code_ids = (found,)
+    results: list[dict[str, Any]] = []
+    failed = False
+    for code_id in code_ids:
+        try:
+            results.append(backend_.revoke_code(code_id, note))
+        except ApiError as exc:
+            failed = True
+            results.append({"id": code_id, "error": exc.code, "detail": exc.detail})
+    if as_json:
+        click.echo(json.dumps({"codes": results}))
+    else:
+        for row in results:
+            click.echo(f"{row['id']}: {row.get('status') or row['error'] + ' - ' + row['detail']}")
+    if failed:
+        sys.exit(1)
 
 
 def _id_column(rows: list[dict[str, Any]], key: str) -> Column:
@@ -380,6 +527,30 @@ def orders_show(order_id: str, db: str) -> None:
         raise click.ClickException(exc.detail) from exc
 
 
+@orders.command("refund")
+@click.argument("order_id")
+@click.option("--note", default="", help="Why (kept in the audit log).")
+@click.option("--providers", "providers_file", default=None, envvar="VENDHW_BACKEND_PROVIDERS",
+              type=click.Path(exists=True, dir_okay=False),
+              help="Provider options, so the refund can be made from here; otherwise the "
+                   "running server's loop makes it.")
+@db_option
+@json_option
+def orders_refund(order_id: str, note: str, providers_file: str | None, db: str,
+                  as_json: bool) -> None:
+    """Refund a paid order whose machine never took it (its instruction is withdrawn)."""
+    from vendhw.server.service import ApiError
+
+    try:
+        result = _open(db, providers_file).operator_refund(order_id, note)
+    except ApiError as exc:
+        raise click.ClickException(exc.detail) from exc
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(f"{result['id']}: {result['state']}")
+
+
 @orders.command("resolve")
 @click.argument("order_id")
 @click.option("--delivered", "decision", flag_value="delivered",
@@ -404,6 +575,8 @@ def orders_resolve(order_id: str, decision: str | None, note: str,
         raise click.ClickException(exc.detail) from exc
     click.echo(json.dumps(result))
 
+
+from vendhw.cli import backend_ops  # noqa: E402,F401  (registers its commands)
 
 if __name__ == "__main__":  # pragma: no cover
     backend(sys.argv[1:])

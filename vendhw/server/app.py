@@ -27,10 +27,12 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import DataError
 from starlette.concurrency import run_in_threadpool
 
 from vendhw.client.signing import HEADER_IDEMPOTENCY
 from vendhw.errors import ConfigurationError
+from vendhw.server.guard import SCOPE_MACHINE, Guard
 from vendhw.server.providers import ProviderError
 from vendhw.server.service import ApiError, Backend
 from vendhw.server.settings import Clock, ServerSettings
@@ -128,11 +130,14 @@ def _signed_path(request: Request) -> str:
 
 
 async def machine_auth(request: Request) -> MachineCall:
-    """Check the HMAC signature, timestamp and nonce of a machine request."""
+    """The machine the guard authenticated (HMAC signature, timestamp, nonce) before the
+    body was parsed; checked here when the app runs without the guard."""
     body = await request.body()
     path = _signed_path(request)
-    machine_id = await run_in_threadpool(_backend(request).authenticate, request.headers,
-                                         request.method, path, body)
+    machine_id: str | None = request.scope.get(SCOPE_MACHINE)
+    if machine_id is None:
+        machine_id = await run_in_threadpool(_backend(request).authenticate, request.headers,
+                                             request.method, path, body)
     key = request.headers.get(HEADER_IDEMPOTENCY)
     return MachineCall(machine_id, key, request.method.encode() + b" " + path.encode()
                        + b"\n" + body)
@@ -300,6 +305,21 @@ def operator_codes(body: CodesBody, request: Request) -> dict[str, Any]:
     return {"codes": codes}
 
 
+@operator.get("/codes")
+def operator_list_codes(request: Request, status: str | None = None,
+                        product: str | None = None, machine: str | None = None,
+                        limit: int = 100, batch: str | None = None) -> dict[str, Any]:
+    """Codes, newest first, without their digits."""
+    return {"codes": _backend(request).list_codes(status, product, machine,
+                                                  min(max(limit, 1), 1000), batch_id=batch)}
+
+
+@operator.post("/codes/{code_id}/revoke")
+def operator_revoke_code(code_id: int, body: RefundBody, request: Request) -> dict[str, Any]:
+    """Withdraw an unused code (409 while a vend with it runs, or once used)."""
+    return _backend(request).revoke_code(code_id, body.note)
+
+
 @operator.get("/orders")
 def operator_orders(request: Request, state: str | None = None, machine: str | None = None,
                     limit: int = 100) -> dict[str, Any]:
@@ -429,6 +449,34 @@ async def _poll_forever(backend: Backend, wake: asyncio.Event) -> None:
         wake.clear()
 
 
+DOCS_ASSETS = "/docs-assets"
+
+
+def _swagger_assets() -> str | None:
+    """The folder of Swagger UI's files (``swagger-ui-bundle`` package), or None."""
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        return None
+    return str(swagger_ui_path)
+
+
+def _local_docs(app: FastAPI, folder: str) -> None:
+    """``/docs`` with Swagger UI served from this server: it works offline."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=folder), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} - docs",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png")
+
+
 def create_app(settings: ServerSettings | None = None, *, clock: Clock | None = None,
                http: httpx.Client | None = None, backend: Backend | None = None) -> FastAPI:
     """Build the app (and its database schema); the poller starts with the app's lifespan."""
@@ -441,6 +489,7 @@ def create_app(settings: ServerSettings | None = None, *, clock: Clock | None = 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         task = None
+        the_backend.start_doorbell()
         if the_backend.settings.run_poller:
             loop = asyncio.get_running_loop()
             wake = asyncio.Event()
@@ -454,13 +503,17 @@ def create_app(settings: ServerSettings | None = None, *, clock: Clock | None = 
         try:
             yield
         finally:
+            if the_backend.doorbell is not None:
+                the_backend.doorbell.stop()
             the_backend.wake_poller = lambda: None
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
+    assets = _swagger_assets()
     app = FastAPI(title="vendhw reference backend", version="1", lifespan=lifespan,
+                  docs_url=None if assets else "/docs",
                   description="QR payment (sandbox, WeChat Pay, Alipay), pickup and lottery "
                               "codes, machine push and refunds. See docs/backend.md "
                               "for the signing scheme and the order state machine.")
@@ -474,6 +527,17 @@ def create_app(settings: ServerSettings | None = None, *, clock: Clock | None = 
     async def _config_error(request: Request, exc: ConfigurationError) -> JSONResponse:
         return JSONResponse({"error": "invalid_document", "detail": str(exc)}, status_code=422)
 
+    @app.exception_handler(DataError)
+    async def _data_error(request: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value (NUL byte, too long, out of range): the caller's input.
+        detail = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
+        return JSONResponse({"error": "invalid_value", "detail": detail}, status_code=422)
+
+    @app.exception_handler(OverflowError)
+    async def _overflow(request: Request, exc: OverflowError) -> JSONResponse:
+        return JSONResponse({"error": "invalid_value", "detail": f"number out of range: {exc}"},
+                            status_code=422)
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         # parse_constant: an Infinity/NaN the client sent is echoed as text (a JSON response
@@ -484,8 +548,14 @@ def create_app(settings: ServerSettings | None = None, *, clock: Clock | None = 
     app.include_router(public)
     app.include_router(machine)
     app.include_router(operator)
+    from vendhw.server.operator_routes import router as operators_router
+
+    app.include_router(operators_router)
     if the_backend.sandbox is not None:
         app.include_router(sandbox)
+    if assets:
+        _local_docs(app, assets)
+    app.add_middleware(Guard, backend=the_backend, routes=lambda: app.router.routes)
     return app
 
 

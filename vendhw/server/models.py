@@ -109,11 +109,15 @@ class Payment(Base):
 
 class Refund(Base):
     __tablename__ = "refunds"
+    __table_args__ = (UniqueConstraint("order_id", "request_key",
+                                       name="uq_refunds_order_request_key"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"), unique=True)
+    order_id: Mapped[str] = mapped_column(ForeignKey("orders.id"), index=True)
+    """Several rows per order once operators refund parts of it (whole refund: one row)."""
     out_refund_no: Mapped[str] = mapped_column(String(64), unique=True)
-    """Derived from the order id: a retried refund can never pay twice."""
+    """Derived from the order id (``R<order>``; a part: ``R<order>_<n>``): a retried refund
+    can never pay twice."""
     provider: Mapped[str] = mapped_column(String(32))
     amount: Mapped[int] = mapped_column(Integer)
     total: Mapped[int] = mapped_column(Integer)
@@ -127,6 +131,10 @@ class Refund(Base):
     provider_refund_id: Mapped[str] = mapped_column(String(128), default="")
     created_at: Mapped[float] = mapped_column(Float)
     completed_at: Mapped[float | None] = mapped_column(Float, default=None)
+    operator: Mapped[str] = mapped_column(String(80), default="")
+    """Who asked for a partial refund (empty for the backend's own whole refunds)."""
+    request_key: Mapped[str | None] = mapped_column(String(64), default=None)
+    """The operator's idempotency key of a partial refund: a repeated request finds it."""
 
 
 class Code(Base):
@@ -149,6 +157,8 @@ class Code(Base):
     created_at: Mapped[float] = mapped_column(Float)
     expires_at: Mapped[float] = mapped_column(Float)
     used_at: Mapped[float | None] = mapped_column(Float, default=None)
+    batch_id: Mapped[str | None] = mapped_column(String(24), default=None, index=True)
+    """The ``codes create`` call that made it (revoke a whole batch); None before 0002."""
 
 
 class CodeAttempt(Base):
@@ -238,6 +248,17 @@ class SandboxTrade(Base):
     created_at: Mapped[float] = mapped_column(Float)
 
 
+class SandboxRefund(Base):
+    """The sandbox ledger's refunds: several (partial) refunds per trade, one per number."""
+
+    __tablename__ = "sandbox_refunds"
+
+    out_refund_no: Mapped[str] = mapped_column(String(64), primary_key=True)
+    out_trade_no: Mapped[str] = mapped_column(String(64), index=True)
+    amount: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
 __all__ = [
     "AuditEntry",
     "Base",
@@ -251,6 +272,7 @@ __all__ = [
     "Payment",
     "Product",
     "Refund",
+    "SandboxRefund",
     "SandboxTrade",
     "Slot",
 ]

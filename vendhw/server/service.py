@@ -42,6 +42,7 @@ from vendhw.server.models import (
     Refund,
     Slot,
 )
+from vendhw.server.pgnotify import PgDoorbell, doorbell_for, notify_in
 from vendhw.server.providers import (
     NotificationError,
     NotificationReply,
@@ -82,6 +83,11 @@ S = OrderState
 MIN_SECRET_LENGTH = 16
 SECRET_CACHE_S = 10.0
 LAST_SEEN_EVERY_S = 5.0
+MAX_CODE_VALIDITY = 10 * 365 * 86400.0
+CODE_BATCH_CHUNK = 100
+"""Codes created per transaction of an operator batch (machines queue between chunks)."""
+MAX_AMOUNT = 2**31 - 1
+"""Largest amount or price in minor units: the database's INTEGER (21 million CNY/USD)."""
 
 
 class ApiError(VendhwError):
@@ -139,6 +145,8 @@ class Backend:
         self.db = db or Database(settings.db_url)
         self.db.create_schema()
         self.hub = PushHub()
+        self.doorbell: PgDoorbell | None = doorbell_for(self.db.url, self.hub)
+        """Started with the app: rings this process's long-polls for other processes."""
         self.providers: dict[str, PaymentProvider] = build_providers(
             settings, self.db, self.clock, http)
         sandbox = self.providers.get("sandbox")
@@ -187,7 +195,7 @@ class Backend:
 
     def _lock_order(self, s: Session, order_id: str) -> Order | None:
         return s.execute(select(Order).where(Order.id == order_id).with_for_update()
-                         ).scalar_one_or_none()
+                         .execution_options(populate_existing=True)).scalar_one_or_none()
 
     def _backoff(self, count: int, first: float | None = None) -> float:
         first = self.settings.query_interval if first is None else first
@@ -283,7 +291,7 @@ class Backend:
 
     def catalogue(self, machine_id: str) -> dict[str, Any]:
         """What a machine sells: its slots with product names and prices."""
-        with self.db.tx() as s:
+        with self.db.read() as s:
             machine = s.get(Machine, machine_id)
             if machine is None:
                 raise ApiError(404, "unknown_machine")
@@ -294,7 +302,7 @@ class Backend:
                  "price": slot.price, "enabled": slot.enabled} for slot, product in rows]}
 
     def machines(self) -> list[dict[str, Any]]:
-        with self.db.tx() as s:
+        with self.db.read() as s:
             rows = s.execute(select(Machine).order_by(Machine.id)).scalars().all()
             return [{"id": m.id, "name": m.name, "currency": m.currency,
                      "last_seen": iso(m.last_seen), "online": self.hub.waiting(m.id) > 0}
@@ -351,7 +359,7 @@ class Backend:
         cached = self._secrets.get(machine_id)
         if cached is not None and not refresh and now - cached[1] < SECRET_CACHE_S:
             return cached[0]
-        with self.db.tx() as s:
+        with self.db.read() as s:
             secret = s.execute(select(Machine.secret).where(Machine.id == machine_id)).scalar()
         if secret is None:
             self._secrets.pop(machine_id, None)
@@ -366,26 +374,41 @@ class Backend:
 
         A key reused for a different request is refused (409), and a retry that arrives while
         the first is still running is told so (409 ``request_in_progress``) instead of
-        running twice.
+        running twice. A key left "in progress" longer than ``idempotency_lease`` belongs to
+        a request that died with its process (SIGKILL, power cut): the next retry takes the
+        key over and runs the request; the operations behind keys are themselves idempotent
+        by state (a result, a cash sale, a code reservation apply once however often they
+        run), so the outcome is still applied once.
         """
         if not key:
             return compute()
         if len(key) > 128:
             raise ApiError(400, "bad_idempotency_key", "at most 128 characters")
         digest = hashlib.sha256(request).hexdigest()
+        now = self.clock.now()
         try:
             with self.db.tx() as s:
-                row = s.get(IdempotentResponse, (machine_id, key))
+                row = s.get(IdempotentResponse, (machine_id, key), with_for_update=True)
                 if row is not None:
                     if row.request_hash != digest:
                         raise ApiError(409, "idempotency_key_reused",
                                        "this Idempotency-Key was used for another request")
-                    if row.status_code == 0:
+                    if row.status_code != 0:
+                        return row.status_code, dict(row.body)
+                    if now - row.created_at < self.settings.idempotency_lease:
+                        wait = max(1, int(row.created_at + self.settings.idempotency_lease
+                                          - now) + 1)
                         raise ApiError(409, "request_in_progress",
-                                       "the first request with this key is still running")
-                    return row.status_code, dict(row.body)
-                s.add(IdempotentResponse(machine_id=machine_id, key=key, request_hash=digest,
-                                         status_code=0, body={}, created_at=self.clock.now()))
+                                       "the first request with this key is still running",
+                                       headers={"Retry-After": str(wait)})
+                    log.warning("Idempotency-Key %r of %s in progress since %.0f s: its "
+                                "request died; running it again", key, machine_id,
+                                now - row.created_at)
+                    row.created_at = now  # a new lease, held by this request
+                else:
+                    s.add(IdempotentResponse(machine_id=machine_id, key=key,
+                                             request_hash=digest, status_code=0, body={},
+                                             created_at=now))
         except IntegrityError:
             raise ApiError(409, "request_in_progress",
                            "the first request with this key is still running") from None
@@ -400,9 +423,11 @@ class Backend:
             self._forget(machine_id, key)
             raise
         with self.db.tx() as s:
-            row = s.get(IdempotentResponse, (machine_id, key))
-            if row is not None:
+            row = s.get(IdempotentResponse, (machine_id, key), with_for_update=True)
+            if row is not None and row.status_code == 0:
                 row.status_code, row.body = status, body
+            elif row is not None:  # a takeover finished first: one stored answer for all
+                return row.status_code, dict(row.body)
         return status, body
 
     def _forget(self, machine_id: str, key: str) -> None:
@@ -463,7 +488,7 @@ class Backend:
         return data
 
     def get_order(self, order_id: str, machine_id: str | None = None) -> dict[str, Any]:
-        with self.db.tx() as s:
+        with self.db.read() as s:
             order = s.get(Order, order_id)
             if order is None or (machine_id is not None and order.machine_id != machine_id):
                 raise ApiError(404, "unknown_order")
@@ -589,6 +614,7 @@ class Backend:
                           else now))
         self._audit(s, "instruction", instruction_id, None, "pending",
                     f"ship order {order.id} from slot {order.slot}", "system")
+        notify_in(s, order.machine_id)  # other processes' long-polls (PostgreSQL)
         effects.instructions.append((order.machine_id, payload))
 
     def _new_refund(self, s: Session, order: Order, amount: int, reason: str) -> int:
@@ -626,12 +652,24 @@ class Backend:
                 ).scalar()
         return items, (None if next_due is None else max(0.0, next_due - now))
 
+    def machines_with_due_instructions(self, limit: int = 1000) -> list[str]:
+        """Machines with an unacknowledged instruction due for (re)delivery (MQTT bridge)."""
+        now = self.clock.now()
+        with self.db.read() as s:
+            return list(s.execute(select(Instruction.machine_id).where(
+                Instruction.status == "pending", Instruction.next_delivery_at <= now)
+                .distinct().limit(limit)).scalars())
+
     def ack(self, machine_id: str, instruction_id: str) -> dict[str, Any]:
         """The machine has the instruction (journaled): stop redelivering; order dispensing."""
         with self.db.tx() as s:
             ins = s.get(Instruction, instruction_id)
             if ins is None or ins.machine_id != machine_id:
                 raise ApiError(404, "unknown_instruction")
+            self._lock_order(s, ins.order_id)  # order, then instruction: one lock order
+            ins = s.execute(select(Instruction).where(Instruction.id == instruction_id)
+                            .with_for_update().execution_options(populate_existing=True)
+                            ).scalar_one()
             if ins.status == "cancelled":
                 raise ApiError(409, "instruction_cancelled",
                                "withdrawn by an operator: do not ship", order_id=ins.order_id)
@@ -709,7 +747,7 @@ class Backend:
         """One attempt at a refund (or one query of an accepted one); returns its status."""
         now = self.clock.now()
         with self.db.tx() as s:
-            refund = s.get(Refund, refund_id)
+            refund = self._lock_refund(s, refund_id)
             if refund is None or refund.status == "succeeded":
                 return "succeeded" if refund is not None else "unknown"
             refund.attempts += 1
@@ -735,9 +773,17 @@ class Backend:
                 except ProviderError as exc:
                     result = RefundResult(RefundState.FAILED, detail=str(exc))
         with self.db.tx() as s:
-            refund = s.get(Refund, refund_id)
+            # Lock order: the order first (as every order transition does), then the refund.
+            order_id = s.execute(select(Refund.order_id).where(Refund.id == refund_id)
+                                 ).scalar_one()
+            self._lock_order(s, order_id)
+            refund = self._lock_refund(s, refund_id)
             assert refund is not None
             return self._finish_refund(s, refund, result)
+
+    def _lock_refund(self, s: Session, refund_id: int) -> Refund | None:
+        return s.execute(select(Refund).where(Refund.id == refund_id).with_for_update()
+                         .execution_options(populate_existing=True)).scalar_one_or_none()
 
     def _finish_refund(self, s: Session, refund: Refund, result: RefundResult) -> str:
         if refund.status == "succeeded":
@@ -772,8 +818,11 @@ class Backend:
 
     def _refund_event(self, provider_name: str, event: RefundEvent) -> None:
         with self.db.tx() as s:
-            refund = s.execute(select(Refund).where(
-                Refund.out_refund_no == event.out_refund_no)).scalar_one_or_none()
+            found = s.execute(select(Refund.id, Refund.order_id).where(
+                Refund.out_refund_no == event.out_refund_no)).first()
+            if found is not None:
+                self._lock_order(s, found[1])
+            refund = None if found is None else self._lock_refund(s, found[0])
             if refund is not None and refund.provider == provider_name:
                 if event.state is RefundState.FAILED:
                     refund.next_attempt_at = self.clock.now()
@@ -789,34 +838,106 @@ class Backend:
             raise ApiError(422, "bad_count", "count must be 1..10000")
         if kind not in ("pickup", "lottery"):
             raise ApiError(422, "bad_kind", "kind is pickup or lottery")
-        seconds = parse_duration(valid_for)
-        if seconds <= 0:
-            raise ApiError(422, "bad_validity", "valid_for must be positive")
+        try:
+            seconds = parse_duration(valid_for)
+        except ConfigurationError as exc:
+            raise ApiError(422, "bad_validity", str(exc)) from None
+        if not 0 < seconds <= MAX_CODE_VALIDITY:  # also refuses NaN and infinity
+            raise ApiError(422, "bad_validity", "valid_for must be positive and at most "
+                           f"{MAX_CODE_VALIDITY:.0f} s (10 years)")
         now = self.clock.now()
-        created = []
         with self.db.tx() as s:
             if s.get(Product, product_id) is None:
                 raise ApiError(404, "unknown_product", f"no product {product_id!r}")
             if machine_id is not None and s.get(Machine, machine_id) is None:
                 raise ApiError(404, "unknown_machine", f"no machine {machine_id!r}")
-            for _ in range(count):
-                while True:
-                    code = codemod.generate_code(self.settings.code_digits)
-                    digest = codemod.code_hash(code)
-                    clash = s.execute(select(Code.id).where(Code.code_hash == digest)).first()
-                    if clash is None:
-                        break
-                row = Code(selector=codemod.selector(code), code_hash=digest, kind=kind,
-                           product_id=product_id, machine_id=machine_id, status="active",
-                           created_at=now, expires_at=now + seconds)
-                s.add(row)
-                s.flush()
-                self._audit(s, "code", str(row.id), None, "active",
-                            f"{kind} code for {product_id}", "operator")
-                created.append({"id": row.id, "code": code, "kind": kind,
-                                "product_id": product_id, "machine_id": machine_id,
-                                "expires_at": iso(row.expires_at)})
+        created: list[dict[str, Any]] = []
+        batch_id = "cb" + secrets.token_hex(6)  # 'codes revoke --batch'
+        try:
+            for first in range(0, count, CODE_BATCH_CHUNK):
+                # One short transaction per chunk: machines' requests queue between chunks
+                # instead of behind the whole batch (SQLite has one writer at a time).
+                with self.db.tx() as s:
+                    created += self._create_code_chunk(
+                        s, min(CODE_BATCH_CHUNK, count - first), product_id, machine_id,
+                        kind, now, now + seconds, batch_id)
+        except BaseException:
+            # Codes never shown to anybody are useless: withdraw the part already committed.
+            if created:
+                self._revoke_unshown([c["id"] for c in created])
+            raise
         return created
+
+    def _create_code_chunk(self, s: Session, n: int, product_id: str, machine_id: str | None,
+                           kind: str, now: float, expires_at: float,
+                           batch_id: str | None = None) -> list[dict[str, Any]]:
+        fresh: dict[str, str] = {}  # hash -> code
+        while len(fresh) < n:
+            batch: dict[str, str] = {}
+            while len(batch) < n - len(fresh):
+                code = codemod.generate_code(self.settings.code_digits)
+                batch[codemod.code_hash(code)] = code
+            clashes = set(s.execute(select(Code.code_hash).where(
+                Code.selector.in_({codemod.selector(c) for c in batch.values()}),
+                Code.code_hash.in_(list(batch)))).scalars())
+            fresh.update({h: c for h, c in batch.items() if h not in clashes})
+        codes = list(fresh.values())
+        rows = s.execute(insert(Code).returning(Code.id, sort_by_parameter_order=True), [
+            {"selector": codemod.selector(code), "code_hash": digest, "kind": kind,
+             "product_id": product_id, "machine_id": machine_id, "status": "active",
+             "created_at": now, "expires_at": expires_at, "batch_id": batch_id}
+            for digest, code in fresh.items()]).scalars().all()
+        s.execute(insert(AuditEntry), [
+            {"at": now, "entity": "code", "entity_id": str(code_id), "from_state": None,
+             "to_state": "active", "reason": f"{kind} code for {product_id}",
+             "actor": "operator"} for code_id in rows])
+        return [{"id": code_id, "code": code, "kind": kind, "product_id": product_id,
+                 "machine_id": machine_id, "expires_at": iso(expires_at),
+                 "batch_id": batch_id}
+                for code_id, code in zip(rows, codes, strict=True)]
+
+    def _revoke_unshown(self, code_ids: list[int]) -> None:
+        now = self.clock.now()
+        with self.db.tx() as s:
+            s.execute(update(Code).where(Code.id.in_(code_ids), Code.status == "active")
+                      .values(status="revoked"))
+            s.execute(insert(AuditEntry), [
+                {"at": now, "entity": "code", "entity_id": str(code_id), "from_state": "active",
+                 "to_state": "revoked", "reason": "batch failed before the codes were shown",
+                 "actor": "system"} for code_id in code_ids])
+
+    def list_codes(self, status: str | None = None, product_id: str | None = None,
+                   machine_id: str | None = None, limit: int = 100, *,
+                   batch_id: str | None = None) -> list[dict[str, Any]]:
+        """Codes, newest first, without their secret (only the hash is stored anyway)."""
+        with self.db.read() as s:
+            query = select(Code).order_by(Code.id.desc()).limit(limit)
+            if batch_id:
+                query = query.where(Code.batch_id == batch_id)
+            if status:
+                query = query.where(Code.status == status)
+            if product_id:
+                query = query.where(Code.product_id == product_id)
+            if machine_id:
+                query = query.where(Code.machine_id == machine_id)
+            return [_code_json(c) for c in s.execute(query).scalars()]
+
+    def revoke_code(self, code_id: int, note: str = "") -> dict[str, Any]:
+        """Withdraw an unused code; one being used right now or already used is refused."""
+        with self.db.tx() as s:
+            code = s.execute(select(Code).where(Code.id == code_id).with_for_update()
+                             ).scalar_one_or_none()
+            if code is None:
+                raise ApiError(404, "unknown_code", f"no code {code_id}")
+            if code.status == "reserved":
+                raise ApiError(409, "code_in_use", "a vend with this code is running; "
+                               "revoke it after the machine reports", code_status=code.status)
+            if code.status == "consumed":
+                raise ApiError(409, "code_used", "this code was already used",
+                               code_status=code.status)
+            if code.status == "active":
+                self._code_state(s, code, "revoked", "operator", note or "revoked")
+            return _code_json(code)
 
     def redeem_code(self, machine_id: str, code: str) -> dict[str, Any]:
         """Verify a typed code, reserve it for this machine, and ship its product.
@@ -832,7 +953,11 @@ class Backend:
         refusal: ApiError | None = None
         data: dict[str, Any] = {}
         with self.db.tx() as s:
-            well_formed = code.isdigit() and len(code) == self.settings.code_digits
+            # Every attempt of one machine holds its keypad counter row: the lockout
+            # arithmetic (and the selector's row, also per machine) is serialised.
+            self._counter(s, machine_id, codemod.KEYPAD)
+            well_formed = (code.isascii() and code.isdigit()
+                           and len(code) == self.settings.code_digits)
             refusal = self._locked(s, machine_id, codemod.selector(code) if well_formed
                                    else None)
             if refusal is None and not well_formed:
@@ -843,7 +968,8 @@ class Backend:
                 candidates = s.execute(select(Code.id, Code.code_hash).where(
                     Code.selector == sel)).all()
                 match_id = codemod.find_match(code, [(r[0], r[1]) for r in candidates])
-                match = s.get(Code, match_id) if match_id is not None else None
+                match = None if match_id is None else s.execute(
+                    select(Code).where(Code.id == match_id).with_for_update()).scalar_one()
                 if match is None or (match.machine_id not in (None, machine_id)):
                     refusal = self._code_failure(s, machine_id, sel, "code_invalid",
                                                  "no such code")
@@ -913,13 +1039,25 @@ class Backend:
             raise ApiError(422, "bad_method", f"method must be one of {sorted(MACHINE_METHODS)}")
         if outcome not in OUTCOMES:
             raise ApiError(422, "bad_outcome", f"outcome must be one of {sorted(OUTCOMES)}")
-        if amount < 0 or not reference:
-            raise ApiError(422, "bad_sale", "a cash sale needs a reference and an amount >= 0")
+        if (isinstance(amount, bool) or not isinstance(amount, int)
+                or not 0 <= amount <= MAX_AMOUNT or not reference):
+            raise ApiError(422, "bad_sale", "a cash sale needs a reference and an amount "
+                           f"of 0..{MAX_AMOUNT} minor units")
+        try:
+            return self._record_cash_sale(machine_id, reference, slot, amount, outcome, details,
+                                          method)
+        except IntegrityError:  # the same sale booked at this instant by another request
+            return self._record_cash_sale(machine_id, reference, slot, amount, outcome, details,
+                                          method)
+
+    def _record_cash_sale(self, machine_id: str, reference: str, slot: str, amount: int,
+                          outcome: str, details: Mapping[str, Any] | None,
+                          method: str) -> dict[str, Any]:
         order_id = "vc" + hashlib.sha256(f"{machine_id}:{reference}".encode()).hexdigest()[:24]
         actor = f"machine:{machine_id}"
         now = self.clock.now()
         with self.db.tx() as s:
-            existing = s.get(Order, order_id)
+            existing = self._lock_order(s, order_id)
             if existing is not None:
                 if existing.outcome not in (None, outcome):
                     raise ApiError(409, "outcome_conflict", f"sale already reported "
@@ -958,12 +1096,14 @@ class Backend:
         code.status = to
 
     def _counter(self, s: Session, machine_id: str, sel: str) -> CodeAttempt:
-        row = s.get(CodeAttempt, (machine_id, sel))
-        if row is None:
-            row = CodeAttempt(machine_id=machine_id, selector=sel, window_start=self.clock.now(),
-                              failures=0, locked_until=0.0)
-            s.add(row)
-        return row
+        """The (machine, selector) counter row, created if missing (an upsert: two processes
+        may create it at once) and locked for this transaction."""
+        _insert_missing(s, CodeAttempt, {"machine_id": machine_id, "selector": sel,
+                                         "window_start": self.clock.now(), "failures": 0,
+                                         "locked_until": 0.0})
+        return s.execute(select(CodeAttempt).where(
+            CodeAttempt.machine_id == machine_id, CodeAttempt.selector == sel)
+            .with_for_update().execution_options(populate_existing=True)).scalar_one()
 
     def _locked(self, s: Session, machine_id: str, sel: str | None) -> ApiError | None:
         now = self.clock.now()
@@ -1010,7 +1150,7 @@ class Backend:
 
     def list_orders(self, state: str | None = None, machine_id: str | None = None,
                     limit: int = 100) -> list[dict[str, Any]]:
-        with self.db.tx() as s:
+        with self.db.read() as s:
             query = select(Order).order_by(Order.created_at.desc()).limit(limit)
             if state:
                 query = query.where(Order.state == state)
@@ -1020,7 +1160,9 @@ class Backend:
 
     def order_detail(self, order_id: str) -> dict[str, Any]:
         """An order with its payment, refund, instructions and audit trail."""
-        with self.db.tx() as s:
+        from vendhw.server.operators import refund_summary
+
+        with self.db.read() as s:
             order = s.get(Order, order_id)
             if order is None:
                 raise ApiError(404, "unknown_order")
@@ -1033,7 +1175,7 @@ class Backend:
                 "amount": payment.amount, "currency": payment.currency,
                 "paid_at": iso(payment.paid_at), "source": payment.source,
                 "late": payment.late}
-            refund = s.execute(select(Refund).where(Refund.order_id == order_id)
+            refund = s.execute(select(Refund).where(Refund.out_refund_no == "R" + order_id)
                                ).scalar_one_or_none()
             data["refund"] = None if refund is None else {
                 "out_refund_no": refund.out_refund_no, "provider": refund.provider,
@@ -1044,6 +1186,7 @@ class Backend:
                 {"id": i.id, "status": i.status, "deliveries": i.deliveries}
                 for i in s.execute(select(Instruction).where(Instruction.order_id == order_id)
                                    ).scalars()]
+            data.update(refund_summary(s, order_id))  # partial refunds (operators.py)
             data["audit"] = self._audit_rows(s, order_id)
             return data
 
@@ -1054,7 +1197,7 @@ class Backend:
                  "reason": a.reason, "actor": a.actor} for a in rows]
 
     def audit(self, entity_id: str) -> list[dict[str, Any]]:
-        with self.db.tx() as s:
+        with self.db.read() as s:
             return self._audit_rows(s, entity_id)
 
     def resolve(self, order_id: str, decision: str, note: str = "") -> dict[str, Any]:
@@ -1147,7 +1290,7 @@ class Backend:
     def next_due(self) -> float | None:
         """Seconds until the background loop has work (0 when overdue, None when idle)."""
         now = self.clock.now()
-        with self.db.tx() as s:
+        with self.db.read() as s:
             candidates = [
                 s.execute(select(func.min(Order.next_query_at)).where(
                     Order.state == S.AWAITING_PAYMENT.value)).scalar(),
@@ -1201,10 +1344,45 @@ class Backend:
                 order.next_query_at = None
         self._after(effects)
 
+    def start_doorbell(self) -> None:
+        """Listen for other processes' new instructions (PostgreSQL; no-op on SQLite)."""
+        if self.doorbell is not None:
+            self.doorbell.start()
+
     def close(self) -> None:
+        if self.doorbell is not None:
+            self.doorbell.stop()
         if self._notify_http is not None:
             self._notify_http.close()
         self.db.dispose()
+
+
+def _code_json(code: Code) -> dict[str, Any]:
+    return {"id": code.id, "kind": code.kind, "product_id": code.product_id,
+            "machine_id": code.machine_id, "batch_id": code.batch_id,
+            "status": code.status, "order_id": code.order_id,
+            "created_at": iso(code.created_at), "expires_at": iso(code.expires_at),
+            "used_at": iso(code.used_at)}
+
+
+def _insert_missing(s: Session, model: Any, values: dict[str, Any]) -> None:
+    """INSERT a row unless its primary key exists (``ON CONFLICT DO NOTHING``): safe when
+    several transactions create the same row at once, on SQLite and PostgreSQL alike."""
+    dialect = s.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        s.execute(postgresql.insert(model).values(**values).on_conflict_do_nothing())
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
+        s.execute(sqlite.insert(model).values(**values).on_conflict_do_nothing())
+    else:  # other databases: a plain insert inside a savepoint
+        try:
+            with s.begin_nested():
+                s.execute(insert(model).values(**values))
+        except IntegrityError:
+            pass
 
 
 def _required(item: Any, key: str, what: str) -> str:
@@ -1214,9 +1392,9 @@ def _required(item: Any, key: str, what: str) -> str:
 
 
 def _price(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigurationError(f"{what}: price must be a non-negative integer of minor "
-                                 f"units (fen/cents), got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_AMOUNT:
+        raise ConfigurationError(f"{what}: price must be an integer of minor units (fen/cents)"
+                                 f" from 0 to {MAX_AMOUNT}, got {value!r}")
     return value
 
 

@@ -124,6 +124,14 @@ class ServerSettings:
     """Window over which wrong attempts are counted."""
     code_lockout: float = 900.0
     """How long a locked prefix (or keypad) stays locked."""
+    max_body: int = 1 << 20
+    """Largest request body (bytes) of machine, provider and sandbox routes; refused (413)
+    before it is read."""
+    max_operator_body: int = 16 << 20
+    """Largest operator request body (a fleet's catalogue), checked after the token."""
+    idempotency_lease: float = 60.0
+    """An Idempotency-Key still "in progress" after this long belongs to a request that died
+    (process killed): a retry takes it over instead of getting 409 forever."""
     max_long_poll: float = 60.0
     """Longest ``wait`` a long-poll may ask for."""
     run_poller: bool = True

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from vendhw.server.db import Database
-from vendhw.server.models import SandboxTrade
+from vendhw.server.models import SandboxRefund, SandboxTrade
 from vendhw.server.providers.base import (
     NotificationError,
     OrderInfo,
@@ -124,33 +124,44 @@ class SandboxProvider(PaymentProvider):
 
     def close(self, out_trade_no: str) -> None:
         with self.db.tx() as s:
-            trade = s.get(SandboxTrade, out_trade_no)
+            trade = s.get(SandboxTrade, out_trade_no, with_for_update=True)
             if trade is not None and trade.status == "NOTPAY":
                 trade.status = "CLOSED"
 
     def refund(self, request: RefundRequest) -> RefundResult:
+        """Like WeChat Pay: one refund per ``out_refund_no`` (asked again: the same answer),
+        several (partial) refunds per trade, never more in total than was paid."""
         with self.db.tx() as s:
-            trade = s.get(SandboxTrade, request.out_trade_no)
+            trade = s.get(SandboxTrade, request.out_trade_no, with_for_update=True)
             if trade is None:
                 return RefundResult(RefundState.FAILED, detail="trade does not exist")
-            if trade.status == "REFUND":
-                if trade.refund_no == request.out_refund_no:
-                    return RefundResult(RefundState.SUCCEEDED, refund_id=f"sbr_{trade.refund_no}")
-                return RefundResult(RefundState.FAILED, detail="already refunded")
-            if trade.status != "SUCCESS":
+            done = s.get(SandboxRefund, request.out_refund_no)
+            if (done is not None and done.out_trade_no == trade.out_trade_no) or (
+                    trade.status == "REFUND" and trade.refund_no == request.out_refund_no):
+                return RefundResult(RefundState.SUCCEEDED,
+                                    refund_id=f"sbr_{request.out_refund_no}")
+            if done is not None:
+                return RefundResult(RefundState.FAILED, detail="refund number of another trade")
+            if trade.status not in ("SUCCESS", "REFUND"):
                 return RefundResult(RefundState.FAILED, detail=f"trade is {trade.status}")
-            if request.amount > trade.amount:
+            if request.amount <= 0 or trade.refunded + request.amount > trade.amount:
                 return RefundResult(RefundState.FAILED, detail="refund exceeds payment")
+            s.add(SandboxRefund(out_refund_no=request.out_refund_no,
+                                out_trade_no=trade.out_trade_no, amount=request.amount,
+                                created_at=self.clock.now()))
             trade.status = "REFUND"
             trade.refund_no = request.out_refund_no
-            trade.refunded = request.amount
+            trade.refunded += request.amount
             return RefundResult(RefundState.SUCCEEDED, refund_id=f"sbr_{request.out_refund_no}")
 
     def query_refund(self, request: RefundRequest) -> RefundResult:
         with self.db.tx() as s:
             trade = s.get(SandboxTrade, request.out_trade_no)
-            if trade is not None and trade.refund_no == request.out_refund_no:
-                return RefundResult(RefundState.SUCCEEDED, refund_id=f"sbr_{trade.refund_no}")
+            done = s.get(SandboxRefund, request.out_refund_no)
+            if (trade is not None and trade.refund_no == request.out_refund_no) or (
+                    done is not None and done.out_trade_no == request.out_trade_no):
+                return RefundResult(RefundState.SUCCEEDED,
+                                    refund_id=f"sbr_{request.out_refund_no}")
         return RefundResult(RefundState.FAILED, detail="no such refund")
 
     # --- the customer's side: the pay page's buttons ------------------------------------
@@ -171,7 +182,7 @@ class SandboxProvider(PaymentProvider):
         close); paying twice is not: the second press only repeats the notification.
         """
         with self.db.tx() as s:
-            trade = s.get(SandboxTrade, out_trade_no)
+            trade = s.get(SandboxTrade, out_trade_no, with_for_update=True)
             if trade is None:
                 raise ProviderError("no such sandbox trade", provider=self.name,
                                     code="TRADE_NOT_EXIST", retryable=False)
@@ -187,7 +198,7 @@ class SandboxProvider(PaymentProvider):
     def decline(self, out_trade_no: str, *, notify: int = 1) -> PaymentEvent:
         """The customer declines: an unpaid trade closes and the backend is told."""
         with self.db.tx() as s:
-            trade = s.get(SandboxTrade, out_trade_no)
+            trade = s.get(SandboxTrade, out_trade_no, with_for_update=True)
             if trade is None:
                 raise ProviderError("no such sandbox trade", provider=self.name,
                                     code="TRADE_NOT_EXIST", retryable=False)
