@@ -45,6 +45,9 @@ class Duration(click.ParamType):
 
 DURATION = Duration()
 
+ONLINE_WITHIN_S = 30.0
+"""A machine long-polls about every 25 s: seen within twice that counts as online."""
+
 GRACEFUL_SHUTDOWN = 3
 """Seconds a stopping server lets requests finish before it cuts them. Machines hold
 instruction long polls open for up to 25 s; cut, they simply ask again after the restart."""
@@ -309,14 +312,27 @@ def machines_add(machine_id: str, secret: str | None, name: str, currency: str,
 @db_option
 @json_option
 def machines_list(db: str, as_json: bool) -> None:
-    """List machines and when they were last seen."""
-    rows = _open(db).machines()
+    """List machines: when they were last seen, whether recently, and what they sell."""
+    import time
+
+    the_backend = _open(db)
+    rows = the_backend.machines()
+    now = time.time()
+    for row in rows:
+        # Online = a signed request within two long-polls (this process holds no long-polls).
+        seen = the_backend.last_seen(row["id"])
+        row["online"] = seen is not None and now - seen <= 2 * ONLINE_WITHIN_S
+        row["slots"] = [{k: s[k] for k in ("slot", "product_id", "price", "enabled")}
+                        for s in the_backend.catalogue(row["id"])["slots"]]
     if as_json:
         click.echo(json.dumps(rows))
         return
-    table = Table("id", "name", "currency", "last seen")
+    table = Table("id", "name", "currency", "online", "last seen", "slots")
     for row in rows:
-        table.add_row(row["id"], row["name"], row["currency"], row["last_seen"] or "-")
+        table.add_row(row["id"], row["name"], row["currency"], "yes" if row["online"] else "no",
+                      row["last_seen"] or "-",
+                      " ".join(f"{s['slot']}={s['product_id']}:{s['price']}"
+                               for s in row["slots"]))
     Console().print(table)
 
 
