@@ -406,7 +406,7 @@ def measure_backend(quick: bool, metrics: dict[str, Any], notes: dict[str, str])
         import bench_backend
     finally:
         sys.path.pop(0)
-    orders, machines = (60, 4) if quick else (300, 8)
+    orders, machines = (40, 4) if quick else (300, 8)
     result = bench_backend.run(orders=orders, machines=machines, max_seconds=60.0)
     if result["failures"] or not result["orders_delivered"]:
         notes["backend_orders_per_s"] = f"bench failed: {result['first_failures']}"

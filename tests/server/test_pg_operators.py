@@ -88,3 +88,24 @@ def test_refund_and_export(tmp_path: Path) -> None:
         assert [json.loads(line)["id"] for line in out.splitlines()] == [paid.id]
     finally:
         server.close()
+
+
+def test_machines_list_shows_online_and_what_they_sell(tmp_path: Path) -> None:
+    db = str(tmp_path / "b.db")
+    server = InProcessServer(tmp_path / "b.db")  # its FakeClock starts at the real time
+    try:
+        server.add_machine("m1", slots={"A1": ("cola", 350), "B2": ("chips", 500)})
+        server.add_machine("m2", slots={"A1": ("cola", 300)})
+        server.client("m1").catalogue()  # m1 makes a signed request (its last_seen is set)
+        rc, out = _cli("machines", "list", "--db", db, "--json")
+        assert rc == 0
+        rows = {r["id"]: r for r in json.loads(out)}
+        assert rows["m1"]["last_seen"] is not None and rows["m2"]["last_seen"] is None
+        assert rows["m2"]["online"] is False
+        assert rows["m1"]["online"] is True
+        assert [(s["slot"], s["product_id"], s["price"]) for s in rows["m1"]["slots"]] == [
+            ("A1", "cola", 350), ("B2", "chips", 500)]
+        rc, out = _cli("machines", "list", "--db", db)
+        assert rc == 0 and "B2=chips:500" in out
+    finally:
+        server.close()

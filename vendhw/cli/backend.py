@@ -45,6 +45,9 @@ class Duration(click.ParamType):
 
 DURATION = Duration()
 
+ONLINE_WITHIN_S = 30.0
+"""A machine long-polls about every 25 s: seen within twice that counts as online."""
+
 GRACEFUL_SHUTDOWN = 3
 """Seconds a stopping server lets requests finish before it cuts them. Machines hold
 instruction long polls open for up to 25 s; cut, they simply ask again after the restart."""

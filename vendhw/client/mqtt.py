@@ -35,6 +35,7 @@ class MqttPush:
         self.prefix = prefix
         self.host, self.port = host, port
         self.subscribed = threading.Event()
+        self._answered = threading.Event()  # subscribed, or refused
         self.refused: str | None = None
         self._queue: queue.Queue[Instruction] = queue.Queue()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
@@ -55,7 +56,8 @@ class MqttPush:
         """Connect and subscribe; raises ConnectionError when refused or not subscribed."""
         self.client.connect_async(self.host, self.port, keepalive=30)
         self.client.loop_start()
-        if not self.subscribed.wait(timeout):
+        self._answered.wait(timeout)
+        if not self.subscribed.is_set():
             self.close()
             raise ConnectionError(f"MQTT: not subscribed to {self.topic}: "
                                   f"{self.refused or 'no answer'}")
@@ -89,6 +91,7 @@ class MqttPush:
                     _properties: Any = None) -> None:
         if getattr(reason, "is_failure", False):
             self.refused = str(reason)
+            self._answered.set()
             return
         client.subscribe(self.topic, qos=1)
 
@@ -98,6 +101,7 @@ class MqttPush:
             self.subscribed.set()
         else:
             self.refused = ", ".join(str(r) for r in reasons)
+        self._answered.set()
 
     def _on_message(self, _client: Any, _userdata: Any, message: Any) -> None:
         try:

@@ -89,6 +89,10 @@ class Database:
                 from sqlalchemy.pool import StaticPool
 
                 kwargs["poolclass"] = StaticPool
+        else:
+            # One connection per request thread (Starlette runs sync endpoints on 40), checked
+            # before use so a restarted PostgreSQL costs no failed request.
+            kwargs.update(pool_size=10, max_overflow=30, pool_pre_ping=True)
         try:
             self.engine: Engine = create_engine(url, **kwargs)
         except Exception as exc:  # missing driver, bad options: say which URL

@@ -308,6 +308,12 @@ class Backend:
                      "last_seen": iso(m.last_seen), "online": self.hub.waiting(m.id) > 0}
                     for m in rows]
 
+    def last_seen(self, machine_id: str) -> float | None:
+        """Unix time of the machine's last signed request (updated every few seconds)."""
+        with self.db.read() as s:
+            return s.execute(select(Machine.last_seen).where(Machine.id == machine_id)
+                             ).scalar()
+
     # --- machine authentication ------------------------------------------------------------
 
     def authenticate(self, headers: Mapping[str, str], method: str, path: str,
