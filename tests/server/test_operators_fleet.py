@@ -54,7 +54,7 @@ def test_cli_machines_list_and_show(server: InProcessServer, client: BackendClie
     db = str(tmp_path / "backend.db")
     runner = CliRunner()
     listed = runner.invoke(backend_cli, ["machines", "list", "--json", "--db", db])
-    [m1] = json.loads(listed.output)  # the existing shape: one JSON list
+    [m1] = [json.loads(line) for line in listed.output.splitlines()]  # one object a line
     assert m1["id"] == "m1" and m1["pending_instructions"] == 1 and m1["open_orders"] == 1
     table = runner.invoke(backend_cli, ["machines", "list", "--db", db])
     assert "open orders" in table.output and "m1" in table.output

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 from click.testing import CliRunner
 
@@ -17,6 +18,11 @@ def _cli(*args: str) -> tuple[int, str]:
     result = CliRunner().invoke(backend_cli, list(args))
     assert "Traceback" not in result.output
     return result.exit_code, result.output
+
+
+def _lines(out: str) -> list[dict[str, Any]]:
+    """A --json list: one object per line."""
+    return [json.loads(line) for line in out.splitlines()]
 
 
 def test_codes_list_and_revoke(tmp_path: Path) -> None:
@@ -32,17 +38,17 @@ def test_codes_list_and_revoke(tmp_path: Path) -> None:
         server.client("m1").redeem_code(created[0]["code"])
         rc, out = _cli("codes", "list", "--db", db, "--json")
         assert rc == 0
-        listed = {c["id"]: c for c in json.loads(out)["codes"]}
+        listed = {c["id"]: c for c in _lines(out)}
         assert set(listed) == {c["id"] for c in created}
         assert listed[created[0]["id"]]["status"] == "reserved"
         assert all("code" not in c for c in listed.values())  # digits are never shown again
         rc, out = _cli("codes", "revoke", str(created[1]["id"]), "--note", "lost", "--db", db,
                        "--json")
-        assert rc == 0 and json.loads(out)["codes"][0]["status"] == "revoked"
+        assert rc == 0 and _lines(out)[0]["status"] == "revoked"
         rc, out = _cli("codes", "revoke", str(created[0]["id"]), "--db", db, "--json")
-        assert rc == 1 and json.loads(out)["codes"][0]["error"] == "code_in_use"
+        assert rc == 1 and _lines(out)[0]["error"] == "code_in_use"
         rc, out = _cli("codes", "list", "--status", "revoked", "--db", db, "--json")
-        assert [c["id"] for c in json.loads(out)["codes"]] == [created[1]["id"]]
+        assert [c["id"] for c in _lines(out)] == [created[1]["id"]]
         # A revoked code no longer ships anything.
         response = server.client("m1")
         try:
@@ -99,13 +105,12 @@ def test_machines_list_shows_online_and_what_they_sell(tmp_path: Path) -> None:
         server.client("m1").catalogue()  # m1 makes a signed request (its last_seen is set)
         rc, out = _cli("machines", "list", "--db", db, "--json")
         assert rc == 0
-        rows = {r["id"]: r for r in json.loads(out)}
+        rows = {r["id"]: r for r in _lines(out)}
         assert rows["m1"]["last_seen"] is not None and rows["m2"]["last_seen"] is None
         assert rows["m2"]["online"] is False
         assert rows["m1"]["online"] is True
-        assert [(s["slot"], s["product_id"], s["price"]) for s in rows["m1"]["slots"]] == [
-            ("A1", "cola", 350), ("B2", "chips", 500)]
+        assert rows["m1"]["slots"] == 2 and rows["m2"]["slots"] == 1  # show lists them
         rc, out = _cli("machines", "list", "--db", db)
-        assert rc == 0 and "B2=chips:500" in out
+        assert rc == 0 and "m1" in out and "open orders" in out
     finally:
         server.close()

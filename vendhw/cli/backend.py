@@ -202,6 +202,15 @@ def serve(db: str, host: str, port: int, public_url: str | None, provider: str,
     OpenAPI documentation at /docs; readiness at /healthz.
     """
     _require_server_extra()
+    provider_tables = load_provider_file(providers_file) if providers_file else {}
+    if (provider == "sandbox" or "sandbox" in provider_tables) and not _is_loopback(host):
+        if not allow_public_sandbox:
+            raise click.ClickException(
+                f"refusing to serve the sandbox provider on {host!r}: anyone who reaches its "
+                "pay page can mark orders paid. Bind 127.0.0.1, use --provider wechat/alipay, "
+                "or pass --allow-public-sandbox.")
+        click.echo(f"WARNING: the sandbox provider is reachable on {host}: anyone who reaches "
+                   "/sandbox/pay/... can mark orders paid (no money moves).", err=True)
     check_db(db, create=True)
     _check_listen(host, port)
     import uvicorn
@@ -213,15 +222,6 @@ def serve(db: str, host: str, port: int, public_url: str | None, provider: str,
     from vendhw.server.app import create_app
     from vendhw.server.service import Backend
 
-    provider_tables = load_provider_file(providers_file) if providers_file else {}
-    if (provider == "sandbox" or "sandbox" in provider_tables) and not _is_loopback(host):
-        if not allow_public_sandbox:
-            raise click.ClickException(
-                f"refusing to serve the sandbox provider on {host!r}: anyone who reaches its "
-                "pay page can mark orders paid. Bind 127.0.0.1, use --provider wechat/alipay, "
-                "or pass --allow-public-sandbox.")
-        click.echo(f"WARNING: the sandbox provider is reachable on {host}: anyone who reaches "
-                   "/sandbox/pay/... can mark orders paid (no money moves).", err=True)
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     url_host = f"[{local}]" if ":" in local else local
     settings = ServerSettings(
@@ -426,7 +426,8 @@ def codes_list(status: str | None, product: str | None, machine: str | None,
     """Codes, newest first (their digits are never stored, only shown at creation)."""
     rows = _open(db).list_codes(status, product, machine, limit, batch_id=batch)
     if as_json:
-        click.echo(json.dumps({"codes": rows}))
+        for row in rows:  # one object per line, as every --json list
+            click.echo(json.dumps(row))
         return
     table = Table("id", "kind", "product", "machine", "batch", "status", "expires", "order")
     for row in rows:
@@ -473,7 +474,8 @@ def codes_revoke(code_ids: tuple[int, ...], batch: str | None, digits: str | Non
             failed = True
             results.append({"id": code_id, "error": exc.code, "detail": exc.detail})
     if as_json:
-        click.echo(json.dumps({"codes": results}))
+        for result in results:  # one object per line, as every --json list
+            click.echo(json.dumps(result))
     else:
         for row in results:
             click.echo(f"{row['id']}: {row.get('status') or row['error'] + ' - ' + row['detail']}")
