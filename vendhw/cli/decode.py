@@ -139,8 +139,18 @@ def decode(protocol: str, frames: tuple[str, ...], direction: str | None, checks
     else:
         results = [_decode_one(framer, chunk, dir_value) for chunk in chunks]
 
+    all_valid = print_items(results, as_json)
+    if stream and not as_json:
+        stats = deframer.stats
+        click.echo(f"# {stats.frames} frames, {stats.garbage_bytes} garbage bytes, "
+                   f"{stats.checksum_errors} checksum errors", err=True)
+    sys.exit(0 if all_valid else 1)
+
+
+def print_items(items: Iterable[Frame | Garbage], as_json: bool) -> bool:
+    """Print decoded frames and garbage the way ``vendhw decode`` does; True if all valid."""
     all_valid = True
-    for item in results:
+    for item in items:
         all_valid &= item.valid
         if as_json:
             click.echo(json.dumps(item.to_dict()))
@@ -148,8 +158,4 @@ def decode(protocol: str, frames: tuple[str, ...], direction: str | None, checks
             click.echo(f"ok       {item.raw.hex(' ').upper():<30} {_describe(item)}")
         else:
             click.secho(f"invalid  {item.raw.hex(' ').upper():<30} {item.reason}", fg="red")
-    if stream and not as_json:
-        stats = deframer.stats
-        click.echo(f"# {stats.frames} frames, {stats.garbage_bytes} garbage bytes, "
-                   f"{stats.checksum_errors} checksum errors", err=True)
-    sys.exit(0 if all_valid else 1)
+    return all_valid

@@ -121,7 +121,7 @@ def replay(capture_file: str, protocol: str | None, checksum: str | None,
 def decode_capture(protocol: str, capture_file: str, checksum: str | None, as_json: bool,
                    frames: tuple[str, ...]) -> None:
     """``vendhw decode P --capture FILE``: decode's output format, for a capture's frames."""
-    from vendhw.cli.decode import _describe
+    from vendhw.cli.decode import print_items
     from vendhw.errors import ConfigurationError
     from vendhw.tools.stream import decode_records, framer_for, read_capture
 
@@ -133,16 +133,7 @@ def decode_capture(protocol: str, capture_file: str, checksum: str | None, as_js
     except ConfigurationError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    all_valid = True
-    for event in decode_records(framer, records):
-        item = event.item
-        all_valid &= item.valid
-        if as_json:
-            click.echo(json.dumps(item.to_dict()))
-        elif isinstance(item, Frame):
-            click.echo(f"ok       {item.raw.hex(' ').upper():<30} {_describe(item)}")
-        else:
-            click.secho(f"invalid  {item.raw.hex(' ').upper():<30} {item.reason}", fg="red")
+    all_valid = print_items((event.item for event in decode_records(framer, records)), as_json)
     sys.exit(0 if all_valid else 1)
 
 
