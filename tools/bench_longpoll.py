@@ -62,57 +62,67 @@ async def hold(url: str, machines: dict[str, str], max_seconds: float) -> dict[s
     return {"online": online, "seconds_to_connect": round(elapsed, 1)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--machines", type=int, default=1000)
-    parser.add_argument("--max-seconds", type=float, default=120.0)
-    parser.add_argument("--db", default=None)
-    args = parser.parse_args()
+def run(machines: int = 1000, max_seconds: float = 120.0, db: str | None = None,
+        stop_timeout: float = 60.0) -> dict[str, Any]:
+    """Run the benchmark; returns its figures (also what ``benchmarks/report.py`` uses).
+
+    The server gets ``stop_timeout`` seconds to stop on SIGTERM, then is killed (a server
+    whose long-polls' clients went away can take the long-poll's remaining wait to stop).
+    """
     with tempfile.TemporaryDirectory() as tmp:
-        db = args.db or f"sqlite:///{Path(tmp) / 'lp.db'}"
+        db = db or f"sqlite:///{Path(tmp) / 'lp.db'}"
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         server = start_server(db, port)
         result: dict[str, Any] = {}
         try:
             idle = rss_mib(server.pid)
-            machines = {f"lp-{i:05d}": f"lp-secret-{i:05d}-padding" for i in range(args.machines)}
+            fleet = {f"lp-{i:05d}": f"lp-secret-{i:05d}-padding" for i in range(machines)}
             catalogue = {"products": [{"id": "cola", "name": "Cola", "price": 350}],
                          "machines": [{"id": m, "secret": s,
                                        "slots": [{"slot": "A1", "product": "cola"}]}
-                                      for m, s in machines.items()]}
+                                      for m, s in fleet.items()]}
             httpx.post(url + "/operator/v1/catalogue", json=catalogue, timeout=120,
                        headers={"Authorization": f"Bearer {TOKEN}"}).raise_for_status()
             loaded = rss_mib(server.pid)
 
-            async def run() -> None:
-                task = asyncio.create_task(hold(url, machines, args.max_seconds))
+            async def measure() -> None:
+                task = asyncio.create_task(hold(url, fleet, max_seconds))
                 while not task.done():
                     await asyncio.sleep(0.5)
                     result["peak_rss_mib"] = max(result.get("peak_rss_mib", 0.0),
                                                  rss_mib(server.pid))
                 result.update(task.result())
 
-            asyncio.run(run())
+            asyncio.run(measure())
         finally:
             stopping = time.monotonic()
             server.terminate()
             try:
-                server.wait(60)
+                server.wait(stop_timeout)
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait()
             result["seconds_to_stop"] = round(time.monotonic() - stopping, 1)
     connected = result["online"]
-    print(json.dumps({
-        "machines": args.machines, "connected": connected,
+    return {
+        "machines": machines, "connected": connected,
         "seconds_to_connect": result["seconds_to_connect"],
         "rss_mib_idle": round(idle, 1), "rss_mib_with_catalogue": round(loaded, 1),
         "rss_mib_peak": round(result.get("peak_rss_mib", 0.0), 1),
         "seconds_to_stop": result.get("seconds_to_stop"),
         "kib_per_connection": round((result.get("peak_rss_mib", 0.0) - loaded) * 1024
                                     / connected, 1) if connected else None,
-    }))
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--machines", type=int, default=1000)
+    parser.add_argument("--max-seconds", type=float, default=120.0)
+    parser.add_argument("--db", default=None)
+    args = parser.parse_args()
+    print(json.dumps(run(args.machines, args.max_seconds, args.db)))
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,19 @@ class CashConfig:
 
 
 @dataclass(frozen=True)
+class MqttConfig:
+    """The broker a machine takes its instructions from when ``[backend] push = "mqtt"``."""
+
+    host: str
+    port: int = 1883
+    username: str | None = None
+    """Defaults to the machine id (one broker account per machine)."""
+    password: str | None = None
+    prefix: str = "vendhw"
+    tls: bool = False
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     backend_url: str
     machine_id: str
@@ -85,6 +99,8 @@ class AgentConfig:
     cash: tuple[CashConfig, ...] = ()
     cashless: tuple[CardConfig, ...] = ()
     screen: ScreenSettings = field(default_factory=ScreenSettings)
+    mqtt: MqttConfig | None = None
+    """Set when ``[backend] push = "mqtt"``: instructions come over MQTT, not the long-poll."""
 
     @classmethod
     def load(cls, path: str | Path) -> AgentConfig:
@@ -130,7 +146,71 @@ class AgentConfig:
                    data_dir, str(agent.get("screen_host", "127.0.0.1")),
                    screen_port, tuple(cash),
                    load_cashless(doc.get("cashless", []), file),
-                   _screen_settings(file, doc.get("screen", {}), data_dir))
+                   _screen_settings(file, doc.get("screen", {}), data_dir),
+                   _mqtt_config(file, backend))
+
+
+def _mqtt_config(file: Path, backend: Mapping[str, Any]) -> MqttConfig | None:
+    """``[backend] push = "longpoll"`` (the default) or ``"mqtt"`` with its broker settings:
+    ``mqtt_host``, ``mqtt_port`` (1883), ``mqtt_username`` (the machine id),
+    ``mqtt_password`` or ``mqtt_password_env``, ``mqtt_prefix`` ("vendhw"), ``mqtt_tls``."""
+    push = backend.get("push", "longpoll")
+    if push == "longpoll":
+        return None
+    if push != "mqtt":
+        raise ConfigurationError(f"{file}: [backend] push must be \"longpoll\" or \"mqtt\", "
+                                 f"not {push!r}")
+    host = backend.get("mqtt_host")
+    if not isinstance(host, str) or not host:
+        raise ConfigurationError(f"{file}: [backend] push = \"mqtt\" needs mqtt_host")
+    port = backend.get("mqtt_port", 8883 if backend.get("mqtt_tls") else 1883)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= 65535:
+        raise ConfigurationError(f"{file}: [backend] mqtt_port must be a TCP port number "
+                                 f"1..65535, not {port!r}")
+    tls = backend.get("mqtt_tls", False)
+    if not isinstance(tls, bool):
+        raise ConfigurationError(f"{file}: [backend] mqtt_tls must be true or false")
+    password = backend.get("mqtt_password")
+    if password is None and backend.get("mqtt_password_env"):
+        password = os.environ.get(str(backend["mqtt_password_env"]))
+    username = backend.get("mqtt_username")
+    return MqttConfig(host, port, None if username is None else str(username),
+                      None if password is None else str(password),
+                      str(backend.get("mqtt_prefix", "vendhw")), tls)
+
+
+class MqttInstructions:
+    """The backend client, with instructions taken from the MQTT broker instead of the
+    long-poll: the same messages; acknowledgements and results still go over HTTP.
+
+    Connects on the first ask and again after a failed attempt (the shipper retries), so a
+    broker down at start-up delays shipping instead of stopping the agent; once subscribed,
+    paho reconnects by itself and the persistent session keeps what arrived meanwhile.
+    """
+
+    def __init__(self, client: Any, push: Any) -> None:
+        self.client = client
+        self.push = push
+
+    @classmethod
+    def open(cls, client: Any, machine_id: str, mqtt: MqttConfig) -> MqttInstructions:
+        from vendhw.client.mqtt import MqttPush
+
+        return cls(client, MqttPush(machine_id, mqtt.host, mqtt.port, username=mqtt.username,
+                                    password=mqtt.password, prefix=mqtt.prefix,
+                                    tls=mqtt.tls))
+
+    def next_instructions(self, wait: float = 25.0) -> list[Any]:
+        if not self.push.subscribed.is_set():
+            self.push.connect()
+        return list(self.push.next_instructions(wait=wait))
+
+    def close(self) -> None:
+        if self.push.subscribed.is_set():
+            self.push.close()
+
+    def __getattr__(self, name: str) -> Any:  # ack, report_result: the HTTP client's
+        return getattr(self.client, name)
 
 
 def _screen_settings(file: Path, table: Any, data_dir: Path) -> ScreenSettings:
@@ -170,7 +250,11 @@ class Agent:
                                     outbox=config.data_dir / "outbox.db")
         self.machine = Machine(config.board_profile, config.board_port,
                                journal=config.data_dir / "vends.db")
-        self.shipper = Shipper(self.client, self.machine, config.data_dir / "ships.db")
+        self.push: MqttInstructions | None = None
+        if config.mqtt is not None:
+            self.push = MqttInstructions.open(self.client, config.machine_id, config.mqtt)
+        self.shipper = Shipper(self.push or self.client, self.machine,
+                               config.data_dir / "ships.db")
         self.cash: CashSales | None = None
         if config.cash:
             self.cash = self._open_cash(config)
@@ -333,5 +417,7 @@ class Agent:
         if self.card is not None:
             self.card.close()
         self.shipper.close()
+        if self.push is not None:
+            self.push.close()
         self.client.close()
         self.machine.close()

@@ -53,7 +53,10 @@ class MqttPush:
         return f"{self.prefix}/{self.machine_id}/instructions"
 
     def connect(self, timeout: float = 10.0) -> None:
-        """Connect and subscribe; raises ConnectionError when refused or not subscribed."""
+        """Connect and subscribe; raises ConnectionError when refused or not subscribed.
+        May be called again after a failure."""
+        self._answered.clear()
+        self.refused = None
         self.client.connect_async(self.host, self.port, keepalive=30)
         self.client.loop_start()
         self._answered.wait(timeout)
