@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from vendhw.client import AuthenticationError, BackendClient, signing
+from vendhw.client import BackendClient, signing
 from vendhw.client.core import ClientCore, op_create_order
 from vendhw.server.testing import InProcessServer
 
