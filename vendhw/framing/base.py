@@ -401,52 +401,52 @@ class Deframer:
         return iter(self.flush())
 
     def _scan(self, out: list[Frame | Garbage], *, final: bool, stale: bool = False) -> None:
+        # One immutable snapshot per scan: measure, reject and parse read it directly and a
+        # candidate slice is already ``bytes`` (framers' ``bytes(data)`` is then free), where
+        # slicing the bytearray cost two copies per candidate.
         buf = self._buf
+        data = bytes(buf)
         framer = self.framer
+        measure = framer.measure
+        parse = framer.parse
         protocol = framer.name
         direction = self.direction
         start_byte = self._start_byte
         start_re = self._start_re
+        search = start_re.search if start_re is not None else None
         reject = self._reject
-        n = len(buf)
+        stats = self.stats
+        append = out.append
+        n = len(data)
         i = 0
         junk_from = -1
         junk_reason = ""
 
-        def junk(upto: int) -> None:
-            nonlocal junk_from
-            if junk_from >= 0 and upto > junk_from:
-                raw = bytes(buf[junk_from:upto])
-                self.stats.garbage_bytes += len(raw)
-                out.append(Garbage(protocol, raw, junk_reason))
-            junk_from = -1
-
         while i < n:
-            if start_byte is not None and buf[i] != start_byte:
-                j = buf.find(start_byte, i)
+            if start_byte is not None and data[i] != start_byte:
+                j = data.find(start_byte, i)
                 if j < 0:
                     j = n
                 if junk_from < 0:
                     junk_from, junk_reason = i, "no frame start"
                 i = j
                 continue
-            if start_re is not None:
-                match = start_re.search(buf, i)
+            if search is not None:
+                match = search(data, i)
                 j = n if match is None else match.start()
                 if j > i:
                     if junk_from < 0:
                         junk_from, junk_reason = i, "no frame start"
                     i = j
                     continue
-            length = framer.measure(buf, i, direction)
-            if length == 0:
-                if not final:
-                    break
-                length = -1
-                reason = "stale partial frame" if stale else "truncated frame"
-            else:
-                reason = "no frame start"
-            if length < 0:
+            length = measure(data, i, direction)
+            if length <= 0:
+                if length == 0:
+                    if not final:
+                        break
+                    reason = "stale partial frame" if stale else "truncated frame"
+                else:
+                    reason = "no frame start"
                 if junk_from < 0:
                     junk_from, junk_reason = i, reason
                 i += 1
@@ -460,16 +460,16 @@ class Deframer:
                 i += 1
                 continue
             if junk_from >= 0 and reject is not None:
-                verdict = reject(buf, i, length)  # inside garbage: no error text needed
+                verdict = reject(data, i, length)  # inside garbage: no error text needed
                 if verdict:
                     if verdict == 1:
-                        self.stats.checksum_errors += 1
+                        stats.checksum_errors += 1
                     i += 1
                     continue
             try:
-                frame = framer.parse(bytes(buf[i:i + length]), direction)
+                frame = parse(data[i:i + length], direction)
             except ChecksumError as exc:
-                self.stats.checksum_errors += 1
+                stats.checksum_errors += 1
                 if junk_from < 0:
                     junk_from, junk_reason = i, str(exc)
                 i += 1
@@ -479,11 +479,17 @@ class Deframer:
                     junk_from, junk_reason = i, str(exc)
                 i += 1
                 continue
-            junk(i)
-            self.stats.frames += 1
-            out.append(frame)
+            if junk_from >= 0:
+                if i > junk_from:
+                    stats.garbage_bytes += i - junk_from
+                    append(Garbage(protocol, data[junk_from:i], junk_reason))
+                junk_from = -1
+            stats.frames += 1
+            append(frame)
             i += length
-        junk(i)
+        if junk_from >= 0 and i > junk_from:
+            stats.garbage_bytes += i - junk_from
+            append(Garbage(protocol, data[junk_from:i], junk_reason))
         del buf[:i]
 
 
