@@ -11,11 +11,14 @@ from fuzzprofile import FUZZ
 from hypothesis import given
 from hypothesis import strategies as st
 from reference_deframer import ReferenceDeframer
-from test_fuzz_framing import NAMES, _valid_frames, framer_of
+from test_fuzz_framing import NAMES, TARGETS, _valid_frames, framer_of
 
 from vendhw.framing import Frame
 from vendhw.framing.base import Deframer
 from vendhw.framing.mdb import MdbFramer
+
+TARGETS.setdefault("cctalk-crc16", ("cctalk", {"checksum": "crc16"}))
+FAST_NAMES = [*NAMES, "cctalk-crc16"]
 
 
 def _shape(items: list[Any]) -> list[tuple[Any, ...]]:
@@ -39,13 +42,18 @@ def _run(deframer: Deframer, stream: bytes, cuts: list[int]) -> list[tuple[Any, 
     return _shape(items)
 
 
-@pytest.mark.parametrize("target", NAMES)
+@pytest.mark.parametrize("target", FAST_NAMES)
 @given(data=st.data(), direction=st.sampled_from([None, "host", "device"]))
 @FUZZ
 def test_fast_scan_matches_reference(target: str, data: st.DataObject,
                                      direction: str | None) -> None:
     framer = framer_of(target)
     frames = [f for group in _valid_frames(target).values() for f in group]
+    if target == "cctalk-crc16":  # no crc16 vectors: build a few both ways
+        frames = [framer.build(direction="host", dest=2, header=h, data=d)
+                  for h, d in ((254, b""), (229, b"\x01"), (231, b"\xff\x00"))]
+        frames += [framer.build(direction="device", dest=1, header=0, data=d)
+                   for d in (b"", b"\x05\x06", b"\x01\x00\x00")]
     parts = data.draw(st.lists(
         st.one_of(st.binary(max_size=40),
                   st.sampled_from(frames) if frames else st.binary(max_size=8),
@@ -79,3 +87,24 @@ def test_mdb_9bit_fast_parse_matches_decode(raw: bytes, direction: str | None) -
         except Exception as exc:
             got = ("err", type(exc), str(exc))
         assert got == want
+
+
+@pytest.mark.parametrize("checksum", ["simple", "crc16"])
+@given(buf=st.binary(max_size=12), direction=st.sampled_from(["host", "device"]))
+@FUZZ
+def test_cctalk_hunt_pattern_is_measure(checksum: str, buf: bytes, direction: str) -> None:
+    """The regex matches at an offset exactly where measure does not rule a frame out (and,
+    for replies, where the start byte is)."""
+    import re
+
+    from vendhw.framing.cctalk import CcTalkFramer
+
+    framer = CcTalkFramer(checksum=checksum)
+    pattern = framer.hunt_pattern(direction)  # type: ignore[arg-type]
+    assert pattern is not None
+    regex = re.compile(pattern, re.DOTALL)
+    starts = framer.hunt_bytes(direction)  # type: ignore[arg-type]
+    for start in range(len(buf)):
+        plausible = (starts is None or buf[start] in starts) and \
+            framer.measure(buf, start, direction) != -1  # type: ignore[arg-type]
+        assert bool(regex.match(buf, start)) == plausible

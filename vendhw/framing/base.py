@@ -306,6 +306,17 @@ class Framer(ABC):
         """
         return None if self.start_byte is None else bytes((self.start_byte,))
 
+    def hunt_pattern(self, direction: Direction | None) -> bytes | None:
+        """A regex (bytes, DOTALL) matching, at an offset, exactly where :meth:`measure` does
+        not return -1, or None. For protocols without a start byte whose plausibility rules
+        look at a few bytes (ccTalk's source address and header): the deframer then skips
+        the offsets where no frame can start at C speed with ``search``. It must match
+        wherever :meth:`measure` returns 0 or a length, typically with a lookahead plus a
+        ``.{0,N}\\Z`` alternative for the offsets too close to the end to tell. When given it
+        replaces :meth:`hunt_bytes` and must also hold what they say.
+        """
+        return None
+
     def reject(self, buf: bytes | bytearray, start: int, length: int) -> int:
         """A cheap verdict on the complete candidate ``buf[start:start + length]``.
 
@@ -364,6 +375,10 @@ class Deframer:
             re.compile(b"[" + b"".join(b"\\x%02x" % b for b in sorted(set(starts))) + b"]")
             if starts is not None and len(starts) > 1 else None
         )
+        pattern = framer.hunt_pattern(direction)
+        if pattern is not None:  # finer than the start bytes: it replaces them
+            self._start_byte = None
+            self._start_re = re.compile(pattern, re.DOTALL)
 
     @property
     def pending(self) -> int:
