@@ -327,6 +327,17 @@ class Framer(ABC):
         """
         return 0
 
+    def skip(self, buf: bytes, start: int, direction: Direction | None) -> tuple[int, int]:
+        """Inside garbage, run over the offsets from ``start`` the scan would only step past.
+
+        Returns the first offset where :meth:`measure` is not -1 and the candidate is either
+        incomplete in ``buf`` or not rejected by :meth:`reject`, together with the number of
+        offsets on the way that :meth:`reject` rejects with 1 (checksum errors). A protocol
+        whose every offset is a candidate (101 boards) checks them in one tight loop instead
+        of three calls each. The default skips nothing.
+        """
+        return start, 0
+
     def deframer(self, direction: Direction | None = None, gap: float | None = None) -> Deframer:
         """A stream deframer for frames sent by ``direction``."""
         return Deframer(self, direction=direction, gap=gap)
@@ -369,6 +380,7 @@ class Deframer:
         self._buf = bytearray()
         self._last: float | None = None
         self._reject = framer.reject if type(framer).reject is not Framer.reject else None
+        self._skip = framer.skip if type(framer).skip is not Framer.skip else None
         starts = framer.hunt_bytes(direction)
         self._start_byte = starts[0] if starts is not None and len(starts) == 1 else None
         self._start_re = (
@@ -430,6 +442,7 @@ class Deframer:
         start_re = self._start_re
         search = start_re.search if start_re is not None else None
         reject = self._reject
+        skip = self._skip
         stats = self.stats
         append = out.append
         n = len(data)
@@ -480,6 +493,9 @@ class Deframer:
                     if verdict == 1:
                         stats.checksum_errors += 1
                     i += 1
+                    if skip is not None:
+                        i, errors = skip(data, i, direction)
+                        stats.checksum_errors += errors
                     continue
             try:
                 frame = parse(data[i:i + length], direction)
