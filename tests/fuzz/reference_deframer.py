@@ -4,12 +4,26 @@ with. Framers' ``parse`` is shared, so MDB's fast 9-bit parse is checked separat
 
 from __future__ import annotations
 
+import re
+
 from vendhw.errors import ChecksumError, FramingError
-from vendhw.framing.base import Deframer, Frame, Garbage
+from vendhw.framing.base import Deframer, Direction, Frame, Framer, Garbage
 
 
 class ReferenceDeframer(Deframer):
     """The plain scan: measure at every offset, parse a copy of each candidate."""
+
+    def __init__(self, framer: Framer, *, direction: Direction | None = None,
+                 gap: float | None = None) -> None:
+        super().__init__(framer, direction=direction, gap=gap)
+        # The original hunting: start bytes only (no hunt_pattern, no skip).
+        starts = framer.hunt_bytes(direction)
+        self._start_byte = starts[0] if starts is not None and len(starts) == 1 else None
+        self._start_re = (
+            re.compile(b"[" + b"".join(b"\\x%02x" % b for b in sorted(set(starts))) + b"]")
+            if starts is not None and len(starts) > 1 else None
+        )
+        self._skip = None
 
     def _scan(self, out: list[Frame | Garbage], *, final: bool, stale: bool = False) -> None:
         buf = self._buf
