@@ -108,3 +108,22 @@ def test_cctalk_hunt_pattern_is_measure(checksum: str, buf: bytes, direction: st
         plausible = (starts is None or buf[start] in starts) and \
             framer.measure(buf, start, direction) != -1  # type: ignore[arg-type]
         assert bool(regex.match(buf, start)) == plausible
+
+
+def test_board101_raw_crc_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without crcmod's worker in reach (another crcmod, no C extension) the 101 skip loop
+    falls back to the ordinary CRC function and gives the same residue verdicts."""
+    import dataclasses
+
+    from vendhw.framing import board101
+    from vendhw.framing.checksums import CRC16_MODBUS
+
+    real = CRC16_MODBUS.func
+    fake = dataclasses.replace(CRC16_MODBUS, func=lambda data: real(data))
+    monkeypatch.setattr(board101, "CRC16_MODBUS", fake)
+    worker, init, table = board101._raw_crc()
+    assert worker is not real
+    frame = board101.Board101Framer().build(direction="host", address=1, code=0x01)
+    assert worker(frame, init, table) == 0
+    assert worker(frame[:-1] + bytes((frame[-1] ^ 1,)), init, table) != 0
+    assert board101._RAW_CRC[0](frame, board101._RAW_CRC[1], board101._RAW_CRC[2]) == 0
