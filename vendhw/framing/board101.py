@@ -63,6 +63,18 @@ _START = Layout(cs.Struct("motor_index" / cs.Int8ub, "motor_type" / cs.Int8ub,
                           "light_type" / cs.Int8ub, "rest" / cs.Bytes(13)), "start motor")
 
 
+def _raw_crc() -> tuple[Any, int, Any]:
+    """crcmod's own worker (its C extension when built) with CRC-16/MODBUS's start value and
+    table, called directly: the Python wrapper ``mkCrcFun`` returns costs as much again."""
+    func = CRC16_MODBUS.func
+    defaults = getattr(func, "__defaults__", None)
+    if defaults and len(defaults) == 3 and defaults[0] == 0xFFFF and callable(defaults[2]):
+        init, table, worker = defaults
+        if worker(b"123456789", init, table) == CRC16_MODBUS.func(b"123456789"):
+            return worker, init, table
+    return (lambda data, _init, _table: func(data)), 0xFFFF, None
+
+
 class Board101Framer(Framer):
     """20-byte frames with CRC-16/MODBUS, both directions (address 0 = a reply)."""
 
@@ -175,10 +187,31 @@ class Board101Framer(Framer):
         received = buf[start + 18] | buf[start + 19] << 8
         return 0 if CRC16_MODBUS.func(bytes(buf[start:start + 18])) == received else 1
 
+    def skip(self, buf: bytes, start: int, direction: Direction | None) -> tuple[int, int]:
+        """:meth:`measure` and :meth:`reject` at each offset, in one loop (no start byte)."""
+        crc, init, table = _RAW_CRC
+        device = direction == "device"
+        errors = 0
+        j = start
+        last = len(buf) - FRAME_LEN
+        while j <= last:
+            if device and buf[j] != REPLY_ADDRESS:
+                j += 1
+                continue
+            # CRC-16/MODBUS (reflected, no final XOR) over a frame and its own little-endian
+            # CRC leaves 0: the same verdict as comparing, with one call and no indexing.
+            if not crc(buf[j:j + FRAME_LEN], init, table):
+                return j, errors
+            errors += 1
+            j += 1
+        return j, errors
+
     def measure(self, buf: bytes | bytearray, start: int, direction: Direction | None) -> int:
         if direction == "device" and start < len(buf) and buf[start] != REPLY_ADDRESS:
             return -1
         return FRAME_LEN
 
+
+_RAW_CRC = _raw_crc()
 
 __all__ = ["COMMANDS", "REPLIES", "RESULTS", "START_RESULTS", "Board101Framer"]

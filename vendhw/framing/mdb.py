@@ -205,6 +205,28 @@ class MdbFramer(Framer):
     def parse(self, data: bytes, direction: Direction | None = None) -> Frame:
         raw = bytes(data)
         if self.wire == "9bit":
+            # Fast path: escapes only where a well-formed block has them (a marked first or
+            # last word, or none at all) read straight off the bytes, no word-by-word decode.
+            # Anything else takes the decoding path below; both give the same result.
+            ff = raw.find(b"\xff")
+            n = len(raw)
+            if ff < 0:
+                plain, modes = raw, [False] * n
+            elif ff == 0 and n >= 3 and raw[1] == 0 and raw.find(b"\xff", 3) < 0:
+                plain, modes = raw[2:], [True] + [False] * (n - 3)
+            elif ff == n - 3 and raw[n - 2] == 0:
+                plain, modes = raw[:-3] + raw[-1:], [False] * (n - 3) + [True]
+            else:
+                return self._parse_decoding(raw, direction)
+            if direction is None:
+                direction = "host" if modes and modes[0] and len(plain) > 1 else "device"
+            return self._parse(raw, plain, modes, direction)
+        return self._parse_decoding(raw, direction)
+
+    def _parse_decoding(self, data: bytes, direction: Direction | None = None) -> Frame:
+        """The general parse: decode the 9-bit escapes word by word."""
+        raw = bytes(data)
+        if self.wire == "9bit":
             words, used = decode_9bit(raw)
             if used != len(raw):
                 raise LengthError("incomplete 9-bit escape at the end", protocol=self.name,
