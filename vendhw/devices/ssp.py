@@ -47,6 +47,7 @@ from vendhw.errors import (
     NoResponseError,
     NotSupportedError,
     ProtocolError,
+    SequenceError,
     UnexpectedReplyError,
     VendhwError,
 )
@@ -387,6 +388,8 @@ class EventMapper:
     disabled: bool | None = None
     jammed: bool = False
     last_progress: int | None = None
+    in_path: int = 0
+    """Channel of a note that left escrow towards the stacker, its credit not yet seen."""
 
     def _channel(self, number: int) -> tuple[int, str]:
         channel = self.channels.get(number)
@@ -399,9 +402,25 @@ class EventMapper:
         for event, event_id in zip(events, ids, strict=True):
             code = event["code"]
             codes.add(code)
+            if code == Event.SLAVE_RESET and self.in_path:
+                # A note was accepted from escrow (or held there) and its credit not yet
+                # reported when the device restarted: where it went is not knowable here.
+                channel = self.in_path
+                value, cur = self._channel(channel)
+                out.append(CashEvent(
+                    K.FAULT, self.device, event_id=f"{event_id}/in-path", value=value,
+                    currency=cur, channel=channel,
+                    reason="device reset with a note in the path (credit not reported); "
+                    "check the cashbox", detail={"needs_review": True}))
+                self.in_path = 0
             made = self._one(event, event_id, reject_reason)
             if made is not None:
                 out.append(made)
+        if codes & {Event.CREDIT_NOTE, Event.NOTE_CLEARED_TO_CASHBOX, Event.NOTE_REJECTED,
+                    Event.NOTE_CLEARED_FROM_FRONT}:
+            self.in_path = 0
+        elif self.escrow_channel and Event.READ_NOTE not in codes:
+            self.in_path = self.escrow_channel  # accepted from escrow: stacking
         if self.jammed and not codes & {Event.UNSAFE_NOTE_JAM, Event.SAFE_NOTE_JAM, Event.JAMMED}:
             self.jammed = False
         if self.escrow_channel and Event.READ_NOTE not in codes:
@@ -652,6 +671,10 @@ class SspDevice(CashDevice):
         self._polls = 0
         self._fresh = False
         self._quiet_reset = False
+        self._out_of_step = False
+        self._unsure_ack: tuple[Any, ...] | None = None
+        """The acked events of a poll whose EVENT ACK went unanswered (it may or may not have
+        reached the device)."""
         self._pending: deque[CashEvent] = deque()
         self.stats = {"retries": 0, "resyncs": 0, "key_exchanges": 0}
 
@@ -661,7 +684,9 @@ class SspDevice(CashDevice):
     def version(self) -> int:
         return self.setup.protocol_version if self.setup else MIN_PROTOCOL_VERSION
 
-    def _exchange(self, packet: bytes, command: int) -> tuple[int, bytes]:
+    def _exchange(self, packet: bytes, command: int, *, encrypted: bool = False
+                  ) -> tuple[int, bytes]:
+        seq = self.session.seq
         for attempt in range(self.retries + 1):
             if attempt:
                 self.stats["retries"] += 1
@@ -669,12 +694,23 @@ class SspDevice(CashDevice):
                          "(%d/%d)", self.name, command, attempt, self.retries)
             self.link.send(packet)
             try:
+                # A reply carries the flag of its command (GA138): one with the other flag
+                # is a stale or duplicated answer to the previous command, never this one's.
                 frame = self.link.receive(self.reply_timeout,
                                           accept=lambda f: f.get("address") ==
-                                          self.session.address)
+                                          self.session.address and f.get("seq", seq) == seq)
+                return self.session.open(frame)
             except NoResponseError:
                 continue
-            return self.session.open(frame)
+            except SequenceError as exc:
+                # An eSSP reply with another count is an older reply (duplicated or late on
+                # the line); the slave answers the retransmission with its last reply.
+                log.info("%s: %s; resending", self.name, exc)
+                continue
+        if encrypted:
+            # The slave may or may not have executed the packet (and advanced its count):
+            # the counts can no longer be trusted. GA138/GA973: SYNC and a new key.
+            self._out_of_step = True
         raise NoResponseError(f"no SSP reply to command 0x{command:02X} after "
                               f"{self.retries + 1} attempts", port=self.transport.url,
                               baudrate=self.transport.baudrate, timeout=self.reply_timeout)
@@ -688,8 +724,11 @@ class SspDevice(CashDevice):
         """
         if encrypt is None:
             encrypt = self.encrypted
+        if encrypt and self._out_of_step and recover:
+            self._resync()
         data = bytes((command,)) + params
-        code, reply = self._exchange(self.session.command(data, encrypt=encrypt), command)
+        code, reply = self._exchange(self.session.command(data, encrypt=encrypt), command,
+                                     encrypted=encrypt)
         if code == KEY_NOT_SET and encrypt and recover:
             log.warning("%s: KEY NOT SET: the device lost its key; recovering", self.name)
             self._recover()
@@ -697,6 +736,20 @@ class SspDevice(CashDevice):
         if code != OK:
             raise SspResponseError(command, code, reply, errors)
         return reply
+
+    def _resync(self) -> None:
+        """The eSSP counts may disagree (an encrypted packet went unanswered): SYNC and agree
+        a new key, which restarts the count on both sides (GA138 "Encryption", GA973). The
+        device keeps its state (events, enable, inhibits); only the session is new."""
+        log.warning("%s: eSSP count out of step; SYNC and a new key", self.name)
+        self._out_of_step = False
+        self.stats["resyncs"] += 1
+        try:
+            self.sync()
+            self.negotiate_key()
+        except VendhwError:
+            self._out_of_step = True
+            raise
 
     def sync(self) -> None:
         code, reply = self._exchange(self.session.sync(), SYNC)
@@ -735,6 +788,7 @@ class SspDevice(CashDevice):
         """SYNC, protocol version, key agreement, setup, serial number; left inhibited."""
         self.encrypted = False
         self.session.cipher = None
+        self._out_of_step = False
         self.sync()
         version = self._set_version()
         if self.encryption:
@@ -854,6 +908,19 @@ class SspDevice(CashDevice):
         if fresh and self._quiet_reset:  # the power-up start() just handled, not news
             events = [e for e in events if e["code"] != Event.SLAVE_RESET]
         prefix = f"ssp:{self.serial:08X}/{self._token}"
+        acked = tuple((e["code"], e.get("channel"), repr(e.get("values")))
+                      for e in events if self.poll_with_ack and e["code"] in ACKED_EVENTS)
+        repeat_value = 0
+        if self._unsure_ack is not None:
+            if acked and acked == self._unsure_ack:
+                # The same events as the poll whose EVENT ACK went unanswered: most likely
+                # repeated (the ACK never arrived), so they keep their ids and count once. A
+                # device has no event number, so identical new events would read the same:
+                # an operator is told the value (below).
+                repeat_value = 1
+            else:
+                self.acks += 1  # the ACK arrived: these are new events
+            self._unsure_ack = None
         ids: list[str] = []
         k = 0
         needs_ack = False
@@ -876,8 +943,23 @@ class SspDevice(CashDevice):
             for made in cash:  # a refused event stops here; the device repeats it unacked
                 self._deliver(made, sink)
                 out.append(made)
+            if repeat_value:
+                value = sum(c.value or 0 for c in cash if c.kind is CashEventKind.CREDIT)
+                if value:
+                    made = CashEvent(
+                        CashEventKind.FAULT, self.name, event_id=f"{prefix}/a{self.acks}/unsure",
+                        value=value, currency=self.currency,
+                        reason="credit repeated after an unanswered EVENT ACK: counted once; "
+                        "check whether a second note of the same value was taken",
+                        detail={"needs_review": True})
+                    self._deliver(made, sink)
+                    out.append(made)
             if needs_ack:
-                self.command(EVENT_ACK)
+                try:
+                    self.command(EVENT_ACK)
+                except NoResponseError:
+                    self._unsure_ack = acked  # decided by the next poll
+                    raise
                 self.acks += 1
         else:
             self._pending.extend(cash)
