@@ -44,7 +44,7 @@ class Line:
 def rig() -> tuple[SspSimulator, SspDevice, Line]:
     sim = SspSimulator(reply_delay=0, speed=1000, encryption="all")
     line = Line()
-    sim.line = line
+    sim.line = line  # type: ignore[assignment]
     host = SspDevice(SimTransport(sim), reply_timeout=0.02, retries=2, name="ssp")
     host.start()
     assert host.encrypted
@@ -99,7 +99,7 @@ def credit_through_lost_ack(sim: SspSimulator, host: SspDevice, line: Line,
             if any(e.kind is CashEventKind.CREDIT for e in heard) and sim.note is None:
                 break
     finally:
-        host.command = command  # type: ignore[method-assign,assignment]
+        host.command = command  # type: ignore[method-assign]
     return heard
 
 
