@@ -91,7 +91,12 @@ def test_cash_accounts_balance_through_a_faulty_line(protocol: str) -> None:
     flagged = operator_flagged(heard)
     REPORTS[protocol] = {"polls": POLLS, "faults": sum(plan.counts.values()),
                          "resets": resets, "inserted": inserted, "accepted": accepted,
-                         "credited": credited, "flagged": flagged, **plan.counts}
+                         "credited": credited, "flagged": flagged,
+                         "unvalued_faults": sum(1 for e in heard if e.kind is CashEventKind.FAULT
+                                                and not e.value),
+                         "resets_seen": sum(1 for e in heard
+                                            if e.kind is CashEventKind.DEVICE_RESET),
+                         **plan.counts}
     print(protocol, REPORTS[protocol])
     assert credited <= accepted, "a credit was counted twice"
     assert accepted - credited <= flagged, "a credit was lost without telling an operator"
