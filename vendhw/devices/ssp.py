@@ -399,26 +399,22 @@ class EventMapper:
             reject_reason: str | None = None) -> list[CashEvent]:
         out: list[CashEvent] = []
         codes = set()
+        reset_id = ""
         for event, event_id in zip(events, ids, strict=True):
             code = event["code"]
             codes.add(code)
-            if code == Event.SLAVE_RESET and self.in_path:
-                # A note was accepted from escrow (or held there) and its credit not yet
-                # reported when the device restarted: where it went is not knowable here.
-                channel = self.in_path
-                value, cur = self._channel(channel)
-                out.append(CashEvent(
-                    K.FAULT, self.device, event_id=f"{event_id}/in-path", value=value,
-                    currency=cur, channel=channel,
-                    reason="device reset with a note in the path (credit not reported); "
-                    "check the cashbox", detail={"needs_review": True}))
-                self.in_path = 0
+            if code == Event.SLAVE_RESET:
+                reset_id = event_id
             made = self._one(event, event_id, reject_reason)
             if made is not None:
                 out.append(made)
         if codes & {Event.CREDIT_NOTE, Event.NOTE_CLEARED_TO_CASHBOX, Event.NOTE_REJECTED,
                     Event.NOTE_CLEARED_FROM_FRONT}:
-            self.in_path = 0
+            self.in_path = 0  # the device said where the note went
+        elif reset_id:
+            at_risk = self.at_risk(f"{reset_id}/in-path")
+            if at_risk is not None:
+                out.insert(0, at_risk)
         elif self.escrow_channel and Event.READ_NOTE not in codes:
             self.in_path = self.escrow_channel  # accepted from escrow: stacking
         if self.jammed and not codes & {Event.UNSAFE_NOTE_JAM, Event.SAFE_NOTE_JAM, Event.JAMMED}:
@@ -427,6 +423,17 @@ class EventMapper:
             # The note left escrow; stacking, credit or rejection events say how.
             self.escrow_channel = 0
         return out
+
+    def at_risk(self, event_id: str) -> CashEvent | None:
+        """After a device reset: the note that was stacking, its credit not yet reported, as
+        a fault with its value (where it went is not knowable here), once."""
+        channel, self.in_path = self.in_path, 0
+        if not channel:
+            return None
+        value, cur = self._channel(channel)
+        return CashEvent(K.FAULT, self.device, event_id=event_id, value=value, currency=cur,
+                         channel=channel, reason="device reset with a note stacking (credit "
+                         "not reported); check the cashbox", detail={"needs_review": True})
 
     def _make(self, kind: CashEventKind, event_id: str, event: dict[str, Any],
               **fields: Any) -> CashEvent:
@@ -581,6 +588,8 @@ class EventMapper:
 
     def _stacked(self, event: dict[str, Any], eid: str, money: _Money, _: str | None
                  ) -> CashEvent | None:
+        if event["code"] == Event.NOTE_STACKING and self.escrow_channel:
+            self.in_path = self.escrow_channel  # accepted: its credit comes when stacked
         self.escrow_channel = 0
         return None
 
@@ -672,6 +681,8 @@ class SspDevice(CashDevice):
         self._fresh = False
         self._quiet_reset = False
         self._out_of_step = False
+        self._restarted = False
+        """The device was found reset (KEY NOT SET); its SLAVE RESET event may not come."""
         self._unsure_ack: tuple[Any, ...] | None = None
         """The acked events of a poll whose EVENT ACK went unanswered (it may or may not have
         reached the device)."""
@@ -686,7 +697,8 @@ class SspDevice(CashDevice):
 
     def _exchange(self, packet: bytes, command: int, *, encrypted: bool = False
                   ) -> tuple[int, bytes]:
-        seq = self.session.seq
+        # SYNC is where the flags are agreed: its reply's flag is whatever the slave had.
+        seq = None if command == SYNC else self.session.seq
         for attempt in range(self.retries + 1):
             if attempt:
                 self.stats["retries"] += 1
@@ -698,7 +710,7 @@ class SspDevice(CashDevice):
                 # is a stale or duplicated answer to the previous command, never this one's.
                 frame = self.link.receive(self.reply_timeout,
                                           accept=lambda f: f.get("address") ==
-                                          self.session.address and f.get("seq", seq) == seq)
+                                          self.session.address and seq in (None, f.get("seq", seq)))
                 return self.session.open(frame)
             except NoResponseError:
                 continue
@@ -822,6 +834,7 @@ class SspDevice(CashDevice):
     def _recover(self) -> None:
         """After a device reset: sync, key, protocol and inhibits again; re-enable if we were."""
         self.stats["resyncs"] += 1
+        self._restarted = True
         was_enabled = self.enabled
         self.start()
         self._quiet_reset = False  # a reset in operation is reported
@@ -939,6 +952,11 @@ class SspDevice(CashDevice):
             except VendhwError as exc:
                 log.info("%s: LAST REJECT CODE failed: %s", self.name, exc)
         cash = self.mapper.map(events, ids, reason)
+        if self._restarted:
+            self._restarted = False
+            at_risk = self.mapper.at_risk(f"{prefix}/p{self._polls}/in-path")
+            if at_risk is not None:  # a reset whose SLAVE RESET event did not reach us
+                cash.insert(0, at_risk)
         if self.poll_with_ack:
             for made in cash:  # a refused event stops here; the device repeats it unacked
                 self._deliver(made, sink)
