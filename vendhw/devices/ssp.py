@@ -24,6 +24,10 @@ WITH ACK get plain POLL, and events the sink refused are kept and delivered firs
 
 After SLAVE RESET (or KEY NOT SET on an encrypted command: the device lost its key) the host
 synchronises again, agrees a new key and restores the inhibits and enable state by itself.
+A reply must carry its command's sequence flag (SYNC excepted) and, under eSSP, the expected
+count; anything else is an older reply and the packet is resent unchanged. An encrypted
+command left unanswered after every retry may have been executed (the counts may disagree):
+the next command first sends SYNC and agrees a new key (GA138 "Encryption", GA973).
 
 Facts and sources: ``protocols/ssp/README.md`` (ITL GA138, GA973).
 """
