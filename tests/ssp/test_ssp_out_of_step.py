@@ -134,3 +134,43 @@ def test_an_identical_note_after_an_unanswered_event_ack_is_flagged_with_its_val
     # once (same id) and the value goes to an operator.
     if {e.event_id for e in second if e.kind is CashEventKind.CREDIT} <= ids:
         assert faults and faults[0].value == 500 and faults[0].detail["needs_review"]
+
+
+def poll_until_stacking(sim: SspSimulator, host: SspDevice, heard: list[CashEvent]) -> None:
+    sim.insert_note(1)
+    for _ in range(1000):
+        host.poll(heard.append)
+        if sim.note is not None and sim.note["state"] == "stacking":
+            return
+    raise AssertionError("the note never started stacking")
+
+
+def test_a_reset_while_stacking_clears_the_note_into_the_cashbox_and_credits_it() -> None:
+    # GA138 NOTE CLEARED TO CASHBOX (0xE2): a note in the path at power-up. The simulator
+    # used to forget it (taken by no one, credited by no one).
+    sim, host, _ = rig()
+    host.enable()
+    heard: list[CashEvent] = []
+    poll_until_stacking(sim, host, heard)
+    sim.set_fault("reset")
+    assert sim.credited == [500]
+    for _ in range(5):
+        host.poll(heard.append)
+    credits = [e for e in heard if e.kind is CashEventKind.CREDIT]
+    assert [(e.value, e.detail["code"]) for e in credits] == [(500, 0xE2)]
+    assert not [e for e in heard if e.kind is CashEventKind.FAULT]
+
+
+def test_a_reset_wiping_an_unreported_credit_is_flagged_with_the_note_value() -> None:
+    sim, host, _ = rig()
+    host.enable()
+    heard: list[CashEvent] = []
+    poll_until_stacking(sim, host, heard)
+    sim.advance(sim.now + 60)  # stacked and credited by the device, not yet polled
+    assert sim.note is None and sim.credited == [500]
+    sim.set_fault("reset")  # the unacknowledged CREDIT event goes with the device's memory
+    for _ in range(5):
+        host.poll(heard.append)
+    assert not [e for e in heard if e.kind is CashEventKind.CREDIT]
+    faults = [e for e in heard if e.kind is CashEventKind.FAULT]
+    assert [(e.value, e.detail["needs_review"]) for e in faults] == [(500, True)]
