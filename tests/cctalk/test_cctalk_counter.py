@@ -104,6 +104,18 @@ def test_lost_events_are_reported_with_their_number() -> None:
     assert len({e.event_id for e in events}) == 6
 
 
+def test_lost_events_carry_the_value_at_risk_for_an_operator() -> None:
+    # Regression (long line-fault run): the fault had no value, so the accounting could not
+    # count the lost coins as reported. Each lost event was at most the highest enabled coin.
+    dev, sim = acceptor()
+    for _ in range(8):
+        sim.insert_coin(1)
+    fault = dev.poll()[0]
+    assert fault.kind is K.FAULT and fault.detail["needs_review"]
+    assert fault.value == 3 * max(dev.values.values()) and fault.currency == dev.currency
+    assert fault.detail["value_is_upper_bound"]
+
+
 def test_reset_is_reported_and_acceptance_restored() -> None:
     dev, sim = acceptor()
     sim.insert_coin(5)

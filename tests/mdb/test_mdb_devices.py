@@ -60,6 +60,24 @@ def test_coins_credited_once_each() -> None:
     assert len({e.event_id for e in events}) == 2
 
 
+def test_every_identical_copy_after_the_first_is_flagged_with_its_value() -> None:
+    # Regression (long line-fault run, full tubes): coins to the cash box leave the tube
+    # count at its maximum, so consecutive coins give identical POLL data. The second copy
+    # was flagged; the third got the same fault event_id and the journal swallowed it, so
+    # a coin was neither credited nor reported.
+    dev, sim = changer(tubes="50,50,50,50,50,50")
+    dev.enable()
+    seen: list[CashEvent] = []
+    for _ in range(4):
+        sim.insert_coin(4)
+        dev.poll(seen.append)
+    credits = {e.event_id for e in seen if e.kind is CashEventKind.CREDIT}
+    faults = [e for e in seen if e.kind is CashEventKind.FAULT]
+    assert len(credits) == 1  # a sequence-free protocol cannot tell: counted once...
+    assert len({e.event_id for e in faults}) == 3  # ...and each other copy goes to an operator
+    assert all(e.value == 100 and e.detail["needs_review"] for e in faults)
+
+
 def test_coin_while_disabled_is_not_credited() -> None:
     dev, sim = changer()
     sim.insert_coin(4)

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 import random
+from typing import Any
 
 import pytest
 from cashrigs import CASH_PROTOCOLS, CashRig, make_rig
 from faults import FaultPlan, faulty
 
 from vendhw.devices.cash import CashEvent, CashEventKind
+from vendhw.devices.cctalk import BUFFER_EVENTS, counter_distance
 from vendhw.errors import VendhwError
 from vendhw.machine.cash import CashAcceptor, CashJournal
 
@@ -46,6 +48,22 @@ def reset_device(rig: CashRig) -> None:
         sim.set_fault("reset")
 
 
+def unreadable_at_reset(rig: CashRig, device: Any) -> int:
+    """Value the device took and the host had not read yet when the device resets, where the
+    protocol loses it with the device's memory and no host can learn it: a ccTalk event
+    buffer and its counter restart from zero at power-up (ccTalk Part 2, header 229/159).
+    Measured on the simulator against the host's committed counter (what it has read), so
+    it is exactly the unreported part, never a credit the host failed to count."""
+    if not rig.protocol.startswith("cctalk") or device.counter.last is None:
+        return 0
+    buffer = rig.sim.buffer
+    unread = min(counter_distance(device.counter.last, buffer.counter), BUFFER_EVENTS)
+    pairs = list(buffer.events)[:unread]
+    if rig.protocol == "cctalk-coin":
+        return sum(rig.values[a - 3] for a, b in pairs if a and b == 1)
+    return sum(rig.values[a - 1] for a, b in pairs if a and b == 0)  # (channel, 0): stacked
+
+
 def operator_flagged(events: list[CashEvent]) -> int:
     """Value the host reported as 'credit unknown, check it' (never counted automatically)."""
     return sum(e.value for e in events if e.kind is CashEventKind.FAULT and e.value)
@@ -66,13 +84,14 @@ def test_cash_accounts_balance_through_a_faulty_line(protocol: str) -> None:
     device.start()
     acceptor.enable()
     plan.enabled = True
-    inserted = resets = 0
+    inserted = resets = lost_in_device = 0
     for _ in range(POLLS):
         if rig.ready() and rng.random() < INSERT_RATE:
             rig.insert(rng.randrange(len(rig.values)))
             inserted += 1
         acceptor.poll_once()
         if rng.random() < RESET_RATE:
+            lost_in_device += unreadable_at_reset(rig, device)
             reset_device(rig)
             resets += 1
     plan.enabled = False
@@ -91,7 +110,14 @@ def test_cash_accounts_balance_through_a_faulty_line(protocol: str) -> None:
     flagged = operator_flagged(heard)
     REPORTS[protocol] = {"polls": POLLS, "faults": sum(plan.counts.values()),
                          "resets": resets, "inserted": inserted, "accepted": accepted,
-                         "credited": credited, "flagged": flagged, **plan.counts}
+                         "credited": credited, "flagged": flagged,
+                         "lost_in_device_at_reset": lost_in_device,
+                         "unvalued_faults": sum(1 for e in heard if e.kind is CashEventKind.FAULT
+                                                and not e.value),
+                         "resets_seen": sum(1 for e in heard
+                                            if e.kind is CashEventKind.DEVICE_RESET),
+                         **plan.counts}
     print(protocol, REPORTS[protocol])
     assert credited <= accepted, "a credit was counted twice"
-    assert accepted - credited <= flagged, "a credit was lost without telling an operator"
+    assert accepted - credited <= flagged + lost_in_device, \
+        "a credit was lost without telling an operator"

@@ -745,12 +745,17 @@ class _BufferedAcceptor(CcTalkDevice):
             read = read_buffer(state, data)
         if read.lost:
             first = state.ordinal + 1
+            # What the lost events were is gone; each was at most one item of the highest
+            # enabled value, so an operator is told that much (an upper bound, never credited).
+            at_most = read.lost * self._highest_value()
             event = CashEvent(
-                K.FAULT, self.name,
+                K.FAULT, self.name, at_most, self.currency,
                 reason=f"{read.lost} event(s) lost: the counter moved from {state.last} to "
-                       f"{read.counter}, past the {BUFFER_EVENTS}-event buffer (poll faster)",
+                       f"{read.counter}, past the {BUFFER_EVENTS}-event buffer (poll faster); "
+                       f"at most {at_most} minor units not credited, check the cash box",
                 event_id=f"{self.ident_key}/{state.session}/{first}-lost",
-                detail={"lost": read.lost, "counter": read.counter, "last": state.last})
+                detail={"lost": read.lost, "counter": read.counter, "last": state.last,
+                        "needs_review": True, "value_is_upper_bound": True})
             yield Deliver(event)
             out.append(event)
             state.last = counter_advance(state.last or 0, read.lost)
@@ -779,6 +784,11 @@ class _BufferedAcceptor(CcTalkDevice):
                 self.counter = CounterState(last=state.last)
                 yield from self.mask_op(True)
         return out
+
+    def _highest_value(self) -> int:
+        """The highest value the device may take now (enabled channels with a value)."""
+        channels = self.channels if self.channels is not None else set(self.values)
+        return max((self.values.get(c, 0) for c in channels), default=0)
 
     @abstractmethod
     def _event(self, a: int, b: int, event_id: str) -> CashEvent | None:

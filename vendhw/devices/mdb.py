@@ -381,6 +381,8 @@ class _PollState:
     delivered: int = 0
     last: bytes = b""
     """The data the previous POLL delivered (b"" when it had none)."""
+    repeats: int = 0
+    """Copies of ``last`` taken as repeats so far (each flagged to an operator)."""
 
     def prefix(self, data: bytes) -> str:
         return f"{self.session}:{self.delivered}:{zlib.crc32(data):08x}"
@@ -501,15 +503,20 @@ class _MdbCashDevice(CashDevice):
             prefix = f"{state.session}:{state.delivered - 1}:{zlib.crc32(data):08x}"
             events = self._parse_poll(data, prefix)
             credit = sum(e.value for e in events if e.kind is CashEventKind.CREDIT)
+            state.repeats += 1
             if credit:
+                # One fault per copy: each may be a new coin (a third identical coin after a
+                # flagged one is flagged again, not swallowed as the same event id).
                 events.append(CashEvent(
                     CashEventKind.FAULT, self.name, credit, events[0].currency,
                     reason="the previous POLL data came again (our ACK was lost): counted "
                            "once; if the customer really inserted the same again, credit it "
-                           "by hand", event_id=f"{prefix}/repeat"))
+                           "by hand", event_id=f"{prefix}/repeat{state.repeats}",
+                    detail={"needs_review": True}))
         elif data:
             events = self._parse_poll(data, state.prefix(data))
             state.delivered += 1
+            state.repeats = 0
         state.last = data  # b"" after an empty poll: a repeat can only come at the next POLL
         self._undelivered = events  # ACKed: from here on only this host has them
         events = events + self._after_poll(data, events)  # may fail: they are kept

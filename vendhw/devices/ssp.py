@@ -24,6 +24,10 @@ WITH ACK get plain POLL, and events the sink refused are kept and delivered firs
 
 After SLAVE RESET (or KEY NOT SET on an encrypted command: the device lost its key) the host
 synchronises again, agrees a new key and restores the inhibits and enable state by itself.
+A reply must carry its command's sequence flag (SYNC excepted) and, under eSSP, the expected
+count; anything else is an older reply and the packet is resent unchanged. An encrypted
+command left unanswered after every retry may have been executed (the counts may disagree):
+the next command first sends SYNC and agrees a new key (GA138 "Encryption", GA973).
 
 Facts and sources: ``protocols/ssp/README.md`` (ITL GA138, GA973).
 """
@@ -47,6 +51,7 @@ from vendhw.errors import (
     NoResponseError,
     NotSupportedError,
     ProtocolError,
+    SequenceError,
     UnexpectedReplyError,
     VendhwError,
 )
@@ -387,6 +392,8 @@ class EventMapper:
     disabled: bool | None = None
     jammed: bool = False
     last_progress: int | None = None
+    in_path: int = 0
+    """Channel of a note that left escrow towards the stacker, its credit not yet seen."""
 
     def _channel(self, number: int) -> tuple[int, str]:
         channel = self.channels.get(number)
@@ -396,18 +403,41 @@ class EventMapper:
             reject_reason: str | None = None) -> list[CashEvent]:
         out: list[CashEvent] = []
         codes = set()
+        reset_id = ""
         for event, event_id in zip(events, ids, strict=True):
             code = event["code"]
             codes.add(code)
+            if code == Event.SLAVE_RESET:
+                reset_id = event_id
             made = self._one(event, event_id, reject_reason)
             if made is not None:
                 out.append(made)
+        if codes & {Event.CREDIT_NOTE, Event.NOTE_CLEARED_TO_CASHBOX, Event.NOTE_REJECTED,
+                    Event.NOTE_CLEARED_FROM_FRONT}:
+            self.in_path = 0  # the device said where the note went
+        elif reset_id:
+            at_risk = self.at_risk(f"{reset_id}/in-path")
+            if at_risk is not None:
+                out.insert(0, at_risk)
+        elif self.escrow_channel and Event.READ_NOTE not in codes:
+            self.in_path = self.escrow_channel  # accepted from escrow: stacking
         if self.jammed and not codes & {Event.UNSAFE_NOTE_JAM, Event.SAFE_NOTE_JAM, Event.JAMMED}:
             self.jammed = False
         if self.escrow_channel and Event.READ_NOTE not in codes:
             # The note left escrow; stacking, credit or rejection events say how.
             self.escrow_channel = 0
         return out
+
+    def at_risk(self, event_id: str) -> CashEvent | None:
+        """After a device reset: the note that was stacking, its credit not yet reported, as
+        a fault with its value (where it went is not knowable here), once."""
+        channel, self.in_path = self.in_path, 0
+        if not channel:
+            return None
+        value, cur = self._channel(channel)
+        return CashEvent(K.FAULT, self.device, event_id=event_id, value=value, currency=cur,
+                         channel=channel, reason="device reset with a note stacking (credit "
+                         "not reported); check the cashbox", detail={"needs_review": True})
 
     def _make(self, kind: CashEventKind, event_id: str, event: dict[str, Any],
               **fields: Any) -> CashEvent:
@@ -562,6 +592,8 @@ class EventMapper:
 
     def _stacked(self, event: dict[str, Any], eid: str, money: _Money, _: str | None
                  ) -> CashEvent | None:
+        if event["code"] == Event.NOTE_STACKING and self.escrow_channel:
+            self.in_path = self.escrow_channel  # accepted: its credit comes when stacked
         self.escrow_channel = 0
         return None
 
@@ -652,6 +684,12 @@ class SspDevice(CashDevice):
         self._polls = 0
         self._fresh = False
         self._quiet_reset = False
+        self._out_of_step = False
+        self._restarted = False
+        """The device was found reset (KEY NOT SET); its SLAVE RESET event may not come."""
+        self._unsure_ack: tuple[Any, ...] | None = None
+        """The acked events of a poll whose EVENT ACK went unanswered (it may or may not have
+        reached the device)."""
         self._pending: deque[CashEvent] = deque()
         self.stats = {"retries": 0, "resyncs": 0, "key_exchanges": 0}
 
@@ -661,7 +699,10 @@ class SspDevice(CashDevice):
     def version(self) -> int:
         return self.setup.protocol_version if self.setup else MIN_PROTOCOL_VERSION
 
-    def _exchange(self, packet: bytes, command: int) -> tuple[int, bytes]:
+    def _exchange(self, packet: bytes, command: int, *, encrypted: bool = False
+                  ) -> tuple[int, bytes]:
+        # SYNC is where the flags are agreed: its reply's flag is whatever the slave had.
+        seq = None if command == SYNC else self.session.seq
         for attempt in range(self.retries + 1):
             if attempt:
                 self.stats["retries"] += 1
@@ -669,12 +710,23 @@ class SspDevice(CashDevice):
                          "(%d/%d)", self.name, command, attempt, self.retries)
             self.link.send(packet)
             try:
+                # A reply carries the flag of its command (GA138): one with the other flag
+                # is a stale or duplicated answer to the previous command, never this one's.
                 frame = self.link.receive(self.reply_timeout,
                                           accept=lambda f: f.get("address") ==
-                                          self.session.address)
+                                          self.session.address and seq in (None, f.get("seq", seq)))
+                return self.session.open(frame)
             except NoResponseError:
                 continue
-            return self.session.open(frame)
+            except SequenceError as exc:
+                # An eSSP reply with another count is an older reply (duplicated or late on
+                # the line); the slave answers the retransmission with its last reply.
+                log.info("%s: %s; resending", self.name, exc)
+                continue
+        if encrypted:
+            # The slave may or may not have executed the packet (and advanced its count):
+            # the counts can no longer be trusted. GA138/GA973: SYNC and a new key.
+            self._out_of_step = True
         raise NoResponseError(f"no SSP reply to command 0x{command:02X} after "
                               f"{self.retries + 1} attempts", port=self.transport.url,
                               baudrate=self.transport.baudrate, timeout=self.reply_timeout)
@@ -688,8 +740,11 @@ class SspDevice(CashDevice):
         """
         if encrypt is None:
             encrypt = self.encrypted
+        if encrypt and self._out_of_step and recover:
+            self._resync()
         data = bytes((command,)) + params
-        code, reply = self._exchange(self.session.command(data, encrypt=encrypt), command)
+        code, reply = self._exchange(self.session.command(data, encrypt=encrypt), command,
+                                     encrypted=encrypt)
         if code == KEY_NOT_SET and encrypt and recover:
             log.warning("%s: KEY NOT SET: the device lost its key; recovering", self.name)
             self._recover()
@@ -697,6 +752,20 @@ class SspDevice(CashDevice):
         if code != OK:
             raise SspResponseError(command, code, reply, errors)
         return reply
+
+    def _resync(self) -> None:
+        """The eSSP counts may disagree (an encrypted packet went unanswered): SYNC and agree
+        a new key, which restarts the count on both sides (GA138 "Encryption", GA973). The
+        device keeps its state (events, enable, inhibits); only the session is new."""
+        log.warning("%s: eSSP count out of step; SYNC and a new key", self.name)
+        self._out_of_step = False
+        self.stats["resyncs"] += 1
+        try:
+            self.sync()
+            self.negotiate_key()
+        except VendhwError:
+            self._out_of_step = True
+            raise
 
     def sync(self) -> None:
         code, reply = self._exchange(self.session.sync(), SYNC)
@@ -735,6 +804,7 @@ class SspDevice(CashDevice):
         """SYNC, protocol version, key agreement, setup, serial number; left inhibited."""
         self.encrypted = False
         self.session.cipher = None
+        self._out_of_step = False
         self.sync()
         version = self._set_version()
         if self.encryption:
@@ -768,6 +838,7 @@ class SspDevice(CashDevice):
     def _recover(self) -> None:
         """After a device reset: sync, key, protocol and inhibits again; re-enable if we were."""
         self.stats["resyncs"] += 1
+        self._restarted = True
         was_enabled = self.enabled
         self.start()
         self._quiet_reset = False  # a reset in operation is reported
@@ -854,6 +925,19 @@ class SspDevice(CashDevice):
         if fresh and self._quiet_reset:  # the power-up start() just handled, not news
             events = [e for e in events if e["code"] != Event.SLAVE_RESET]
         prefix = f"ssp:{self.serial:08X}/{self._token}"
+        acked = tuple((e["code"], e.get("channel"), repr(e.get("values")))
+                      for e in events if self.poll_with_ack and e["code"] in ACKED_EVENTS)
+        repeat_value = 0
+        if self._unsure_ack is not None:
+            if acked and acked == self._unsure_ack:
+                # The same events as the poll whose EVENT ACK went unanswered: most likely
+                # repeated (the ACK never arrived), so they keep their ids and count once. A
+                # device has no event number, so identical new events would read the same:
+                # an operator is told the value (below).
+                repeat_value = 1
+            else:
+                self.acks += 1  # the ACK arrived: these are new events
+            self._unsure_ack = None
         ids: list[str] = []
         k = 0
         needs_ack = False
@@ -872,12 +956,32 @@ class SspDevice(CashDevice):
             except VendhwError as exc:
                 log.info("%s: LAST REJECT CODE failed: %s", self.name, exc)
         cash = self.mapper.map(events, ids, reason)
+        if self._restarted:
+            self._restarted = False
+            at_risk = self.mapper.at_risk(f"{prefix}/p{self._polls}/in-path")
+            if at_risk is not None:  # a reset whose SLAVE RESET event did not reach us
+                cash.insert(0, at_risk)
         if self.poll_with_ack:
             for made in cash:  # a refused event stops here; the device repeats it unacked
                 self._deliver(made, sink)
                 out.append(made)
+            if repeat_value:
+                value = sum(c.value or 0 for c in cash if c.kind is CashEventKind.CREDIT)
+                if value:
+                    made = CashEvent(
+                        CashEventKind.FAULT, self.name, event_id=f"{prefix}/a{self.acks}/unsure",
+                        value=value, currency=self.currency,
+                        reason="credit repeated after an unanswered EVENT ACK: counted once; "
+                        "check whether a second note of the same value was taken",
+                        detail={"needs_review": True})
+                    self._deliver(made, sink)
+                    out.append(made)
             if needs_ack:
-                self.command(EVENT_ACK)
+                try:
+                    self.command(EVENT_ACK)
+                except NoResponseError:
+                    self._unsure_ack = acked  # decided by the next poll
+                    raise
                 self.acks += 1
         else:
             self._pending.extend(cash)

@@ -184,7 +184,9 @@ class SspSimulator(Simulator):
     # -- device state ------------------------------------------------------------------------
 
     def power_up(self) -> None:
-        """Power-on defaults; an interrupted payout is reported after SLAVE RESET."""
+        """Power-on defaults; an interrupted payout is reported after SLAVE RESET, and a note
+        that was in the path is cleared (GA138 0xE2/0xE1) and reported after it."""
+        in_path: dict[str, Any] | None = getattr(self, "note", None)
         self.last_seq: int | None = None
         self.last_reply = b""
         self.cipher: DeviceEssp | None = None
@@ -203,6 +205,15 @@ class SspSimulator(Simulator):
         self.job: dict[str, Any] | None = None
         self.last_command_at = self.now
         self._next_insert: float | None = None
+        if in_path is not None:
+            channel = in_path["channel"]
+            if in_path["state"] == "stacking":  # past the point of return: into the cashbox
+                value = VALUES[channel - 1]
+                self.credited.append(value)
+                self.cashbox.append(value)
+                self._emit(Event.NOTE_CLEARED_TO_CASHBOX, bytes((channel,)))
+            elif in_path["state"] == "escrow":  # held: handed back
+                self._emit(Event.NOTE_CLEARED_FROM_FRONT, bytes((channel,)))
         if self.interrupted:
             paid, requested = self.interrupted
             self._emit(Event.INCOMPLETE_PAYOUT, self._incomplete(paid, requested))
