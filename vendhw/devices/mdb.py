@@ -306,6 +306,24 @@ class MdbLink:
         self.framer = MdbFramer(wire="9bit")
         self._ack = self.framer.build(direction="host", control="ACK")
         self._ret = self.framer.build(direction="host", control="RET")
+        self.bus_key: str | None = None
+        """Set when the link is the shared bus of a port (:func:`shared_link`)."""
+        self.users = 0
+        """Devices holding this shared link; the port closes when the last one releases it."""
+
+    def release(self) -> None:
+        """A device is done with the link: close the port, or, on a shared bus, when the
+        last device on it is done."""
+        if self.bus_key is None:
+            self.transport.close()
+            return
+        with _BUSES_LOCK:
+            self.users -= 1
+            if self.users > 0:
+                return
+            if _BUSES.get(self.bus_key) is self:
+                del _BUSES[self.bus_key]
+        self.transport.close()
 
     def _read_reply(self) -> Frame | Garbage:
         deframer = self.framer.deframer("device")
@@ -535,7 +553,7 @@ class _MdbCashDevice(CashDevice):
         return None
 
     def close(self) -> None:
-        self.link.transport.close()
+        self.link.release()
 
 
 class MdbCoinChanger(_MdbCashDevice):
@@ -853,11 +871,55 @@ def _link_url(url: str) -> tuple[str, float]:
         "pty (vendhw sim mdb-changer) or sim://mdb-…")
 
 
+_BUSES: dict[str, MdbLink] = {}
+"""The open MDB buses of this process, by port (:func:`bus_key`)."""
+_BUSES_LOCK = threading.Lock()
+SHARED_SIMULATORS = ("mdb-bus",)
+"""``sim://`` simulators that are one bus for every device opened on the same URL. Other
+``sim://`` URLs stay one simulator per device (tests open ``sim://mdb-changer`` often)."""
+
+
+def bus_key(url: str) -> str | None:
+    """What identifies the physical bus of ``url`` (the real path of its port), or None for
+    a URL that is never shared (a ``replay://`` capture, a one-device ``sim://``)."""
+    if url.startswith("sim://"):
+        name = url[len("sim://"):].split("?", 1)[0].split("/", 1)[0]
+        return url if name in SHARED_SIMULATORS else None
+    if url.startswith("replay://"):
+        return None
+    path = url[len("mdb9://"):] if url.startswith("mdb9://") else url
+    return os.path.realpath(path)
+
+
 def _open_link(url: str, response_timeout: float | None, options: dict[str, Any]) -> MdbLink:
-    target, default_timeout = _link_url(url)
-    transport = open_transport(target, baudrate=9600, **options)
-    timeout = float(response_timeout) if response_timeout is not None else default_timeout
-    return MdbLink(transport, response_timeout=timeout)
+    return shared_link(url, response_timeout=response_timeout, **options)
+
+
+def shared_link(url: str, *, response_timeout: float | None = None,
+                **options: Any) -> MdbLink:
+    """The one :class:`MdbLink` of the bus on ``url``: a changer, a bill validator and a card
+    reader on one serial port share it (and its lock, which spans a command and its ACK).
+
+    The first device opens the port (with its transport options and reply window; a later
+    device's longer ``response_timeout`` widens the window); each device's ``close()``
+    releases it and the last one closes the port.
+    """
+    key = bus_key(url)
+    timeout = float(response_timeout) if response_timeout is not None else None
+    with _BUSES_LOCK:
+        link = _BUSES.get(key) if key is not None else None
+        if link is None or link.transport.closed:
+            target, default_timeout = _link_url(url)
+            transport = open_transport(target, baudrate=9600, **options)
+            link = MdbLink(transport, response_timeout=(
+                timeout if timeout is not None else default_timeout))
+            if key is not None:
+                link.bus_key = key
+                _BUSES[key] = link
+        elif timeout is not None and timeout > link.response_timeout:
+            link.response_timeout = timeout
+        link.users += 1
+    return link
 
 
 def open_changer(url: str, *, response_timeout: float | None = None,
@@ -876,8 +938,23 @@ def open_bill_validator(url: str, *, response_timeout: float | None = None,
 
 
 __all__ = [
-    "ACK", "NAK", "RET", "SETUP_TIME", "BillSetup", "ChangerSetup", "Identification",
-    "MdbBillValidator", "MdbCoinChanger", "MdbLink", "open_bill_validator", "open_changer",
-    "parse_bill_poll", "parse_bill_setup", "parse_changer_poll", "parse_changer_setup",
+    "ACK",
+    "NAK",
+    "RET",
+    "SETUP_TIME",
+    "BillSetup",
+    "ChangerSetup",
+    "Identification",
+    "MdbBillValidator",
+    "MdbCoinChanger",
+    "MdbLink",
+    "bus_key",
+    "open_bill_validator",
+    "open_changer",
+    "parse_bill_poll",
+    "parse_bill_setup",
+    "parse_changer_poll",
+    "parse_changer_setup",
     "parse_identification",
+    "shared_link",
 ]

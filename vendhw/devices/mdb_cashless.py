@@ -570,20 +570,26 @@ class MdbCashlessReader:
         """Drive one operation; reply data is ACKed once the core has taken it."""
         step = next(op)
         while True:
-            reply: bytes | None = None
-            if isinstance(step, Wait):
+            if isinstance(step, Wait):  # outside the bus lock: the changer polls meanwhile
                 if step.seconds > 0:
                     self._sleep(step.seconds)
-            else:
+                try:
+                    step = op.send(None)
+                except StopIteration as stop:
+                    return stop.value
+                continue
+            # A command and the ACK of its reply hold the bus: on a shared MDB bus another
+            # device's command between them would make the ACK late (the data comes again).
+            with self.link.lock:
                 reply = self._transact(step)
-            try:
-                step = op.send(reply)
-            except StopIteration as stop:
+                try:
+                    step = op.send(reply)
+                except StopIteration as stop:
+                    if reply is not None:
+                        self.link.ack()
+                    return stop.value
                 if reply is not None:
-                    self.link.ack()
-                return stop.value
-            if reply is not None:
-                self.link.ack()  # the core has taken the data: the reader may drop it
+                    self.link.ack()  # the core has taken the data: the reader may drop it
 
     def _transact(self, step: Request) -> bytes | None:
         """One command; sent again when the reply is lost or corrupt (readers must take a
@@ -647,24 +653,31 @@ class MdbCashlessReader:
 
     def close(self) -> None:
         self._closed.set()  # a POLL pause in another thread ends at once
-        self.link.transport.close()
+        release = getattr(self.link, "release", None)
+        if release is not None:
+            release()  # a shared bus closes with its last device
+        else:
+            self.link.transport.close()
 
 
 def open_cashless(url: str, *, address: int = CASHLESS_1, response_timeout: float | None = None,
                   vmc_level: int = VMC_FEATURE_LEVEL, **options: Any) -> MdbCashlessReader:
-    """Open a cashless reader on ``mdb9://PORT`` or ``sim://mdb-cashless``."""
-    from vendhw.devices.mdb import MdbLink
-    from vendhw.transport import open_transport
+    """Open a cashless reader on ``mdb9://PORT``, a simulator's pty, ``sim://mdb-cashless``
+    or ``sim://mdb-bus``; on a port a changer or a bill validator already uses, the reader
+    shares that bus (:func:`vendhw.devices.mdb.shared_link`)."""
+    from vendhw.devices.mdb import shared_link
 
     if not (url.startswith("sim://") or url.startswith("mdb9://")):
-        raise ConfigurationError(
-            f"{url}: MDB needs a 9-bit link: mdb9:///dev/ttyUSB0 (sticky parity) or "
-            f"sim://mdb-cashless")
-    transport = open_transport(url, baudrate=9600, **options)
-    timeout = response_timeout if response_timeout is not None else (
-        RESPONSE_TIME if url.startswith("mdb9://") else 0.1)
-    return MdbCashlessReader(MdbLink(transport, response_timeout=timeout), address,
-                             vmc_level=vmc_level)
+        from vendhw.devices.mdb import is_pty
+
+        if not is_pty(url):
+            raise ConfigurationError(
+                f"{url}: MDB needs a 9-bit link: mdb9:///dev/ttyUSB0 (sticky parity) or "
+                f"sim://mdb-cashless")
+    if response_timeout is None and url.startswith("mdb9://"):
+        response_timeout = RESPONSE_TIME
+    return MdbCashlessReader(shared_link(url, response_timeout=response_timeout, **options),
+                             address, vmc_level=vmc_level)
 
 
 __all__ = ["ADDRESSES", "CASHLESS_1", "CASHLESS_2", "CardSale", "CashlessCore",
