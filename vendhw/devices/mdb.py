@@ -66,6 +66,52 @@ EXP_FEATURE_ENABLE, EXP_PAYOUT, EXP_PAYOUT_STATUS, EXP_PAYOUT_VALUE_POLL = 1, 2,
 FEATURE_ALTERNATIVE_PAYOUT = 0x00000001
 """Optional feature bit 0 of the changer's IDENTIFICATION: EXPANSION PAYOUT / PAYOUT STATUS /
 PAYOUT VALUE POLL (vender ``FeatureAlternativePayout``)."""
+FEATURE_EXTENDED_DIAGNOSTIC = 0x00000002
+"""Optional feature bit 1: extended diagnostic (not enabled by vendhw: its POLL format is not
+parsed; SEND DIAGNOSTIC STATUS works without it)."""
+FEATURE_CONTROLLED_MANUAL_FILL = 0x00000004
+"""Optional feature bit 2: controlled manual fill and payout (not enabled by vendhw)."""
+FEATURE_FTL = 0x00000008
+"""Optional feature bit 3: file transport layer (not enabled by vendhw)."""
+EXP_SEND_DIAGNOSTIC_STATUS = 5
+"""Changer EXPANSION SEND DIAGNOSTIC STATUS (``0F 05``, level 3): up to 8 two-byte codes."""
+CHANGER_DIAGNOSTICS: dict[tuple[int, int], str] = {
+    (0x01, 0x00): "powering up",
+    (0x02, 0x00): "powering down",
+    (0x03, 0x00): "OK",
+    (0x04, 0x00): "keypad shifted",
+    (0x05, 0x10): "manual fill / payout active",
+    (0x05, 0x20): "new inventory information available",
+    (0x06, 0x00): "inhibited by VMC",
+    (0x10, 0x00): "general changer error",
+    (0x10, 0x01): "check sum error #1",
+    (0x10, 0x02): "check sum error #2",
+    (0x10, 0x03): "low line voltage detected",
+    (0x11, 0x00): "discriminator module error",
+    (0x11, 0x10): "flight deck open",
+    (0x11, 0x11): "escrow return stuck open",
+    (0x11, 0x30): "coin jam in sensor",
+    (0x11, 0x41): "discrimination below specified standard",
+    (0x11, 0x50): "validation sensor A out of range",
+    (0x11, 0x51): "validation sensor B out of range",
+    (0x11, 0x52): "validation sensor C out of range",
+    (0x11, 0x53): "operating temperature exceeded",
+    (0x11, 0x54): "sizing optics failure",
+    (0x12, 0x00): "accept gate module error",
+    (0x12, 0x30): "coins entered gate, but did not exit",
+    (0x12, 0x31): "accept gate alarm active",
+    (0x12, 0x40): "accept gate open, but no coin detected",
+    (0x12, 0x50): "post gate sensor covered before gate opened",
+    (0x13, 0x00): "separator module error",
+    (0x13, 0x10): "sort sensor error",
+    (0x14, 0x00): "dispenser module error",
+    (0x15, 0x00): "coin cassette / tube module error",
+    (0x15, 0x02): "cassette removed",
+    (0x15, 0x03): "cash box sensor error",
+    (0x15, 0x04): "sunlight on tube sensors",
+}
+"""SEND DIAGNOSTIC STATUS codes (MDB 4.2, coin changer, EXPANSION 0F 05): (main, sub) -> name.
+An unknown sub code falls back to its main code's name (``(main, 0)``)."""
 PAYOUT_CHUNK = 200
 """Scaled units per EXPANSION PAYOUT (one byte; Zzzzipper's master pays in steps of 200)."""
 TOKEN_CREDIT = 0xFF
@@ -191,6 +237,22 @@ class Identification:
     model: str
     software_version: str
     features: int | None = None
+
+
+def parse_diagnostic_status(data: bytes) -> list[dict[str, Any]]:
+    """A changer's SEND DIAGNOSTIC STATUS reply: one ``{"code", "status", "known"}`` per
+    two-byte code (``code`` as hex, ``"1130"``); an odd last byte is ignored."""
+    out: list[dict[str, Any]] = []
+    for i in range(0, len(data) - 1, 2):
+        main, sub = data[i], data[i + 1]
+        name = CHANGER_DIAGNOSTICS.get((main, sub))
+        known = name is not None
+        if name is None:
+            general = CHANGER_DIAGNOSTICS.get((main, 0))
+            name = f"{general} (sub code 0x{sub:02X})" if general else (
+                f"unknown status 0x{main:02X}{sub:02X}")
+        out.append({"code": f"{main:02X}{sub:02X}", "status": name, "known": known})
+    return out
 
 
 def parse_identification(data: bytes) -> Identification:
@@ -609,6 +671,14 @@ class MdbCoinChanger(_MdbCashDevice):
         reply = self.link.command(CHANGER, EXPANSION, b"\x00")
         return parse_identification(reply) if reply is not None else None
 
+    def diagnostic_status(self) -> list[dict[str, Any]] | None:
+        """EXPANSION SEND DIAGNOSTIC STATUS (``0F 05``, level 3): the changer's status codes
+        named (:data:`CHANGER_DIAGNOSTICS`); None below level 3 or when it only ACKs."""
+        if self._setup().level < 3:
+            return None
+        reply = self.link.command(CHANGER, EXPANSION, bytes((EXP_SEND_DIAGNOSTIC_STATUS,)))
+        return parse_diagnostic_status(reply) if reply is not None else None
+
     def _setup(self) -> ChangerSetup:
         if self.setup is None:
             raise ConfigurationError(f"{self.name}: call start() first")
@@ -763,6 +833,8 @@ class MdbCoinChanger(_MdbCashDevice):
             out["token_coin_types"] = sorted(setup.tokens)
         if self.identity is not None:
             out["identity"] = asdict(self.identity)
+        if setup.level >= 3:
+            out["diagnostics"] = self.diagnostic_status()
         return out
 
 

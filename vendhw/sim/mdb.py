@@ -127,7 +127,9 @@ class MdbChangerSimulator(_MdbPeripheral):
 
     def __init__(self, *, tubes: str = "20,20,20,10,10,10", auto_insert: str = "",
                  tokens: str = "", alternative_payout: bool | str = False,
-                 **options: Any) -> None:
+                 diagnostic: str = "", **options: Any) -> None:
+        self.diagnostic = [c.strip() for c in str(diagnostic).split(",") if c.strip()]
+        """SEND DIAGNOSTIC STATUS codes to answer (hex, ``diagnostic=1130``); empty: derived."""
         self.alternative_payout = option_flag(alternative_payout)
         """Offer the level-3 optional feature EXPANSION PAYOUT (option ``alternative_payout``)."""
         self.features_enabled = 0
@@ -226,10 +228,25 @@ class MdbChangerSimulator(_MdbPeripheral):
         if sub == 0x04:  # PAYOUT VALUE POLL: the value paid once, then ACK (done)
             paid, self._value_paid = self._value_paid, None
             return self._data(bytes((min(paid, 255),))) if paid is not None else self._ack()
+        if sub == 0x05:  # SEND DIAGNOSTIC STATUS: two-byte codes, "03 00" = OK
+            return self._data(self.diagnostic_codes())
         if sub == 0x03:  # PAYOUT STATUS: coins of each type paid since the last one
             counts, self._payout_status = self._payout_status or [0] * 16, None
             return self._data(bytes(min(n, 255) for n in counts))
         return self._ack()
+
+    def diagnostic_codes(self) -> bytes:
+        """What SEND DIAGNOSTIC STATUS answers: the option ``diagnostic=1130,1502`` (hex
+        codes) if given, else a pending jam/tube jam, else inhibited (disabled) or OK."""
+        if self.diagnostic:
+            return b"".join(bytes.fromhex(code) for code in self.diagnostic)
+        codes = b""
+        pending = {e[0] for e in self.events}
+        if self.FAULT_EVENTS["jam"] in pending:
+            codes += b"\x11\x30"  # coin jam in sensor
+        if self.FAULT_EVENTS["tube_jam"] in pending:
+            codes += b"\x14\x00"  # dispenser module error
+        return codes or (b"\x06\x00" if not self.enabled_mask else b"\x03\x00")
 
     def _expansion_payout(self, units: int) -> None:
         """Pay ``units`` x scaling from the tubes, largest coins first, as the changer decides."""
