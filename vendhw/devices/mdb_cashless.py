@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 from vendhw.errors import (
@@ -60,6 +61,8 @@ SESSION_COMPLETE, CASH_SALE, NEGATIVE_VEND = 0x04, 0x05, 0x06
 READER_DISABLE, READER_ENABLE, READER_CANCEL = 0x00, 0x01, 0x02
 REVALUE_REQUEST, REVALUE_LIMIT_REQUEST = 0x00, 0x01
 EXPANSION_REQUEST_ID, EXPANSION_OPTIONAL_FEATURES = 0x00, 0x04
+EXPANSION_WRITE_TIME_DATE = 0x03
+"""EXPANSION WRITE TIME/DATE: the VMC's answer to a TIME/DATE REQUEST (10 BCD bytes)."""
 
 # POLL reply codes, §7.4.3.
 JUST_RESET, READER_CONFIG, DISPLAY_REQUEST, BEGIN_SESSION = 0x00, 0x01, 0x02, 0x03
@@ -244,6 +247,9 @@ def parse_poll(data: bytes, *, level: int = 1, scale: int = 1) -> list[CashlessE
             detail = parse_config(chunk).to_dict()
         elif code == PERIPHERAL_ID and len(chunk) >= 30:
             detail = parse_peripheral_id(chunk)
+        elif code == DISPLAY_REQUEST and len(chunk) >= 2:
+            detail = {"seconds": chunk[1] / 10,  # display time in 0.1 s units
+                      "text": chunk[2:].decode("ascii", "replace").rstrip()}
         elif code == DATA_ENTRY_REQUEST and len(chunk) >= 2:
             detail = {"length_repeat": chunk[1]}
         events.append(CashlessEvent(kind, code, amount, chunk, detail))
@@ -293,6 +299,8 @@ class CashlessCore:
         self.min_price = min_price
         self.config: ReaderConfig | None = None
         self.identity: dict[str, Any] = {}
+        self.time_requested = False
+        """The reader sent TIME/DATE REQUEST; :meth:`time_date_op` answers it."""
         self.level = 1
         self.session_open = False
         self.funds: int | None = None
@@ -347,10 +355,23 @@ class CashlessCore:
             self._configure(event.raw)
         elif event.code == PERIPHERAL_ID:
             self.identity = dict(event.detail)
+        elif event.code == TIME_DATE_REQUEST:
+            self.time_requested = True
 
     def _configure(self, raw: bytes) -> None:
         self.config = parse_config(raw)
         self.level = max(1, min(self.vmc_level, self.config.level))
+
+    def time_date_op(self, when: datetime) -> Op[None]:
+        """EXPANSION WRITE TIME/DATE: year (2 digits), month, day, hour, minute, second, day
+        of week (1 = Monday), week number, summertime (1 when ``when`` says DST), holiday
+        (0: not known as one), each BCD."""
+        self.time_requested = False
+        week = when.isocalendar()
+        fields = (when.year % 100, when.month, when.day, when.hour, when.minute, when.second,
+                  week.weekday, week.week, 1 if when.dst() else 0, 0)
+        yield Request(EXPANSION, bytes((EXPANSION_WRITE_TIME_DATE,))
+                      + bytes(int(f"{n:02d}", 16) for n in fields))
 
     def poll_op(self) -> Op[list[CashlessEvent]]:
         """One POLL; the events (held ones from earlier waits first)."""
@@ -565,6 +586,8 @@ class MdbCashlessReader:
         """How long each POLL transaction took (reply within the response budget?)."""
         self.retries = 0
         """Commands sent again after a lost or corrupt reply."""
+        self.clock: Callable[[], datetime] = lambda: datetime.now().astimezone()
+        """The time a TIME/DATE REQUEST is answered with."""
 
     def run(self, op: Op[T]) -> T:
         """Drive one operation; reply data is ACKed once the core has taken it."""
@@ -615,7 +638,16 @@ class MdbCashlessReader:
         return self.run(self.core.start_op())
 
     def poll(self) -> list[CashlessEvent]:
-        return self.run(self.core.poll_op())
+        """One POLL; a TIME/DATE REQUEST among its events (or held from a sale) is answered
+        at once with EXPANSION WRITE TIME/DATE (the local time of ``clock``)."""
+        events = self.run(self.core.poll_op())
+        if self.core.time_requested:
+            self.write_time_date()
+        return events
+
+    def write_time_date(self, when: datetime | None = None) -> None:
+        """EXPANSION WRITE TIME/DATE (``when``: default the local time now)."""
+        self.run(self.core.time_date_op(when or self.clock()))
 
     def enable(self) -> None:
         self.run(self.core.reader_op(READER_ENABLE))
