@@ -64,3 +64,17 @@ def test_separate_simulators_stay_separate_and_a_closed_bus_opens_again() -> Non
     again = shared_link("sim://mdb-bus")
     assert again is not link and not again.transport.closed
     again.release()
+
+
+def test_mdb_scan_finds_the_three_peripherals_of_the_bus_simulator() -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from vendhw.cli import cli
+
+    result = CliRunner().invoke(cli, ["mdb", "scan", "--port", "sim://mdb-bus", "--json"])
+    assert result.exit_code == 0, result.output
+    found = [json.loads(line)["address"] for line in result.output.splitlines()
+             if line.startswith("{")]
+    assert found == ["0x08", "0x10", "0x30"]
