@@ -29,7 +29,7 @@ def test_a_coin_a_note_and_a_card_sale_on_one_bus() -> None:
             card += reader.poll()
         credits = [e for e in events if e.kind == CashEventKind.CREDIT]
         escrows = [e for e in events if e.kind == CashEventKind.ESCROW]
-        assert [e.device for e in credits] == ["mdb-changer"]  # the 50c coin, once
+        assert [e.device for e in credits] == ["mdb-changer"]  # the 1 EUR coin (type 4), once
         assert len(escrows) == 1  # the 10 EUR note (type 1), once
         bill.stack()
         for _ in range(3):
@@ -43,7 +43,7 @@ def test_a_coin_a_note_and_a_card_sale_on_one_bus() -> None:
         assert cashless.settled == [{"result": "success", "price": 150, "item": 3,
                                      "reported_item": 3}]
         assert cashless.funds == 850
-        assert bus.member("mdb-changer").tubes[4] == 11  # one 50c coin into its tube
+        assert bus.member("mdb-changer").tubes[4] == 11  # the 1 EUR coin into its tube
     finally:
         changer.close()
         bill.close()
@@ -78,3 +78,51 @@ def test_mdb_scan_finds_the_three_peripherals_of_the_bus_simulator() -> None:
     found = [json.loads(line)["address"] for line in result.output.splitlines()
              if line.startswith("{")]
     assert found == ["0x08", "0x10", "0x30"]
+
+
+def test_cash_poller_thread_and_card_sale_share_the_bus() -> None:
+    """As in the agent: the cash devices are polled in a thread while a card sale runs in
+    another; the link's lock keeps every command next to its ACK, so nothing repeats."""
+    import threading
+
+    url = "sim://mdb-bus?coins=4,5&notes=2"
+    changer, bill, reader = open_changer(url), open_bill_validator(url), open_cashless(url)
+    bus = changer.link.transport.simulator  # type: ignore[attr-defined]
+    stop = threading.Event()
+    events: list = []
+    errors: list[BaseException] = []
+
+    def cash_loop() -> None:
+        try:
+            while not stop.is_set():
+                events.extend(changer.poll() + bill.poll())
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    try:
+        changer.start()
+        bill.start()
+        reader.start()
+        reader.enable()
+        poller = threading.Thread(target=cash_loop)
+        poller.start()
+        try:
+            changer.enable()
+            bill.enable()
+            sale = reader.sell(7, 300, lambda: "delivered", session_timeout=5)
+        finally:
+            stop.set()
+            poller.join()
+        for _ in range(3):
+            events.extend(changer.poll() + bill.poll())
+        assert not errors
+        assert sale.state == "delivered"
+        assert bus.member("mdb-cashless").settled[0]["result"] == "success"
+        credits = [e for e in events if e.kind == CashEventKind.CREDIT]
+        assert sorted(e.value for e in credits) == [100, 200]  # each coin (types 4, 5) once
+        assert len({e.event_id for e in credits}) == 2
+        assert [e.kind for e in events].count(CashEventKind.ESCROW) == 1  # the note once
+    finally:
+        changer.close()
+        bill.close()
+        reader.close()
