@@ -103,7 +103,7 @@ def scan(port: str, as_json: bool, inband: bool, show_all: bool, timeout: float)
     EXPANSION identification. The scan ACKs what the peripherals report (a JUST RESET
     included), so run it when no other VMC program is using the bus.
     """
-    from vendhw.devices.mdb import MdbLink
+    from vendhw.devices.mdb import MdbLink, is_pty, shared_link
     from vendhw.framing.mdb import DEVICES
     from vendhw.transport import open_transport
 
@@ -112,11 +112,14 @@ def scan(port: str, as_json: bool, inband: bool, show_all: bool, timeout: float)
                     f"sim://NAME, or --inband for a simulator's pty", fg="red", err=True)
         sys.exit(2)
     try:
-        transport = open_transport(port, baudrate=9600)
+        if port.startswith(("mdb9://", "sim://")) or is_pty(port):
+            # the bus's one link (shared_link), as the cash and card openers use it
+            link = shared_link(port, response_timeout=timeout)
+        else:  # --inband over another transport (a pyserial URL)
+            link = MdbLink(open_transport(port, baudrate=9600), response_timeout=timeout)
     except VendhwError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(2)
-    link = MdbLink(transport, response_timeout=timeout)
     found = 0
     try:
         for address in sorted(a for a in DEVICES if a):
@@ -139,6 +142,6 @@ def scan(port: str, as_json: bool, inband: bool, show_all: bool, timeout: float)
             else:
                 click.echo(f"{result['address']} {result['device']}: no answer")
     finally:
-        transport.close()
+        link.release()
     if not as_json:
         click.echo(f"{found} peripheral(s) answered on {port}", err=True)

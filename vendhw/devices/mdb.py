@@ -66,6 +66,52 @@ EXP_FEATURE_ENABLE, EXP_PAYOUT, EXP_PAYOUT_STATUS, EXP_PAYOUT_VALUE_POLL = 1, 2,
 FEATURE_ALTERNATIVE_PAYOUT = 0x00000001
 """Optional feature bit 0 of the changer's IDENTIFICATION: EXPANSION PAYOUT / PAYOUT STATUS /
 PAYOUT VALUE POLL (vender ``FeatureAlternativePayout``)."""
+FEATURE_EXTENDED_DIAGNOSTIC = 0x00000002
+"""Optional feature bit 1: extended diagnostic (not enabled by vendhw: its POLL format is not
+parsed; SEND DIAGNOSTIC STATUS works without it)."""
+FEATURE_CONTROLLED_MANUAL_FILL = 0x00000004
+"""Optional feature bit 2: controlled manual fill and payout (not enabled by vendhw)."""
+FEATURE_FTL = 0x00000008
+"""Optional feature bit 3: file transport layer (not enabled by vendhw)."""
+EXP_SEND_DIAGNOSTIC_STATUS = 5
+"""Changer EXPANSION SEND DIAGNOSTIC STATUS (``0F 05``, level 3): up to 8 two-byte codes."""
+CHANGER_DIAGNOSTICS: dict[tuple[int, int], str] = {
+    (0x01, 0x00): "powering up",
+    (0x02, 0x00): "powering down",
+    (0x03, 0x00): "OK",
+    (0x04, 0x00): "keypad shifted",
+    (0x05, 0x10): "manual fill / payout active",
+    (0x05, 0x20): "new inventory information available",
+    (0x06, 0x00): "inhibited by VMC",
+    (0x10, 0x00): "general changer error",
+    (0x10, 0x01): "check sum error #1",
+    (0x10, 0x02): "check sum error #2",
+    (0x10, 0x03): "low line voltage detected",
+    (0x11, 0x00): "discriminator module error",
+    (0x11, 0x10): "flight deck open",
+    (0x11, 0x11): "escrow return stuck open",
+    (0x11, 0x30): "coin jam in sensor",
+    (0x11, 0x41): "discrimination below specified standard",
+    (0x11, 0x50): "validation sensor A out of range",
+    (0x11, 0x51): "validation sensor B out of range",
+    (0x11, 0x52): "validation sensor C out of range",
+    (0x11, 0x53): "operating temperature exceeded",
+    (0x11, 0x54): "sizing optics failure",
+    (0x12, 0x00): "accept gate module error",
+    (0x12, 0x30): "coins entered gate, but did not exit",
+    (0x12, 0x31): "accept gate alarm active",
+    (0x12, 0x40): "accept gate open, but no coin detected",
+    (0x12, 0x50): "post gate sensor covered before gate opened",
+    (0x13, 0x00): "separator module error",
+    (0x13, 0x10): "sort sensor error",
+    (0x14, 0x00): "dispenser module error",
+    (0x15, 0x00): "coin cassette / tube module error",
+    (0x15, 0x02): "cassette removed",
+    (0x15, 0x03): "cash box sensor error",
+    (0x15, 0x04): "sunlight on tube sensors",
+}
+"""SEND DIAGNOSTIC STATUS codes (MDB 4.2, coin changer, EXPANSION 0F 05): (main, sub) -> name.
+An unknown sub code falls back to its main code's name (``(main, 0)``)."""
 PAYOUT_CHUNK = 200
 """Scaled units per EXPANSION PAYOUT (one byte; Zzzzipper's master pays in steps of 200)."""
 TOKEN_CREDIT = 0xFF
@@ -193,6 +239,22 @@ class Identification:
     features: int | None = None
 
 
+def parse_diagnostic_status(data: bytes) -> list[dict[str, Any]]:
+    """A changer's SEND DIAGNOSTIC STATUS reply: one ``{"code", "status", "known"}`` per
+    two-byte code (``code`` as hex, ``"1130"``); an odd last byte is ignored."""
+    out: list[dict[str, Any]] = []
+    for i in range(0, len(data) - 1, 2):
+        main, sub = data[i], data[i + 1]
+        name = CHANGER_DIAGNOSTICS.get((main, sub))
+        known = name is not None
+        if name is None:
+            general = CHANGER_DIAGNOSTICS.get((main, 0))
+            name = f"{general} (sub code 0x{sub:02X})" if general else (
+                f"unknown status 0x{main:02X}{sub:02X}")
+        out.append({"code": f"{main:02X}{sub:02X}", "status": name, "known": known})
+    return out
+
+
 def parse_identification(data: bytes) -> Identification:
     if len(data) < 29:
         raise UnexpectedReplyError(f"IDENTIFICATION reply has {len(data)} bytes, need >= 29")
@@ -306,6 +368,24 @@ class MdbLink:
         self.framer = MdbFramer(wire="9bit")
         self._ack = self.framer.build(direction="host", control="ACK")
         self._ret = self.framer.build(direction="host", control="RET")
+        self.bus_key: str | None = None
+        """Set when the link is the shared bus of a port (:func:`shared_link`)."""
+        self.users = 0
+        """Devices holding this shared link; the port closes when the last one releases it."""
+
+    def release(self) -> None:
+        """A device is done with the link: close the port, or, on a shared bus, when the
+        last device on it is done."""
+        if self.bus_key is None:
+            self.transport.close()
+            return
+        with _BUSES_LOCK:
+            self.users -= 1
+            if self.users > 0:
+                return
+            if _BUSES.get(self.bus_key) is self:
+                del _BUSES[self.bus_key]
+        self.transport.close()
 
     def _read_reply(self) -> Frame | Garbage:
         deframer = self.framer.deframer("device")
@@ -542,7 +622,7 @@ class _MdbCashDevice(CashDevice):
         return None
 
     def close(self) -> None:
-        self.link.transport.close()
+        self.link.release()
 
 
 class MdbCoinChanger(_MdbCashDevice):
@@ -597,6 +677,14 @@ class MdbCoinChanger(_MdbCashDevice):
         """EXPANSION IDENTIFICATION (``0F 00``); None when the changer only ACKs."""
         reply = self.link.command(CHANGER, EXPANSION, b"\x00")
         return parse_identification(reply) if reply is not None else None
+
+    def diagnostic_status(self) -> list[dict[str, Any]] | None:
+        """EXPANSION SEND DIAGNOSTIC STATUS (``0F 05``, level 3): the changer's status codes
+        named (:data:`CHANGER_DIAGNOSTICS`); None below level 3 or when it only ACKs."""
+        if self._setup().level < 3:
+            return None
+        reply = self.link.command(CHANGER, EXPANSION, bytes((EXP_SEND_DIAGNOSTIC_STATUS,)))
+        return parse_diagnostic_status(reply) if reply is not None else None
 
     def _setup(self) -> ChangerSetup:
         if self.setup is None:
@@ -752,6 +840,8 @@ class MdbCoinChanger(_MdbCashDevice):
             out["token_coin_types"] = sorted(setup.tokens)
         if self.identity is not None:
             out["identity"] = asdict(self.identity)
+        if setup.level >= 3:
+            out["diagnostics"] = self.diagnostic_status()
         return out
 
 
@@ -860,11 +950,55 @@ def _link_url(url: str) -> tuple[str, float]:
         "pty (vendhw sim mdb-changer) or sim://mdb-…")
 
 
+_BUSES: dict[str, MdbLink] = {}
+"""The open MDB buses of this process, by port (:func:`bus_key`)."""
+_BUSES_LOCK = threading.Lock()
+SHARED_SIMULATORS = ("mdb-bus",)
+"""``sim://`` simulators that are one bus for every device opened on the same URL. Other
+``sim://`` URLs stay one simulator per device (tests open ``sim://mdb-changer`` often)."""
+
+
+def bus_key(url: str) -> str | None:
+    """What identifies the physical bus of ``url`` (the real path of its port), or None for
+    a URL that is never shared (a ``replay://`` capture, a one-device ``sim://``)."""
+    if url.startswith("sim://"):
+        name = url[len("sim://"):].split("?", 1)[0].split("/", 1)[0]
+        return url if name in SHARED_SIMULATORS else None
+    if url.startswith("replay://"):
+        return None
+    path = url[len("mdb9://"):] if url.startswith("mdb9://") else url
+    return os.path.realpath(path)
+
+
 def _open_link(url: str, response_timeout: float | None, options: dict[str, Any]) -> MdbLink:
-    target, default_timeout = _link_url(url)
-    transport = open_transport(target, baudrate=9600, **options)
-    timeout = float(response_timeout) if response_timeout is not None else default_timeout
-    return MdbLink(transport, response_timeout=timeout)
+    return shared_link(url, response_timeout=response_timeout, **options)
+
+
+def shared_link(url: str, *, response_timeout: float | None = None,
+                **options: Any) -> MdbLink:
+    """The one :class:`MdbLink` of the bus on ``url``: a changer, a bill validator and a card
+    reader on one serial port share it (and its lock, which spans a command and its ACK).
+
+    The first device opens the port (with its transport options and reply window; a later
+    device's longer ``response_timeout`` widens the window); each device's ``close()``
+    releases it and the last one closes the port.
+    """
+    key = bus_key(url)
+    timeout = float(response_timeout) if response_timeout is not None else None
+    with _BUSES_LOCK:
+        link = _BUSES.get(key) if key is not None else None
+        if link is None or link.transport.closed:
+            target, default_timeout = _link_url(url)
+            transport = open_transport(target, baudrate=9600, **options)
+            link = MdbLink(transport, response_timeout=(
+                timeout if timeout is not None else default_timeout))
+            if key is not None:
+                link.bus_key = key
+                _BUSES[key] = link
+        elif timeout is not None and timeout > link.response_timeout:
+            link.response_timeout = timeout
+        link.users += 1
+    return link
 
 
 def open_changer(url: str, *, response_timeout: float | None = None,
@@ -883,8 +1017,23 @@ def open_bill_validator(url: str, *, response_timeout: float | None = None,
 
 
 __all__ = [
-    "ACK", "NAK", "RET", "SETUP_TIME", "BillSetup", "ChangerSetup", "Identification",
-    "MdbBillValidator", "MdbCoinChanger", "MdbLink", "open_bill_validator", "open_changer",
-    "parse_bill_poll", "parse_bill_setup", "parse_changer_poll", "parse_changer_setup",
+    "ACK",
+    "NAK",
+    "RET",
+    "SETUP_TIME",
+    "BillSetup",
+    "ChangerSetup",
+    "Identification",
+    "MdbBillValidator",
+    "MdbCoinChanger",
+    "MdbLink",
+    "bus_key",
+    "open_bill_validator",
+    "open_changer",
+    "parse_bill_poll",
+    "parse_bill_setup",
+    "parse_changer_poll",
+    "parse_changer_setup",
     "parse_identification",
+    "shared_link",
 ]

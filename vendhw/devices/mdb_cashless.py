@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 from vendhw.errors import (
@@ -60,6 +61,8 @@ SESSION_COMPLETE, CASH_SALE, NEGATIVE_VEND = 0x04, 0x05, 0x06
 READER_DISABLE, READER_ENABLE, READER_CANCEL = 0x00, 0x01, 0x02
 REVALUE_REQUEST, REVALUE_LIMIT_REQUEST = 0x00, 0x01
 EXPANSION_REQUEST_ID, EXPANSION_OPTIONAL_FEATURES = 0x00, 0x04
+EXPANSION_WRITE_TIME_DATE = 0x03
+"""EXPANSION WRITE TIME/DATE: the VMC's answer to a TIME/DATE REQUEST (10 BCD bytes)."""
 
 # POLL reply codes, §7.4.3.
 JUST_RESET, READER_CONFIG, DISPLAY_REQUEST, BEGIN_SESSION = 0x00, 0x01, 0x02, 0x03
@@ -244,6 +247,9 @@ def parse_poll(data: bytes, *, level: int = 1, scale: int = 1) -> list[CashlessE
             detail = parse_config(chunk).to_dict()
         elif code == PERIPHERAL_ID and len(chunk) >= 30:
             detail = parse_peripheral_id(chunk)
+        elif code == DISPLAY_REQUEST and len(chunk) >= 2:
+            detail = {"seconds": chunk[1] / 10,  # display time in 0.1 s units
+                      "text": chunk[2:].decode("ascii", "replace").rstrip()}
         elif code == DATA_ENTRY_REQUEST and len(chunk) >= 2:
             detail = {"length_repeat": chunk[1]}
         events.append(CashlessEvent(kind, code, amount, chunk, detail))
@@ -293,6 +299,8 @@ class CashlessCore:
         self.min_price = min_price
         self.config: ReaderConfig | None = None
         self.identity: dict[str, Any] = {}
+        self.time_requested = False
+        """The reader sent TIME/DATE REQUEST; :meth:`time_date_op` answers it."""
         self.level = 1
         self.session_open = False
         self.funds: int | None = None
@@ -347,10 +355,23 @@ class CashlessCore:
             self._configure(event.raw)
         elif event.code == PERIPHERAL_ID:
             self.identity = dict(event.detail)
+        elif event.code == TIME_DATE_REQUEST:
+            self.time_requested = True
 
     def _configure(self, raw: bytes) -> None:
         self.config = parse_config(raw)
         self.level = max(1, min(self.vmc_level, self.config.level))
+
+    def time_date_op(self, when: datetime) -> Op[None]:
+        """EXPANSION WRITE TIME/DATE: year (2 digits), month, day, hour, minute, second, day
+        of week (1 = Monday), week number, summertime (1 when ``when`` says DST), holiday
+        (0: not known as one), each BCD."""
+        self.time_requested = False
+        week = when.isocalendar()
+        fields = (when.year % 100, when.month, when.day, when.hour, when.minute, when.second,
+                  week.weekday, week.week, 1 if when.dst() else 0, 0)
+        yield Request(EXPANSION, bytes((EXPANSION_WRITE_TIME_DATE,))
+                      + bytes(int(f"{n:02d}", 16) for n in fields))
 
     def poll_op(self) -> Op[list[CashlessEvent]]:
         """One POLL; the events (held ones from earlier waits first)."""
@@ -565,25 +586,33 @@ class MdbCashlessReader:
         """How long each POLL transaction took (reply within the response budget?)."""
         self.retries = 0
         """Commands sent again after a lost or corrupt reply."""
+        self.clock: Callable[[], datetime] = lambda: datetime.now().astimezone()
+        """The time a TIME/DATE REQUEST is answered with."""
 
     def run(self, op: Op[T]) -> T:
         """Drive one operation; reply data is ACKed once the core has taken it."""
         step = next(op)
         while True:
-            reply: bytes | None = None
-            if isinstance(step, Wait):
+            if isinstance(step, Wait):  # outside the bus lock: the changer polls meanwhile
                 if step.seconds > 0:
                     self._sleep(step.seconds)
-            else:
+                try:
+                    step = op.send(None)
+                except StopIteration as stop:
+                    return stop.value
+                continue
+            # A command and the ACK of its reply hold the bus: on a shared MDB bus another
+            # device's command between them would make the ACK late (the data comes again).
+            with self.link.lock:
                 reply = self._transact(step)
-            try:
-                step = op.send(reply)
-            except StopIteration as stop:
+                try:
+                    step = op.send(reply)
+                except StopIteration as stop:
+                    if reply is not None:
+                        self.link.ack()
+                    return stop.value
                 if reply is not None:
-                    self.link.ack()
-                return stop.value
-            if reply is not None:
-                self.link.ack()  # the core has taken the data: the reader may drop it
+                    self.link.ack()  # the core has taken the data: the reader may drop it
 
     def _transact(self, step: Request) -> bytes | None:
         """One command; sent again when the reply is lost or corrupt (readers must take a
@@ -609,7 +638,16 @@ class MdbCashlessReader:
         return self.run(self.core.start_op())
 
     def poll(self) -> list[CashlessEvent]:
-        return self.run(self.core.poll_op())
+        """One POLL; a TIME/DATE REQUEST among its events (or held from a sale) is answered
+        at once with EXPANSION WRITE TIME/DATE (the local time of ``clock``)."""
+        events = self.run(self.core.poll_op())
+        if self.core.time_requested:
+            self.write_time_date()
+        return events
+
+    def write_time_date(self, when: datetime | None = None) -> None:
+        """EXPANSION WRITE TIME/DATE (``when``: default the local time now)."""
+        self.run(self.core.time_date_op(when or self.clock()))
 
     def enable(self) -> None:
         self.run(self.core.reader_op(READER_ENABLE))
@@ -647,24 +685,31 @@ class MdbCashlessReader:
 
     def close(self) -> None:
         self._closed.set()  # a POLL pause in another thread ends at once
-        self.link.transport.close()
+        release = getattr(self.link, "release", None)
+        if release is not None:
+            release()  # a shared bus closes with its last device
+        else:
+            self.link.transport.close()
 
 
 def open_cashless(url: str, *, address: int = CASHLESS_1, response_timeout: float | None = None,
                   vmc_level: int = VMC_FEATURE_LEVEL, **options: Any) -> MdbCashlessReader:
-    """Open a cashless reader on ``mdb9://PORT`` or ``sim://mdb-cashless``."""
-    from vendhw.devices.mdb import MdbLink
-    from vendhw.transport import open_transport
+    """Open a cashless reader on ``mdb9://PORT``, a simulator's pty, ``sim://mdb-cashless``
+    or ``sim://mdb-bus``; on a port a changer or a bill validator already uses, the reader
+    shares that bus (:func:`vendhw.devices.mdb.shared_link`)."""
+    from vendhw.devices.mdb import shared_link
 
     if not (url.startswith("sim://") or url.startswith("mdb9://")):
-        raise ConfigurationError(
-            f"{url}: MDB needs a 9-bit link: mdb9:///dev/ttyUSB0 (sticky parity) or "
-            f"sim://mdb-cashless")
-    transport = open_transport(url, baudrate=9600, **options)
-    timeout = response_timeout if response_timeout is not None else (
-        RESPONSE_TIME if url.startswith("mdb9://") else 0.1)
-    return MdbCashlessReader(MdbLink(transport, response_timeout=timeout), address,
-                             vmc_level=vmc_level)
+        from vendhw.devices.mdb import is_pty
+
+        if not is_pty(url):
+            raise ConfigurationError(
+                f"{url}: MDB needs a 9-bit link: mdb9:///dev/ttyUSB0 (sticky parity) or "
+                f"sim://mdb-cashless")
+    if response_timeout is None and url.startswith("mdb9://"):
+        response_timeout = RESPONSE_TIME
+    return MdbCashlessReader(shared_link(url, response_timeout=response_timeout, **options),
+                             address, vmc_level=vmc_level)
 
 
 __all__ = ["ADDRESSES", "CASHLESS_1", "CASHLESS_2", "CardSale", "CashlessCore",

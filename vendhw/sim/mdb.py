@@ -127,7 +127,9 @@ class MdbChangerSimulator(_MdbPeripheral):
 
     def __init__(self, *, tubes: str = "20,20,20,10,10,10", auto_insert: str = "",
                  tokens: str = "", alternative_payout: bool | str = False,
-                 **options: Any) -> None:
+                 diagnostic: str = "", **options: Any) -> None:
+        self.diagnostic = [c.strip() for c in str(diagnostic).split(",") if c.strip()]
+        """SEND DIAGNOSTIC STATUS codes to answer (hex, ``diagnostic=1130``); empty: derived."""
         self.alternative_payout = option_flag(alternative_payout)
         """Offer the level-3 optional feature EXPANSION PAYOUT (option ``alternative_payout``)."""
         self.features_enabled = 0
@@ -226,10 +228,25 @@ class MdbChangerSimulator(_MdbPeripheral):
         if sub == 0x04:  # PAYOUT VALUE POLL: the value paid once, then ACK (done)
             paid, self._value_paid = self._value_paid, None
             return self._data(bytes((min(paid, 255),))) if paid is not None else self._ack()
+        if sub == 0x05:  # SEND DIAGNOSTIC STATUS: two-byte codes, "03 00" = OK
+            return self._data(self.diagnostic_codes())
         if sub == 0x03:  # PAYOUT STATUS: coins of each type paid since the last one
             counts, self._payout_status = self._payout_status or [0] * 16, None
             return self._data(bytes(min(n, 255) for n in counts))
         return self._ack()
+
+    def diagnostic_codes(self) -> bytes:
+        """What SEND DIAGNOSTIC STATUS answers: the option ``diagnostic=1130,1502`` (hex
+        codes) if given, else a pending jam/tube jam, else inhibited (disabled) or OK."""
+        if self.diagnostic:
+            return b"".join(bytes.fromhex(code) for code in self.diagnostic)
+        codes = b""
+        pending = {e[0] for e in self.events}
+        if self.FAULT_EVENTS["jam"] in pending:
+            codes += b"\x11\x30"  # coin jam in sensor
+        if self.FAULT_EVENTS["tube_jam"] in pending:
+            codes += b"\x14\x00"  # dispenser module error
+        return codes or (b"\x06\x00" if not self.enabled_mask else b"\x03\x00")
 
     def _expansion_payout(self, units: int) -> None:
         """Pay ``units`` x scaling from the tubes, largest coins first, as the changer decides."""
@@ -348,7 +365,75 @@ class MdbBillSimulator(_MdbPeripheral):
         return {"stacked": self.stacked, "escrow": self.escrow}
 
 
+class MdbBusSimulator(Simulator):
+    """Several MDB peripherals on one line (one pty, one ``sim://mdb-bus``): every member
+    sees every byte and answers only at its own address, as on a real bus."""
+
+    name = "mdb-bus"
+    kind = "cash"
+    protocol = "mdb"
+    baudrate = 9600
+    description = ("MDB bus: a changer (0x08), a bill validator (0x30) and a cashless "
+                   "reader (0x10) on one line; options coins=, notes=, funds=")
+
+    def __init__(self, *, members: str = "mdb-changer,mdb-bill,mdb-cashless",
+                 coins: str = "", notes: str = "", funds: int | str = 1000,
+                 **options: Any) -> None:
+        super().__init__(**options)
+        from vendhw.sim import create
+
+        per_member: dict[str, dict[str, Any]] = {
+            "mdb-changer": {"auto_insert": coins}, "mdb-bill": {"auto_insert": notes},
+            "mdb-cashless": {"funds": funds}}
+        self.members: list[Simulator] = [
+            create(name.strip(), **per_member.get(name.strip(), {}))
+            for name in members.split(",") if name.strip()]
+        self._deframer = MdbFramer(wire="9bit").deframer("host")
+        self._addressed: Simulator | None = None
+
+    def member(self, name: str) -> Simulator:
+        """The member simulator called ``name`` (``mdb-changer``...)."""
+        for sim in self.members:
+            if sim.name == name:
+                return sim
+        raise KeyError(name)
+
+    def receive(self, data: bytes, now: float) -> list[Reply]:
+        # An addressed block goes to every member (each answers only its own address); an
+        # ACK, RET or NAK only to the peripheral the VMC addressed last, as on the wire: a
+        # RET must not make every member send its last reply again.
+        out: list[Reply] = []
+        for item in self._deframer.feed(data):
+            if not isinstance(item, Frame):
+                continue
+            if item["command"] in ("ACK", "RET", "NAK"):
+                targets = [self._addressed] if self._addressed is not None else []
+            else:
+                head = item["code"]
+                self._addressed = next(
+                    (sim for sim in self.members
+                     if getattr(sim, "address", None) == head & 0xF8), None)
+                targets = self.members
+            for sim in targets:
+                out += sim.receive(item.raw, now)
+        return self.line.apply(out)
+
+    def tick(self, now: float) -> list[Reply]:
+        out: list[Reply] = []
+        for sim in self.members:
+            out += sim.tick(now)
+        return out
+
+    def next_tick(self) -> float | None:
+        due = [t for t in (sim.next_tick() for sim in self.members) if t is not None]
+        return min(due) if due else None
+
+    def summary(self) -> dict[str, Any]:
+        return {sim.name: getattr(sim, "summary", dict)() for sim in self.members}
+
+
 def specs() -> list[SimulatorSpec]:
     from vendhw.sim import SimulatorSpec
 
-    return [SimulatorSpec.of(MdbChangerSimulator), SimulatorSpec.of(MdbBillSimulator)]
+    return [SimulatorSpec.of(MdbChangerSimulator), SimulatorSpec.of(MdbBillSimulator),
+            SimulatorSpec.of(MdbBusSimulator)]

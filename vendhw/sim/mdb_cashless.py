@@ -49,7 +49,14 @@ class MdbCashlessSimulator(Simulator):
                  funds: int | str = 1000, tap_after: float | str = 0.0, scale: int | str = 1,
                  max_response: int | str = 5, reply_delay: float | str = 0.0,
                  deferred: bool | str = False, no_just_reset: bool | str = False,
+                 time_request: bool | str = False, display: str = "",
                  **options: Any) -> None:
+        self.time_request = option_flag(time_request)
+        """Send TIME/DATE REQUEST after READER ENABLE (option ``time_request=1``)."""
+        self.display = str(display)
+        """Send DISPLAY REQUEST with this text (3 s) after READER ENABLE (``display=Hi``)."""
+        self.time_date: bytes | None = None
+        """The 10 BCD bytes of the VMC's last EXPANSION WRITE TIME/DATE."""
         faults = {k: options.pop(k) for k in list(options) if k in self.device_faults}
         super().__init__(**options)
         self.address = int(address)
@@ -209,6 +216,10 @@ class MdbCashlessSimulator(Simulator):
             elif sub == 0x01:
                 self.enabled = True
                 self.enabled_at = now
+                if self.time_request:
+                    self.events.append(b"\x11")  # TIME/DATE REQUEST
+                if self.display:
+                    self.events.append(b"\x02\x1e" + self.display.encode("ascii")[:32])
             elif sub == 0x02 and self.enabled:
                 self.events.append(b"\x08")  # CANCELLED
             return self._ack()
@@ -222,6 +233,8 @@ class MdbCashlessSimulator(Simulator):
             if sub == 0x00:
                 self.vmc_id = data[1:]
                 return self._answer(self._identity())
+            if sub == 0x03 and len(data) >= 11:  # WRITE TIME/DATE
+                self.time_date = bytes(data[1:11])
             return self._ack()
         return self._ack()
 
