@@ -45,11 +45,20 @@ import logging
 import os
 import sys
 import threading
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from vendhw.agent.card import CardConfig, CardSaleResult, CardSales, load_cashless, open_reader
+from vendhw.agent.card import (
+    SESSION_TIMEOUT,
+    CardConfig,
+    CardSaleResult,
+    CardSales,
+    load_cashless,
+    open_reader,
+)
 from vendhw.agent.cash import CashSale, CashSales
 from vendhw.agent.screen import ScreenServer, ScreenSettings
 from vendhw.agent.shipper import Shipper
@@ -61,6 +70,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 log = logging.getLogger(__name__)
+
+CARD_WAIT_SLICE = 0.5
+"""Seconds of one wait for a card when the screen may cancel it (:meth:`Agent.buy_card`)."""
 
 
 @dataclass(frozen=True)
@@ -276,15 +288,36 @@ class Agent:
             raise ConfigurationError(f"slot {slot!r} is not for sale")
         return self.cash.sell(slot, prices[slot])
 
-    def buy_card(self, slot: str) -> CardSaleResult:
-        """Sell ``slot`` by card at the catalogue price (waits for the customer's card)."""
+    def buy_card(self, slot: str, *, session_timeout: float | None = None,
+                 on_approved: Callable[[], None] | None = None,
+                 cancelled: threading.Event | None = None) -> CardSaleResult:
+        """Sell ``slot`` by card at the catalogue price (waits for the customer's card).
+
+        ``cancelled`` (the screen's Cancel): the wait for a card is cut in short slices and
+        ends, with nothing taken or vended, once it is set; a card already tapped when it is
+        set still goes on to the reader's answer (a vend approved is always finished).
+        """
         if self.card is None:
             raise ConfigurationError("this machine has no card reader ([[cashless]] in the "
                                      "configuration)")
         prices = {p["slot"]: p["price"] for p in self.products()}
         if slot not in prices:
             raise ConfigurationError(f"slot {slot!r} is not for sale")
-        return self.card.sell(slot, prices[slot])
+        timeout = SESSION_TIMEOUT if session_timeout is None else session_timeout
+        if cancelled is None:
+            return self.card.sell(slot, prices[slot], session_timeout=timeout,
+                                  on_approved=on_approved)
+        end = time.monotonic() + timeout
+        while True:
+            left = end - time.monotonic()
+            result = self.card.sell(slot, prices[slot], session_timeout=max(0.05, min(
+                CARD_WAIT_SLICE, left)), on_approved=on_approved)
+            if result.state != "no_card":
+                return result
+            if cancelled.is_set():
+                return replace(result, state="cancelled")
+            if time.monotonic() >= end:
+                return result
 
     def return_change(self) -> int:
         return 0 if self.cash is None else self.cash.return_change()
