@@ -3,6 +3,7 @@ cache -> screen, offline), and slots the board found empty shown sold out."""
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
 import sys
@@ -119,3 +120,79 @@ def test_catalogue_picture_is_cached_and_served_offline(
     finally:
         agent.close()
 
+
+
+def _wait_final(screen: httpx.Client, order_id: str) -> dict[str, Any]:
+    for _ in range(400):
+        order = screen.get(f"/api/orders/{order_id}").json()
+        if order.get("final"):
+            return order
+        threading.Event().wait(0.05)
+    raise AssertionError(f"order {order_id} never finished: {order}")
+
+
+def _sold_out(screen: httpx.Client) -> dict[str, bool]:
+    return {p["slot"]: p["sold_out"] for p in screen.get("/api/state").json()["products"]}
+
+
+def test_a_slot_the_board_finds_empty_is_sold_out_until_cleared(
+        tmp_path: Path, backend: Backend) -> None:
+    backend.catalogue({
+        "products": [{"id": "tea", "name": "Green tea", "price": 300},
+                     {"id": "cola", "name": "Cola", "price": 350}],
+        "machines": [{"id": "m1", "secret": backend.secret, "slots": [
+            {"slot": "11", "product": "tea"}, {"slot": "12", "product": "cola"}]}]})
+    config = write_config(tmp_path, backend.url, backend.secret)
+    # The FAFB lift board says "out of stock" (Easivend's column board cannot tell an empty
+    # column from a product that did not drop: not_dropped, no sold-out mark).
+    config.write_text(config.read_text().replace('profile = "easivend-column"',
+                                                 'profile = "fafb-lift"').replace(
+        'sim://easivend-column?inventory=2', 'sim://fafb-lift?inventory=2'))
+    agent = Agent(AgentConfig.load(config))
+    agent.start()
+    try:
+        assert agent.screen is not None
+        screen = httpx.Client(base_url=agent.screen.url, timeout=10)
+        assert _sold_out(screen) == {"11": False, "12": False}
+        board = agent.machine.board.transport.simulator  # type: ignore[attr-defined]
+        board.set_fault("empty", True)
+        order = screen.post("/api/orders", json={"slot": "11"}).json()
+        httpx.post(f"{backend.url}/sandbox/orders/{order['id']}/pay",
+                   timeout=10).raise_for_status()
+        assert _wait_final(screen, order["id"])["state"] == "refunded"
+        board.set_fault("empty", False)
+        assert _sold_out(screen) == {"11": True, "12": False}
+        refused = screen.post("/api/orders", json={"slot": "11"})
+        assert refused.status_code == 400 and refused.json() == {"error": "bad_request"}
+        assert [p["slot"] for p in screen.get("/api/products").json()] == ["12"]
+        screen.close()
+    finally:
+        agent.close()
+    agent = Agent(AgentConfig.load(config))  # a restart keeps it
+    agent.start()
+    try:
+        assert agent.screen is not None
+        screen = httpx.Client(base_url=agent.screen.url, timeout=10)
+        assert _sold_out(screen) == {"11": True, "12": False}
+        cli = [sys.executable, "-m", "vendhw", "machine", "sold-out", "--config", str(config)]
+        listed = subprocess.run([*cli, "--json"], capture_output=True, text=True, timeout=60)
+        assert listed.returncode == 0, listed.stderr
+        (row,) = [json.loads(line) for line in listed.stdout.splitlines()]
+        assert row["slot"] == "11" and row["vend_id"]
+        cleared = subprocess.run([*cli, "--clear", "11", "--clear", "12"], capture_output=True,
+                                 text=True, timeout=60)
+        assert cleared.returncode == 0, cleared.stderr
+        assert cleared.stdout.splitlines() == ["slot 11: cleared", "slot 12: was not sold out"]
+        assert _sold_out(screen) == {"11": False, "12": False}  # the running agent sees it
+        order = screen.post("/api/orders", json={"slot": "11"}).json()
+        httpx.post(f"{backend.url}/sandbox/orders/{order['id']}/pay",
+                   timeout=10).raise_for_status()
+        assert _wait_final(screen, order["id"])["state"] == "delivered"
+        assert _sold_out(screen) == {"11": False, "12": False}
+        screen.close()
+    finally:
+        agent.close()
+    bad = subprocess.run([*cli, "--clear", "11", "--all"], capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "error: give --clear SLOT or --all, not both"]

@@ -62,6 +62,8 @@ from vendhw.agent.card import (
 from vendhw.agent.cash import CashSale, CashSales
 from vendhw.agent.screen import ScreenServer, ScreenSettings
 from vendhw.agent.shipper import Shipper
+from vendhw.agent.soldout import FILE as SOLD_OUT_FILE
+from vendhw.agent.soldout import SoldOut
 from vendhw.errors import ConfigurationError, JournalError
 
 if sys.version_info >= (3, 11):
@@ -183,6 +185,8 @@ class Agent:
         self.machine = Machine(config.board_profile, config.board_port,
                                journal=config.data_dir / "vends.db")
         self.shipper = Shipper(self.client, self.machine, config.data_dir / "ships.db")
+        self.sold_out = SoldOut(config.data_dir / SOLD_OUT_FILE)
+        self.machine.listeners.append(self._on_vend)
         self.cash: CashSales | None = None
         if config.cash:
             self.cash = self._open_cash(config)
@@ -215,9 +219,20 @@ class Agent:
         read-only file), so the screen shows why instead of taking money it cannot ship."""
         self._check_journals()
         catalogue = self.client.catalogue()
+        sold_out = self.sold_out.slots()
         return [{"slot": s["slot"], "name": s["product_name"], "price": s["price"],
                  "currency": catalogue.get("currency", "")}
-                for s in catalogue.get("slots", []) if s.get("enabled", True)]
+                for s in catalogue.get("slots", [])
+                if s.get("enabled", True) and s["slot"] not in sold_out]
+
+    def _on_vend(self, result: Any) -> None:
+        """The board found the slot empty: sold out on the screen until an operator clears
+        it (``vendhw machine sold-out --clear``)."""
+        if getattr(result.outcome, "value", result.outcome) == "empty":
+            self.sold_out.mark(str(result.slot), result.vend_id)
+            log.warning("slot %s is empty (vend %s): sold out on the screen until cleared "
+                        "(vendhw machine sold-out --clear %s)", result.slot, result.vend_id,
+                        result.slot)
 
     def _check_journals(self) -> None:
         if self.shipper.fault:
@@ -225,10 +240,12 @@ class Agent:
     def screen_products(self) -> list[dict[str, Any]]:
         """Every slot of the catalogue for the screen: disabled ones show as sold out."""
         catalogue = self.client.catalogue()
+        empty = self.sold_out.slots()
         return [{"slot": s["slot"], "product_id": s.get("product_id", s["slot"]),
                  "name": s["product_name"], "price": s["price"],
                  "currency": catalogue.get("currency", ""),
-                 "sold_out": not s.get("enabled", True), "image_url": s.get("image_url")}
+                 "sold_out": not s.get("enabled", True) or s["slot"] in empty,
+                 "image_url": s.get("image_url")}
                 for s in catalogue.get("slots", [])]
 
     def board_ok(self) -> bool:
@@ -248,6 +265,8 @@ class Agent:
 
     def buy(self, slot: str) -> Any:
         self._check_journals()
+        if slot in self.sold_out.slots():
+            raise ConfigurationError(f"slot {slot!r} is sold out (the board found it empty)")
         return self.client.create_order(slot)
 
     def cancel(self, order_id: str) -> Any:
@@ -368,3 +387,4 @@ class Agent:
         self.shipper.close()
         self.client.close()
         self.machine.close()
+        self.sold_out.close()
