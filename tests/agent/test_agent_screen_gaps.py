@@ -196,3 +196,30 @@ def test_a_slot_the_board_finds_empty_is_sold_out_until_cleared(
                          timeout=60)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
         "error: give --clear SLOT or --all, not both"]
+
+
+@pytest.mark.parametrize("configured", [None, 12])
+def test_code_length_comes_from_the_backend_unless_configured(
+        tmp_path: Path, configured: int | None) -> None:
+    from vendhw.agent.screen import ScreenModel
+    from vendhw.errors import ConfigurationError
+    from vendhw.server.testing import InProcessServer
+
+    server = InProcessServer(code_digits=8)
+    server.add_machine("m1", slots={"1": ("tea", 300)})
+    config = write_config(tmp_path, "http://127.0.0.1:9", server.secrets["m1"])
+    if configured is not None:
+        config.write_text(config.read_text() + f"\n[screen]\ncode_length = {configured}\n")
+    agent = Agent(AgentConfig.load(config))
+    try:
+        agent.client.close()
+        agent.client = server.client(outbox=tmp_path / "outbox2.db")
+        assert agent.client.catalogue()["code_digits"] == 8
+        model = ScreenModel(agent, agent.config.screen)
+        expected = configured or 8
+        assert model.state()["code_length"] == expected
+        with pytest.raises(ConfigurationError, match=f"a code has {expected} digits"):
+            model.redeem("1" * 10)
+    finally:
+        agent.close()
+        server.close()

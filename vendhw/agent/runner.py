@@ -163,7 +163,8 @@ def _screen_settings(file: Path, table: Any, data_dir: Path) -> ScreenSettings:
         return ScreenSettings(language=str(table.get("language", "zh-CN")),
                               idle_seconds=float(table.get("idle_timeout", 15)),
                               images=images, cache_dir=data_dir / "screen-images",
-                              code_length=int(table.get("code_length", 10)))
+                              code_length=int(table.get("code_length", 10)),
+                              code_length_fixed="code_length" in table)
     except (TypeError, ValueError):
         raise ConfigurationError(f"{file}: [screen] idle_timeout and code_length are "
                                  "numbers") from None
@@ -196,6 +197,7 @@ class Agent:
         self.stop = threading.Event()
         self.screen: ScreenServer | None = None
         self._board_down = False
+        self._code_digits: int | None = None
 
     def _open_cash(self, config: AgentConfig) -> CashSales:
         from vendhw.cli.cash import open_cash_device
@@ -240,6 +242,8 @@ class Agent:
     def screen_products(self) -> list[dict[str, Any]]:
         """Every slot of the catalogue for the screen: disabled ones show as sold out."""
         catalogue = self.client.catalogue()
+        if isinstance(catalogue.get("code_digits"), int):
+            self._code_digits = catalogue["code_digits"]
         empty = self.sold_out.slots()
         return [{"slot": s["slot"], "product_id": s.get("product_id", s["slot"]),
                  "name": s["product_name"], "price": s["price"],
@@ -247,6 +251,10 @@ class Agent:
                  "sold_out": not s.get("enabled", True) or s["slot"] in empty,
                  "image_url": s.get("image_url")}
                 for s in catalogue.get("slots", [])]
+
+    def code_digits(self) -> int | None:
+        """The backend's pickup-code length, from the last catalogue read (None before)."""
+        return self._code_digits
 
     def board_ok(self) -> bool:
         """Whether the board answers (else the screen is out of service until it does).

@@ -73,6 +73,9 @@ class ScreenSettings:
     cache_dir: Path | None = None
     code_length: int = 10
     """Digits of a pickup code (the backend's ``code_digits``): the keypad sends no other."""
+    code_length_fixed: bool = True
+    """False when ``[screen] code_length`` is not set: the backend's catalogue says it
+    (``code_digits``), ``code_length`` until it has answered."""
     poll_ms: int = 500
     """How often the page asks for the order while a sale runs."""
 
@@ -238,7 +241,8 @@ class ScreenModel:
         self._backend_was_ok = service["backend"]
         ok = service["backend"] and service["board"]
         return {"ok": ok, "service": service, "products": products,
-                "cash": cash_balance(self.agent), "card": has_card_reader(self.agent)}
+                "cash": cash_balance(self.agent), "card": has_card_reader(self.agent),
+                "code_length": self.code_length()}
 
     # --- card sales (the machine's own reader) ---------------------------------------------
 
@@ -338,9 +342,20 @@ class ScreenModel:
                 raise
             return self.order(order_id)
 
+    def code_length(self) -> int:
+        """The digits of a pickup code: ``[screen] code_length`` when set, else the backend's
+        ``code_digits`` from the last catalogue the agent read."""
+        learned = getattr(self.agent, "code_digits", None)
+        if not self.settings.code_length_fixed and callable(learned):
+            digits = learned()
+            if isinstance(digits, int) and 4 <= digits <= 32:
+                return digits
+        return self.settings.code_length
+
     def redeem(self, code: str) -> dict[str, Any]:
-        if not code.isdigit() or len(code) != self.settings.code_length:
-            raise ConfigurationError(f"a code has {self.settings.code_length} digits")
+        length = self.code_length()
+        if not code.isdigit() or len(code) != length:
+            raise ConfigurationError(f"a code has {length} digits")
         return order_view(self.agent.redeem(code))
 
     def qr(self, order_id: str) -> bytes:
@@ -418,10 +433,11 @@ class ScreenModel:
         return path
 
 
-def _app_shell(settings: ScreenSettings) -> bytes:
+def _app_shell(settings: ScreenSettings, code_length: int | None = None) -> bytes:
     config = json.dumps({"language": settings.language, "languages": list(LANGUAGES),
                          "idle_seconds": settings.idle_seconds,
-                         "code_length": settings.code_length, "poll_ms": settings.poll_ms})
+                         "code_length": code_length or settings.code_length,
+                         "poll_ms": settings.poll_ms})
     page = (STATIC / "index.html").read_text(encoding="utf-8")
     page = page.replace("{{lang}}", settings.language)
     page = page.replace("{{config}}", html.escape(config, quote=True))
@@ -525,7 +541,7 @@ class ScreenServer:
                 path = urlsplit(self.path).path
                 try:
                     if path in ("/", "/code") or re.fullmatch(r"/order/[\w-]+", path):
-                        self._send(200, _app_shell(settings))
+                        self._send(200, _app_shell(settings, model.code_length()))
                     elif path.startswith("/static/"):
                         name = path[len("/static/"):]
                         ok = re.fullmatch(r"[a-z0-9_-]+\.(css|js|svg|png)", name)

@@ -299,7 +299,8 @@ class Backend:
                 raise ApiError(404, "unknown_machine")
             rows = s.execute(select(Slot, Product).join(Product, Slot.product_id == Product.id)
                              .where(Slot.machine_id == machine_id).order_by(Slot.slot)).all()
-            return {"machine_id": machine_id, "currency": machine.currency, "slots": [
+            return {"machine_id": machine_id, "currency": machine.currency,
+                    "code_digits": self.settings.code_digits, "slots": [
                 {"slot": slot.slot, "product_id": product.id, "product_name": product.name,
                  "price": slot.price, "enabled": slot.enabled,
                  **({"image_url": product.image_url} if product.image_url else {})}

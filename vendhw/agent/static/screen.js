@@ -304,6 +304,7 @@ async function refreshState(first) {
     products = answer.data.products;
     credit = answer.data.cash;
     cardReader = answer.data.card === true;
+    if (Number.isInteger(answer.data.code_length)) CONFIG.code_length = answer.data.code_length;
     renderCredit();
     if (view !== "products" || first) { renderTiles(); show("products"); } else renderTiles();
   } else if (view !== "service") {
