@@ -156,12 +156,17 @@ class CardSales:
                         log.exception("card listener failed on %s", event)
 
     def sell(self, slot: str, price: int, *,
-             session_timeout: float = SESSION_TIMEOUT) -> CardSaleResult:
-        """Wait for a card, have the vend approved, dispense, settle, book (see the module)."""
+             session_timeout: float = SESSION_TIMEOUT,
+             on_approved: Callable[[], None] | None = None) -> CardSaleResult:
+        """Wait for a card, have the vend approved, dispense, settle, book (see the module).
+
+        ``on_approved``: called once the reader approved the vend, just before the motor
+        turns (the screen shows "dispensing" from then on)."""
         reference = f"{CARD_PREFIX}{slot}:{secrets.token_hex(8)}"
         details: dict[str, Any] = {}
         with self._lock:  # the reader's part; the booking below needs no reader
-            sale = self._on_the_reader(reference, slot, price, session_timeout, details)
+            sale = self._on_the_reader(reference, slot, price, session_timeout, details,
+                                       on_approved)
         state = _STATES.get(sale.state, sale.state)
         order_id = None
         if sale.outcome is not None:  # the reader approved and the machine tried to vend
@@ -170,7 +175,8 @@ class CardSales:
                               sale.to_dict())
 
     def _on_the_reader(self, reference: str, slot: str, price: int, session_timeout: float,
-                       details: dict[str, Any]) -> CardSale:
+                       details: dict[str, Any],
+                       on_approved: Callable[[], None] | None = None) -> CardSale:
         item = int(slot) if str(slot).isdigit() and int(slot) <= 0xFFFF else 0
 
         def dispense() -> str:
@@ -187,6 +193,11 @@ class CardSales:
         motor: dict[str, str] = {}
 
         def dispense_once() -> str:
+            if on_approved is not None:
+                try:
+                    on_approved()
+                except Exception:  # a screen bug must not stop an approved vend
+                    log.exception("card sale %s: on_approved failed", reference)
             motor["outcome"] = dispense()
             return motor["outcome"]
 

@@ -45,15 +45,25 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from vendhw.agent.card import CardConfig, CardSaleResult, CardSales, load_cashless, open_reader
+from vendhw.agent.card import (
+    SESSION_TIMEOUT,
+    CardConfig,
+    CardSaleResult,
+    CardSales,
+    load_cashless,
+    open_reader,
+)
 from vendhw.agent.cash import CashSale, CashSales
 from vendhw.agent.screen import ScreenServer, ScreenSettings
 from vendhw.agent.shipper import Shipper
+from vendhw.agent.soldout import FILE as SOLD_OUT_FILE
+from vendhw.agent.soldout import SoldOut
 from vendhw.errors import ConfigurationError, JournalError
 
 if sys.version_info >= (3, 11):
@@ -62,6 +72,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 log = logging.getLogger(__name__)
+
+CARD_WAIT_SLICE = 0.5
+"""Seconds of one wait for a card when the screen may cancel it (:meth:`Agent.buy_card`)."""
 
 
 @dataclass(frozen=True)
@@ -229,7 +242,8 @@ def _screen_settings(file: Path, table: Any, data_dir: Path) -> ScreenSettings:
         return ScreenSettings(language=str(table.get("language", "zh-CN")),
                               idle_seconds=float(table.get("idle_timeout", 15)),
                               images=images, cache_dir=data_dir / "screen-images",
-                              code_length=int(table.get("code_length", 10)))
+                              code_length=int(table.get("code_length", 10)),
+                              code_length_fixed="code_length" in table)
     except (TypeError, ValueError):
         raise ConfigurationError(f"{file}: [screen] idle_timeout and code_length are "
                                  "numbers") from None
@@ -255,6 +269,8 @@ class Agent:
             self.push = MqttInstructions.open(self.client, config.machine_id, config.mqtt)
         self.shipper = Shipper(self.push or self.client, self.machine,
                                config.data_dir / "ships.db")
+        self.sold_out = SoldOut(config.data_dir / SOLD_OUT_FILE)
+        self.machine.listeners.append(self._on_vend)
         self.cash: CashSales | None = None
         if config.cash:
             self.cash = self._open_cash(config)
@@ -264,6 +280,7 @@ class Agent:
         self.stop = threading.Event()
         self.screen: ScreenServer | None = None
         self._board_down = False
+        self._code_digits: int | None = None
 
     def _open_cash(self, config: AgentConfig) -> CashSales:
         from vendhw.cli.cash import open_cash_device
@@ -287,9 +304,20 @@ class Agent:
         read-only file), so the screen shows why instead of taking money it cannot ship."""
         self._check_journals()
         catalogue = self.client.catalogue()
+        sold_out = self.sold_out.slots()
         return [{"slot": s["slot"], "name": s["product_name"], "price": s["price"],
                  "currency": catalogue.get("currency", "")}
-                for s in catalogue.get("slots", []) if s.get("enabled", True)]
+                for s in catalogue.get("slots", [])
+                if s.get("enabled", True) and s["slot"] not in sold_out]
+
+    def _on_vend(self, result: Any) -> None:
+        """The board found the slot empty: sold out on the screen until an operator clears
+        it (``vendhw machine sold-out --clear``)."""
+        if getattr(result.outcome, "value", result.outcome) == "empty":
+            self.sold_out.mark(str(result.slot), result.vend_id)
+            log.warning("slot %s is empty (vend %s): sold out on the screen until cleared "
+                        "(vendhw machine sold-out --clear %s)", result.slot, result.vend_id,
+                        result.slot)
 
     def _check_journals(self) -> None:
         if self.shipper.fault:
@@ -297,11 +325,19 @@ class Agent:
     def screen_products(self) -> list[dict[str, Any]]:
         """Every slot of the catalogue for the screen: disabled ones show as sold out."""
         catalogue = self.client.catalogue()
+        if isinstance(catalogue.get("code_digits"), int):
+            self._code_digits = catalogue["code_digits"]
+        empty = self.sold_out.slots()
         return [{"slot": s["slot"], "product_id": s.get("product_id", s["slot"]),
                  "name": s["product_name"], "price": s["price"],
                  "currency": catalogue.get("currency", ""),
-                 "sold_out": not s.get("enabled", True), "image_url": s.get("image_url")}
+                 "sold_out": not s.get("enabled", True) or s["slot"] in empty,
+                 "image_url": s.get("image_url")}
                 for s in catalogue.get("slots", [])]
+
+    def code_digits(self) -> int | None:
+        """The backend's pickup-code length, from the last catalogue read (None before)."""
+        return self._code_digits
 
     def board_ok(self) -> bool:
         """Whether the board answers (else the screen is out of service until it does).
@@ -320,6 +356,8 @@ class Agent:
 
     def buy(self, slot: str) -> Any:
         self._check_journals()
+        if slot in self.sold_out.slots():
+            raise ConfigurationError(f"slot {slot!r} is sold out (the board found it empty)")
         return self.client.create_order(slot)
 
     def cancel(self, order_id: str) -> Any:
@@ -360,15 +398,36 @@ class Agent:
             raise ConfigurationError(f"slot {slot!r} is not for sale")
         return self.cash.sell(slot, prices[slot])
 
-    def buy_card(self, slot: str) -> CardSaleResult:
-        """Sell ``slot`` by card at the catalogue price (waits for the customer's card)."""
+    def buy_card(self, slot: str, *, session_timeout: float | None = None,
+                 on_approved: Callable[[], None] | None = None,
+                 cancelled: threading.Event | None = None) -> CardSaleResult:
+        """Sell ``slot`` by card at the catalogue price (waits for the customer's card).
+
+        ``cancelled`` (the screen's Cancel): the wait for a card is cut in short slices and
+        ends, with nothing taken or vended, once it is set; a card already tapped when it is
+        set still goes on to the reader's answer (a vend approved is always finished).
+        """
         if self.card is None:
             raise ConfigurationError("this machine has no card reader ([[cashless]] in the "
                                      "configuration)")
         prices = {p["slot"]: p["price"] for p in self.products()}
         if slot not in prices:
             raise ConfigurationError(f"slot {slot!r} is not for sale")
-        return self.card.sell(slot, prices[slot])
+        timeout = SESSION_TIMEOUT if session_timeout is None else session_timeout
+        if cancelled is None:
+            return self.card.sell(slot, prices[slot], session_timeout=timeout,
+                                  on_approved=on_approved)
+        end = time.monotonic() + timeout
+        while True:
+            left = end - time.monotonic()
+            result = self.card.sell(slot, prices[slot], session_timeout=max(0.05, min(
+                CARD_WAIT_SLICE, left)), on_approved=on_approved)
+            if result.state != "no_card":
+                return result
+            if cancelled.is_set():
+                return replace(result, state="cancelled")
+            if time.monotonic() >= end:
+                return result
 
     def return_change(self) -> int:
         return 0 if self.cash is None else self.cash.return_change()
@@ -421,3 +480,4 @@ class Agent:
             self.push.close()
         self.client.close()
         self.machine.close()
+        self.sold_out.close()

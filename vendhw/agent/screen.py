@@ -21,7 +21,9 @@ import json
 import logging
 import mimetypes
 import re
+import secrets
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -71,6 +73,9 @@ class ScreenSettings:
     cache_dir: Path | None = None
     code_length: int = 10
     """Digits of a pickup code (the backend's ``code_digits``): the keypad sends no other."""
+    code_length_fixed: bool = True
+    """False when ``[screen] code_length`` is not set: the backend's catalogue says it
+    (``code_digits``), ``code_length`` until it has answered."""
     poll_ms: int = 500
     """How often the page asks for the order while a sale runs."""
 
@@ -92,6 +97,26 @@ class AgentLike(Protocol):
     def redeem(self, code: str) -> Any: ...
 
     def order(self, order_id: str) -> Any: ...
+
+
+CARD_WAITING = {"tap", "dispensing"}
+"""Card sale states still running; the others are final (``delivered``, ``refunded``: the
+vend failed and the reader did not charge, ``needs_review``, ``denied``, ``cancelled``,
+``no_card``: the time to tap ran out, ``error``: nothing vended, see ``error``)."""
+
+
+class CardBusy(VendhwError):
+    """A card sale is already running on the machine's one reader."""
+
+
+class UnknownCardSale(VendhwError):
+    """No card sale of that id (the agent restarted, or it is long gone)."""
+
+
+def has_card_reader(agent: Any) -> bool:
+    """True when the agent has a card reader configured (the page offers "Pay by card")."""
+    return getattr(agent, "card", None) is not None and callable(getattr(agent, "buy_card",
+                                                                          None))
 
 
 def cash_balance(agent: Any) -> int | None:
@@ -149,6 +174,10 @@ def error_word(exc: BaseException) -> tuple[int, str, dict[str, Any]]:
     """The HTTP status, the page's error word and extras for ``exc`` (its text is logged)."""
     from vendhw.client.errors import BackendError, BackendUnavailable, RateLimitedError
 
+    if isinstance(exc, CardBusy):
+        return 409, "card_busy", {}
+    if isinstance(exc, UnknownCardSale):
+        return 404, "unknown_order", {}
     if isinstance(exc, RateLimitedError):
         return 429, "code_locked", {"retry_after": exc.retry_after}
     if isinstance(exc, BackendUnavailable | TransportError | OSError):
@@ -174,6 +203,8 @@ class ScreenModel:
         self._backend_was_ok = True
         self._pay_urls: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._cards: dict[str, dict[str, Any]] = {}
+        self._card_lock = threading.Lock()
 
     def products(self) -> list[dict[str, Any]]:
         """Every slot the catalogue lists, sold-out ones included (shown, not tappable)."""
@@ -210,7 +241,86 @@ class ScreenModel:
         self._backend_was_ok = service["backend"]
         ok = service["backend"] and service["board"]
         return {"ok": ok, "service": service, "products": products,
-                "cash": cash_balance(self.agent)}
+                "cash": cash_balance(self.agent), "card": has_card_reader(self.agent),
+                "code_length": self.code_length()}
+
+    # --- card sales (the machine's own reader) ---------------------------------------------
+
+    def card_buy(self, slot: str) -> dict[str, Any]:
+        """Start a card sale of ``slot``: the reader waits for a card on its own thread and
+        the page polls :meth:`card` (the vend is approved before the motor turns)."""
+        from vendhw.agent.card import SESSION_TIMEOUT
+
+        if not has_card_reader(self.agent):
+            raise ConfigurationError("this machine has no card reader")
+        product = next((p for p in self.products() if p["slot"] == slot), None)
+        if product is None or product["sold_out"]:
+            raise ConfigurationError(f"slot {slot!r} is not for sale")
+        with self._card_lock:
+            if any(c["state"] in CARD_WAITING for c in self._cards.values()):
+                raise CardBusy("a card sale is already running")
+            session: dict[str, Any] = {
+                "id": secrets.token_hex(8), "slot": slot, "state": "tap", "kind": "card",
+                "product_name": product["name"], "amount": product["price"],
+                "currency": product["currency"], "ref": None, "error": None, "steps": ["tap"],
+                "seconds_total": SESSION_TIMEOUT, "_end": time.monotonic() + SESSION_TIMEOUT,
+                "_cancel": threading.Event()}
+            self._cards[session["id"]] = session
+            while len(self._cards) > 32:
+                del self._cards[next(iter(self._cards))]
+        threading.Thread(target=self._card_sale, args=(session,), name="screen-card",
+                         daemon=True).start()
+        return self._card_view(session)
+
+    def _card_sale(self, session: dict[str, Any]) -> None:
+        def approved() -> None:
+            self._card_step(session, "dispensing")
+
+        try:
+            result = self.agent.buy_card(  # type: ignore[attr-defined]
+                session["slot"], session_timeout=session["seconds_total"],
+                on_approved=approved, cancelled=session["_cancel"])
+        except Exception as exc:
+            if session["state"] == "dispensing":  # the motor may have turned: an operator
+                log.error("screen: card sale of %s failed after approval: %s",
+                          session["slot"], exc)
+                self._card_step(session, "needs_review")
+            else:  # nothing was vended
+                _, word, _ = error_word(exc)
+                log.warning("screen: card sale of %s failed: %s", session["slot"], exc)
+                session["error"] = word
+                self._card_step(session, "error")
+            return
+        session["ref"] = short_reference(result.order_id or result.reference)
+        self._card_step(session, result.state)
+
+    @staticmethod
+    def _card_step(session: dict[str, Any], state: str) -> None:
+        session["steps"] = [*session["steps"], state]
+        session["state"] = state
+
+    def card(self, sale_id: str) -> dict[str, Any]:
+        session = self._cards.get(sale_id)
+        if session is None:
+            raise UnknownCardSale(sale_id)
+        return self._card_view(session)
+
+    def card_cancel(self, sale_id: str) -> dict[str, Any]:
+        """The customer cancelled while asked to tap: the wait ends, nothing is taken. A
+        card already tapped goes on to the reader's answer (the page keeps following it)."""
+        session = self._cards.get(sale_id)
+        if session is None:
+            raise UnknownCardSale(sale_id)
+        session["_cancel"].set()
+        return self._card_view(session)
+
+    @staticmethod
+    def _card_view(session: dict[str, Any]) -> dict[str, Any]:
+        view = {k: v for k, v in session.items() if not k.startswith("_")}
+        view["final"] = session["state"] not in CARD_WAITING
+        view["seconds_left"] = (max(0.0, session["_end"] - time.monotonic())
+                                if session["state"] == "tap" else None)
+        return view
 
     def order(self, order_id: str) -> dict[str, Any]:
         return self._remember(order_view(self.agent.order(order_id)))
@@ -232,9 +342,20 @@ class ScreenModel:
                 raise
             return self.order(order_id)
 
+    def code_length(self) -> int:
+        """The digits of a pickup code: ``[screen] code_length`` when set, else the backend's
+        ``code_digits`` from the last catalogue the agent read."""
+        learned = getattr(self.agent, "code_digits", None)
+        if not self.settings.code_length_fixed and callable(learned):
+            digits = learned()
+            if isinstance(digits, int) and 4 <= digits <= 32:
+                return digits
+        return self.settings.code_length
+
     def redeem(self, code: str) -> dict[str, Any]:
-        if not code.isdigit() or len(code) != self.settings.code_length:
-            raise ConfigurationError(f"a code has {self.settings.code_length} digits")
+        length = self.code_length()
+        if not code.isdigit() or len(code) != length:
+            raise ConfigurationError(f"a code has {length} digits")
         return order_view(self.agent.redeem(code))
 
     def qr(self, order_id: str) -> bytes:
@@ -312,10 +433,11 @@ class ScreenModel:
         return path
 
 
-def _app_shell(settings: ScreenSettings) -> bytes:
+def _app_shell(settings: ScreenSettings, code_length: int | None = None) -> bytes:
     config = json.dumps({"language": settings.language, "languages": list(LANGUAGES),
                          "idle_seconds": settings.idle_seconds,
-                         "code_length": settings.code_length, "poll_ms": settings.poll_ms})
+                         "code_length": code_length or settings.code_length,
+                         "poll_ms": settings.poll_ms})
     page = (STATIC / "index.html").read_text(encoding="utf-8")
     page = page.replace("{{lang}}", settings.language)
     page = page.replace("{{config}}", html.escape(config, quote=True))
@@ -419,7 +541,7 @@ class ScreenServer:
                 path = urlsplit(self.path).path
                 try:
                     if path in ("/", "/code") or re.fullmatch(r"/order/[\w-]+", path):
-                        self._send(200, _app_shell(settings))
+                        self._send(200, _app_shell(settings, model.code_length()))
                     elif path.startswith("/static/"):
                         name = path[len("/static/"):]
                         ok = re.fullmatch(r"[a-z0-9_-]+\.(css|js|svg|png)", name)
@@ -428,6 +550,8 @@ class ScreenServer:
                         self._json(200, model.state())
                     elif path.startswith("/api/orders/"):
                         self._json(200, model.order(path[len("/api/orders/"):]))
+                    elif m := re.fullmatch(r"/api/card/([0-9a-f]{1,32})", path):
+                        self._json(200, model.card(m.group(1)))
                     elif path == "/api/products":
                         self._json(200, agent.products())
                     elif path.startswith("/img/"):
@@ -470,6 +594,10 @@ class ScreenServer:
                     self._json(200, model.cancel(m.group(1)))
                 elif path == "/api/codes":
                     self._json(201, model.redeem(str(fields.get("code", "")).strip()))
+                elif path == "/api/card":
+                    self._json(201, model.card_buy(str(fields["slot"])))
+                elif m := re.fullmatch(r"/api/card/([0-9a-f]{1,32})/cancel", path):
+                    self._json(200, model.card_cancel(m.group(1)))
                 elif path == "/api/cash/buy":
                     sale = agent.buy_cash(str(fields["slot"]))  # type: ignore[attr-defined]
                     self._json(200, {"state": sale.state, "ref": short_reference(

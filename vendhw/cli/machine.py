@@ -99,3 +99,53 @@ def run(config_path: str, no_screen: bool, terminal: bool) -> None:
     else:
         done.wait()
     agent.close()
+
+
+@machine.command("sold-out")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="The machine's TOML configuration (its [agent] data_dir holds the list).")
+@click.option("--clear", "clear", multiple=True, metavar="SLOT",
+              help="Make SLOT sellable again (after a refill); repeat for several.")
+@click.option("--all", "clear_all", is_flag=True, help="Clear every slot.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per slot per line.")
+def sold_out(config_path: str, clear: tuple[str, ...], clear_all: bool, as_json: bool) -> None:
+    """List the slots the board found empty (sold out on the screen), or clear them. Works
+    while the agent runs: the screen shows a cleared slot again within a few seconds."""
+    import json
+    from datetime import datetime, timezone
+
+    from vendhw.agent.runner import AgentConfig
+    from vendhw.agent.soldout import FILE, SoldOut
+
+    try:
+        config = AgentConfig.load(config_path)
+        if clear and clear_all:
+            raise VendhwError("give --clear SLOT or --all, not both")
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        listing = SoldOut(config.data_dir / FILE)
+    except VendhwError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2)
+    try:
+        if clear or clear_all:
+            gone = listing.clear(None if clear_all else list(clear))
+            for slot in gone:
+                click.echo(json.dumps({"slot": slot, "cleared": True}) if as_json
+                           else f"slot {slot}: cleared")
+            missing = [s for s in clear if s not in gone]
+            for slot in missing:
+                click.echo(json.dumps({"slot": slot, "cleared": False}) if as_json
+                           else f"slot {slot}: was not sold out")
+            return
+        rows = listing.rows()
+        for row in rows:
+            since = datetime.fromtimestamp(row["since"], timezone.utc).isoformat(
+                timespec="seconds")
+            if as_json:
+                click.echo(json.dumps({**row, "since": since}))
+            else:
+                click.echo(f"slot {row['slot']}: empty since {since} (vend {row['vend_id']})")
+        if not rows and not as_json:
+            click.echo("no slot is sold out")
+    finally:
+        listing.close()

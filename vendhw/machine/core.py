@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -146,6 +147,9 @@ class Machine:
         self._own_journal = own_journal
         self._lock = threading.RLock()
         self._closed = False
+        self.listeners: list[Callable[[DispenseResult], None]] = []
+        """Called with the result of every vend this object carries out (not replays), after
+        it is journaled (the agent marks a slot the board found empty as sold out)."""
         try:
             self.reconcile()
         except BaseException:
@@ -203,7 +207,13 @@ class Machine:
             record = self.journal.begin(vend_id, board=self.name, slot=slot, motor=motor,
                                         drop_sensor=drop_sensor,
                                         sequence_range=self.board.sequence_range)
-            return self._vend(record, drop_sensor)
+            result = self._vend(record, drop_sensor)
+        for listener in list(self.listeners):
+            try:
+                listener(result)
+            except Exception:  # a listener's bug must not change what the vend returns
+                log.exception("%s: vend listener failed on %s", self.name, vend_id)
+        return result
 
     def sell_for_cash(self, slot: str | int, price: int, cash: CashJournal, *,
                       reference: str | None = None) -> DispenseResult:

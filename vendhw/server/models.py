@@ -45,6 +45,8 @@ class Product(Base):
     name: Mapped[str] = mapped_column(String(200))
     price: Mapped[int | None] = mapped_column(Integer, default=None)
     """Default price when a slot does not set its own."""
+    image_url: Mapped[str | None] = mapped_column(String(500), default=None)
+    """A picture of the product (http/https) the machine's screen downloads once and caches."""
 
 
 class Slot(Base):

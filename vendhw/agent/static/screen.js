@@ -15,6 +15,16 @@ const TEXT = {
     credit: "Credit: {amount}",
     sold_out: "Sold out",
     pay_cash: "Pay with cash",
+    pay_card: "Pay by card",
+    tap_card: "Tap your card on the reader",
+    tap_card_text: "Hold your card or phone on the card reader below the screen.",
+    card_approved_title: "Card approved",
+    card_refunded_text: "Your card was not charged.",
+    denied_title: "Your card was declined",
+    denied_text: "Nothing was charged. Please try another card or pay another way.",
+    no_card_title: "The time to tap your card ran out",
+    no_card_text: "Nothing was charged.",
+    err_card_busy: "The card reader is busy. Please try again in a moment.",
     scan_to_pay: "Scan to pay",
     pay_with: "Pay with",
     cancel: "Cancel",
@@ -77,6 +87,16 @@ const TEXT = {
     credit: "余额：{amount}",
     sold_out: "已售罄",
     pay_cash: "现金支付",
+    pay_card: "刷卡支付",
+    tap_card: "请在读卡器上刷卡",
+    tap_card_text: "请将银行卡或手机靠近屏幕下方的读卡器。",
+    card_approved_title: "支付已批准",
+    card_refunded_text: "您的卡未被扣款。",
+    denied_title: "您的卡被拒绝",
+    denied_text: "未扣任何费用。请换一张卡或使用其他方式支付。",
+    no_card_title: "刷卡时间已到",
+    no_card_text: "未扣任何费用。",
+    err_card_busy: "读卡器正忙，请稍后再试。",
     scan_to_pay: "请扫码支付",
     pay_with: "支付方式",
     cancel: "取消",
@@ -142,13 +162,16 @@ const ICON_PATHS = {
   cross: "M6.5 6.5l11 11M17.5 6.5l-11 11",
 };
 const ICONS = {delivered: "tick", change: "tick", refunded: "back", needs_review: "bang",
-               error: "bang", expired: "clock", cancelled: "cross"};
+               error: "bang", expired: "clock", cancelled: "cross", denied: "cross",
+               no_card: "clock"};
 const $ = (id) => document.getElementById(id);
 
 let lang = CONFIG.language;
 let view = "loading";
 let products = [];
 let credit = null;
+let cardReader = false;      // the machine has a card reader: "Pay by card" is offered
+let card = null;             // the running card sale's view from the agent
 let order = null;            // the last order view from the agent
 let orderId = null;
 let pollTimer = null;
@@ -213,6 +236,7 @@ function translate() {
   if (view === "products") renderTiles();
   if (order && (view === "pay" || view === "progress")) renderOrder(order);
   if (view === "result" && result) renderResult();
+  if (view === "card" && card) renderCard(card);
   if (view === "code") renderSlots();
 }
 
@@ -263,6 +287,7 @@ async function home(keepLanguage) {
   generation++;
   stopTimers();
   order = orderId = null;
+  card = null;
   result = null;
   code = "";
   if (keepLanguage === true) armLanguageReset();
@@ -278,6 +303,8 @@ async function refreshState(first) {
   if (answer.ok && answer.data.ok) {
     products = answer.data.products;
     credit = answer.data.cash;
+    cardReader = answer.data.card === true;
+    if (Number.isInteger(answer.data.code_length)) CONFIG.code_length = answer.data.code_length;
     renderCredit();
     if (view !== "products" || first) { renderTiles(); show("products"); } else renderTiles();
   } else if (view !== "service") {
@@ -419,6 +446,7 @@ function renderOrder(o) {
     $("pay-product").textContent = o.product_name;
     $("pay-amount").textContent = money(o.amount, o.currency);
     $("pay-provider").textContent = providerName(o.provider);
+    $("pay-card").hidden = !cardReader;
     if (o.seconds_left !== null && o.seconds_left !== undefined) {
       const end = performance.now() + o.seconds_left * 1000;
       if (deadline === null || Math.abs(end - deadline) > 1500) deadline = end;
@@ -478,6 +506,99 @@ async function cancelOrder(thenKeypad) {
   setReconnecting(true);
   tick();
   pollTimer = setTimeout(poll, CONFIG.poll_ms);
+}
+
+// --- a card sale (the machine's own reader) -------------------------------------------------
+
+async function payByCard() {
+  // The QR order is cancelled first (as "use a code" does); then the reader waits for a card.
+  if (!order || !orderId) { home(); return; }
+  const slot = order.slot;
+  const id = orderId;
+  generation++;
+  const mine = generation;
+  stopTimers();
+  const cancelled = await api("POST", `/api/orders/${id}/cancel`, {});
+  if (mine !== generation) return;
+  if (cancelled.ok && cancelled.data.state !== "cancelled") { follow(cancelled.data); return; }
+  if (!cancelled.ok) { orderId = id; setReconnecting(true); tick(); pollTimer = setTimeout(poll, CONFIG.poll_ms); return; }
+  order = orderId = null;
+  setPath("/");
+  show("loading");
+  const answer = await api("POST", "/api/card", {slot});
+  if (mine !== generation) return;
+  if (!answer.ok) { showError(answer.data); return; }
+  deadline = null;
+  renderCard(answer.data);
+  pollTimer = setTimeout(pollCard, CONFIG.poll_ms);
+}
+
+async function pollCard() {
+  const mine = generation;
+  const answer = await api("GET", `/api/card/${card.id}`);
+  if (mine !== generation) return;
+  if (answer.ok) {
+    renderCard(answer.data);
+    if (answer.data.final) return;
+  } else if (answer.status === 404) {
+    showError(answer.data);
+    return;
+  }
+  pollTimer = setTimeout(pollCard, CONFIG.poll_ms);
+}
+
+function renderCard(c) {
+  card = c;
+  if (c.state === "tap") {
+    $("card-product").textContent = c.product_name;
+    $("card-amount").textContent = money(c.amount, c.currency);
+    if (c.seconds_left !== null && c.seconds_left !== undefined) {
+      const end = performance.now() + c.seconds_left * 1000;
+      if (deadline === null || Math.abs(end - deadline) > 1500) deadline = end;
+    }
+    if (view !== "card") { show("card", "tap"); cardTick(); }
+    return;
+  }
+  clearTimeout(tickTimer);
+  if (c.state === "dispensing") {
+    $("progress-title").textContent = t("dispensing_title");
+    $("progress-text").textContent = t("dispensing_text");
+    const changed = document.body.dataset.state !== "dispensing";
+    show("progress", "dispensing");
+    if (changed) announce(`${t("card_approved_title")} ${t("dispensing_title")}`);
+    return;
+  }
+  if (c.state === "cancelled") { home(true); return; }
+  if (c.state === "error") { showError({error: c.error}); return; }
+  const kind = ["delivered", "refunded", "needs_review", "denied", "no_card"].includes(c.state)
+    ? c.state : "needs_review";
+  const textKey = kind === "refunded" ? "card_refunded_text" : `${kind}_text`;
+  const ref = ["delivered", "refunded", "needs_review"].includes(kind) ? c.ref : null;
+  showResult({kind, titleKey: `${kind}_title`, textKey,
+              vars: {amount: money(c.amount, c.currency)}, ref});
+}
+
+function cardTick() {
+  clearTimeout(tickTimer);
+  if (view !== "card") return;
+  if (deadline !== null) {
+    const left = Math.max(0, (deadline - performance.now()) / 1000);
+    const whole = Math.ceil(left);
+    $("card-left").textContent = `${String(Math.floor(whole / 60)).padStart(2, "0")}:` +
+      String(whole % 60).padStart(2, "0");
+    const total = (card && card.seconds_total) || 60;
+    $("card-ring").style.strokeDashoffset = String(100 - Math.min(100, (left / total) * 100));
+    $("card-ring").classList.toggle("late", left < Math.min(10, total / 4));
+  }
+  tickTimer = setTimeout(cardTick, 250);
+}
+
+async function cancelCard() {
+  // Asks the agent to stop waiting; the page follows until it says so (a card tapped just
+  // now still gets its answer from the reader, and the page shows it).
+  if (!card) { home(true); return; }
+  const answer = await api("POST", `/api/card/${card.id}/cancel`, {});
+  if (answer.ok) renderCard(answer.data);
 }
 
 // --- results and errors ---------------------------------------------------------------------
@@ -593,6 +714,8 @@ function bind() {
   $("change").addEventListener("click", returnChange);
   $("cancel").addEventListener("click", () => cancelOrder(false));
   $("pay-to-code").addEventListener("click", () => cancelOrder(true));
+  $("pay-card").addEventListener("click", payByCard);
+  $("card-cancel").addEventListener("click", cancelCard);
   $("home").addEventListener("click", () => home(true));
   $("code-back").addEventListener("click", () => home(true));
   $("key-del").addEventListener("click", () => press("del"));

@@ -49,6 +49,8 @@ class CatalogueMixin(BackendCore):
                 product.name = str(item.get("name", product.name))
                 if item.get("price") is not None:
                     product.price = _price(item["price"], f"product {pid}")
+                if "image_url" in item:
+                    product.image_url = _image_url(item["image_url"], f"product {pid}")
                 s.add(product)
                 counts["products"] += 1
             s.flush()
@@ -101,9 +103,12 @@ class CatalogueMixin(BackendCore):
                 raise ApiError(404, "unknown_machine")
             rows = s.execute(select(Slot, Product).join(Product, Slot.product_id == Product.id)
                              .where(Slot.machine_id == machine_id).order_by(Slot.slot)).all()
-            return {"machine_id": machine_id, "currency": machine.currency, "slots": [
+            return {"machine_id": machine_id, "currency": machine.currency,
+                    "code_digits": self.settings.code_digits, "slots": [
                 {"slot": slot.slot, "product_id": product.id, "product_name": product.name,
-                 "price": slot.price, "enabled": slot.enabled} for slot, product in rows]}
+                 "price": slot.price, "enabled": slot.enabled,
+                 **({"image_url": product.image_url} if product.image_url else {})}
+                for slot, product in rows]}
 
     def machines(self) -> list[dict[str, Any]]:
         with self.db.read() as s:
@@ -123,6 +128,21 @@ def _required(item: Any, key: str, what: str) -> str:
     if not isinstance(item, Mapping) or not item.get(key):
         raise ConfigurationError(f"{what}: missing {key!r} in {json.dumps(item)[:80]}")
     return str(item[key])
+
+
+def _image_url(value: Any, what: str) -> str | None:
+    """A product picture's address: an http(s) URL of at most 500 characters, or null/""
+    (no picture)."""
+    from urllib.parse import urlsplit
+
+    if value is None or value == "":
+        return None
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if (parts is None or parts.scheme not in ("http", "https") or not parts.netloc
+            or len(value) > 500 or any(c.isspace() for c in value)):
+        raise ConfigurationError(f"{what}: image_url must be an http:// or https:// address "
+                                 f"of at most 500 characters, got {str(value)[:80]!r}")
+    return str(value)
 
 
 def _price(value: Any, what: str) -> int:
