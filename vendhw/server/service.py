@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -78,6 +79,16 @@ MACHINE_METHODS = {CASH_PROVIDER: "the machine returned the cash to the customer
 """Payment methods the machine settles itself, and what a refund of one means."""
 
 log = logging.getLogger(__name__)
+
+BACKEND_CRASH_ENV = "VENDHW_BACKEND_CRASH_AT"
+"""Tests only: the backend dies (``os._exit``, like SIGKILL) right after the step it names
+has committed: ``backend:order-created``, ``backend:paid``, ``backend:pushed``,
+``backend:acked``, ``backend:reported``, ``backend:refund-sent``."""
+
+
+def crash_point(step: str) -> None:
+    if os.environ.get(BACKEND_CRASH_ENV, "").strip().lower() == step:
+        os._exit(137)
 
 S = OrderState
 MIN_SECRET_LENGTH = 16
@@ -491,6 +502,7 @@ class Backend:
                 order_row.next_query_at = min(now + self.settings.query_interval,
                                               order_row.expires_at)
             data = order_json(order_row)
+        crash_point("backend:order-created")
         return data
 
     def get_order(self, order_id: str, machine_id: str | None = None) -> dict[str, Any]:
@@ -554,6 +566,7 @@ class Backend:
                             event.out_trade_no)
                 return "unknown_order"
             result = self._apply_payment(s, order, event, source, effects)
+        crash_point("backend:paid")
         self._after(effects)
         return result
 
@@ -656,6 +669,8 @@ class Backend:
             next_due = s.execute(select(func.min(Instruction.next_delivery_at)).where(
                 Instruction.machine_id == machine_id, Instruction.status == "pending")
                 ).scalar()
+        if items:
+            crash_point("backend:pushed")
         return items, (None if next_due is None else max(0.0, next_due - now))
 
     def machines_with_due_instructions(self, limit: int = 1000) -> list[str]:
@@ -688,8 +703,10 @@ class Backend:
                             f"machine:{machine_id}")
                 if order.state == S.PAID.value:
                     self._move(s, order, S.DISPENSING, f"machine:{machine_id}")
-            return {"id": ins.id, "status": ins.status, "order_id": order.id,
+            data = {"id": ins.id, "status": ins.status, "order_id": order.id,
                     "order_state": order.state}
+        crash_point("backend:acked")
+        return data
 
     # --- dispense results ----------------------------------------------------------------
 
@@ -742,6 +759,7 @@ class Backend:
                     s, order, paid if paid is not None else order.amount,
                     f"dispense failed: {outcome}"))
             data = order_json(order)
+        crash_point("backend:reported")
         self._after(effects)
         if effects.refunds:
             data = self.get_order(order_id)
@@ -778,6 +796,7 @@ class Backend:
                               else provider.query_refund(request))
                 except ProviderError as exc:
                     result = RefundResult(RefundState.FAILED, detail=str(exc))
+        crash_point("backend:refund-sent")
         with self.db.tx() as s:
             # Lock order: the order first (as every order transition does), then the refund.
             order_id = s.execute(select(Refund.order_id).where(Refund.id == refund_id)
