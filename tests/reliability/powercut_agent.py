@@ -3,8 +3,10 @@ it at a named step, like a power cut). Usage::
 
     python powercut_agent.py MODE URL SECRET BOARD_PORT CASH_PORT DATA_DIR FIRST
 
-MODE is qr, code, cash or payout; FIRST is 1 for the run that starts the sale (0: a restart,
-which only finishes what the journals hold and ships redelivered instructions).
+MODE is qr, code, cash, payout or card (the MDB cashless reader simulator in this process:
+its session dies with the power, as a reader resets when the controller's power comes back);
+FIRST is 1 for the run that starts the sale (0: a restart, which only finishes what the
+journals hold and ships redelivered instructions).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from vendhw.agent.card import CardConfig, CardSales, open_reader
 from vendhw.agent.cash import CashSales
 from vendhw.agent.shipper import Shipper
 from vendhw.client import BackendClient
@@ -37,6 +40,14 @@ def main() -> int:
     sales = CashSales(acceptor, machine, client)
     shipper.recover()  # what the agent does first: settle, then sell
     sales.recover()
+    card = None
+    if mode == "card":
+        card = CardSales(open_reader(CardConfig("sim://mdb-cashless")), machine, client,
+                         journal=folder / "cards.db")
+        card.recover()
+        if first == "1":
+            card.start()
+            card.sell("1", 500, session_timeout=10.0)
     if mode in ("qr", "code"):
         for instruction in client.next_instructions(wait=1.0):
             shipper.process(instruction)
@@ -45,6 +56,8 @@ def main() -> int:
     elif mode == "payout" and first == "1":
         acceptor.give_change(device, "powercut")
     client.flush()
+    if card is not None:
+        card.close()
     return 0
 
 

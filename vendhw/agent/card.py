@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from vendhw.devices.mdb_cashless import (
     MdbCashlessReader,
 )
 from vendhw.errors import ConfigurationError, NoResponseError, VendhwError
+from vendhw.machine.journal import crash_point
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +113,13 @@ _STATES = {"delivered": "delivered", "failed": "refunded", "needs_review": "need
 class CardSales:
     """One card sale at a time on one reader, booked with the backend afterwards."""
 
-    def __init__(self, reader: MdbCashlessReader, machine: Any, client: Any) -> None:
+    def __init__(self, reader: MdbCashlessReader, machine: Any, client: Any, *,
+                 journal: str | Path | None = None) -> None:
         self.reader = reader
         self.machine = machine
         self.client = client
+        self.journal = CardJournal(journal)
+        """Approved card sales until booked: :meth:`recover` books what a crash left."""
         self.listeners: list[Callable[[CashlessEvent], None]] = []
         """Called with every event the reader reports between sales (a card tapped before a
         product was chosen, a malfunction...), from the poller thread."""
@@ -180,6 +185,8 @@ class CardSales:
         item = int(slot) if str(slot).isdigit() and int(slot) <= 0xFFFF else 0
 
         def dispense() -> str:
+            self.journal.approved(reference, slot, price)
+            crash_point("card:approved")
             try:
                 result = self.machine.dispense(slot, vend_id=reference)
             except NoResponseError as exc:
@@ -210,6 +217,9 @@ class CardSales:
                 self.start()
                 sale = self.reader.sell(item, price, dispense_once,
                                         session_timeout=session_timeout)
+            if "outcome" in motor:
+                self.journal.told(reference, str(sale.outcome or "unknown"))
+                crash_point("card:told")
         except VendhwError as exc:
             if "outcome" not in motor:
                 raise  # nothing was vended: the reader ends the session by its own timeout
@@ -240,14 +250,74 @@ class CardSales:
         assert base.body is not None
         call = Call(base.method, base.path, {**base.body, "method": METHOD},
                     idempotency_key=f"{METHOD}-{reference}")
+        self.client.outbox.enqueue(call)
+        self.journal.queued(reference, str(outcome), amount)
+        crash_point("card:queued")
+        return self._flush(reference, call.idempotency_key or "")
+
+    def _flush(self, reference: str, key: str) -> str | None:
         try:
-            self.client.outbox.enqueue(call)
             sent = self.client.flush()
         except VendhwError as exc:  # the outbox keeps it; the sale itself is done
             log.warning("card sale %s not booked yet: %s", reference, exc)
             return None
-        body = sent.get(call.idempotency_key or "")
-        return str(body["id"]) if body and "id" in body else None
+        body = sent.get(key)
+        order_id = str(body["id"]) if body and "id" in body else None
+        if order_id is not None:
+            self.journal.booked(reference, order_id)
+        return order_id
+
+    def recover(self) -> list[str]:
+        """Book the card sales a crash (a power cut) left approved but not queued; run after
+        the machine reconciled its vends and before selling. Never vends, never tells the
+        reader anything (its session died with the power): a vend that began and whose
+        outcome the reader never heard is booked ``unknown`` (``needs_review``); one that
+        never began is not booked (the reader never saw VEND SUCCESS, nothing is charged).
+        Returns the references it booked."""
+        booked = []
+        for reference, slot, price, told in self.journal.unqueued():
+            record = self.machine.journal.get(reference)
+            if record is None or record.state == "aborted":
+                log.warning("card sale %s: nothing vended before the cut; not booked",
+                            reference)
+                self.journal.queued(reference, None, 0)
+                self.journal.booked(reference, "")  # settled: nothing to book
+                continue
+            outcome = told or "unknown"
+            state = {"delivered": "delivered", "unknown": "needs_review"}.get(outcome,
+                                                                              "failed")
+            if told is None:
+                log.warning("card sale %s: the reader never heard the vend's outcome (%s): "
+                            "needs review", reference, record.outcome)
+            sale = CardSale(0, price, state=state, approved=price, outcome=outcome)
+            self._book(reference, slot, sale, {"recovered": True,
+                                               "vend_outcome": record.outcome})
+            booked.append(reference)
+        for reference in self.journal.unbooked():  # queued before the cut, sent now
+            key = f"{METHOD}-{reference}"
+            if self._flush(reference, key) is None and self.client.outbox.state(key) is None:
+                self._order_of(reference, key)  # another flush sent it: ask for its order
+        return booked
+
+    def _order_of(self, reference: str, key: str) -> None:
+        """The backend books one order per reference: asking again returns that order."""
+        from vendhw.client.core import Call, cash_sale_call
+
+        row = self.journal.get(reference)
+        if row is None or row["outcome"] is None:
+            return
+        base = cash_sale_call(reference, row["slot"], row["amount"], row["outcome"],
+                              {"recovered": True})
+        assert base.body is not None
+        try:  # the same reference and outcome: the backend answers with the booked order
+            body = self.client._send(Call(base.method, base.path,
+                                          {**base.body, "method": METHOD},
+                                          idempotency_key=f"{key}-order"))
+        except VendhwError as exc:
+            log.warning("card sale %s: booked, order id not known yet: %s", reference, exc)
+            return
+        if body and "id" in body:
+            self.journal.booked(reference, str(body["id"]))
 
     def close(self) -> None:
         self._stop.set()
@@ -260,10 +330,71 @@ class CardSales:
         except VendhwError as exc:  # closing anyway; the reader may be gone
             log.info("%s: disable failed: %s", self.reader.name, exc)
         self.reader.close()
+        self.journal.close()
 
 
-__all__ = ["CARD_PREFIX", "CardConfig", "CardSaleResult", "CardSales", "load_cashless",
-           "open_reader"]
+class CardJournal:
+    """Card sales from VEND APPROVED until the backend booked them (SQLite, one row each):
+    ``approved`` (before the motor), ``told`` (the reader heard the outcome), ``queued``
+    (the booking is in the outbox), ``order_id`` (booked; ``""``: nothing vended, nothing to
+    book). In memory without a path."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = ":memory:" if path is None else str(path)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS card_sales (reference TEXT PRIMARY KEY,"
+                         " slot TEXT NOT NULL, price INTEGER NOT NULL, told TEXT,"
+                         " queued INTEGER NOT NULL DEFAULT 0, outcome TEXT, amount INTEGER,"
+                         " order_id TEXT)")
+        self._lock = threading.Lock()
+
+    def _run(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def approved(self, reference: str, slot: str, price: int) -> None:
+        self._run("INSERT OR IGNORE INTO card_sales (reference, slot, price) VALUES (?, ?, ?)",
+                  (reference, str(slot), price))
+
+    def told(self, reference: str, outcome: str) -> None:
+        self._run("UPDATE card_sales SET told = ? WHERE reference = ?", (outcome, reference))
+
+    def queued(self, reference: str, outcome: str | None, amount: int) -> None:
+        """The booking (``outcome``, ``amount``) is in the outbox."""
+        self._run("UPDATE card_sales SET queued = 1, outcome = ?, amount = ? "
+                  "WHERE reference = ?", (outcome, amount, reference))
+
+    def booked(self, reference: str, order_id: str) -> None:
+        self._run("UPDATE card_sales SET order_id = ? WHERE reference = ?",
+                  (order_id, reference))
+
+    def unqueued(self) -> list[tuple[str, str, int, str | None]]:
+        return [(str(r), str(s), int(p), None if t is None else str(t)) for r, s, p, t in
+                self._run("SELECT reference, slot, price, told FROM card_sales "
+                          "WHERE queued = 0", ())]
+
+    def unbooked(self) -> list[str]:
+        return [str(r) for (r,) in self._run("SELECT reference FROM card_sales WHERE "
+                                             "queued = 1 AND order_id IS NULL", ())]
+
+    def get(self, reference: str) -> dict[str, Any] | None:
+        rows = self._run("SELECT slot, price, told, queued, outcome, amount, order_id "
+                         "FROM card_sales WHERE reference = ?", (reference,))
+        if not rows:
+            return None
+        slot, price, told, queued, outcome, amount, order_id = rows[0]
+        return {"slot": slot, "price": price, "told": told, "queued": bool(queued),
+                "outcome": outcome, "amount": amount, "order_id": order_id}
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+__all__ = ["CARD_PREFIX", "CardConfig", "CardJournal", "CardSaleResult", "CardSales",
+           "load_cashless", "open_reader"]
 
 
 DEMO_READER = "sim://mdb-cashless"

@@ -276,7 +276,8 @@ class Agent:
             self.cash = self._open_cash(config)
         self.card: CardSales | None = None
         if config.cashless:  # one card reader: the first [[cashless]] entry
-            self.card = CardSales(open_reader(config.cashless[0]), self.machine, self.client)
+            self.card = CardSales(open_reader(config.cashless[0]), self.machine, self.client,
+                                  journal=config.data_dir / "cards.db")
         self.stop = threading.Event()
         self.screen: ScreenServer | None = None
         self._board_down = False
@@ -449,6 +450,8 @@ class Agent:
             self.cash.acceptor.enable()
             self.cash.acceptor.start()
         if self.card is not None:
+            for reference in self.card.recover():
+                log.warning("booked an interrupted card sale %s", reference)
             self.card.start(poll=True)
         threading.Thread(target=self.shipper.run, args=(self.stop,), name="shipper",
                          daemon=True).start()  # close() waits via shipper.wait_idle()

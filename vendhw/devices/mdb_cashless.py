@@ -515,6 +515,9 @@ class CashlessCore:
             yield from self._end_session(sale)
             sale.state = "cancelled"
             return sale
+        from vendhw.machine.journal import crash_point  # tests' power cut (an env var)
+
+        crash_point("card:session")
         sale.funds = self.funds
         yield from self.vend_op(VEND_REQUEST, wire_price + item.to_bytes(2, "big"))
         try:

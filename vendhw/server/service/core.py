@@ -4,6 +4,7 @@ providers; auditing, order moves and locks, and the after-commit side effects.""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -42,6 +43,16 @@ MACHINE_METHODS = {CASH_PROVIDER: "the machine returned the cash to the customer
 """Payment methods the machine settles itself, and what a refund of one means."""
 
 log = logging.getLogger("vendhw.server.service")
+
+BACKEND_CRASH_ENV = "VENDHW_BACKEND_CRASH_AT"
+"""Tests only: the backend dies (``os._exit``, like SIGKILL) right after the step it names
+has committed: ``backend:order-created``, ``backend:paid``, ``backend:pushed``,
+``backend:acked``, ``backend:reported``, ``backend:refund-sent``."""
+
+
+def crash_point(step: str) -> None:
+    if os.environ.get(BACKEND_CRASH_ENV, "").strip().lower() == step:
+        os._exit(137)
 """One logger for every workflow module: the name it had before the split."""
 
 S = OrderState

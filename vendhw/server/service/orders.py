@@ -21,6 +21,7 @@ from vendhw.server.service.core import (
     BackendCore,
     S,
     _Effects,
+    crash_point,
     order_json,
 )
 from vendhw.server.service.errors import ApiError
@@ -77,6 +78,7 @@ class OrdersMixin(BackendCore):
                 order_row.next_query_at = min(now + self.settings.query_interval,
                                               order_row.expires_at)
             data = order_json(order_row)
+        crash_point("backend:order-created")
         return data
 
     def get_order(self, order_id: str, machine_id: str | None = None) -> dict[str, Any]:

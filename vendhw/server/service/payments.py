@@ -26,6 +26,7 @@ from vendhw.server.service.core import (
     BackendCore,
     S,
     _Effects,
+    crash_point,
     iso,
     log,
 )
@@ -63,6 +64,7 @@ class PaymentsMixin(BackendCore):
                             event.out_trade_no)
                 return "unknown_order"
             result = self._apply_payment(s, order, event, source, effects)
+        crash_point("backend:paid")
         self._after(effects)
         return result
 

@@ -12,6 +12,7 @@ from vendhw.server.models import (
 from vendhw.server.service.core import (
     BackendCore,
     S,
+    crash_point,
 )
 from vendhw.server.service.errors import ApiError
 
@@ -37,6 +38,8 @@ class PushMixin(BackendCore):
             next_due = s.execute(select(func.min(Instruction.next_delivery_at)).where(
                 Instruction.machine_id == machine_id, Instruction.status == "pending")
                 ).scalar()
+        if items:
+            crash_point("backend:pushed")
         return items, (None if next_due is None else max(0.0, next_due - now))
 
     def machines_with_due_instructions(self, limit: int = 1000) -> list[str]:
@@ -69,5 +72,7 @@ class PushMixin(BackendCore):
                             f"machine:{machine_id}")
                 if order.state == S.PAID.value:
                     self._move(s, order, S.DISPENSING, f"machine:{machine_id}")
-            return {"id": ins.id, "status": ins.status, "order_id": order.id,
+            data = {"id": ins.id, "status": ins.status, "order_id": order.id,
                     "order_state": order.state}
+        crash_point("backend:acked")
+        return data

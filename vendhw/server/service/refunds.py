@@ -20,6 +20,7 @@ from vendhw.server.service.core import (
     MACHINE_METHODS,
     BackendCore,
     S,
+    crash_point,
 )
 
 
@@ -55,6 +56,7 @@ class RefundsMixin(BackendCore):
                               else provider.query_refund(request))
                 except ProviderError as exc:
                     result = RefundResult(RefundState.FAILED, detail=str(exc))
+        crash_point("backend:refund-sent")
         with self.db.tx() as s:
             # Lock order: the order first (as every order transition does), then the refund.
             order_id = s.execute(select(Refund.order_id).where(Refund.id == refund_id)

@@ -16,6 +16,7 @@ from vendhw.server.service.core import (
     BackendCore,
     S,
     _Effects,
+    crash_point,
     order_json,
 )
 from vendhw.server.service.errors import ApiError
@@ -79,6 +80,7 @@ class ResultsMixin(BackendCore):
                     s, order, paid if paid is not None else order.amount,
                     f"dispense failed: {outcome}"))
             data = order_json(order)
+        crash_point("backend:reported")
         self._after(effects)
         if effects.refunds:
             data = self.get_order(order_id)
