@@ -24,7 +24,7 @@ from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from vendhw.client import signing
+from vendhw.contract import signing
 from vendhw.errors import ConfigurationError, VendhwError
 from vendhw.server import codes as codemod
 from vendhw.server.db import Database
