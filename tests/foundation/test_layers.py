@@ -46,8 +46,6 @@ KNOWN: set[tuple[str, str]] = {
     ("vendhw.sim", "vendhw.devices.boards.profile"),
     ("vendhw.sim.boards", "vendhw.devices.boards.profile"),
     ("vendhw.sim.boards", "vendhw.devices.boards.outcomes"),
-    ("vendhw.agent.runner", "vendhw.cli.cash"),
-    ("vendhw.tools.send", "vendhw.cli.decode"),
     # Kept: a test harness that runs the reference server and talks to it with the real
     # client (BackendClient); it sits above both and stays at its public import path.
     ("vendhw.server.testing", "vendhw.client"),
