@@ -19,7 +19,7 @@ ROOT = Path(vendhw.__file__).parent
 LAYERS: list[set[str]] = [
     {"errors"},
     {"__init__", "money", "options", "resources"},
-    {"framing"},
+    {"framing", "boards"},
     {"transport"},
     {"sim"},
     {"devices", "dex"},
@@ -43,9 +43,6 @@ KNOWN: set[tuple[str, str]] = {
     ("vendhw.transport", "vendhw.sim"),
     ("vendhw.transport.pty", "vendhw.sim.base"),
     ("vendhw.transport.sim", "vendhw.sim.base"),
-    ("vendhw.sim", "vendhw.devices.boards.profile"),
-    ("vendhw.sim.boards", "vendhw.devices.boards.profile"),
-    ("vendhw.sim.boards", "vendhw.devices.boards.outcomes"),
     # Kept: a test harness that runs the reference server and talks to it with the real
     # client (BackendClient); it sits above both and stays at its public import path.
     ("vendhw.server.testing", "vendhw.client"),

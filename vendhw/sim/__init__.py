@@ -71,7 +71,7 @@ def is_profile_path(name: str) -> bool:
 def simulator_class_for(name: str) -> type[Simulator]:
     """The class of simulator ``name`` (a registered name or a board profile file)."""
     if is_profile_path(name):
-        from vendhw.devices.boards.profile import load_profile
+        from vendhw.boards.profile import load_profile
         from vendhw.sim.boards import simulator_class
 
         return simulator_class(load_profile(name))
@@ -98,7 +98,7 @@ def create(name: str, **options: Any) -> Simulator:
 
     extra: dict[str, Any] = {}
     if is_profile_path(name):
-        from vendhw.devices.boards.profile import load_profile
+        from vendhw.boards.profile import load_profile
         from vendhw.sim.boards import simulator_class
 
         extra["profile"] = load_profile(name)
