@@ -17,7 +17,7 @@ ROOT = Path(vendhw.__file__).parent
 
 # Lowest first. A part may import its own modules and any part of a lower rank.
 LAYERS: list[set[str]] = [
-    {"errors"},
+    {"errors", "registry"},
     {"__init__", "money", "options", "resources"},
     {"framing", "boards"},
     {"transport"},

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vendhw import registry
 from vendhw.boards.outcomes import Outcome
 from vendhw.errors import ConfigurationError
 
@@ -26,12 +27,14 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-FAMILIES: dict[str, str] = {
-    "fafb": "vendhw.devices.boards.fafb:FaFbBoard",
-    "board101": "vendhw.devices.boards.board101:Board101",
-    "easivend": "vendhw.devices.boards.easivend:EasivendBoard",
-}
-"""Protocol family -> driver class. A family is code; a board model is a profile."""
+FAMILIES: dict[str, str] = registry.board_families()
+"""Protocol family -> driver class (a view of :mod:`vendhw.registry`). A family is code; a
+board model is a profile."""
+
+
+def families() -> dict[str, str]:
+    """Every board family: the built-in ones and those of plugins (``vendhw.protocols``)."""
+    return {**registry.board_families(registry.plugins()), **FAMILIES}
 
 CAPABILITIES = frozenset({"spiral", "belt", "lift", "drop_sensor", "door", "temperature",
                           "lock"})
@@ -251,9 +254,9 @@ class BoardProfile:
         if not self.name:
             raise ConfigurationError(f"{where}: the profile has no name")
         family = data.get("family")
-        if family not in FAMILIES:
+        if family not in families():
             raise ConfigurationError(f"{where}: family must be one of "
-                                     f"{', '.join(sorted(FAMILIES))}, got {family!r}")
+                                     f"{', '.join(sorted(families()))}, got {family!r}")
         self.family: str = str(family)
         self.description: str = str(data.get("description", ""))
         serial = dict(_SERIAL_DEFAULTS)
@@ -435,4 +438,5 @@ def load_all() -> list[BoardProfile]:
 
 
 __all__ = ["BUSY", "CAPABILITIES", "FAMILIES", "OK", "PROGRESS", "BoardProfile", "CodeInfo",
-           "CodeTable", "SlotMap", "Timing", "load_all", "load_profile", "profile_names"]
+           "CodeTable", "SlotMap", "Timing", "families",
+           "load_all", "load_profile", "profile_names"]

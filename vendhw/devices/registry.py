@@ -9,26 +9,23 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from vendhw import registry
 from vendhw.devices.cash import CashDevice
 from vendhw.errors import ConfigurationError
 
-PROTOCOLS: dict[str, str] = {
-    "cctalk-coin": "vendhw.devices.cctalk:open_coin_acceptor",
-    "cctalk-hopper": "vendhw.devices.cctalk:open_hopper",
-    "cctalk-bill": "vendhw.devices.cctalk:open_bill_validator",
-    "ssp": "vendhw.devices.ssp:open_device",
-    "id003": "vendhw.devices.id003:open_device",
-    "mdb-changer": "vendhw.devices.mdb:open_changer",
-    "mdb-bill": "vendhw.devices.mdb:open_bill_validator",
-}
-"""Protocol name -> ``module:opener``; every opener is ``open(url, **options) -> CashDevice``."""
+PROTOCOLS: dict[str, str] = registry.cash_devices()
+"""Protocol name -> ``module:opener``; every opener is ``open(url, **options) -> CashDevice``.
+A view of :mod:`vendhw.registry`; plugins' cash devices are found by :func:`open_cash_device`."""
+
 
 def open_cash_device(protocol: str, port: str, **options: Any) -> CashDevice:
     """Open the cash device ``protocol`` names on ``port`` (not started yet)."""
-    target = PROTOCOLS.get(protocol.lower())
+    known = {**registry.cash_devices(registry.plugins()), **PROTOCOLS}
+    target = known.get(protocol.lower())
     if target is None:
+        names = [*PROTOCOLS, *(k for k in known if k not in PROTOCOLS)]
         raise ConfigurationError(f"unknown cash protocol {protocol!r}; known: "
-                                 f"{', '.join(PROTOCOLS)}")
+                                 f"{', '.join(names)}")
     module_name, attr = target.split(":")
     try:
         module = importlib.import_module(module_name)

@@ -15,18 +15,12 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
+from vendhw import registry
 from vendhw.errors import ConfigurationError
 from vendhw.sim.base import LineFaults, Reply, Scheduler, Simulator
 
-PROVIDERS: list[str] = [
-    "vendhw.sim.echo:specs",
-    "vendhw.sim.boards:specs",
-    "vendhw.sim.cctalk:specs",
-    "vendhw.sim.ssp:specs",
-    "vendhw.sim.id003:specs",
-    "vendhw.sim.mdb:specs",
-    "vendhw.sim.mdb_cashless:specs",
-]
+PROVIDERS: list[str] = registry.simulator_providers()
+"""Simulator providers (``module:func``): a view of :mod:`vendhw.registry`."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +46,8 @@ class SimulatorSpec:
 
 def available() -> dict[str, SimulatorSpec]:
     """Every simulator that can be built here, by name."""
-    targets = list(PROVIDERS) + [ep.value for ep in entry_points(group="vendhw.simulators")]
+    targets = list(PROVIDERS) + registry.simulator_providers(registry.plugins())
+    targets += [ep.value for ep in entry_points(group="vendhw.simulators")]
     found: dict[str, SimulatorSpec] = {}
     for target in targets:
         module_name, func = target.split(":")
