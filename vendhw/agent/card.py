@@ -236,7 +236,7 @@ class CardSales:
     def _book(self, reference: str, slot: str, sale: CardSale,
               details: dict[str, Any]) -> str | None:
         from vendhw.client.core import Call, cash_sale_call
-        from vendhw.server.states import OUTCOMES
+        from vendhw.contract.states import OUTCOMES
 
         outcome = sale.outcome or "unknown"
         if outcome == "not_started":

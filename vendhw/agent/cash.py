@@ -23,8 +23,8 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
+from vendhw.contract.states import FAILURE_OUTCOMES
 from vendhw.machine.cash import CashAcceptor, CashJournal
-from vendhw.server.states import FAILURE_OUTCOMES
 
 log = logging.getLogger(__name__)
 

@@ -284,7 +284,7 @@ class Agent:
         self._code_digits: int | None = None
 
     def _open_cash(self, config: AgentConfig) -> CashSales:
-        from vendhw.cli.cash import open_cash_device
+        from vendhw.devices.registry import open_cash_device
         from vendhw.machine.cash import CashAcceptor, CashJournal
 
         devices = []

@@ -11,7 +11,6 @@ says in one line which module is missing for the others.
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 import threading
@@ -24,18 +23,13 @@ from typing import Any
 import click
 
 from vendhw.devices.cash import CashDevice, CashEvent, CashEventKind
+from vendhw.devices.registry import (  # noqa: F401 (re-exported: the old import path)
+    PROTOCOLS,
+    TRANSPORT_OPTIONS,
+    check_options,
+    open_cash_device,
+)
 from vendhw.errors import ConfigurationError, NoResponseError, TransportError, VendhwError
-
-PROTOCOLS: dict[str, str] = {
-    "cctalk-coin": "vendhw.devices.cctalk:open_coin_acceptor",
-    "cctalk-hopper": "vendhw.devices.cctalk:open_hopper",
-    "cctalk-bill": "vendhw.devices.cctalk:open_bill_validator",
-    "ssp": "vendhw.devices.ssp:open_device",
-    "id003": "vendhw.devices.id003:open_device",
-    "mdb-changer": "vendhw.devices.mdb:open_changer",
-    "mdb-bill": "vendhw.devices.mdb:open_bill_validator",
-}
-"""Protocol name -> ``module:opener``; every opener is ``open(url, **options) -> CashDevice``."""
 
 POLL_INTERVAL = 0.2
 """Seconds between polls (ccTalk coin acceptors want 200 ms; SSP/ID-003 100-1000 ms)."""
@@ -58,81 +52,6 @@ def _guess_protocol(port: str) -> str | None:
         if name in PROTOCOLS:
             return name
     return None
-
-
-def open_cash_device(protocol: str, port: str, **options: Any) -> CashDevice:
-    """Open the cash device ``protocol`` names on ``port`` (not started yet)."""
-    target = PROTOCOLS.get(protocol.lower())
-    if target is None:
-        raise ConfigurationError(f"unknown cash protocol {protocol!r}; known: "
-                                 f"{', '.join(PROTOCOLS)}")
-    module_name, attr = target.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        missing = exc.name or module_name
-        if missing == module_name:
-            raise ConfigurationError(f"protocol {protocol!r} is not available in this "
-                                     f"installation ({module_name} is missing)") from None
-        raise ConfigurationError(f"protocol {protocol!r} needs the package {missing!r}, "
-                                 f"which is not installed") from None
-    opener = getattr(module, attr, None)
-    if opener is None:
-        raise ConfigurationError(f"protocol {protocol!r}: {module_name} has no {attr}()")
-    check_options(protocol, opener, module, options)
-    device = opener(port, **options)
-    if not isinstance(device, CashDevice):
-        raise ConfigurationError(f"{module_name}.{attr} did not return a cash device")
-    return device
-
-
-TRANSPORT_OPTIONS = ("baudrate", "parity", "stopbits", "bytesize", "low_latency", "capture",
-                     "rtscts", "xonxoff", "dsrdtr")
-"""``-o`` keys every protocol accepts: they go to the serial port."""
-
-_KINDS = (("bool", "true or false"), ("float", "a number of seconds"),
-          ("int", "a whole number (12 or 0x0C)"))
-
-
-def check_options(protocol: str, opener: Any, module: Any, options: dict[str, Any]) -> None:
-    """Refuse an unknown ``-o`` key, or a value of the wrong kind, naming what is accepted.
-
-    An opener that only takes ``**options`` (a plugin's) gets its options unchecked.
-    """
-    import inspect
-
-    from vendhw.options import option_flag
-
-    params = {name: p for name, p in inspect.signature(opener).parameters.items()
-              if p.kind is inspect.Parameter.KEYWORD_ONLY}
-    if not params:
-        return
-    names: dict[str, str] = {n: str(p.annotation) for n, p in params.items()}
-    bus = getattr(module, "open_bus", None)  # ccTalk: line options go to the bus
-    bus_params = inspect.signature(bus).parameters if callable(bus) else {}
-    for name in getattr(module, "_BUS_OPTIONS", ()):
-        param = bus_params.get(name)
-        names.setdefault(name, str(param.annotation) if param is not None else "")
-    known = sorted(set(names) | set(TRANSPORT_OPTIONS))
-    for key, value in options.items():
-        if key not in known:
-            raise ConfigurationError(f"-o {key}: not an option of {protocol}; known: "
-                                     f"{', '.join(k for k in known if k != 'resume')}")
-        annotation = names.get(key, "int" if key in ("baudrate", "bytesize") else "")
-        first = annotation.split("|")[0].strip()
-        for kind, words in _KINDS:
-            if first != kind:
-                continue
-            try:
-                if kind == "bool":
-                    option_flag(value)
-                elif kind == "float":
-                    float(value)
-                else:
-                    int(str(value), 0)
-            except (TypeError, ValueError):
-                raise ConfigurationError(f"-o {key}={value}: {key} takes {words}") from None
-            break
 
 
 @contextmanager

@@ -9,7 +9,6 @@ Exit 0 when every frame is valid, 1 when any is not, 2 on a usage error.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -18,27 +17,7 @@ import click
 
 from vendhw.errors import ConfigurationError, VendhwError
 from vendhw.framing import Frame, Framer, Garbage, framer_names, get_framer, normalise_direction
-
-_SEPARATORS = re.compile(r"[\s,:;_\-]+")
-
-
-def parse_hex(text: str) -> bytes:
-    """``"7F 80 01"``, ``"7f8001"``, ``"0x7F,0x80"`` -> bytes; ValueError says what is wrong."""
-    cleaned = _SEPARATORS.sub(" ", text.strip())
-    tokens = [t[2:] if t.lower().startswith("0x") else t for t in cleaned.split()]
-    if tokens and all(len(t) <= 2 for t in tokens):
-        joined = "".join(t.zfill(2) for t in tokens)
-    else:
-        joined = "".join(tokens)
-    if not joined:
-        raise ValueError("empty frame")
-    if len(joined) % 2:
-        raise ValueError(f"odd number of hex digits in {text.strip()!r}")
-    try:
-        return bytes.fromhex(joined)
-    except ValueError:
-        bad = next((c for c in joined if c not in "0123456789abcdefABCDEF"), "?")
-        raise ValueError(f"not hex: {bad!r} in {text.strip()!r}") from None
+from vendhw.framing.hextext import parse_hex
 
 
 def _describe(frame: Frame) -> str:

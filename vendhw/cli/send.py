@@ -69,8 +69,8 @@ def send(protocol: str, command: str | None, args: tuple[str, ...], port: str | 
     vendhw send cctalk -p /dev/ttyUSB0 "REQUEST MANUFACTURER ID" --address 2
     vendhw send id003 -p /dev/ttyUSB0 --raw "FC 05 11 27 56"
     """
-    from vendhw.cli.decode import parse_hex
     from vendhw.errors import ConfigurationError
+    from vendhw.framing.hextext import parse_hex
     from vendhw.tools.send import (
         DEFAULT_ADDRESS,
         SETTINGS,

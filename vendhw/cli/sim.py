@@ -114,7 +114,8 @@ def sim(name: str | None, list_: bool, as_json: bool, faults: tuple[str, ...],
         click.echo(f"error: unknown simulator {name!r}; known: {', '.join(sorted(specs))} "
                    "(or a path to a board profile .toml)", err=True)
         sys.exit(2)
-    from vendhw.transport.pty import PtyPair, serve_forever
+    from vendhw.sim.pty import serve_forever
+    from vendhw.transport.pty import PtyPair
 
     try:
         simulator = sim_registry.create(name, **dict(_parse_option(o) for o in options))

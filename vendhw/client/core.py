@@ -20,7 +20,6 @@ from urllib.parse import urlencode
 
 import httpx
 
-from vendhw.client import signing
 from vendhw.client.errors import (
     AuthenticationError,
     BackendError,
@@ -28,6 +27,7 @@ from vendhw.client.errors import (
     RateLimitedError,
 )
 from vendhw.client.models import OUTCOMES, Instruction, Order, Redemption
+from vendhw.contract import signing
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

@@ -12,6 +12,7 @@ from functools import cache
 from importlib.metadata import entry_points
 from typing import Any
 
+from vendhw import registry
 from vendhw.errors import ConfigurationError
 from vendhw.framing.base import (
     DIRECTIONS,
@@ -30,6 +31,8 @@ from vendhw.framing.base import (
 @cache
 def _targets() -> dict[str, str]:
     targets = dict(FRAMERS)
+    for name, target in registry.framers(registry.plugins()).items():
+        targets.setdefault(name, target)
     for ep in entry_points(group="vendhw.framers"):
         targets.setdefault(ep.name, ep.value)
     return {

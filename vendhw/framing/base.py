@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Literal
 
 import construct as cs
 
+from vendhw import registry
 from vendhw.errors import ChecksumError, FramingError
 
 Direction = Literal["host", "device"]
@@ -526,14 +527,6 @@ class Deframer:
 
 # --- registry ------------------------------------------------------------------------
 
-FRAMERS: dict[str, str] = {
-    "ssp": "vendhw.framing.ssp:SspFramer",
-    "cctalk": "vendhw.framing.cctalk:CcTalkFramer",
-    "id003": "vendhw.framing.id003:Id003Framer",
-    "mdb": "vendhw.framing.mdb:MdbFramer",
-    "fafb": "vendhw.framing.fafb:FaFbFramer",
-    "board101": "vendhw.framing.board101:Board101Framer",
-    "easivend": "vendhw.framing.easivend:EasivendFramer",
-}
-"""Registered framers: name -> ``module:Class``. Plugins add entries through the
-``vendhw.framers`` entry-point group."""
+FRAMERS: dict[str, str] = registry.framers()
+"""Registered framers: name -> ``module:Class``, a view of :mod:`vendhw.registry`. Plugins add
+entries through the ``vendhw.protocols`` (or the older ``vendhw.framers``) entry-point group."""

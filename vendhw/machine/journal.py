@@ -29,20 +29,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from vendhw.crash import CRASH_ENV, CRASH_EXIT_CODE, crash_point
 from vendhw.errors import ConfigurationError, JournalError, SequenceError
-
-CRASH_ENV = "VENDHW_CRASH_AT"
-"""Environment variable naming the step after which the journal kills the process (tests)."""
-
-CRASH_EXIT_CODE = 137
-"""Exit status of a crash-hook kill (what a SIGKILL'd process reports in a shell)."""
-
-
-def crash_point(step: str) -> None:
-    """Die like a power cut right here if ``VENDHW_CRASH_AT`` names ``step`` (tests and the
-    demo's power cut; the ship and cash journals name theirs ``ship:...``/``cash:...``)."""
-    if os.environ.get(CRASH_ENV, "").strip().lower() == step:
-        os._exit(CRASH_EXIT_CODE)
 
 BUSY_TIMEOUT_MS = 5000
 """How long a writer waits for another process holding the journal (an operator's CLI)."""

@@ -2,7 +2,7 @@
 
 Four surfaces, each with its own credential:
 
-* ``/machine/v1/...``: machines, every request HMAC-signed (see :mod:`vendhw.client.signing`);
+* ``/machine/v1/...``: machines, every request HMAC-signed (see :mod:`vendhw.contract.signing`);
 * ``/operator/v1/...``: operators and scripts, ``Authorization: Bearer <operator token>``;
 * ``/notify/{provider}``: payment providers, verified by the provider's own signature;
 * ``/sandbox/...``: the sandbox's pay page and buttons (only when the sandbox is enabled).
@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import DataError
 from starlette.concurrency import run_in_threadpool
 
-from vendhw.client.signing import HEADER_IDEMPOTENCY
+from vendhw.contract.signing import HEADER_IDEMPOTENCY
 from vendhw.errors import ConfigurationError
 from vendhw.server.guard import SCOPE_MACHINE, Guard
 from vendhw.server.providers import ProviderError

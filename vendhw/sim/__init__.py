@@ -15,18 +15,12 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
+from vendhw import registry
 from vendhw.errors import ConfigurationError
 from vendhw.sim.base import LineFaults, Reply, Scheduler, Simulator
 
-PROVIDERS: list[str] = [
-    "vendhw.sim.echo:specs",
-    "vendhw.sim.boards:specs",
-    "vendhw.sim.cctalk:specs",
-    "vendhw.sim.ssp:specs",
-    "vendhw.sim.id003:specs",
-    "vendhw.sim.mdb:specs",
-    "vendhw.sim.mdb_cashless:specs",
-]
+PROVIDERS: list[str] = registry.simulator_providers()
+"""Simulator providers (``module:func``): a view of :mod:`vendhw.registry`."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +46,8 @@ class SimulatorSpec:
 
 def available() -> dict[str, SimulatorSpec]:
     """Every simulator that can be built here, by name."""
-    targets = list(PROVIDERS) + [ep.value for ep in entry_points(group="vendhw.simulators")]
+    targets = list(PROVIDERS) + registry.simulator_providers(registry.plugins())
+    targets += [ep.value for ep in entry_points(group="vendhw.simulators")]
     found: dict[str, SimulatorSpec] = {}
     for target in targets:
         module_name, func = target.split(":")
@@ -71,7 +66,7 @@ def is_profile_path(name: str) -> bool:
 def simulator_class_for(name: str) -> type[Simulator]:
     """The class of simulator ``name`` (a registered name or a board profile file)."""
     if is_profile_path(name):
-        from vendhw.devices.boards.profile import load_profile
+        from vendhw.boards.profile import load_profile
         from vendhw.sim.boards import simulator_class
 
         return simulator_class(load_profile(name))
@@ -98,7 +93,7 @@ def create(name: str, **options: Any) -> Simulator:
 
     extra: dict[str, Any] = {}
     if is_profile_path(name):
-        from vendhw.devices.boards.profile import load_profile
+        from vendhw.boards.profile import load_profile
         from vendhw.sim.boards import simulator_class
 
         extra["profile"] = load_profile(name)

@@ -31,8 +31,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from vendhw.devices.boards.outcomes import Outcome
-from vendhw.devices.boards.profile import PROGRESS, BoardProfile, load_all, load_profile
+from vendhw.boards.outcomes import Outcome
+from vendhw.boards.profile import PROGRESS, BoardProfile, load_all, load_profile
 from vendhw.errors import ConfigurationError
 from vendhw.framing.base import Frame
 from vendhw.framing.board101 import (

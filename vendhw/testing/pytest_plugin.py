@@ -44,7 +44,7 @@ class ServedSimulator:
 
     def __init__(self, name: str, **options: Any) -> None:
         from vendhw import sim as sim_registry
-        from vendhw.transport import SimulatorOnPty
+        from vendhw.sim.pty import SimulatorOnPty
 
         self.name = name
         self.simulator = sim_registry.create(name, **options)

@@ -78,7 +78,7 @@ def _args(args: tuple[str, ...]) -> tuple[bytes, dict[str, Any]]:
 
 
 def _hex(text: str) -> bytes:
-    from vendhw.cli.decode import parse_hex
+    from vendhw.framing.hextext import parse_hex
 
     try:
         return parse_hex(text)

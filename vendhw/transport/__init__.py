@@ -14,13 +14,50 @@ URL                            transport
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 from vendhw.transport.base import CaptureWriter, Tracer, Transport, trace_enabled
-from vendhw.transport.pty import FdTransport, PtyPair, SimulatorOnPty
+from vendhw.transport.pty import FdTransport, PtyPair
 from vendhw.transport.serial import SerialTransport
-from vendhw.transport.sim import SimTransport
+
+SCHEMES: dict[str, str | Callable[..., Transport]] = {
+    "sim": "vendhw.sim.transport:open_sim_url",
+}
+"""URL scheme -> opener (``open(url, **options) -> Transport``), or ``"module:attr"`` loaded
+on first use. Higher layers add theirs with :func:`register_scheme` (the simulators own
+``sim://``, so this layer knows no simulator)."""
+
+_MOVED = {
+    "SimTransport": "vendhw.sim.transport:SimTransport",
+    "SimulatorOnPty": "vendhw.sim.pty:SimulatorOnPty",
+}
+"""Old names of this package that now live in :mod:`vendhw.sim` (loaded on first use)."""
+
+
+def register_scheme(scheme: str, opener: str | Callable[..., Transport]) -> None:
+    """Let :func:`open_transport` open ``scheme://...`` URLs with ``opener``."""
+    SCHEMES[scheme] = opener
+
+
+def _load(target: str) -> Any:
+    module_name, attr = target.split(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def _scheme_opener(scheme: str) -> Callable[..., Transport] | None:
+    opener = SCHEMES.get(scheme)
+    if isinstance(opener, str):
+        opener = SCHEMES[scheme] = _load(opener)
+    return opener
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        return _load(_MOVED[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _SERIAL_OPTIONS = {"baudrate", "bytesize", "parity", "stopbits", "low_latency", "exclusive",
                    "trace", "capture", "rtscts", "xonxoff", "dsrdtr"}
@@ -35,26 +72,10 @@ def open_transport(url: str, **options: Any) -> Transport:
     ``simulator=`` passes a ready-made :class:`~vendhw.sim.Simulator` instead.
     ``trace=True`` prints hexdumps; ``capture=PATH`` records JSON Lines.
     """
-    if url.startswith("sim://"):
-        from vendhw import sim as sim_registry
-
-        parts = urlsplit(url)
-        simulator = options.pop("simulator", None)
-        common = {k: options.pop(k) for k in ("trace", "capture") if k in options}
-        for key in ("baudrate", "bytesize", "parity", "stopbits", "low_latency", "exclusive"):
-            options.pop(key, None)  # a memory pipe has no line settings
-        query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        if simulator is None:
-            raw = url[len("sim://"):].split("?", 1)[0]
-            # sim://./x.toml and sim:///abs/x.toml name a board profile file
-            name = raw if raw.endswith(".toml") else parts.netloc or parts.path.lstrip("/")
-            faults = {k: v for k, v in query.items() if k in _LINE_FAULTS}
-            device_options = {k: v for k, v in query.items() if k not in _LINE_FAULTS}
-            device_options.update(options)
-            simulator = sim_registry.create(name, **device_options)
-            for key, value in faults.items():
-                simulator.set_fault(key, value)
-        return SimTransport(simulator, url=url, **common)
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    opener = _scheme_opener(scheme)
+    if opener is not None:
+        return opener(url, **options)
     if url.startswith("replay://"):
         from vendhw.transport.replay import ReplayTransport
 
@@ -70,9 +91,9 @@ def open_transport(url: str, **options: Any) -> Transport:
     return SerialTransport(url, **options)
 
 
-_LINE_FAULTS = {"drop_byte", "flip_bit", "delay", "silent", "garbage"}
 
 __all__ = [
+    "SCHEMES",
     "CaptureWriter",
     "FdTransport",
     "PtyPair",
@@ -82,5 +103,6 @@ __all__ = [
     "Tracer",
     "Transport",
     "open_transport",
+    "register_scheme",
     "trace_enabled",
 ]

@@ -2,21 +2,18 @@
 
 :class:`PtyPair` gives a device path that any serial program can open (``SerialTransport``,
 minicom, third-party host software) and a :class:`FdTransport` on the other end.
-:class:`SimulatorOnPty` serves a simulator on such a pair from a thread (tests), and
-:func:`serve_forever` does the same in the foreground (``vendhw sim NAME``).
+:class:`~vendhw.sim.pty.SimulatorOnPty` and :func:`~vendhw.sim.pty.serve_forever` (moved to
+:mod:`vendhw.sim.pty`, still importable from here) serve a simulator on such a pair.
 """
 
 from __future__ import annotations
 
 import os
 import select
-import threading
-import time
 import tty
 from typing import Any
 
 from vendhw.errors import DisconnectedError
-from vendhw.sim.base import Scheduler, Simulator
 from vendhw.transport.base import Transport
 
 
@@ -92,72 +89,10 @@ class PtyPair:
         self.close()
 
 
-def _pump(scheduler: Scheduler, link: FdTransport, stop: threading.Event | None,
-          wake_fd: int | None) -> None:
-    """Serve one simulator on ``link`` until ``stop`` is set or ``wake_fd`` is readable."""
-    link_fd = link.fileno()
-    assert link_fd is not None
-    fds = [link_fd] + ([wake_fd] if wake_fd is not None else [])
-    while stop is None or not stop.is_set():
-        now = time.monotonic()
-        out = scheduler.due(now)
-        if out:
-            link.write(out)
-        nxt = scheduler.next_deadline()
-        wait = 0.25 if nxt is None else min(0.25, max(0.0, nxt - time.monotonic()))
-        ready, _, _ = select.select(fds, [], [], wait)
-        if wake_fd is not None and wake_fd in ready:
-            return
-        if link_fd in ready:
-            try:
-                data = os.read(link_fd, 4096)
-            except BlockingIOError:
-                continue
-            except OSError:
-                # The device side is closed right now (EIO on Linux); wait for a reopen.
-                if stop is not None and stop.wait(0.05):  # sleep-ok: nobody holds the port
-                    return
-                continue
-            if data:
-                scheduler.on_input(data, time.monotonic())
+def __getattr__(name: str) -> Any:
+    # Old names, now in vendhw.sim.pty: loaded on first use, so transport imports no simulator.
+    if name in ("SimulatorOnPty", "serve_forever"):
+        import importlib
 
-
-class SimulatorOnPty:
-    """Run a simulator on a new pty from a background thread; ``port`` is its device path."""
-
-    def __init__(self, simulator: Simulator) -> None:
-        self.simulator = simulator
-        self.scheduler = Scheduler(simulator)
-        self.pair = PtyPair()
-        self.port = self.pair.port
-        self._stop = threading.Event()
-        self._wake_r, self._wake_w = os.pipe()
-        self._thread = threading.Thread(target=self._run, name=f"sim-{simulator.name}",
-                                        daemon=True)
-        self._lock = threading.Lock()
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            _pump(self.scheduler, self.pair.master, self._stop, self._wake_r)
-        except DisconnectedError:
-            pass
-
-    def close(self) -> None:
-        self._stop.set()
-        os.write(self._wake_w, b"x")
-        self._thread.join(timeout=5)
-        self.pair.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
-
-    def __enter__(self) -> SimulatorOnPty:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def serve_forever(simulator: Simulator, pair: PtyPair, wake_fd: int) -> None:
-    """Serve in the foreground until ``wake_fd`` becomes readable (a signal handler writes)."""
-    _pump(Scheduler(simulator), pair.master, None, wake_fd)
+        return getattr(importlib.import_module("vendhw.sim.pty"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,9 +22,10 @@ from typing import Any, ClassVar
 
 from vendhw.devices.boards.outcomes import Outcome, VendReport
 from vendhw.devices.boards.profile import (
-    FAMILIES,
+    FAMILIES,  # noqa: F401 (its old import path)
     BoardProfile,
     Timing,
+    families,
     load_profile,
     profile_names,
 )
@@ -145,7 +146,7 @@ class Board(ABC):
 
 def driver_class(family: str) -> type[Board]:
     """The driver class of a protocol family."""
-    module_name, cls_name = FAMILIES[family].split(":")
+    module_name, cls_name = families()[family].split(":")
     cls = getattr(importlib.import_module(module_name), cls_name)
     assert issubclass(cls, Board)
     return cls

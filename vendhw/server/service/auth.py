@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from vendhw.client import signing
+from vendhw.contract import signing
 from vendhw.server.models import (
     IdempotentResponse,
     Machine,
