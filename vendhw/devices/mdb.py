@@ -940,6 +940,8 @@ def _link_url(url: str) -> tuple[str, float]:
     """
     if url.startswith(("sim://", "replay://")):
         return url, SIM_RESPONSE_TIMEOUT
+    if url.startswith("mdbascii://"):  # vendhw.transport.mdbascii: adapter round trip
+        return url, PTY_RESPONSE_TIMEOUT
     path = url[len("mdb9://"):] if url.startswith("mdb9://") else url
     if is_pty(path):
         return path, PTY_RESPONSE_TIMEOUT

@@ -8,6 +8,7 @@ URL                            transport
 ``sim://NAME?fault=...``       a simulator in this process (``vendhw sim --list``)
 ``usb://VID:PID[/IFACE]``      bulk endpoints of a USB device (extra ``usb``)
 ``mdb9:///dev/ttyS0``          a 9-bit MDB line on a Linux UART (sticky parity)
+``mdbascii:///dev/ttyACM0``    an ASCII MDB master adapter (Qibixx MDB-USB style)
 ``replay://capture.jsonl``     a recorded session played back (``capture=PATH`` records one)
 =============================  =========================================================
 """
@@ -24,6 +25,7 @@ from vendhw.transport.serial import SerialTransport
 
 SCHEMES: dict[str, str | Callable[..., Transport]] = {
     "sim": "vendhw.sim.transport:open_sim_url",
+    "mdbascii": "vendhw.transport.mdbascii:open_mdbascii",
 }
 """URL scheme -> opener (``open(url, **options) -> Transport``), or ``"module:attr"`` loaded
 on first use. Higher layers add theirs with :func:`register_scheme` (the simulators own
