@@ -108,3 +108,29 @@ def test_payout_through_the_adapter_finishes(adapter_pty: str) -> None:
     assert result.returncode == 0, result.stderr
     last = json.loads(result.stdout.splitlines()[-1])
     assert (last["kind"], last["value"], last["requested"]) == ("payout_done", 35, 35)
+
+
+def test_a_changer_and_a_bill_validator_share_one_adapter() -> None:
+    import time
+
+    from vendhw.devices.cash import CashEventKind
+    from vendhw.devices.mdb import open_bill_validator, open_changer
+
+    with SimulatorOnPty(MdbAsciiAdapterSimulator(notes="1")) as sim:
+        url = f"mdbascii://{sim.port}"
+        changer, bills = open_changer(url), open_bill_validator(url)
+        try:
+            assert changer.link is bills.link
+            changer.start()
+            bills.start()
+            bills.enable()
+            events = []
+            for _ in range(50):
+                events += bills.poll()
+                if events:
+                    break
+                time.sleep(0.02)
+            assert [(e.kind, e.value) for e in events] == [(CashEventKind.ESCROW, 1000)]
+        finally:
+            changer.close()
+            bills.close()
