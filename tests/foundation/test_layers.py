@@ -18,7 +18,7 @@ ROOT = Path(vendhw.__file__).parent
 # Lowest first. A part may import its own modules and any part of a lower rank.
 LAYERS: list[set[str]] = [
     {"errors", "registry", "crash"},
-    {"__init__", "money", "options", "resources"},
+    {"__init__", "money", "options", "resources", "store"},
     {"framing", "boards"},
     {"transport"},
     {"sim"},

@@ -151,8 +151,8 @@ def test_exception_after_the_ack_becomes_unknown(tmp_path: Path) -> None:
 
 def test_journal_pragmas_are_durable(tmp_path: Path) -> None:
     journal = VendJournal(tmp_path / "j.db")
-    mode = journal._db.execute("PRAGMA journal_mode").fetchone()[0]
-    sync = journal._db.execute("PRAGMA synchronous").fetchone()[0]
+    mode = journal._store.db.execute("PRAGMA journal_mode").fetchone()[0]
+    sync = journal._store.db.execute("PRAGMA synchronous").fetchone()[0]
     journal.close()
     assert mode == "wal" and sync == 2  # 2 = FULL
 

@@ -59,8 +59,8 @@ def test_vend_journal_failure_stops_the_vend_before_the_motor(tmp_path: Path,
                                                               failure: str) -> None:
     machine = Machine("easivend-column", BOARD, journal=tmp_path / "vends.db")
     sim = machine.board.transport.simulator  # type: ignore[attr-defined]
-    real = machine.journal._db
-    machine.journal._db = FailingDb(real, failure)  # type: ignore[assignment]
+    real = machine.journal._store.db
+    machine.journal._store.db = FailingDb(real, failure)  # type: ignore[assignment]
     try:
         with pytest.raises(JournalError, match="not started and nothing was sent") as caught:
             machine.dispense("1", vend_id="v1")
@@ -68,11 +68,11 @@ def test_vend_journal_failure_stops_the_vend_before_the_motor(tmp_path: Path,
         assert sim.vends == []  # the motor never turned
         assert real.execute("SELECT COUNT(*) FROM vends").fetchone() == (0,)  # no half row
         assert not real.in_transaction
-        machine.journal._db = real  # space freed / permissions fixed
+        machine.journal._store.db = real  # space freed / permissions fixed
         assert machine.dispense("1", vend_id="v1").delivered  # the same vend, once
         assert len(sim.vends) == 1
     finally:
-        machine.journal._db = real
+        machine.journal._store.db = real
         machine.close()
 
 
@@ -82,20 +82,20 @@ def test_cash_journal_failure_spends_nothing_and_vends_nothing(tmp_path: Path,
     cash.record(CashEvent(CashEventKind.CREDIT, "coin", 500, "EUR", event_id="c1"))
     machine = Machine("easivend-column", BOARD, journal=tmp_path / "vends.db")
     sim = machine.board.transport.simulator  # type: ignore[attr-defined]
-    real = cash._db
-    cash._db = FailingDb(real, failure)  # type: ignore[assignment]
+    real = cash._store.db
+    cash._store.db = FailingDb(real, failure)  # type: ignore[assignment]
     try:
         with pytest.raises(JournalError, match="cash journal"):
             machine.sell_for_cash("1", 300, cash, reference="sale:1")
         with pytest.raises(JournalError):  # a coin now: not journaled, so not acknowledged
             cash.record(CashEvent(CashEventKind.CREDIT, "coin", 100, "EUR", event_id="c2"))
         assert sim.vends == [] and machine.history() == []
-        cash._db = real
+        cash._store.db = real
         assert cash.balance() == 500
         assert machine.sell_for_cash("1", 300, cash, reference="sale:1").delivered
         assert cash.balance() == 200 and len(sim.vends) == 1
     finally:
-        cash._db = real
+        cash._store.db = real
         machine.close()
         cash.close()
 
@@ -115,12 +115,12 @@ def test_ship_journal_failure_stops_the_sale_and_the_screen_says_why(
     machine = Machine("easivend-column", BOARD, journal=tmp_path / "vends.db")
     sim = machine.board.transport.simulator  # type: ignore[attr-defined]
     shipper = Shipper(client, machine, tmp_path / "ships.db")
-    real = shipper._db
+    real = shipper._store.db
     try:
         order = client.create_order("1")
         server.pay(order.id)
         [instruction] = client.next_instructions(wait=0)
-        shipper._db = FailingDb(real, failure)  # type: ignore[assignment]
+        shipper._store.db = FailingDb(real, failure)  # type: ignore[assignment]
         with pytest.raises(JournalError, match="ship journal"):
             shipper.process(instruction)
         assert sim.vends == []
@@ -132,12 +132,12 @@ def test_ship_journal_failure_stops_the_sale_and_the_screen_says_why(
             agent.products()
         with pytest.raises(JournalError):
             agent.buy("1")
-        shipper._db = real  # space freed: the redelivered instruction ships, once
+        shipper._store.db = real  # space freed: the redelivered instruction ships, once
         assert shipper.process(instruction).outcome == "delivered"
         assert shipper.fault is None and len(sim.vends) == 1
         assert server.state(order.id) == "delivered"
     finally:
-        shipper._db = real
+        shipper._store.db = real
         shipper.close()
         machine.close()
         client.close()

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from vendhw.devices.mdb_cashless import (
 )
 from vendhw.errors import ConfigurationError, NoResponseError, VendhwError
 from vendhw.machine.journal import crash_point
+from vendhw.store import DurableStore
 
 log = logging.getLogger(__name__)
 
@@ -333,6 +333,13 @@ class CardSales:
         self.journal.close()
 
 
+_CARD_SCHEMA = """
+CREATE TABLE IF NOT EXISTS card_sales (reference TEXT PRIMARY KEY, slot TEXT NOT NULL,
+    price INTEGER NOT NULL, told TEXT, queued INTEGER NOT NULL DEFAULT 0, outcome TEXT,
+    amount INTEGER, order_id TEXT);
+"""
+
+
 class CardJournal:
     """Card sales from VEND APPROVED until the backend booked them (SQLite, one row each):
     ``approved`` (before the motor), ``told`` (the reader heard the outcome), ``queued``
@@ -340,57 +347,48 @@ class CardJournal:
     book). In memory without a path."""
 
     def __init__(self, path: str | Path | None = None) -> None:
-        self.path = ":memory:" if path is None else str(path)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS card_sales (reference TEXT PRIMARY KEY,"
-                         " slot TEXT NOT NULL, price INTEGER NOT NULL, told TEXT,"
-                         " queued INTEGER NOT NULL DEFAULT 0, outcome TEXT, amount INTEGER,"
-                         " order_id TEXT)")
-        self._lock = threading.Lock()
-
-    def _run(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+        self._store = DurableStore(path, name="card journal", schema=_CARD_SCHEMA)
+        self.path = self._store.path
 
     def approved(self, reference: str, slot: str, price: int) -> None:
-        self._run("INSERT OR IGNORE INTO card_sales (reference, slot, price) VALUES (?, ?, ?)",
-                  (reference, str(slot), price))
+        self._store.write("INSERT OR IGNORE INTO card_sales (reference, slot, price) "
+                          "VALUES (?, ?, ?)", (reference, str(slot), price),
+                          what=f"the approval of {reference}")
 
     def told(self, reference: str, outcome: str) -> None:
-        self._run("UPDATE card_sales SET told = ? WHERE reference = ?", (outcome, reference))
+        self._store.write("UPDATE card_sales SET told = ? WHERE reference = ?",
+                          (outcome, reference), what=f"the outcome of {reference}")
 
     def queued(self, reference: str, outcome: str | None, amount: int) -> None:
         """The booking (``outcome``, ``amount``) is in the outbox."""
-        self._run("UPDATE card_sales SET queued = 1, outcome = ?, amount = ? "
-                  "WHERE reference = ?", (outcome, amount, reference))
+        self._store.write("UPDATE card_sales SET queued = 1, outcome = ?, amount = ? "
+                          "WHERE reference = ?", (outcome, amount, reference),
+                          what=f"the booking of {reference}")
 
     def booked(self, reference: str, order_id: str) -> None:
-        self._run("UPDATE card_sales SET order_id = ? WHERE reference = ?",
-                  (order_id, reference))
+        self._store.write("UPDATE card_sales SET order_id = ? WHERE reference = ?",
+                          (order_id, reference), what=f"the order of {reference}")
 
     def unqueued(self) -> list[tuple[str, str, int, str | None]]:
         return [(str(r), str(s), int(p), None if t is None else str(t)) for r, s, p, t in
-                self._run("SELECT reference, slot, price, told FROM card_sales "
-                          "WHERE queued = 0", ())]
+                self._store.rows("SELECT reference, slot, price, told FROM card_sales "
+                                 "WHERE queued = 0")]
 
     def unbooked(self) -> list[str]:
-        return [str(r) for (r,) in self._run("SELECT reference FROM card_sales WHERE "
-                                             "queued = 1 AND order_id IS NULL", ())]
+        return [str(r) for (r,) in self._store.rows("SELECT reference FROM card_sales WHERE "
+                                                    "queued = 1 AND order_id IS NULL")]
 
     def get(self, reference: str) -> dict[str, Any] | None:
-        rows = self._run("SELECT slot, price, told, queued, outcome, amount, order_id "
-                         "FROM card_sales WHERE reference = ?", (reference,))
-        if not rows:
+        row = self._store.row("SELECT slot, price, told, queued, outcome, amount, order_id "
+                              "FROM card_sales WHERE reference = ?", (reference,))
+        if row is None:
             return None
-        slot, price, told, queued, outcome, amount, order_id = rows[0]
+        slot, price, told, queued, outcome, amount, order_id = row
         return {"slot": slot, "price": price, "told": told, "queued": bool(queued),
                 "outcome": outcome, "amount": amount, "order_id": order_id}
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._store.close()
 
 
 __all__ = ["CARD_PREFIX", "CardConfig", "CardJournal", "CardSaleResult", "CardSales",

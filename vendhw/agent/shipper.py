@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from vendhw.errors import ConfigurationError, JournalError
+from vendhw.errors import JournalError
 from vendhw.machine.journal import crash_point
+from vendhw.store import DurableStore
 
 log = logging.getLogger(__name__)
 
@@ -95,15 +96,8 @@ class Shipper:
         self.client = client
         self.machine = machine
         self.on_event = on_event or (lambda kind, data: None)
-        self.path = str(journal)
-        try:
-            self._db = sqlite3.connect(self.path, isolation_level=None,
-                                       check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise ConfigurationError(f"cannot open ship journal {self.path}: {exc}") from None
+        self._store = DurableStore(journal, name="ship journal", schema=_SCHEMA)
+        self.path = self._store.path
         self.fault: str | None = None
         """Why the last instruction could not be journaled (a full disk, a read-only file);
         None once one could. The agent stops selling while it is set."""
@@ -113,7 +107,7 @@ class Shipper:
 
     def _write(self, sql: str, args: tuple[Any, ...]) -> None:
         try:
-            self._db.execute(sql, args)
+            self._store.db.execute(sql, args)
         except sqlite3.DatabaseError as exc:
             self.fault = (f"ship journal {self.path} cannot be written ({exc}): free disk "
                           "space or make it writable")
@@ -121,8 +115,8 @@ class Shipper:
             raise JournalError(self.fault) from exc
 
     def _row(self, instruction_id: str) -> tuple[str, str | None] | None:
-        row = self._db.execute("SELECT state, outcome FROM ships WHERE instruction_id = ?",
-                               (instruction_id,)).fetchone()
+        row = self._store.row("SELECT state, outcome FROM ships WHERE instruction_id = ?",
+                              (instruction_id,))
         return None if row is None else (row[0], row[1])
 
     def process(self, instruction: InstructionLike) -> Shipped:
@@ -227,8 +221,8 @@ class Shipper:
 
     def unfinished(self) -> list[tuple[str, str, str]]:
         """Instructions received but not reported: (instruction id, order id, slot)."""
-        rows = self._db.execute("SELECT instruction_id, order_id, slot FROM ships "
-                                "WHERE state != 'reported' ORDER BY rowid").fetchall()
+        rows = self._store.rows("SELECT instruction_id, order_id, slot FROM ships "
+                                "WHERE state != 'reported' ORDER BY rowid")
         return [(r[0], r[1], r[2]) for r in rows]
 
     def recover(self) -> list[Shipped]:
@@ -283,7 +277,7 @@ class Shipper:
             pass
 
     def close(self) -> None:
-        self._db.close()
+        self._store.close()
 
 
 @dataclass(frozen=True)

@@ -9,58 +9,51 @@ machine.toml --clear 3`` (or ``--all``) after a refill makes it sellable again.
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from vendhw.errors import JournalError
+from vendhw.store import DurableStore
 
 FILE = "sold-out.db"
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sold_out (slot TEXT PRIMARY KEY, since REAL NOT NULL,
+    vend_id TEXT NOT NULL DEFAULT '');
+"""
 
 
 class SoldOut:
     """The set of slots marked sold out by the board, persisted."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=10,
-                                       isolation_level=None)
-            self._db.execute("CREATE TABLE IF NOT EXISTS sold_out (slot TEXT PRIMARY KEY, "
-                             "since REAL NOT NULL, vend_id TEXT NOT NULL DEFAULT '')")
-        except sqlite3.Error as exc:
-            raise JournalError(f"{self.path}: cannot open the sold-out list: {exc}") from exc
+        self._store = DurableStore(path, name="sold-out list", schema=_SCHEMA)
+        self.path = Path(self._store.path)
 
     def mark(self, slot: str, vend_id: str = "") -> None:
-        with self._lock:
-            self._db.execute("INSERT OR IGNORE INTO sold_out (slot, since, vend_id) "
-                             "VALUES (?, ?, ?)", (str(slot), time.time(), vend_id))
+        self._store.write("INSERT OR IGNORE INTO sold_out (slot, since, vend_id) "
+                          "VALUES (?, ?, ?)", (str(slot), time.time(), vend_id),
+                          what=f"slot {slot} as sold out")
 
     def slots(self) -> set[str]:
-        with self._lock:
-            return {row[0] for row in self._db.execute("SELECT slot FROM sold_out")}
+        return {row[0] for row in self._store.rows("SELECT slot FROM sold_out")}
 
     def rows(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [{"slot": slot, "since": since, "vend_id": vend_id}
-                    for slot, since, vend_id in self._db.execute(
-                        "SELECT slot, since, vend_id FROM sold_out ORDER BY slot")]
+        return [{"slot": slot, "since": since, "vend_id": vend_id}
+                for slot, since, vend_id in self._store.rows(
+                    "SELECT slot, since, vend_id FROM sold_out ORDER BY slot")]
 
     def clear(self, slots: list[str] | None = None) -> list[str]:
         """Clear ``slots`` (all when None); returns the slots that were marked."""
-        with self._lock:
-            marked = [row[0] for row in self._db.execute(
-                "SELECT slot FROM sold_out ORDER BY slot")]
+        with self._store.transaction("the cleared slots") as db:
+            marked = [row[0] for row in db.execute("SELECT slot FROM sold_out ORDER BY slot")]
             gone = marked if slots is None else [s for s in marked if s in set(slots)]
-            self._db.executemany("DELETE FROM sold_out WHERE slot = ?", [(s,) for s in gone])
-            return gone
+            db.executemany("DELETE FROM sold_out WHERE slot = ?", [(s,) for s in gone])
+        return gone
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._store.close()
 
 
 __all__ = ["FILE", "SoldOut"]

@@ -15,14 +15,13 @@ instruction is recognised after a restart.
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vendhw.client.core import Call
+from vendhw.store import DurableStore
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS backend_outbox (
@@ -66,37 +65,27 @@ class Outbox:
     """A durable FIFO of must-deliver requests (``path`` None keeps it in memory)."""
 
     def __init__(self, path: str | Path | None = None) -> None:
-        target = ":memory:" if path is None else str(Path(path).expanduser())
-        if path is not None:
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
-        self.path = target
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(target, check_same_thread=False, isolation_level=None,
-                                   timeout=10.0)
-        if path is not None:
-            self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._store = DurableStore(path, name="outbox", schema=_SCHEMA, folder="create")
+        self.path = self._store.path
 
     def enqueue(self, call: Call) -> int:
         """Queue ``call`` (its key must be set); queuing the same key again is a no-op."""
         if not call.idempotency_key:
             raise ValueError("only requests with an idempotency key can be queued")
-        with self._lock:
-            self._db.execute(
+        with self._store.writing(f"the request {call.idempotency_key}") as db:
+            db.execute(
                 "INSERT OR IGNORE INTO backend_outbox (key, method, path, body, created_at) "
                 "VALUES (?, ?, ?, ?, ?)",
                 (call.idempotency_key, call.method, call.target,
                  json.dumps(call.body or {}), time.time()))
-            row = self._db.execute("SELECT seq FROM backend_outbox WHERE key = ?",
-                                   (call.idempotency_key,)).fetchone()
+            row = db.execute("SELECT seq FROM backend_outbox WHERE key = ?",
+                             (call.idempotency_key,)).fetchone()
         return int(row[0])
 
     def _items(self, where: str, args: tuple[Any, ...] = ()) -> list[OutboxItem]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT seq, key, method, path, body, state, attempts, last_error, created_at "
-                f"FROM backend_outbox WHERE {where} ORDER BY seq", args).fetchall()
+        rows = self._store.rows(
+            "SELECT seq, key, method, path, body, state, attempts, last_error, created_at "
+            f"FROM backend_outbox WHERE {where} ORDER BY seq", args)
         return [OutboxItem(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], r[8])
                 for r in rows]
 
@@ -110,47 +99,41 @@ class Outbox:
 
     def state(self, key: str) -> str | None:
         """``queued``, ``dead``, or None once delivered (or never queued)."""
-        with self._lock:
-            row = self._db.execute("SELECT state FROM backend_outbox WHERE key = ?",
-                                   (key,)).fetchone()
+        row = self._store.row("SELECT state FROM backend_outbox WHERE key = ?", (key,))
         return None if row is None else str(row[0])
 
     def last_error(self, key: str) -> str:
-        with self._lock:
-            row = self._db.execute("SELECT last_error FROM backend_outbox WHERE key = ?",
-                                   (key,)).fetchone()
+        row = self._store.row("SELECT last_error FROM backend_outbox WHERE key = ?", (key,))
         return "" if row is None else str(row[0])
 
     def delivered(self, seq: int) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM backend_outbox WHERE seq = ?", (seq,))
+        self._store.write("DELETE FROM backend_outbox WHERE seq = ?", (seq,),
+                          what=f"the delivery of request {seq}")
 
     def failed(self, seq: int, error: str) -> None:
         """An attempt that may succeed later: count it and keep the request queued."""
-        with self._lock:
-            self._db.execute("UPDATE backend_outbox SET attempts = attempts + 1, "
-                             "last_error = ? WHERE seq = ?", (error[:500], seq))
+        self._store.write("UPDATE backend_outbox SET attempts = attempts + 1, "
+                          "last_error = ? WHERE seq = ?", (error[:500], seq),
+                          what=f"an attempt of request {seq}")
 
     def dead(self, seq: int, error: str) -> None:
-        with self._lock:
-            self._db.execute("UPDATE backend_outbox SET state = 'dead', attempts = attempts + 1,"
-                             " last_error = ? WHERE seq = ?", (error[:500], seq))
+        self._store.write("UPDATE backend_outbox SET state = 'dead', attempts = attempts + 1,"
+                          " last_error = ? WHERE seq = ?", (error[:500], seq),
+                          what=f"the refusal of request {seq}")
 
     def mark_acked(self, instruction_id: str, order_id: str = "") -> None:
         """Remember that this machine took the instruction (before telling the backend)."""
-        with self._lock:
-            self._db.execute("INSERT OR IGNORE INTO backend_acked VALUES (?, ?, ?)",
-                             (instruction_id, order_id, time.time()))
+        self._store.write("INSERT OR IGNORE INTO backend_acked VALUES (?, ?, ?)",
+                          (instruction_id, order_id, time.time()),
+                          what=f"the ack of {instruction_id}")
 
     def is_acked(self, instruction_id: str) -> bool:
-        with self._lock:
-            row = self._db.execute("SELECT 1 FROM backend_acked WHERE instruction_id = ?",
-                                   (instruction_id,)).fetchone()
+        row = self._store.row("SELECT 1 FROM backend_acked WHERE instruction_id = ?",
+                              (instruction_id,))
         return row is not None
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._store.close()
 
 
 __all__ = ["Outbox", "OutboxItem"]

@@ -37,6 +37,7 @@ from vendhw.dex.report import (
     Reads,
 )
 from vendhw.errors import ConfigurationError
+from vendhw.store import DurableStore
 
 CASH_PREFIX = "sale:"
 CARD_PREFIX = "card:"
@@ -79,34 +80,27 @@ class ReadLog:
     """The audit reads of one machine (``dex.db``): what ``EA3`` and the reset split need."""
 
     def __init__(self, path: str | Path | None) -> None:
-        self.path = ":memory:" if path is None else str(path)
-        try:
-            self._db = sqlite3.connect(self.path, isolation_level=None)
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_READS_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise ConfigurationError(f"cannot open the DEX read log {self.path}: {exc}"
-                                     ) from None
+        self._store = DurableStore(path, name="DEX read log", schema=_READS_SCHEMA)
+        self.path = self._store.path
 
     def last_reset(self) -> float:
-        row = self._db.execute("SELECT MAX(at) FROM dex_reads WHERE reset = 1").fetchone()
+        row = self._store.row("SELECT MAX(at) FROM dex_reads WHERE reset = 1")
         return float(row[0]) if row and row[0] is not None else 0.0
 
     def reads(self) -> Reads:
         """The counters before the read now being made (which :meth:`record` adds)."""
-        total, resets = self._db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(reset), 0) FROM dex_reads").fetchone()
-        last = self._db.execute("SELECT MAX(at) FROM dex_reads").fetchone()[0]
+        [(total, resets, last)] = self._store.rows(
+            "SELECT COUNT(*), COALESCE(SUM(reset), 0), MAX(at) FROM dex_reads")
         last_date, last_time = _stamp(float(last)) if last is not None else ("", "")
         return Reads(with_reset=int(resets), total=int(total), resets=int(resets),
                      last_date=last_date, last_time=last_time)
 
     def record(self, at: float, *, reset: bool, reader: str = "") -> None:
-        self._db.execute("INSERT INTO dex_reads (at, reset, reader) VALUES (?,?,?)",
-                         (at, int(reset), reader))
+        self._store.write("INSERT INTO dex_reads (at, reset, reader) VALUES (?,?,?)",
+                          (at, int(reset), reader), what="an audit read")
 
     def close(self) -> None:
-        self._db.close()
+        self._store.close()
 
 
 def collect(vend_journal: str | Path, *, cash_journal: str | Path | None = None,

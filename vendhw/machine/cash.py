@@ -17,17 +17,16 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from vendhw.devices.cash import CashDevice, CashEvent, CashEventKind
-from vendhw.errors import ConfigurationError, JournalError, VendhwError
+from vendhw.errors import VendhwError
 from vendhw.machine.journal import crash_point
+from vendhw.store import DurableStore
 
 log = logging.getLogger(__name__)
 
@@ -81,36 +80,15 @@ class CashJournal:
     """SQLite journal of cash events and spends; every write is committed before it returns."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
-        try:
-            self._db = sqlite3.connect(self.path, isolation_level=None,
-                                       check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise ConfigurationError(f"cannot open cash journal {self.path}: {exc}") from None
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def _writing(self, what: str) -> Iterator[None]:
-        """Hold the lock for one write; a full disk or a read-only file is a JournalError
-        (SQLite rolled the statement or transaction back: nothing is half-written)."""
-        with self._lock:
-            try:
-                yield
-            except sqlite3.DatabaseError as exc:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise JournalError(f"cash journal {self.path} cannot record {what} ({exc}): "
-                                   "free disk space or make it writable") from exc
+        self._store = DurableStore(path, name="cash journal", schema=_SCHEMA)
+        self.path = self._store.path
 
     def record(self, event: CashEvent) -> bool:
         """Journal ``event``; False when its ``event_id`` was already journaled (a repeat)."""
         if not event.event_id:
             raise ValueError(f"cash event without event_id from {event.device}")
-        with self._writing(f"{event.kind.value} {event.event_id}"):
-            cur = self._db.execute(
+        with self._store.writing(f"{event.kind.value} {event.event_id}") as db:
+            cur = db.execute(
                 "INSERT OR IGNORE INTO cash_events VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (event.event_id, event.device, event.kind.value, event.value, event.currency,
                  event.channel, event.route, event.reason, json.dumps(event.detail),
@@ -118,35 +96,27 @@ class CashJournal:
             )
             return cur.rowcount == 1
 
-    def _put_checkpoint(self, device: str, data: dict[str, Any]) -> None:
-        self._db.execute("INSERT INTO cash_checkpoints VALUES (?,?,?) ON CONFLICT(device) DO "
-                         "UPDATE SET data = excluded.data, at = excluded.at",
-                         (device, json.dumps(data, sort_keys=True), time.time()))
-
     def save_checkpoint(self, device: str, data: dict[str, Any]) -> None:
         """Store a device driver's checkpoint (after a poll it acknowledged)."""
-        with self._writing(f"the checkpoint of {device}"):
-            self._put_checkpoint(device, data)
+        self._store.write("INSERT INTO cash_checkpoints VALUES (?,?,?) ON CONFLICT(device) DO "
+                          "UPDATE SET data = excluded.data, at = excluded.at",
+                          (device, json.dumps(data, sort_keys=True), time.time()),
+                          what=f"the checkpoint of {device}")
 
     def checkpoint(self, device: str) -> dict[str, Any] | None:
         """The last stored checkpoint of ``device`` (its driver's ``name``), or None."""
-        with self._lock:
-            row = self._db.execute("SELECT data FROM cash_checkpoints WHERE device = ?",
-                                   (device,)).fetchone()
+        row = self._store.row("SELECT data FROM cash_checkpoints WHERE device = ?", (device,))
         return None if row is None else dict(json.loads(row[0]))
 
     def credited(self) -> int:
         """Every credit ever journaled, in minor units."""
-        with self._lock:
-            (total,) = self._db.execute(
-                "SELECT COALESCE(SUM(value), 0) FROM cash_events WHERE kind = ?",
-                (CashEventKind.CREDIT.value,)).fetchone()
+        [(total,)] = self._store.rows(
+            "SELECT COALESCE(SUM(value), 0) FROM cash_events WHERE kind = ?",
+            (CashEventKind.CREDIT.value,))
         return int(total)
 
     def spent(self) -> int:
-        with self._lock:
-            (total,) = self._db.execute("SELECT COALESCE(SUM(amount), 0) FROM cash_spent"
-                                        ).fetchone()
+        [(total,)] = self._store.rows("SELECT COALESCE(SUM(amount), 0) FROM cash_spent")
         return int(total)
 
     def balance(self) -> int:
@@ -161,31 +131,20 @@ class CashJournal:
         """
         if amount < 0:
             raise ValueError("amount must not be negative")
-        with self._writing(f"the spend {reference}"):
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                if self._db.execute("SELECT 1 FROM cash_spent WHERE reference = ?",
-                                    (reference,)).fetchone():
-                    self._db.execute("ROLLBACK")
-                    return False
-                (credited,) = self._db.execute(
-                    "SELECT COALESCE(SUM(value), 0) FROM cash_events WHERE kind = ?",
-                    (CashEventKind.CREDIT.value,)).fetchone()
-                (spent,) = self._db.execute("SELECT COALESCE(SUM(amount), 0) FROM cash_spent"
-                                            ).fetchone()
-                if credited - spent < amount:
-                    self._db.execute("ROLLBACK")
-                    raise InsufficientCredit(
-                        f"balance {credited - spent} is less than {amount} for {reference}")
-                self._db.execute("INSERT INTO cash_spent VALUES (?,?,?)",
-                                 (reference, amount, time.time()))
-                self._db.execute("COMMIT")
-                crash_point("cash:spent")
-                return True
-            except sqlite3.Error:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+        with self._store.transaction(f"the spend {reference}") as db:
+            if db.execute("SELECT 1 FROM cash_spent WHERE reference = ?",
+                          (reference,)).fetchone():
+                return False
+            (credited,) = db.execute(
+                "SELECT COALESCE(SUM(value), 0) FROM cash_events WHERE kind = ?",
+                (CashEventKind.CREDIT.value,)).fetchone()
+            (spent,) = db.execute("SELECT COALESCE(SUM(amount), 0) FROM cash_spent").fetchone()
+            if credited - spent < amount:
+                raise InsufficientCredit(
+                    f"balance {credited - spent} is less than {amount} for {reference}")
+            db.execute("INSERT INTO cash_spent VALUES (?,?,?)", (reference, amount, time.time()))
+        crash_point("cash:spent")
+        return True
 
     def refund(self, reference: str) -> bool:
         """Give the amount spent under ``reference`` back to the balance; idempotent.
@@ -193,49 +152,44 @@ class CashJournal:
         Used when what the money bought could not be delivered (a jammed vend): the credit
         is the customer's again, to buy something else or to take back as change.
         """
-        with self._writing(f"the refund of {reference}"):
-            row = self._db.execute("SELECT amount FROM cash_spent WHERE reference = ?",
+        with self._store.writing(f"the refund of {reference}") as db:
+            row = db.execute("SELECT amount FROM cash_spent WHERE reference = ?",
                                    (reference,)).fetchone()
             if row is None:
                 raise ValueError(f"nothing was spent under {reference!r}")
-            cur = self._db.execute("INSERT OR IGNORE INTO cash_spent VALUES (?,?,?)",
-                                   (REFUND_PREFIX + reference, -int(row[0]), time.time()))
+            cur = db.execute("INSERT OR IGNORE INTO cash_spent VALUES (?,?,?)",
+                             (REFUND_PREFIX + reference, -int(row[0]), time.time()))
             return cur.rowcount == 1
 
     def settle(self, reference: str, outcome: str) -> None:
         """Record what became of a spend (``delivered``, ``jammed``...); first record wins."""
-        with self._writing(f"the outcome of {reference}"):
-            self._db.execute("INSERT OR IGNORE INTO cash_settled VALUES (?,?,?)",
-                             (reference, outcome, time.time()))
+        self._store.write("INSERT OR IGNORE INTO cash_settled VALUES (?,?,?)",
+                          (reference, outcome, time.time()), what=f"the outcome of {reference}")
         crash_point("cash:settled")
 
     def settled(self, reference: str) -> str | None:
-        with self._lock:
-            row = self._db.execute("SELECT outcome FROM cash_settled WHERE reference = ?",
-                                   (reference,)).fetchone()
+        row = self._store.row("SELECT outcome FROM cash_settled WHERE reference = ?",
+                              (reference,))
         return None if row is None else str(row[0])
 
     def unsettled(self, prefix: str = "") -> list[tuple[str, int]]:
         """Spends under ``prefix`` with no outcome yet (a crash between spend and settle)."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT s.reference, s.amount FROM cash_spent s LEFT JOIN cash_settled t "
-                "ON t.reference = s.reference WHERE t.reference IS NULL AND s.amount > 0 "
-                "AND s.reference LIKE ? ORDER BY s.rowid",
-                (prefix + "%",)).fetchall()
+        rows = self._store.rows(
+            "SELECT s.reference, s.amount FROM cash_spent s LEFT JOIN cash_settled t "
+            "ON t.reference = s.reference WHERE t.reference IS NULL AND s.amount > 0 "
+            "AND s.reference LIKE ? ORDER BY s.rowid", (prefix + "%",))
         return [(str(r[0]), int(r[1])) for r in rows]
 
     def events(self, limit: int = 100) -> list[dict[str, Any]]:
         """The latest journaled events, newest first (for operators)."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT event_id, device, kind, value, currency, route, reason, at "
-                "FROM cash_events ORDER BY rowid DESC LIMIT ?", (limit,)).fetchall()
+        rows = self._store.rows(
+            "SELECT event_id, device, kind, value, currency, route, reason, at "
+            "FROM cash_events ORDER BY rowid DESC LIMIT ?", (limit,))
         keys = ("event_id", "device", "kind", "value", "currency", "route", "reason", "at")
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
     def close(self) -> None:
-        self._db.close()
+        self._store.close()
 
 
 EscrowPolicy = Callable[[CashEvent], bool]

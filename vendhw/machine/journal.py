@@ -20,8 +20,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import sqlite3
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -30,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from vendhw.crash import CRASH_ENV, CRASH_EXIT_CODE, crash_point
-from vendhw.errors import ConfigurationError, JournalError, SequenceError
+from vendhw.errors import ConfigurationError, SequenceError
+from vendhw.store import DurableStore
 
-BUSY_TIMEOUT_MS = 5000
 """How long a writer waits for another process holding the journal (an operator's CLI)."""
 
 
@@ -150,21 +148,8 @@ class VendJournal:
     """
 
     def __init__(self, path: str | Path | None = None) -> None:
-        self.path = ":memory:" if path is None else str(path)
-        if self.path != ":memory:":
-            parent = Path(self.path).expanduser().resolve().parent
-            if not parent.is_dir():
-                raise ConfigurationError(f"journal folder {parent} does not exist")
-        try:
-            self._db = sqlite3.connect(self.path, isolation_level=None,
-                                       check_same_thread=False)
-            self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise ConfigurationError(f"cannot open vend journal {self.path}: {exc}") from None
-        self._lock = threading.RLock()
+        self._store = DurableStore(path, name="vend journal", schema=_SCHEMA)
+        self.path = self._store.path
         self._crash_at = os.environ.get(CRASH_ENV, "").strip().lower() or None
 
     # -- crash hook (tests) ----------------------------------------------------------------
@@ -177,9 +162,8 @@ class VendJournal:
     # -- reading -----------------------------------------------------------------------------
 
     def get(self, vend_id: str) -> VendRecord | None:
-        with self._lock:
-            row = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM vends WHERE vend_id = ?",
-                                   (vend_id,)).fetchone()
+        row = self._store.row(f"SELECT {', '.join(_COLUMNS)} FROM vends WHERE vend_id = ?",
+                              (vend_id,))
         return None if row is None else VendRecord._from_row(row)
 
     def _select(self, where: str, args: Iterable[Any], limit: int | None = None
@@ -191,8 +175,7 @@ class VendJournal:
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        with self._lock:
-            rows = self._db.execute(sql, params).fetchall()
+        rows = self._store.rows(sql, params)
         return [VendRecord._from_row(row) for row in rows]
 
     def in_flight(self, board: str | None = None) -> list[VendRecord]:
@@ -222,10 +205,9 @@ class VendJournal:
 
     def log(self, vend_id: str) -> list[dict[str, Any]]:
         """Every step of one vend, in order (what an operator reads to settle an unknown)."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT at, state, outcome, note FROM vend_log WHERE vend_id = ? ORDER BY id",
-                (vend_id,)).fetchall()
+        rows = self._store.rows(
+            "SELECT at, state, outcome, note FROM vend_log WHERE vend_id = ? ORDER BY id",
+            (vend_id,))
         return [dict(zip(("at", "state", "outcome", "note"), row, strict=True)) for row in rows]
 
     # -- writing -----------------------------------------------------------------------------
@@ -233,30 +215,12 @@ class VendJournal:
     def _write(self, sql: str, args: tuple[Any, ...], vend_id: str, state: str,
                outcome: str | None, note: str) -> int:
         """One committed transaction: the row change and its log line together."""
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                changed = self._db.execute(sql, args).rowcount
-                if changed:
-                    self._db.execute(
-                        "INSERT INTO vend_log (vend_id, at, state, outcome, note) "
-                        "VALUES (?,?,?,?,?)", (vend_id, time.time(), state, outcome, note))
-                self._db.execute("COMMIT")
-            except sqlite3.DatabaseError as exc:
-                self._rollback()
-                raise JournalError(f"vend journal {self.path} cannot record {vend_id} as "
-                                   f"{state} ({exc}): free disk space or make it writable"
-                                   ) from exc
-            except BaseException:
-                self._rollback()
-                raise
+        with self._store.transaction(f"{vend_id} as {state}") as db:
+            changed: int = db.execute(sql, args).rowcount
+            if changed:
+                db.execute("INSERT INTO vend_log (vend_id, at, state, outcome, note) "
+                           "VALUES (?,?,?,?,?)", (vend_id, time.time(), state, outcome, note))
         return changed
-
-    def _rollback(self) -> None:
-        try:
-            self._db.execute("ROLLBACK")
-        except sqlite3.DatabaseError:
-            pass  # no transaction was open (BEGIN itself failed)
 
     def begin(self, vend_id: str, *, board: str, slot: str | int, motor: int,
               drop_sensor: bool, sequence_range: tuple[int, int] | None) -> VendRecord:
@@ -267,34 +231,25 @@ class VendJournal:
         A row of this ``vend_id`` that was ``aborted`` (never sent) is started again.
         """
         now = time.time()
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                existing = self._db.execute("SELECT state FROM vends WHERE vend_id = ?",
-                                            (vend_id,)).fetchone()
-                if existing is not None and existing[0] != VendState.ABORTED.value:
-                    raise SequenceError(f"vend {vend_id!r} is already journaled "
-                                        f"(state {existing[0]})")
-                seq = (None if sequence_range is None
-                       else self._next_seq(board, sequence_range))
-                values = (vend_id, board, json.dumps(slot), motor, seq, int(drop_sensor),
-                          VendState.INTENT.value, None, None, None, None, "", None, now, now)
-                self._db.execute(
-                    f"INSERT OR REPLACE INTO vends ({', '.join(_COLUMNS)}) VALUES "
-                    f"({', '.join('?' * len(_COLUMNS))})", values)
-                self._db.execute(
-                    "INSERT INTO vend_log (vend_id, at, state, outcome, note) VALUES (?,?,?,?,?)",
-                    (vend_id, now, VendState.INTENT.value, None,
-                     f"slot {slot!r} motor {motor} seq {seq}"))
-                self._db.execute("COMMIT")
-            except sqlite3.DatabaseError as exc:
-                self._rollback()
-                raise JournalError(f"vend journal {self.path} cannot be written ({exc}): the "
-                                   f"vend was not started and nothing was sent to the board; "
-                                   "free disk space or make it writable") from exc
-            except BaseException:
-                self._rollback()
-                raise
+        not_started = ("the vend was not started and nothing was sent to the board; "
+                       "free disk space or make it writable")
+        with self._store.transaction(vend_id, failed=not_started) as db:
+            existing = db.execute("SELECT state FROM vends WHERE vend_id = ?",
+                                  (vend_id,)).fetchone()
+            if existing is not None and existing[0] != VendState.ABORTED.value:
+                raise SequenceError(f"vend {vend_id!r} is already journaled "
+                                    f"(state {existing[0]})")
+            seq = (None if sequence_range is None
+                   else self._next_seq(board, sequence_range))
+            values = (vend_id, board, json.dumps(slot), motor, seq, int(drop_sensor),
+                      VendState.INTENT.value, None, None, None, None, "", None, now, now)
+            db.execute(
+                f"INSERT OR REPLACE INTO vends ({', '.join(_COLUMNS)}) VALUES "
+                f"({', '.join('?' * len(_COLUMNS))})", values)
+            db.execute(
+                "INSERT INTO vend_log (vend_id, at, state, outcome, note) VALUES (?,?,?,?,?)",
+                (vend_id, now, VendState.INTENT.value, None,
+                 f"slot {slot!r} motor {motor} seq {seq}"))
         self._crash_point(VendState.INTENT.value)
         record = self.get(vend_id)
         assert record is not None
@@ -312,11 +267,12 @@ class VendJournal:
         if high < low:
             raise ConfigurationError(f"bad sequence range {sequence_range!r}")
         size = high - low + 1
-        busy = {row[0] for row in self._db.execute(
+        busy = {row[0] for row in self._store.db.execute(
             "SELECT seq FROM vends WHERE board = ? AND seq IS NOT NULL AND "
             "(state IN ('intent', 'sent', 'acknowledged') OR "
             "(outcome = 'unknown' AND COALESCE(resolved_by, '') != 'operator'))", (board,))}
-        row = self._db.execute("SELECT last FROM sequences WHERE board = ?", (board,)).fetchone()
+        row = self._store.db.execute("SELECT last FROM sequences WHERE board = ?",
+                                     (board,)).fetchone()
         if row is None:
             last, steps = low + secrets.randbelow(size) - 1, range(1, size + 1)
         else:
@@ -325,7 +281,7 @@ class VendJournal:
         for step in steps:
             candidate = low + (last - low + step) % size
             if candidate not in busy:
-                self._db.execute(
+                self._store.db.execute(
                     "INSERT INTO sequences (board, last) VALUES (?, ?) "
                     "ON CONFLICT (board) DO UPDATE SET last = excluded.last", (board, candidate))
                 return candidate
@@ -395,8 +351,7 @@ class VendJournal:
         return settled
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._store.close()
 
     def __enter__(self) -> VendJournal:
         return self
