@@ -110,6 +110,20 @@ class CashDevice(ABC):
         """Start paying out ``amount`` minor units (payout devices); progress comes as events."""
         raise NotSupportedError(f"{self.name} cannot pay out")
 
+    def checkpoint(self) -> dict[str, Any] | None:
+        """The driver state that names its events (session, counters), JSON-serialisable.
+
+        Why: a device repeats an event whose acknowledgement never left (a power cut between
+        the journal's commit and the ACK); a restarted host that resumes from this state gives
+        the repeat the id it had, so the journal counts it once. The machine layer
+        (:class:`~vendhw.machine.cash.CashAcceptor`) stores it with each event it journals and
+        calls :meth:`restore` at start-up. None: this driver keeps no such state."""
+        return None
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Continue from a :meth:`checkpoint` after a restart, before :meth:`start`."""
+        raise NotSupportedError(f"{self.name} keeps no checkpoint to restore")
+
     def status(self) -> dict[str, Any]:
         """What the device reports about itself (drivers add levels, counters, faults)."""
         return {"device": self.name, "currency": self.currency}

@@ -231,26 +231,19 @@ class CashAcceptor:
         """Give ``device`` the checkpoint its driver left in the journal before a restart, so
         an event journaled just before a crash (and repeated by the device because its
         acknowledgement never left) keeps its ``event_id`` and is not credited again."""
-        restore = getattr(device, "restore", None)
-        if not callable(restore) or not callable(getattr(device, "checkpoint", None)):
-            return
+        if device.checkpoint() is None:
+            return  # a driver without state to resume
         saved = self.journal.checkpoint(device.name)
         if saved is None:
             return
-        restore(saved)
+        device.restore(saved)
         self._saved[device.name] = saved
         log.info("%s: resumed from the cash journal's checkpoint %s", device.name, saved)
-
-    def _checkpoint(self, device: CashDevice) -> dict[str, Any] | None:
-        take = getattr(device, "checkpoint", None)
-        if not callable(take) or not callable(getattr(device, "restore", None)):
-            return None
-        return dict(take())
 
     def _save_checkpoint(self, device: CashDevice) -> None:
         """After a poll (its acknowledgements sent): store the driver's counters if they
         moved, so a restart continues from them."""
-        data = self._checkpoint(device)
+        data = device.checkpoint()
         if data is not None and self._saved.get(device.name) != data:
             self.journal.save_checkpoint(device.name, data)
             self._saved[device.name] = data
