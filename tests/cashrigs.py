@@ -63,14 +63,15 @@ def make_rig(protocol: str, transport: Callable[[Any], Any] = SimTransport,
                        accepted=lambda: sum((500, 1000, 2000)[c - 1] for c in bill.stacked))
     if protocol == "id003":
         from vendhw.devices.id003 import Id003Acceptor
-        from vendhw.sim.id003 import DISABLED, IDLING, Id003Simulator
+        from vendhw.framing.id003 import Status
+        from vendhw.sim.id003 import Id003Simulator
 
         jcm = Id003Simulator(reply_delay=0, speed=1000)
         return CashRig(protocol, jcm,
                        lambda: Id003Acceptor(transport(jcm), reply_timeout=reply_timeout,
                                              name="id003"),
                        lambda n: jcm.insert_note(n + 1), (500, 1000, 2000),
-                       lambda: jcm.state in (IDLING, DISABLED),
+                       lambda: jcm.state in (Status.IDLING, Status.DISABLED),
                        lambda: sum((500, 1000, 2000)[c - 0x61] for c in jcm.stacked))
     if protocol == "mdb-changer":
         from vendhw.devices.mdb import MdbCoinChanger, MdbLink

@@ -43,10 +43,13 @@ from vendhw.framing.id003 import (
     FAILURES,
     INTER_BYTE_GAP,
     POLL_INTERVAL,
+    POWER_UPS,
     REJECT_REASONS,
     REPLY_TIMEOUT,
     STATUSES,
+    Command,
     Id003Framer,
+    Status,
     parse_currency_assign,
 )
 from vendhw.transport import Transport, open_transport
@@ -62,19 +65,6 @@ idempotent; STACK and RETURN are checked against the status before they are rese
 INITIALIZE_TIMEOUT = 10.0
 """Seconds to wait after RESET for INITIALIZE to end (DISABLE/INHIBIT or IDLING)."""
 
-# Commands (host -> acceptor) and statuses (acceptor -> host), protocols/id003/README.md.
-STATUS_REQUEST, RESET, STACK_1, STACK_2, RETURN, HOLD, ACK = (
-    0x11, 0x40, 0x41, 0x42, 0x43, 0x44, 0x50)
-SET_DENOMINATIONS, SET_SECURITY, SET_COMMUNICATION_MODE, SET_INHIBIT, SET_DIRECTION, \
-    SET_OPTIONAL_FUNCTION = 0xC0, 0xC1, 0xC2, 0xC3, 0xC4, 0xC5
-VERSION_REQUEST = 0x88
-
-(IDLING, ACCEPTING, ESCROW, STACKING, VEND_VALID, STACKED, REJECTING, RETURNING, HOLDING,
- DISABLED, INITIALIZE) = range(0x11, 0x1C)
-POWER_UP, POWER_UP_BILL_ACCEPTOR, POWER_UP_BILL_STACKER = 0x40, 0x41, 0x42
-(STACKER_FULL, STACKER_OPEN, ACCEPTOR_JAM, STACKER_JAM, PAUSE, CHEATED, FAILURE,
- COMMUNICATION_ERROR, INVALID_COMMAND) = range(0x43, 0x4C)
-POWER_UPS = frozenset((POWER_UP, POWER_UP_BILL_ACCEPTOR, POWER_UP_BILL_STACKER))
 
 DEFAULT_VALUES = {0x61: 500, 0x62: 1000, 0x63: 2000, 0x64: 5000, 0x65: 10000,
                   0x66: 20000, 0x67: 50000}
@@ -86,6 +76,17 @@ COUNTRY_CURRENCIES = {0x01: "USD", 0x08: "CAD"}
 ZERO_DECIMAL_CURRENCIES = frozenset({"JPY", "KRW", "HUF", "CLP", "ISK", "VND", "IDR"})
 
 K = CashEventKind
+
+FAULT_EVENTS: dict[int, CashEventKind] = {
+    Status.STACKER_FULL: K.CASHBOX_FULL, Status.STACKER_OPEN: K.CASHBOX_REMOVED,
+    Status.ACCEPTOR_JAM: K.JAM, Status.STACKER_JAM: K.JAM, Status.CHEATED: K.FRAUD,
+    Status.FAILURE: K.FAULT, Status.COMMUNICATION_ERROR: K.FAULT,
+    Status.INVALID_COMMAND: K.FAULT,
+}
+"""Error statuses and the event each one becomes when the acceptor enters it."""
+DECIDED = frozenset((Status.STACKING, Status.VEND_VALID, Status.STACKED, Status.RETURNING,
+                     Status.IDLING, Status.DISABLED))
+"""Statuses after an escrow decision whose ACK was lost: the decision was carried out."""
 
 
 @dataclass
@@ -115,36 +116,34 @@ class StatusTracker:
         previous, self.last = self.last, code
         changed = code != previous
         out: list[CashEvent] = []
-        if code == ESCROW:
+        if code == Status.ESCROW:
             denomination = data[0] if data else 0
             if changed or denomination != self.escrow_code:
                 self.notes += 1
                 self.escrow_code, self.credited = denomination, False
                 out.append(self._event(K.ESCROW, "escrow", code, value=self.value(),
                                        channel=denomination - 0x60, route="escrow"))
-        elif code == VEND_VALID:
+        elif code == Status.VEND_VALID:
             if not self.credited:
                 out.append(self._event(K.CREDIT, "credit", code, value=self.value(),
                                        channel=self.escrow_code - 0x60 if self.escrow_code
                                        else None, route="cashbox"))
-        elif code == REJECTING and changed:
+        elif code == Status.REJECTING and changed:
             reason = REJECT_REASONS.get(data[0], f"reject code 0x{data[0]:02X}") if data \
                 else "rejected"
             out.append(self._event(K.REJECTED, f"rejected{self.notes}", code, reason=reason))
-        elif code == RETURNING and changed:
+        elif code == Status.RETURNING and changed:
             out.append(self._event(K.RETURNED, "returned", code, value=self.value(),
                                    route="customer"))
-        elif code == DISABLED and changed:
+        elif code == Status.DISABLED and changed:
             out.append(self._event(K.DISABLED, f"disabled@{time.time():.3f}", code))
-        elif changed and code in (STACKER_FULL, STACKER_OPEN, ACCEPTOR_JAM, STACKER_JAM,
-                                  CHEATED, FAILURE, COMMUNICATION_ERROR, INVALID_COMMAND):
-            kind = {STACKER_FULL: K.CASHBOX_FULL, STACKER_OPEN: K.CASHBOX_REMOVED,
-                    ACCEPTOR_JAM: K.JAM, STACKER_JAM: K.JAM, CHEATED: K.FRAUD}.get(code, K.FAULT)
+        elif changed and code in FAULT_EVENTS:
+            kind = FAULT_EVENTS[code]
             reason = STATUSES.get(code, "").lower()
-            if code == FAILURE and data:
+            if code == Status.FAILURE and data:
                 reason = FAILURES.get(data[0], f"failure code 0x{data[0]:02X}")
             out.append(self._event(kind, f"{code:02x}@{time.time():.3f}", code, reason=reason))
-        if previous == STACKER_OPEN and code != STACKER_OPEN:
+        if previous == Status.STACKER_OPEN and code != Status.STACKER_OPEN:
             out.append(self._event(K.CASHBOX_REPLACED, f"replaced@{time.time():.3f}", code))
         return out
 
@@ -198,7 +197,7 @@ class Id003Acceptor(CashDevice):
                               baudrate=self.transport.baudrate, timeout=self.reply_timeout)
 
     def status_request(self) -> tuple[int, bytes]:
-        return self.request(STATUS_REQUEST)
+        return self.request(Command.STATUS_REQUEST)
 
     def _setting(self, code: int, data: bytes) -> None:
         reply, echoed = self.request(code, data)
@@ -209,7 +208,7 @@ class Id003Acceptor(CashDevice):
 
     def _expect_ack(self, code: int) -> None:
         reply, _data = self.request(code)
-        if reply != ACK:
+        if reply != Status.ACK:
             raise DeviceFault(f"{self.name}: command 0x{code:02X} answered "
                               f"{STATUSES.get(reply, hex(reply))}, not ACK", code=reply)
 
@@ -223,7 +222,7 @@ class Id003Acceptor(CashDevice):
         if self._resumed:
             self._resumed = False
             code, data = self.status_request()
-            if code == VEND_VALID:
+            if code == Status.VEND_VALID:
                 self._held = [e for e in self.tracker.update(code, data)
                               if e.kind is K.CREDIT]
         self._initialize()
@@ -242,27 +241,27 @@ class Id003Acceptor(CashDevice):
         self._resumed = True
 
     def _initialize(self) -> None:
-        reply, version = self.request(VERSION_REQUEST)
-        if reply == VERSION_REQUEST:
+        reply, version = self.request(Command.VERSION_REQUEST)
+        if reply == Command.VERSION_REQUEST:
             self.version = version[:64].decode("ascii", "replace").strip()
         if not self.values_override:
             self._read_currency_assign()
-        self._expect_ack(RESET)
+        self._expect_ack(Command.RESET)
         self.stats["resets"] += 1
         deadline = time.monotonic() + self.initialize_timeout
         while True:
             code, _data = self.status_request()
-            if code in (DISABLED, IDLING):
+            if code in (Status.DISABLED, Status.IDLING):
                 break
             if time.monotonic() > deadline:
                 raise DeviceFault(f"{self.name}: still {STATUSES.get(code, hex(code))} "
                                   f"{self.initialize_timeout:g} s after RESET", code=code)
             time.sleep(POLL_INTERVAL)  # sleep-ok: the acceptor's own initialisation time
-        self._setting(SET_DENOMINATIONS, self._mask(enable=False))
-        self._setting(SET_SECURITY, b"\x00\x00")
-        self._setting(SET_COMMUNICATION_MODE, b"\x00")  # polling
-        self._setting(SET_INHIBIT, b"\x01")
-        self._setting(SET_OPTIONAL_FUNCTION, b"\x00\x00")
+        self._setting(Command.SET_DENOMINATIONS, self._mask(enable=False))
+        self._setting(Command.SET_SECURITY, b"\x00\x00")
+        self._setting(Command.SET_COMMUNICATION_MODE, b"\x00")  # polling
+        self._setting(Command.SET_INHIBIT, b"\x01")
+        self._setting(Command.SET_OPTIONAL_FUNCTION, b"\x00\x00")
         self.enabled = False
         self.tracker.last = None
 
@@ -299,12 +298,12 @@ class Id003Acceptor(CashDevice):
         return mask.to_bytes(2, "little")
 
     def enable(self) -> None:
-        self._setting(SET_DENOMINATIONS, self._mask(enable=True))
-        self._setting(SET_INHIBIT, b"\x00")
+        self._setting(Command.SET_DENOMINATIONS, self._mask(enable=True))
+        self._setting(Command.SET_INHIBIT, b"\x00")
         self.enabled = True
 
     def disable(self) -> None:
-        self._setting(SET_INHIBIT, b"\x01")
+        self._setting(Command.SET_INHIBIT, b"\x01")
         self.enabled = False
 
     # -- polling -----------------------------------------------------------------------------
@@ -326,9 +325,9 @@ class Id003Acceptor(CashDevice):
         for event in events:
             if sink is not None:
                 sink(event)
-        if code == VEND_VALID:
+        if code == Status.VEND_VALID:
             # The credit is in the sink (or was, for a repeat): now the acceptor may go on.
-            self.link.send(self.link.framer.build(direction="host", code=ACK))
+            self.link.send(self.link.framer.build(direction="host", code=Command.ACK))
             self.tracker.credited = True
         return events
 
@@ -336,12 +335,12 @@ class Id003Acceptor(CashDevice):
         tracker = self.tracker
         events = [tracker._event(K.DEVICE_RESET, f"reset@{time.time():.3f}", code,
                                  reason=STATUSES[code].lower())]
-        if code == POWER_UP_BILL_STACKER:
+        if code == Status.POWER_UP_BILL_STACKER:
             events.append(tracker._event(
                 K.FAULT, f"stacker@{time.time():.3f}", code, value=tracker.value(),
                 reason="a note reached the stacker during a power failure; whether it was "
                        "credited is unknown (check the journal and the cash box)"))
-        elif code == POWER_UP_BILL_ACCEPTOR:
+        elif code == Status.POWER_UP_BILL_ACCEPTOR:
             events.append(tracker._event(K.RETURNED, f"head@{time.time():.3f}", code,
                                          reason="a note in the acceptor at power-up is "
                                                 "returned by the reset"))
@@ -356,29 +355,29 @@ class Id003Acceptor(CashDevice):
 
     def stack(self) -> None:
         """STACK-1 for the note in escrow (the credit follows with VEND VALID)."""
-        self._decide(STACK_1)
+        self._decide(Command.STACK_1)
 
     def reject(self) -> None:
         """RETURN the note in escrow."""
-        self._decide(RETURN)
+        self._decide(Command.RETURN)
 
     def hold(self) -> None:
         """HOLD the note in escrow (the acceptor's escrow timer starts again)."""
-        self._decide(HOLD)
+        self._decide(Command.HOLD)
 
     def _decide(self, code: int) -> None:
         try:
             reply, _data = self.request(code, retry=False)
         except NoResponseError:
             reply = -1
-        if reply == ACK:
+        if reply == Status.ACK:
             return
         # No ACK: the command may have been lost, or executed with its ACK lost. The status
         # says which, so STACK is never sent twice for one note.
         status, _data = self.status_request()
-        if status in (ESCROW, HOLDING):
+        if status in (Status.ESCROW, Status.HOLDING):
             self._expect_ack(code)
-        elif status not in (STACKING, VEND_VALID, STACKED, RETURNING, IDLING, DISABLED):
+        elif status not in DECIDED:
             raise DeviceFault(f"{self.name}: command 0x{code:02X} refused in status "
                               f"{STATUSES.get(status, hex(status))}", code=status)
 

@@ -31,7 +31,9 @@ from vendhw.framing.base import Frame
 from vendhw.framing.id003 import (
     CURRENCY_ASSIGN,
     INTER_BYTE_GAP,
+    Command,
     Id003Framer,
+    Status,
     build_currency_assign,
 )
 from vendhw.options import FALSE_WORDS, TRUE_WORDS, option_flag, option_ints
@@ -59,12 +61,6 @@ COUNTRY = 0x00
 """Country byte of the table: 0x00 has no public meaning (EUR's byte is not in the public
 sources), so the host keeps its ``currency=``; lamassu-machine knows 0x01 USD, 0x08 CAD."""
 
-(IDLING, ACCEPTING, ESCROW, STACKING, VEND_VALID, STACKED, REJECTING, RETURNING, HOLDING,
- DISABLED, INITIALIZE, POWER_UP, POWER_UP_BILL_ACCEPTOR, POWER_UP_BILL_STACKER, STACKER_FULL,
- STACKER_OPEN, ACCEPTOR_JAM, STACKER_JAM, CHEATED, FAILURE, INVALID_COMMAND) = (
-    0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1A, 0x1B, 0x40, 0x41, 0x42, 0x43,
-    0x44, 0x45, 0x46, 0x48, 0x49, 0x4B)
-ACK = 0x50
 
 
 def _code_or(value: Any, default: int) -> int:
@@ -132,31 +128,34 @@ class Id003Simulator(Simulator):
 
     def power_up(self) -> None:
         """Power-on: POWER UP until RESET; settings back to inhibited."""
-        self.state = POWER_UP_BILL_STACKER if self.bill_in_stacker else POWER_UP
+        self.state: int = (Status.POWER_UP_BILL_STACKER if self.bill_in_stacker
+                           else Status.POWER_UP)
         self.bill_in_stacker = False
         self.state_data = b""
         self.since = self.now
-        self.settings: dict[int, bytes] = {0xC0: b"\x00\x00", 0xC1: b"\x00\x00",
-                                           0xC2: b"\x00", 0xC3: b"\x01", 0xC4: b"\x00",
-                                           0xC5: b"\x00\x00", 0xC6: b"\x01\x12", 0xC7: b"\x00"}
+        self.settings: dict[int, bytes] = {
+            Command.SET_DENOMINATIONS: b"\x00\x00", Command.SET_SECURITY: b"\x00\x00",
+            Command.SET_COMMUNICATION_MODE: b"\x00", Command.SET_INHIBIT: b"\x01",
+            Command.SET_DIRECTION: b"\x00", Command.SET_OPTIONAL_FUNCTION: b"\x00\x00",
+            Command.SET_BARCODE_FUNCTION: b"\x01\x12", Command.SET_BAR_INHIBIT: b"\x00"}
         self.escrow = 0
         self._next_insert: float | None = None
 
     @property
     def enabled(self) -> bool:
-        mask = int.from_bytes(self.settings[0xC0][:2], "little")
-        return self.settings[0xC3][:1] == b"\x00" and mask != 0xFFFF
+        mask = int.from_bytes(self.settings[Command.SET_DENOMINATIONS][:2], "little")
+        return self.settings[Command.SET_INHIBIT][:1] == b"\x00" and mask != 0xFFFF
 
     def denomination_enabled(self, code: int) -> bool:
-        mask = int.from_bytes(self.settings[0xC0][:2], "little")
+        mask = int.from_bytes(self.settings[Command.SET_DENOMINATIONS][:2], "little")
         return not mask >> (code - 0x61) & 1  # a 1 bit disables (py-id003 SET_DENOM)
 
     def insert_note(self, denomination: int) -> None:
         """A customer feeds a note: a code 0x61..0x68, or its index 1..8."""
         with self._lock:
-            if self.state not in (IDLING, DISABLED):
+            if self.state not in (Status.IDLING, Status.DISABLED):
                 raise RuntimeError(f"the acceptor is busy (status 0x{self.state:02X})")
-            self._go(ACCEPTING)
+            self._go(Status.ACCEPTING)
             self.escrow = self._code(denomination)
 
     def _go(self, state: int, data: bytes = b"") -> None:
@@ -169,42 +168,44 @@ class Id003Simulator(Simulator):
         """Device time passes: initialisation ends, notes move, escrow times out."""
         self.now = max(self.now, now)
         state = self.state
-        if state == INITIALIZE and self._elapsed(INIT_TIME):
-            self._go(IDLING if self.enabled else DISABLED)
-        elif state in (IDLING, DISABLED):
-            self._go(IDLING if self.enabled else DISABLED)
-            if self.state == IDLING and self.auto_insert:
+        if state == Status.INITIALIZE and self._elapsed(INIT_TIME):
+            self._go(Status.IDLING if self.enabled else Status.DISABLED)
+        elif state in (Status.IDLING, Status.DISABLED):
+            self._go(Status.IDLING if self.enabled else Status.DISABLED)
+            if self.state == Status.IDLING and self.auto_insert:
                 if self._next_insert is None:
                     self._next_insert = self.now + self.insert_interval
                 elif self.now >= self._next_insert:
                     self._next_insert = None
-                    self._go(ACCEPTING)
+                    self._go(Status.ACCEPTING)
                     self.escrow = self.auto_insert.popleft()
-        elif state == ACCEPTING and self._elapsed(ACCEPT_TIME):
+        elif state == Status.ACCEPTING and self._elapsed(ACCEPT_TIME):
             if self.reject_next or not self.denomination_enabled(self.escrow):
                 reason = self.reject_next or 0x79  # 0x79: inhibited
                 self.reject_next = 0
-                self._go(REJECTING, bytes((reason,)))
+                self._go(Status.REJECTING, bytes((reason,)))
             else:
-                self._go(ESCROW, bytes((self.escrow,)))
-        elif state in (ESCROW, HOLDING) and self.now - self.since >= ESCROW_TIMEOUT:
-            self._go(RETURNING)
-        elif state == STACKING and self._elapsed(STACK_TIME):
-            self._go(VEND_VALID)
-        elif state == STACKED and self._elapsed(STACK_TIME):
-            self._go(IDLING if self.enabled else DISABLED)
-        elif state in (REJECTING, RETURNING) and self._elapsed(RETURN_TIME):
+                self._go(Status.ESCROW, bytes((self.escrow,)))
+        elif state in (Status.ESCROW, Status.HOLDING) and self.now - self.since >= ESCROW_TIMEOUT:
+            self._go(Status.RETURNING)
+        elif state == Status.STACKING and self._elapsed(STACK_TIME):
+            self._go(Status.VEND_VALID)
+        elif state == Status.STACKED and self._elapsed(STACK_TIME):
+            self._go(Status.IDLING if self.enabled else Status.DISABLED)
+        elif state in (Status.REJECTING, Status.RETURNING) and self._elapsed(RETURN_TIME):
             self.escrow = 0
-            self._go(IDLING if self.enabled else DISABLED)
+            self._go(Status.IDLING if self.enabled else Status.DISABLED)
 
     def status(self) -> tuple[int, bytes]:
         """What a STATUS REQUEST answers now (faults take precedence)."""
         if self.failure:
-            return FAILURE, bytes((self.failure,))
-        for flag, code in ((self.stacker_open, STACKER_OPEN), (self.stacker_full, STACKER_FULL),
-                           (self.jam, ACCEPTOR_JAM), (self.stacker_jam, STACKER_JAM),
-                           (self.cheated, CHEATED)):
-            if flag and self.state not in (POWER_UP, POWER_UP_BILL_STACKER, INITIALIZE):
+            return Status.FAILURE, bytes((self.failure,))
+        for flag, code in ((self.stacker_open, Status.STACKER_OPEN),
+                           (self.stacker_full, Status.STACKER_FULL),
+                           (self.jam, Status.ACCEPTOR_JAM), (self.stacker_jam, Status.STACKER_JAM),
+                           (self.cheated, Status.CHEATED)):
+            if flag and self.state not in (Status.POWER_UP, Status.POWER_UP_BILL_STACKER,
+                                           Status.INITIALIZE):
                 return code, b""
         return self.state, self.state_data
 
@@ -227,44 +228,44 @@ class Id003Simulator(Simulator):
 
     def handle(self, code: int, data: bytes) -> tuple[int, bytes] | None:
         """One command; returns ``(status or echo code, data)`` or None for no answer."""
-        if code == 0x11:
+        if code == Command.STATUS_REQUEST:
             return self.status()
-        if code == ACK:
-            if self.state == VEND_VALID:
+        if code == Command.ACK:
+            if self.state == Status.VEND_VALID:
                 self.stacked.append(self.escrow)
-                self._go(STACKED, bytes((self.escrow,)))
+                self._go(Status.STACKED, bytes((self.escrow,)))
             return None  # the host's ACK is not answered
-        if code == 0x40:  # RESET
+        if code == Command.RESET:
             self.power_up()
-            self._go(INITIALIZE)
-            return ACK, b""
-        if 0xC0 <= code <= 0xC7:
+            self._go(Status.INITIALIZE)
+            return Status.ACK, b""
+        if Command.SET_DENOMINATIONS <= code <= Command.SET_BAR_INHIBIT:
             self.settings[code] = data
-            if self.state in (IDLING, DISABLED):
-                self._go(IDLING if self.enabled else DISABLED)
+            if self.state in (Status.IDLING, Status.DISABLED):
+                self._go(Status.IDLING if self.enabled else Status.DISABLED)
             return code, data
-        if 0x80 <= code <= 0x87:
-            return code, self.settings[code + 0x40]
-        if code == 0x88:
+        if Command.DENOMINATIONS_REQUEST <= code <= Command.BAR_INHIBIT_REQUEST:
+            return code, self.settings[code | 0x40]  # the status of SET 0xC0 + n is 0x80 + n
+        if code == Command.VERSION_REQUEST:
             return code, VERSION
         if code == CURRENCY_ASSIGN:
             return code, build_currency_assign(self.currency_table)
-        if code in (0x41, 0x42):  # STACK-1 / STACK-2
-            if self.state not in (ESCROW, HOLDING):
-                return INVALID_COMMAND, b""
-            self._go(STACKING)
-            return ACK, b""
-        if code == 0x43:  # RETURN
-            if self.state not in (ESCROW, HOLDING):
-                return INVALID_COMMAND, b""
-            self._go(RETURNING)
-            return ACK, b""
-        if code == 0x44:  # HOLD: keep the note; the escrow timer starts again
-            if self.state not in (ESCROW, HOLDING):
-                return INVALID_COMMAND, b""
-            self._go(HOLDING)
-            return ACK, b""
-        return INVALID_COMMAND, b""
+        if code in (Command.STACK_1, Command.STACK_2):
+            if self.state not in (Status.ESCROW, Status.HOLDING):
+                return Status.INVALID_COMMAND, b""
+            self._go(Status.STACKING)
+            return Status.ACK, b""
+        if code == Command.RETURN:
+            if self.state not in (Status.ESCROW, Status.HOLDING):
+                return Status.INVALID_COMMAND, b""
+            self._go(Status.RETURNING)
+            return Status.ACK, b""
+        if code == Command.HOLD:  # keep the note; the escrow timer starts again
+            if self.state not in (Status.ESCROW, Status.HOLDING):
+                return Status.INVALID_COMMAND, b""
+            self._go(Status.HOLDING)
+            return Status.ACK, b""
+        return Status.INVALID_COMMAND, b""
 
     # -- faults ------------------------------------------------------------------------------
 
@@ -280,7 +281,7 @@ class Id003Simulator(Simulator):
                 self.bill_in_stacker = option_flag(value)
             elif name == "reset":
                 if option_flag(value):
-                    if self.state in (STACKING, VEND_VALID):
+                    if self.state in (Status.STACKING, Status.VEND_VALID):
                         # The note is in the stacker: a real acceptor reports POWER UP WITH
                         # BILL IN STACKER, whether or not the host's ACK came.
                         self.stacked.append(self.escrow)
