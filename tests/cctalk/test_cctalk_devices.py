@@ -12,8 +12,6 @@ import pytest
 
 from vendhw.devices.cash import CashEvent, CashEventKind
 from vendhw.devices.cctalk import (
-    DISPENSE_HOPPER_COINS,
-    ROUTE_BILL,
     CcTalkBillValidator,
     CcTalkBus,
     CcTalkCoinAcceptor,
@@ -34,7 +32,7 @@ from vendhw.errors import (
     ProtocolError,
     VendhwError,
 )
-from vendhw.framing.cctalk import CcTalkFramer
+from vendhw.framing.cctalk import CcTalkFramer, Header
 from vendhw.machine.cash import CashAcceptor, CashJournal
 from vendhw.sim.cctalk import CcTalkBillSimulator, CcTalkCoinSimulator, CcTalkHopperSimulator
 from vendhw.transport import SimTransport, SimulatorOnPty
@@ -282,7 +280,7 @@ def test_lost_route_ack_is_not_an_error_and_not_routed_twice() -> None:
     dropped = []
 
     def lose_first_route_ack(request: Request, reply: bytes) -> bytes | Exception:
-        if request.header == ROUTE_BILL and not dropped:
+        if request.header == Header.ROUTE_BILL and not dropped:
             dropped.append(reply)
             return NoResponseError("reply lost")
         return reply
@@ -378,10 +376,10 @@ def test_lost_dispense_reply_is_not_resent() -> None:
     dev, sim = hopper()
 
     def lose_dispense_reply(request: Request, reply: bytes) -> bytes | Exception:
-        return NoResponseError("lost") if request.header == DISPENSE_HOPPER_COINS else reply
+        return NoResponseError("lost") if request.header == Header.DISPENSE_HOPPER_COINS else reply
 
     payout = drive(dev.payout_op(300), sim, lose_dispense_reply)
-    assert sim.received.count(DISPENSE_HOPPER_COINS) == 1
+    assert sim.received.count(Header.DISPENSE_HOPPER_COINS) == 1
     assert payout.counter == sim.counter == 1
 
 
@@ -390,7 +388,7 @@ def test_unanswered_dispense_is_sent_once_more_then_refused() -> None:
     calls = []
 
     def swallow_dispense(request: Request, reply: bytes) -> bytes | Exception:
-        if request.header == DISPENSE_HOPPER_COINS:
+        if request.header == Header.DISPENSE_HOPPER_COINS:
             calls.append(1)
             sim.counter, sim.remaining, sim.enabled = 0, 0, True  # it never arrived
             return NoResponseError("lost")
@@ -412,7 +410,7 @@ def test_payout_refuses_bad_amounts_before_any_coin_moves() -> None:
     dev.payout(100)
     with pytest.raises(ProtocolError, match="in progress"):
         dev.payout(100)
-    assert sim.received.count(DISPENSE_HOPPER_COINS) == 1
+    assert sim.received.count(Header.DISPENSE_HOPPER_COINS) == 1
 
 
 def test_wrong_serial_security_is_refused_by_the_hopper() -> None:

@@ -18,6 +18,7 @@ ROOT = Path(vendhw.__file__).parent
 USERS = {
     "id003": ("devices/id003.py", "sim/id003.py"),
     "ssp": ("devices/ssp.py", "sim/ssp.py"),
+    "cctalk": ("devices/cctalk.py", "sim/cctalk.py"),
 }
 
 
@@ -64,3 +65,11 @@ def test_the_check_catches_a_second_declaration(tmp_path: Path) -> None:
     sample = tmp_path / "m.py"
     sample.write_text("IDLING, DISABLED = 0x11, 0x1A\nACK = 0x50\nOTHER = f(1)\n")
     assert _module_constants(sample) == {"IDLING": 0x11, "DISABLED": 0x1A, "ACK": 0x50}
+
+
+def test_cctalk_header_names_come_from_the_one_enum() -> None:
+    from vendhw.framing.cctalk import HEADERS, Header
+
+    assert set(HEADERS) == {int(h) for h in Header}
+    assert HEADERS[Header.REQUEST_PAYOUT_HIGH_LOW_STATUS] == "REQUEST PAYOUT HIGH / LOW STATUS"
+    assert HEADERS[229] == "READ BUFFERED CREDIT OR ERROR CODES"

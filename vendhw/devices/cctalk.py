@@ -57,6 +57,7 @@ from vendhw.framing.cctalk import (
     NAK,
     REPLY,
     CcTalkFramer,
+    Header,
 )
 from vendhw.options import option_flag
 from vendhw.transport import Transport, open_transport
@@ -96,17 +97,6 @@ MAX_DISPENSE = 255
 COIN_ACCEPTOR_ADDRESS = 2
 HOPPER_ADDRESS = 3
 BILL_VALIDATOR_ADDRESS = 40
-
-(RESET_DEVICE, REQUEST_COMMS_REVISION, SIMPLE_POLL, REQUEST_STATUS, REQUEST_MANUFACTURER_ID,
- REQUEST_EQUIPMENT_CATEGORY_ID, REQUEST_PRODUCT_CODE, REQUEST_SERIAL_NUMBER,
- REQUEST_SOFTWARE_REVISION, MODIFY_INHIBIT_STATUS, REQUEST_INHIBIT_STATUS,
- READ_BUFFERED_CREDIT, MODIFY_MASTER_INHIBIT, REQUEST_MASTER_INHIBIT, REQUEST_COIN_ID,
- EMERGENCY_STOP, REQUEST_HOPPER_COIN, REQUEST_HOPPER_DISPENSE_COUNT, DISPENSE_HOPPER_COINS,
- REQUEST_HOPPER_STATUS, ENABLE_HOPPER, TEST_HOPPER, READ_BUFFERED_BILL_EVENTS,
- REQUEST_BILL_ID, REQUEST_COUNTRY_SCALING_FACTOR, ROUTE_BILL, MODIFY_BILL_OPERATING_MODE,
- REQUEST_PAYOUT_HIGH_LOW_STATUS) = (
-    1, 4, 254, 248, 246, 245, 244, 242, 241, 231, 230, 229, 228, 227, 184, 172, 171, 168,
-    167, 166, 164, 163, 159, 157, 156, 154, 153, 217)
 
 ENABLE_HOPPER_CODE = 165
 """Part 2 header 164: data 165 enables the payout, anything else disables it."""
@@ -605,20 +595,20 @@ class CcTalkDevice(CashDevice):
 
     def identify_op(self) -> Op[Identity]:
         """Simple poll (it must answer), then the identification headers it implements."""
-        yield self._req(SIMPLE_POLL)
+        yield self._req(Header.SIMPLE_POLL)
         ident = Identity()
-        for header, attr in ((REQUEST_MANUFACTURER_ID, "manufacturer"),
-                             (REQUEST_EQUIPMENT_CATEGORY_ID, "category"),
-                             (REQUEST_PRODUCT_CODE, "product"),
-                             (REQUEST_SOFTWARE_REVISION, "software")):
+        for header, attr in ((Header.REQUEST_MANUFACTURER_ID, "manufacturer"),
+                             (Header.REQUEST_EQUIPMENT_CATEGORY_ID, "category"),
+                             (Header.REQUEST_PRODUCT_CODE, "product"),
+                             (Header.REQUEST_SOFTWARE_REVISION, "software")):
             reply = yield from self._optional(header)
             if reply is not None:
                 setattr(ident, attr, _ascii(reply))
-        serial = yield from self._optional(REQUEST_SERIAL_NUMBER)
+        serial = yield from self._optional(Header.REQUEST_SERIAL_NUMBER)
         if serial:
             ident.serial_bytes = serial[:3]
             ident.serial = int.from_bytes(serial[:3], "little")
-        comms = yield from self._optional(REQUEST_COMMS_REVISION)
+        comms = yield from self._optional(Header.REQUEST_COMMS_REVISION)
         if comms and len(comms) >= 3:
             ident.comms_revision = f"{comms[1]}.{comms[2]} (release {comms[0]})"
         if self.expected_category and ident.category and ident.category.lower() not in \
@@ -630,9 +620,9 @@ class CcTalkDevice(CashDevice):
 
     def reset_op(self) -> Op[None]:
         """RESET DEVICE, then wait (on reply deadlines, not sleeps) until it polls again."""
-        yield self._req(RESET_DEVICE, retries=0)
+        yield self._req(Header.RESET_DEVICE, retries=0)
         attempts = max(1, int(RESET_TIMEOUT / max(self.bus.reply_timeout, 0.01)))
-        yield self._req(SIMPLE_POLL, retries=attempts)
+        yield self._req(Header.SIMPLE_POLL, retries=attempts)
 
     @property
     def ident_key(self) -> str:
@@ -665,7 +655,7 @@ def _drain(pending: deque[CashEvent]) -> Op[list[CashEvent]]:
 class _BufferedAcceptor(CcTalkDevice):
     """Coin acceptors and bill validators: master inhibit, inhibit mask, event buffer."""
 
-    read_header: int = READ_BUFFERED_CREDIT
+    read_header: int = Header.READ_BUFFERED_CREDIT_OR_ERROR_CODES
 
     def __init__(self, bus: CcTalkBus, *, address: int | None = None, name: str = "",
                  resume: dict[str, Any] | None = None) -> None:
@@ -702,13 +692,13 @@ class _BufferedAcceptor(CcTalkDevice):
             for channel in channels:
                 if 1 <= channel <= 16:
                     mask |= 1 << (channel - 1)
-        yield self._req(MODIFY_INHIBIT_STATUS, mask.to_bytes(2, "little"))
-        yield self._req(MODIFY_MASTER_INHIBIT, bytes((1 if enable else 0,)))
+        yield self._req(Header.MODIFY_INHIBIT_STATUS, mask.to_bytes(2, "little"))
+        yield self._req(Header.MODIFY_MASTER_INHIBIT_STATUS, bytes((1 if enable else 0,)))
         self.enabled = enable
 
     def master_inhibit_op(self) -> Op[bool]:
         """True when the device's master inhibit is active (accepting nothing)."""
-        data: bytes = yield self._req(REQUEST_MASTER_INHIBIT, reply_length=1)
+        data: bytes = yield self._req(Header.REQUEST_MASTER_INHIBIT_STATUS, reply_length=1)
         return not (data and data[0] & 1)
 
     def poll_op(self) -> Op[list[CashEvent]]:
@@ -836,7 +826,7 @@ class CcTalkCoinAcceptor(_BufferedAcceptor):
 
     default_address = COIN_ACCEPTOR_ADDRESS
     expected_category = ("Coin Acceptor",)
-    read_header = READ_BUFFERED_CREDIT
+    read_header = Header.READ_BUFFERED_CREDIT_OR_ERROR_CODES
 
     def __init__(self, bus: CcTalkBus, *, address: int | None = None, name: str = "",
                  resume: dict[str, Any] | None = None,
@@ -849,7 +839,7 @@ class CcTalkCoinAcceptor(_BufferedAcceptor):
     def start_op(self) -> Op[None]:
         yield from self.identify_op()
         for channel in range(1, 17):
-            reply = yield from self._optional(REQUEST_COIN_ID, bytes((channel,)))
+            reply = yield from self._optional(Header.REQUEST_COIN_ID, bytes((channel,)))
             if reply is None:
                 continue
             text = _ascii(reply)
@@ -894,7 +884,7 @@ class CcTalkBillValidator(_BufferedAcceptor):
 
     default_address = BILL_VALIDATOR_ADDRESS
     expected_category = ("Bill Validator", "Bill Acceptor")  # Appendix 16 shows the latter
-    read_header = READ_BUFFERED_BILL_EVENTS
+    read_header = Header.READ_BUFFERED_BILL_EVENTS
 
     def __init__(self, bus: CcTalkBus, *, address: int | None = None, name: str = "",
                  resume: dict[str, Any] | None = None, escrow: bool = True,
@@ -909,7 +899,7 @@ class CcTalkBillValidator(_BufferedAcceptor):
     def start_op(self) -> Op[None]:
         yield from self.identify_op()
         for channel in range(1, 17):
-            reply = yield from self._optional(REQUEST_BILL_ID, bytes((channel,)))
+            reply = yield from self._optional(Header.REQUEST_BILL_ID, bytes((channel,)))
             if reply is None:
                 continue
             text = _ascii(reply)
@@ -918,7 +908,7 @@ class CcTalkBillValidator(_BufferedAcceptor):
             self.ids[channel] = text
             country = text[:2]
             if country not in self.scaling and country.isalpha():
-                factor = yield from self._optional(REQUEST_COUNTRY_SCALING_FACTOR,
+                factor = yield from self._optional(Header.REQUEST_COUNTRY_SCALING_FACTOR,
                                                    country.encode("ascii"))
                 if factor and len(factor) >= 3 and (factor[0] or factor[1]):
                     self.scaling[country] = (int.from_bytes(factor[:2], "little"), factor[2])
@@ -931,7 +921,7 @@ class CcTalkBillValidator(_BufferedAcceptor):
                     self.values[channel] = value
             self.currency = self.currency or currency_of(country)
         self.values.update(self.overrides)
-        yield self._req(MODIFY_BILL_OPERATING_MODE, bytes((1 | (2 if self.escrow else 0),)))
+        yield self._req(Header.MODIFY_BILL_OPERATING_MODE, bytes((1 | (2 if self.escrow else 0),)))
         yield from self.baseline_op()
         yield from self.mask_op(False)
 
@@ -967,7 +957,7 @@ class CcTalkBillValidator(_BufferedAcceptor):
         first = True
         while True:
             try:
-                reply: bytes = yield self._req(ROUTE_BILL, bytes((code,)), retries=0)
+                reply: bytes = yield self._req(Header.ROUTE_BILL, bytes((code,)), retries=0)
             except (NoResponseError, FramingError):
                 if not first:
                     raise
@@ -1059,20 +1049,20 @@ class CcTalkHopper(CcTalkDevice):
         self.start_flags: list[str] = []
 
     def status_op(self) -> Op[HopperStatus]:
-        data: bytes = yield self._req(REQUEST_HOPPER_STATUS)
+        data: bytes = yield self._req(Header.REQUEST_HOPPER_STATUS)
         return HopperStatus.parse(data)
 
     def dispense_count_op(self) -> Op[int | None]:
-        data = yield from self._optional(REQUEST_HOPPER_DISPENSE_COUNT)
+        data = yield from self._optional(Header.REQUEST_HOPPER_DISPENSE_COUNT)
         return int.from_bytes(data[:3], "little") if data and len(data) >= 3 else None
 
     def flags_op(self) -> Op[list[str]]:
-        data = yield from self._optional(TEST_HOPPER)
+        data = yield from self._optional(Header.TEST_HOPPER)
         return hopper_flags(data) if data else []
 
     def start_op(self) -> Op[None]:
         yield from self.identify_op()
-        reply = yield from self._optional(REQUEST_HOPPER_COIN)
+        reply = yield from self._optional(Header.REQUEST_HOPPER_COIN)
         if reply:
             self.coin_id = _ascii(reply)
             country, value = parse_value_id(self.coin_id)
@@ -1082,16 +1072,16 @@ class CcTalkHopper(CcTalkDevice):
         status = yield from self.status_op()
         self.last_counter = status.counter
         self.start_flags = yield from self.flags_op()  # also clears "power-up detected"
-        yield self._req(ENABLE_HOPPER, b"\x00")
+        yield self._req(Header.ENABLE_HOPPER, b"\x00")
 
     def start(self) -> None:
         self.run(self.start_op())
 
     def enable(self) -> None:
-        self.run(self._single(ENABLE_HOPPER, bytes((ENABLE_HOPPER_CODE,))))
+        self.run(self._single(Header.ENABLE_HOPPER, bytes((ENABLE_HOPPER_CODE,))))
 
     def disable(self) -> None:
-        self.run(self._single(ENABLE_HOPPER, b"\x00"))
+        self.run(self._single(Header.ENABLE_HOPPER, b"\x00"))
 
     def _single(self, header: int, data: bytes = b"") -> Op[bytes]:
         reply: bytes = yield self._req(header, data)
@@ -1120,7 +1110,7 @@ class CcTalkHopper(CcTalkDevice):
         before = yield from self.status_op()
         if before.remaining:
             raise ProtocolError(f"{self.name}: hopper still paying {before.remaining} coins")
-        yield self._req(ENABLE_HOPPER, bytes((ENABLE_HOPPER_CODE,)))
+        yield self._req(Header.ENABLE_HOPPER, bytes((ENABLE_HOPPER_CODE,)))
         security = self.identity.serial_bytes if self.security == "serial" else b""
         if self.security == "serial" and len(security) != 3:
             raise ConfigurationError(f"{self.name}: no serial number for the dispense check; "
@@ -1128,7 +1118,7 @@ class CcTalkHopper(CcTalkDevice):
         expected = counter_advance(before.counter, 1)
         for attempt in range(2):
             try:
-                reply: bytes = yield self._req(DISPENSE_HOPPER_COINS,
+                reply: bytes = yield self._req(Header.DISPENSE_HOPPER_COINS,
                                                security + bytes((coins,)), retries=0,
                                                timeout=self.dispense_timeout)
             except (NoResponseError, FramingError) as exc:
@@ -1158,7 +1148,7 @@ class CcTalkHopper(CcTalkDevice):
 
     def emergency_stop(self) -> int:
         """Stop the motor now; returns the coins left unpaid (reported at the next poll)."""
-        data: bytes = self.run(self._single(EMERGENCY_STOP))
+        data: bytes = self.run(self._single(Header.EMERGENCY_STOP))
         return data[0] if data else 0
 
     def _payout_event(self, kind: CashEventKind, payout: Payout, paid: int, suffix: str,

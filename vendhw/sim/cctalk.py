@@ -22,7 +22,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from vendhw.framing.base import Frame
-from vendhw.framing.cctalk import INTER_BYTE_GAP, NAK, CcTalkFramer
+from vendhw.framing.cctalk import INTER_BYTE_GAP, NAK, REPLY, CcTalkFramer, Header
 from vendhw.options import option_flag, option_ints
 from vendhw.sim.base import Reply, Simulator
 
@@ -91,7 +91,7 @@ class _CcTalkPeripheral(Simulator):
                 self.received.append(header)
                 answer = self.handle(header, bytes(item["data"]))
                 if answer is None or item["dest"] == 0:
-                    if header == 1:
+                    if header == Header.RESET_DEVICE:
                         self.power_up()
                     continue  # broadcasts are obeyed, never answered (replies would collide)
                 reply_header, reply_data = answer
@@ -99,27 +99,27 @@ class _CcTalkPeripheral(Simulator):
                                            src=self.address, header=reply_header,
                                            data=reply_data)
                 replies.append((self.reply_delay, packet))
-                if header == 1:
+                if header == Header.RESET_DEVICE:
                     self.power_up()  # RESET DEVICE: ACK first, then restart
             return replies
 
     def handle(self, header: int, data: bytes) -> tuple[int, bytes] | None:
-        """Answer one command: ``(0, data)`` a reply, ``(5, b"")`` NAK, None silence."""
+        """Answer one command: ``(REPLY, data)``, ``(NAK, b"")``, or None for silence."""
         common: dict[int, bytes] = {
-            254: b"",
-            246: self.manufacturer.encode(),
-            245: self.category.encode(),
-            244: self.product.encode(),
-            242: self.serial.to_bytes(3, "little"),
-            241: b"SIM-1.0",
-            192: b"SIM01   ",
-            4: bytes((1, 4, 7)),
-            1: b"",
+            Header.SIMPLE_POLL: b"",
+            Header.REQUEST_MANUFACTURER_ID: self.manufacturer.encode(),
+            Header.REQUEST_EQUIPMENT_CATEGORY_ID: self.category.encode(),
+            Header.REQUEST_PRODUCT_CODE: self.product.encode(),
+            Header.REQUEST_SERIAL_NUMBER: self.serial.to_bytes(3, "little"),
+            Header.REQUEST_SOFTWARE_REVISION: b"SIM-1.0",
+            Header.REQUEST_BUILD_CODE: b"SIM01   ",
+            Header.REQUEST_COMMS_REVISION: bytes((1, 4, 7)),
+            Header.RESET_DEVICE: b"",
         }
         if header in common:
-            return (0, common[header])
-        if header == 248:  # request status: 0 = OK
-            return (0, b"\x00")
+            return (REPLY, common[header])
+        if header == Header.REQUEST_STATUS:  # 0 = OK
+            return (REPLY, b"\x00")
         answer = self.command(header, data)
         return answer if answer is not None else (NAK, b"")
 
@@ -200,17 +200,17 @@ class _Acceptor(_CcTalkPeripheral):
 
     def command(self, header: int, data: bytes) -> tuple[int, bytes] | None:
         if header == self.read_header:
-            return (0, self.buffer.reply())
-        if header == 231 and len(data) >= 2:  # modify inhibit status (bit = 1: enabled)
+            return (REPLY, self.buffer.reply())
+        if header == Header.MODIFY_INHIBIT_STATUS and len(data) >= 2:  # bit = 1: enabled
             self.mask = data[0] | data[1] << 8
-            return (0, b"")
-        if header == 230:
-            return (0, self.mask.to_bytes(2, "little"))
-        if header == 228 and data:  # modify master inhibit (bit 0 = 1: normal operation)
+            return (REPLY, b"")
+        if header == Header.REQUEST_INHIBIT_STATUS:
+            return (REPLY, self.mask.to_bytes(2, "little"))
+        if header == Header.MODIFY_MASTER_INHIBIT_STATUS and data:  # bit 0 = 1: normal
             self.master_enabled = bool(data[0] & 1)
-            return (0, b"")
-        if header == 227:
-            return (0, bytes((1 if self.master_enabled else 0,)))
+            return (REPLY, b"")
+        if header == Header.REQUEST_MASTER_INHIBIT_STATUS:
+            return (REPLY, bytes((1 if self.master_enabled else 0,)))
         return None
 
     def summary(self) -> dict[str, Any]:
@@ -226,7 +226,7 @@ class CcTalkCoinSimulator(_Acceptor):
                    "option auto_insert=1,5,6")
     address = 2
     category = "Coin Acceptor"
-    read_header = 229
+    read_header = Header.READ_BUFFERED_CREDIT_OR_ERROR_CODES
     default_ids = ("EU005A", "EU010A", "EU020A", "EU050A", "EU100A", "EU200A")
     device_faults = ("jam", "fraud", "reject", "reset")
 
@@ -263,13 +263,13 @@ class CcTalkCoinSimulator(_Acceptor):
                 super().set_fault(name, value)
 
     def command(self, header: int, data: bytes) -> tuple[int, bytes] | None:
-        if header == 184 and data:  # request coin id
+        if header == Header.REQUEST_COIN_ID and data:
             channel = data[0]
             if not 1 <= channel <= 16:
                 return None
-            return (0, self.ids[channel - 1].encode("ascii")[:6].ljust(6, b"."))
-        if header == 232:  # perform self-check: 0 = no fault
-            return (0, b"\x00")
+            return (REPLY, self.ids[channel - 1].encode("ascii")[:6].ljust(6, b"."))
+        if header == Header.PERFORM_SELF_CHECK:  # 0 = no fault
+            return (REPLY, b"\x00")
         return super().command(header, data)
 
     def summary(self) -> dict[str, Any]:
@@ -284,7 +284,7 @@ class CcTalkBillSimulator(_Acceptor):
                    "option auto_insert=1,2")
     address = 40
     category = "Bill Validator"
-    read_header = 159
+    read_header = Header.READ_BUFFERED_BILL_EVENTS
     default_ids = ("EU0005A", "EU0010A", "EU0020A", "EU0050A")
     device_faults = ("jam", "fraud", "reject", "cashbox_removed", "cashbox_replaced",
                      "cashbox_full", "reset")
@@ -340,26 +340,26 @@ class CcTalkBillSimulator(_Acceptor):
                 super().set_fault(name, value)
 
     def command(self, header: int, data: bytes) -> tuple[int, bytes] | None:
-        if header == 157 and data:  # request bill id
+        if header == Header.REQUEST_BILL_ID and data:
             channel = data[0]
             if not 1 <= channel <= 16:
                 return None
-            return (0, self.ids[channel - 1].encode("ascii")[:7].ljust(7, b"."))
-        if header == 156 and len(data) >= 2:  # country scaling factor: 100, 2 decimals
+            return (REPLY, self.ids[channel - 1].encode("ascii")[:7].ljust(7, b"."))
+        if header == Header.REQUEST_COUNTRY_SCALING_FACTOR and len(data) >= 2:  # 100, 2 decimals
             if data[:2] == b"EU":
-                return (0, bytes((100, 0, 2)))
-            return (0, b"\x00\x00\x00")
-        if header == 153 and data:
+                return (REPLY, bytes((100, 0, 2)))
+            return (REPLY, b"\x00\x00\x00")
+        if header == Header.MODIFY_BILL_OPERATING_MODE and data:
             self.mode = data[0] & 0b11
-            return (0, b"")
-        if header == 152:
-            return (0, bytes((self.mode,)))
-        if header == 154 and data:  # route bill
+            return (REPLY, b"")
+        if header == Header.REQUEST_BILL_OPERATING_MODE:
+            return (REPLY, bytes((self.mode,)))
+        if header == Header.ROUTE_BILL and data:
             code = data[0]
             if code == 255:
-                return (0, b"")  # extend the escrow timeout
+                return (REPLY, b"")  # extend the escrow timeout
             if self.escrow is None:
-                return (0, b"\xfe")  # 254: escrow empty
+                return (REPLY, b"\xfe")  # 254: escrow empty
             channel, self.escrow = self.escrow, None
             if code == 1:
                 self.stacked.append(channel)
@@ -367,7 +367,7 @@ class CcTalkBillSimulator(_Acceptor):
             else:
                 self.returned.append(channel)
                 self.buffer.push(0, 1)  # bill returned from escrow
-            return (0, b"")
+            return (REPLY, b"")
         return super().command(header, data)
 
     def summary(self) -> dict[str, Any]:
@@ -474,12 +474,12 @@ class CcTalkHopperSimulator(_CcTalkPeripheral):
                 super().set_fault(name, value)
 
     def command(self, header: int, data: bytes) -> tuple[int, bytes] | None:
-        if header == 164 and data:  # enable hopper
+        if header == Header.ENABLE_HOPPER and data:
             self.enabled = data[0] == 165
-            return (0, b"")
-        if header == 166:
-            return (0, bytes((self.counter, self.remaining, self.paid, self.unpaid)))
-        if header == 167:  # dispense hopper coins
+            return (REPLY, b"")
+        if header == Header.REQUEST_HOPPER_STATUS:
+            return (REPLY, bytes((self.counter, self.remaining, self.paid, self.unpaid)))
+        if header == Header.DISPENSE_HOPPER_COINS:
             if not data or not self.enabled or self.remaining or data[-1] == 0:
                 return None
             if self.security == "serial" and data[:-1] != self.serial.to_bytes(3, "little"):
@@ -491,22 +491,22 @@ class CcTalkHopperSimulator(_CcTalkPeripheral):
             self.flags[1] &= ~0b1_0000
             self.flags[2] &= ~0b1
             self._next_coin = self.now + self.coin_time
-            return (0, bytes((self.counter,)))
-        if header == 172:  # emergency stop
+            return (REPLY, bytes((self.counter,)))
+        if header == Header.EMERGENCY_STOP:
             left = self.remaining
             self._stop()
             self.enabled = False
-            return (0, bytes((left,)))
-        if header == 171:
-            return (0, self.coin_id.encode("ascii")[:6])
-        if header == 168:
-            return (0, self.dispensed_total.to_bytes(3, "little"))
-        if header == 163:  # test hopper; reading clears "power-up detected"
+            return (REPLY, bytes((left,)))
+        if header == Header.REQUEST_HOPPER_COIN:
+            return (REPLY, self.coin_id.encode("ascii")[:6])
+        if header == Header.REQUEST_HOPPER_DISPENSE_COUNT:
+            return (REPLY, self.dispensed_total.to_bytes(3, "little"))
+        if header == Header.TEST_HOPPER:  # clears "power-up detected"
             first = self.flags[0] & 0x7F | (0 if self.enabled else 0x80)  # payout disabled
             self.flags[0] &= ~0b0100_0000
-            return (0, bytes((first, self.flags[1], self.flags[2])))
-        if header == 217:  # payout high/low status: low-level sensor fitted
-            return (0, bytes((0x10 | (1 if self.inventory < 10 else 0),)))
+            return (REPLY, bytes((first, self.flags[1], self.flags[2])))
+        if header == Header.REQUEST_PAYOUT_HIGH_LOW_STATUS:  # low-level sensor fitted
+            return (REPLY, bytes((0x10 | (1 if self.inventory < 10 else 0),)))
         return None
 
     def summary(self) -> dict[str, Any]:
