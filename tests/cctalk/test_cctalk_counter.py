@@ -262,7 +262,7 @@ class _Babbler(CcTalkCoinSimulator):
         return super().command(header, data)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(st.binary(max_size=24), st.binary(max_size=24))
 def test_random_replies_raise_only_vendhw_errors(first: bytes, second: bytes) -> None:
     sim = _Babbler(reply_delay=0)
