@@ -19,6 +19,8 @@ USERS = {
     "id003": ("devices/id003.py", "sim/id003.py"),
     "ssp": ("devices/ssp.py", "sim/ssp.py"),
     "cctalk": ("devices/cctalk.py", "sim/cctalk.py"),
+    "mdb": ("devices/mdb.py", "sim/mdb.py", "devices/mdb_cashless.py", "sim/mdb_cashless.py",
+            "sim/mdb_ascii.py"),
 }
 
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 from datetime import datetime
 
 from vendhw.devices.mdb_cashless import (
-    DISPLAY_REQUEST,
     CashlessCore,
     Request,
     open_cashless,
     parse_poll,
 )
+from vendhw.framing.mdb import CashlessPoll
 
 
 def test_time_date_request_is_answered_with_the_clock_in_bcd() -> None:
@@ -39,7 +39,7 @@ def test_the_core_asks_nothing_until_the_reader_requests_the_time() -> None:
 
 
 def test_display_request_carries_its_time_and_text() -> None:
-    (event,) = parse_poll(bytes((DISPLAY_REQUEST, 30)) + b"Insert card     ", level=3)
+    (event,) = parse_poll(bytes((CashlessPoll.DISPLAY_REQUEST, 30)) + b"Insert card     ", level=3)
     assert event.kind == "display_request"
     assert event.detail == {"seconds": 3.0, "text": "Insert card"}
     reader = open_cashless("sim://mdb-cashless?display=Hello&tap_after=-1")

@@ -34,13 +34,12 @@ from vendhw.devices.mdb_cashless import (
     ADDRESSES,
     CASHLESS_1,
     POLL_INTERVAL,
-    SESSION_CANCEL_REQUEST,
-    SESSION_COMPLETE,
     CardSale,
     CashlessEvent,
     MdbCashlessReader,
 )
 from vendhw.errors import ConfigurationError, NoResponseError, VendhwError
+from vendhw.framing.mdb import CashlessPoll, CashlessVend
 from vendhw.machine.journal import crash_point
 from vendhw.store import DurableStore
 
@@ -147,9 +146,9 @@ class CardSales:
             with self._lock:
                 try:
                     events = self.reader.poll()
-                    if any(e.code == SESSION_CANCEL_REQUEST for e in events):
+                    if any(e.code == CashlessPoll.SESSION_CANCEL_REQUEST for e in events):
                         # The customer cancelled on the reader before choosing: end it.
-                        self.reader.run(self.reader.core.vend_op(SESSION_COMPLETE))
+                        self.reader.run(self.reader.core.vend_op(CashlessVend.SESSION_COMPLETE))
                 except VendhwError as exc:
                     log.warning("%s: poll between sales failed: %s", self.reader.name, exc)
                     continue

@@ -32,10 +32,22 @@ def _probe(link: Any, address: int) -> dict[str, Any] | None:
     from vendhw.devices import mdb as mdb_host
     from vendhw.devices import mdb_cashless as cashless
     from vendhw.errors import NoResponseError
-    from vendhw.framing.mdb import DEVICES
+    from vendhw.framing.mdb import (
+        DEVICES,
+        Address,
+        CashlessCommand,
+        CashlessExpansion,
+        CashlessPoll,
+        CashlessSetup,
+        ChangerCommand,
+        ChangerExpansion,
+    )
 
     is_cashless = address in cashless.ADDRESSES
-    poll = cashless.POLL if is_cashless else mdb_host.POLL
+    # RESET, SETUP, POLL, EXPANSION: the same codes for changers, bills and the other
+    # non-cashless peripherals; cashless devices POLL with 2.
+    commands = CashlessCommand if is_cashless else ChangerCommand
+    poll = commands.POLL
     try:
         reply = link.command(address, poll)
     except NoResponseError:
@@ -46,26 +58,26 @@ def _probe(link: Any, address: int) -> dict[str, Any] | None:
         if is_cashless:
             events = cashless.parse_poll(reply or b"")
             found["poll_events"] = [e.kind for e in events]
-            setup = link.command(address, cashless.SETUP,
-                                 bytes((cashless.SETUP_CONFIG, cashless.VMC_FEATURE_LEVEL,
+            setup = link.command(address, CashlessCommand.SETUP,
+                                 bytes((CashlessSetup.CONFIG_DATA, cashless.VMC_FEATURE_LEVEL,
                                         0, 0, 0)))
-            if setup and setup[:1] == bytes((cashless.READER_CONFIG,)):
+            if setup and setup[:1] == bytes((CashlessPoll.READER_CONFIG,)):
                 found["setup"] = cashless.parse_config(setup).to_dict()
             manufacturer, serial, model, version = cashless.VMC_ID
-            ident = link.command(address, cashless.EXPANSION,
-                                 bytes((cashless.EXPANSION_REQUEST_ID,)) + manufacturer
+            ident = link.command(address, CashlessCommand.EXPANSION,
+                                 bytes((CashlessExpansion.REQUEST_ID,)) + manufacturer
                                  + serial + model + version)
-            if ident and ident[:1] == bytes((cashless.PERIPHERAL_ID,)):
+            if ident and ident[:1] == bytes((CashlessPoll.PERIPHERAL_ID,)):
                 found["identification"] = cashless.parse_peripheral_id(ident)
         else:
-            setup = link.command(address, mdb_host.SETUP)
-            if setup and address == mdb_host.CHANGER:
+            setup = link.command(address, ChangerCommand.SETUP)
+            if setup and address == Address.CHANGER:
                 parsed = mdb_host.parse_changer_setup(setup)
                 found["setup"] = {"level": parsed.level, "country": f"{parsed.country:04X}",
                                   "currency": mdb_host.currency_of(parsed.country),
                                   "scaling": parsed.scaling, "decimals": parsed.decimals,
                                   "coin_values": list(parsed.coin_values)}
-            elif setup and address == mdb_host.BILL_VALIDATOR:
+            elif setup and address == Address.BILL_VALIDATOR:
                 bill = mdb_host.parse_bill_setup(setup)
                 found["setup"] = {"level": bill.level, "country": f"{bill.country:04X}",
                                   "currency": mdb_host.currency_of(bill.country),
@@ -73,7 +85,8 @@ def _probe(link: Any, address: int) -> dict[str, Any] | None:
                                   "escrow": bill.escrow, "bill_values": list(bill.bill_values)}
             elif setup:
                 found["setup"] = {"raw": setup.hex()}
-            ident = link.command(address, mdb_host.EXPANSION, b"\x00")
+            ident = link.command(address, ChangerCommand.EXPANSION,
+                                 bytes((ChangerExpansion.IDENTIFICATION,)))
             if ident and len(ident) >= 29:
                 found["identification"] = _ident(ident)
     except VendhwError as exc:

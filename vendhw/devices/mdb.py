@@ -40,17 +40,26 @@ from vendhw.errors import (
     UnexpectedReplyError,
 )
 from vendhw.framing.base import Frame, Garbage
-from vendhw.framing.mdb import ACK, MAX_BLOCK, NAK, RESPONSE_TIMEOUT, RET, SETUP_TIME, MdbFramer
+from vendhw.framing.mdb import (
+    ACK,
+    MAX_BLOCK,
+    NAK,
+    RESPONSE_TIMEOUT,
+    RET,
+    SETUP_TIME,
+    Address,
+    BillCommand,
+    BillEscrow,
+    BillExpansion,
+    ChangerCommand,
+    ChangerExpansion,
+    MdbFramer,
+)
 from vendhw.options import option_flag
 from vendhw.transport import Transport, open_transport
 
 log = logging.getLogger(__name__)
 
-CHANGER = 0x08
-BILL_VALIDATOR = 0x30
-RESET, SETUP, POLL = 0, 1, 3
-CHANGER_TUBE_STATUS, CHANGER_COIN_TYPE, CHANGER_DISPENSE, EXPANSION = 2, 4, 5, 7
-BILL_SECURITY, BILL_TYPE, BILL_ESCROW, BILL_STACKER = 2, 4, 5, 6
 
 POLL_INTERVAL = 0.2
 """Seconds between POLLs (vender ``DefaultDelayNext``; 100-200 ms is usual)."""
@@ -61,8 +70,6 @@ RETRANSMISSIONS = 1
 MAX_DISPENSE = 15
 """Coins of one type per DISPENSE command (the count is a nibble)."""
 PAYOUT_BUSY, CHANGER_BUSY = b"\x02", b"\x0a"
-EXP_FEATURE_ENABLE, EXP_PAYOUT, EXP_PAYOUT_STATUS, EXP_PAYOUT_VALUE_POLL = 1, 2, 3, 4
-"""Changer EXPANSION subcommands (level 3)."""
 FEATURE_ALTERNATIVE_PAYOUT = 0x00000001
 """Optional feature bit 0 of the changer's IDENTIFICATION: EXPANSION PAYOUT / PAYOUT STATUS /
 PAYOUT VALUE POLL (vender ``FeatureAlternativePayout``)."""
@@ -73,8 +80,6 @@ FEATURE_CONTROLLED_MANUAL_FILL = 0x00000004
 """Optional feature bit 2: controlled manual fill and payout (not enabled by vendhw)."""
 FEATURE_FTL = 0x00000008
 """Optional feature bit 3: file transport layer (not enabled by vendhw)."""
-EXP_SEND_DIAGNOSTIC_STATUS = 5
-"""Changer EXPANSION SEND DIAGNOSTIC STATUS (``0F 05``, level 3): up to 8 two-byte codes."""
 CHANGER_DIAGNOSTICS: dict[tuple[int, int], str] = {
     (0x01, 0x00): "powering up",
     (0x02, 0x00): "powering down",
@@ -492,6 +497,8 @@ class _Payout:
 
 class _MdbCashDevice(CashDevice):
     address: int
+    commands: type[ChangerCommand] | type[BillCommand]
+    """RESET, SETUP and POLL of this device type (the same codes for changers and bills)."""
 
     def __init__(self, link: MdbLink, name: str) -> None:
         self.link = link
@@ -519,12 +526,13 @@ class _MdbCashDevice(CashDevice):
     def _reset(self) -> None:
         if self._resumed:
             self._resumed = False
-            self._held = self.link.transact(self.address, POLL) or b""  # not ACKed: RESET next
-        self.link.command(self.address, RESET)
+            # not ACKed: RESET comes next
+            self._held = self.link.transact(self.address, self.commands.POLL) or b""
+        self.link.command(self.address, self.commands.RESET)
         reset = bytes((self._was_reset_code(),))
         deadline = time.monotonic() + JUST_RESET_WAIT
         while time.monotonic() < deadline:
-            data = self.link.command(self.address, POLL)
+            data = self.link.command(self.address, self.commands.POLL)
             activities = self._activities(data or b"")
             if reset in activities:
                 self._after_reset = b"".join(a for a in activities if a != reset)
@@ -571,7 +579,7 @@ class _MdbCashDevice(CashDevice):
             self._undelivered = []
             return undelivered + instead
         with self.link.lock:
-            reply = self.link.transact(self.address, POLL)
+            reply = self.link.transact(self.address, self.commands.POLL)
             if reply is not None:
                 self.link.ack()  # now, not after the journal: a late ACK means a repeat
         data = self._after_reset + (reply or b"")  # held ones first, in the order they came
@@ -628,7 +636,8 @@ class _MdbCashDevice(CashDevice):
 class MdbCoinChanger(_MdbCashDevice):
     """A coin changer at address 0x08: accepts coins into tubes/cashbox, pays out from tubes."""
 
-    address = CHANGER
+    address = Address.CHANGER
+    commands = ChangerCommand
 
     def __init__(self, link: MdbLink, name: str = "mdb-changer", *,
                  accept_tokens: bool = False) -> None:
@@ -658,7 +667,7 @@ class MdbCoinChanger(_MdbCashDevice):
 
     def start(self) -> None:
         self._reset()
-        reply = self.link.command(CHANGER, SETUP)
+        reply = self.link.command(self.address, ChangerCommand.SETUP)
         if reply is None:
             raise UnexpectedReplyError("changer SETUP answered ACK instead of data")
         self.setup = parse_changer_setup(reply)
@@ -668,14 +677,18 @@ class MdbCoinChanger(_MdbCashDevice):
             self.alternative_payout = bool(
                 self.identity and (self.identity.features or 0) & FEATURE_ALTERNATIVE_PAYOUT)
             if self.alternative_payout:
-                self.link.command(CHANGER, EXPANSION, bytes((EXP_FEATURE_ENABLE,))
-                                  + FEATURE_ALTERNATIVE_PAYOUT.to_bytes(4, "big"))
+                self._expansion(ChangerExpansion.FEATURE_ENABLE,
+                                FEATURE_ALTERNATIVE_PAYOUT.to_bytes(4, "big"))
         self.tube_status()
         self.disable()
 
+    def _expansion(self, sub: ChangerExpansion, data: bytes = b"") -> bytes | None:
+        """One EXPANSION (``0F``) subcommand; its reply data, None for a lone ACK."""
+        return self.link.command(self.address, ChangerCommand.EXPANSION, bytes((sub,)) + data)
+
     def identify(self) -> Identification | None:
         """EXPANSION IDENTIFICATION (``0F 00``); None when the changer only ACKs."""
-        reply = self.link.command(CHANGER, EXPANSION, b"\x00")
+        reply = self._expansion(ChangerExpansion.IDENTIFICATION)
         return parse_identification(reply) if reply is not None else None
 
     def diagnostic_status(self) -> list[dict[str, Any]] | None:
@@ -683,7 +696,7 @@ class MdbCoinChanger(_MdbCashDevice):
         named (:data:`CHANGER_DIAGNOSTICS`); None below level 3 or when it only ACKs."""
         if self._setup().level < 3:
             return None
-        reply = self.link.command(CHANGER, EXPANSION, bytes((EXP_SEND_DIAGNOSTIC_STATUS,)))
+        reply = self._expansion(ChangerExpansion.SEND_DIAGNOSTIC_STATUS)
         return parse_diagnostic_status(reply) if reply is not None else None
 
     def _setup(self) -> ChangerSetup:
@@ -692,7 +705,7 @@ class MdbCoinChanger(_MdbCashDevice):
         return self.setup
 
     def tube_status(self) -> list[int]:
-        reply = self.link.command(CHANGER, CHANGER_TUBE_STATUS)
+        reply = self.link.command(self.address, ChangerCommand.TUBE_STATUS)
         if reply is not None and len(reply) >= 2:
             counts = list(reply[2:18])
             self.tubes = counts + [0] * (16 - len(counts))
@@ -702,12 +715,13 @@ class MdbCoinChanger(_MdbCashDevice):
         setup = self._setup()
         mask = sum(1 << i for i, v in enumerate(setup.coin_values)
                    if v or (self.accept_tokens and i in setup.tokens))
-        self.link.command(CHANGER, CHANGER_COIN_TYPE,
+        self.link.command(self.address, ChangerCommand.COIN_TYPE,
                           mask.to_bytes(2, "big") + self._manual_dispense())
 
     def disable(self) -> None:
         """Accept no coins; the tube buttons (manual dispense) stay on for the operator."""
-        self.link.command(CHANGER, CHANGER_COIN_TYPE, b"\x00\x00" + self._manual_dispense())
+        self.link.command(self.address, ChangerCommand.COIN_TYPE,
+                          b"\x00\x00" + self._manual_dispense())
 
     def _manual_dispense(self) -> bytes:
         """Manual dispense is enabled for the coin types that can go to a tube (the SETUP
@@ -764,7 +778,7 @@ class MdbCoinChanger(_MdbCashDevice):
         payout = self._payout
         assert payout is not None
         units = payout.chunks.pop(0)
-        self.link.command(CHANGER, EXPANSION, bytes((EXP_PAYOUT, units)))
+        self._expansion(ChangerExpansion.PAYOUT, bytes((units,)))
 
     def _poll_instead(self) -> list[CashEvent] | None:
         """During a level-3 payout: PAYOUT VALUE POLL until the changer only ACKs (done),
@@ -772,9 +786,9 @@ class MdbCoinChanger(_MdbCashDevice):
         payout = self._payout
         if payout is None or not payout.expansion:
             return None
-        if self.link.command(CHANGER, EXPANSION, bytes((EXP_PAYOUT_VALUE_POLL,))) is not None:
+        if self._expansion(ChangerExpansion.PAYOUT_VALUE_POLL) is not None:
             return []  # data: the value paid so far; the payout goes on
-        status = self.link.command(CHANGER, EXPANSION, bytes((EXP_PAYOUT_STATUS,)))
+        status = self._expansion(ChangerExpansion.PAYOUT_STATUS)
         if status is None:
             return []  # payout busy
         for coin, count in enumerate(status[:16]):
@@ -801,7 +815,7 @@ class MdbCoinChanger(_MdbCashDevice):
         assert payout is not None
         coin, count = payout.batches.pop(0)
         payout.sent[coin] = payout.sent.get(coin, 0) + count
-        self.link.command(CHANGER, CHANGER_DISPENSE, bytes(((count << 4) | coin,)))
+        self.link.command(self.address, ChangerCommand.DISPENSE, bytes(((count << 4) | coin,)))
 
     def _after_poll(self, data: bytes, events: list[CashEvent]) -> list[CashEvent]:
         """A payout ends when POLL stops saying "payout busy" after the last DISPENSE (or the
@@ -848,7 +862,8 @@ class MdbCoinChanger(_MdbCashDevice):
 class MdbBillValidator(_MdbCashDevice):
     """A bill validator at address 0x30 with escrow."""
 
-    address = BILL_VALIDATOR
+    address = Address.BILL_VALIDATOR
+    commands = BillCommand
 
     def __init__(self, link: MdbLink, name: str = "mdb-bill") -> None:
         super().__init__(link, name)
@@ -860,18 +875,19 @@ class MdbBillValidator(_MdbCashDevice):
 
     def start(self) -> None:
         self._reset()
-        reply = self.link.command(BILL_VALIDATOR, SETUP)
+        reply = self.link.command(self.address, BillCommand.SETUP)
         if reply is None:
             raise UnexpectedReplyError("bill validator SETUP answered ACK instead of data")
         self.setup = parse_bill_setup(reply)
         self.currency = currency_of(self.setup.country)
         self.identity = self.identify()
-        self.link.command(BILL_VALIDATOR, BILL_SECURITY, b"\x00\x00")
+        self.link.command(self.address, BillCommand.SECURITY, b"\x00\x00")
         self.disable()
 
     def identify(self) -> Identification | None:
         """EXPANSION LEVEL 1 IDENTIFICATION (``37 00``); None when the validator only ACKs."""
-        reply = self.link.command(BILL_VALIDATOR, EXPANSION, b"\x00")
+        reply = self.link.command(self.address, BillCommand.EXPANSION,
+                                  bytes((BillExpansion.LEVEL_1_IDENTIFICATION,)))
         return parse_identification(reply) if reply is not None else None
 
     def _setup(self) -> BillSetup:
@@ -882,21 +898,23 @@ class MdbBillValidator(_MdbCashDevice):
     def enable(self) -> None:
         setup = self._setup()
         mask = sum(1 << i for i, v in enumerate(setup.bill_values) if v).to_bytes(2, "big")
-        self.link.command(BILL_VALIDATOR, BILL_TYPE,
+        self.link.command(self.address, BillCommand.BILL_TYPE,
                           mask + (mask if setup.escrow else b"\x00\x00"))
 
     def disable(self) -> None:
-        self.link.command(BILL_VALIDATOR, BILL_TYPE, b"\x00\x00\x00\x00")
+        self.link.command(self.address, BillCommand.BILL_TYPE, b"\x00\x00\x00\x00")
 
     def stack(self) -> None:
-        self.link.command(BILL_VALIDATOR, BILL_ESCROW, b"\x01")
+        self.link.command(self.address, BillCommand.ESCROW,
+                          bytes((BillEscrow.STACK_BILL,)))
 
     def reject(self) -> None:
-        self.link.command(BILL_VALIDATOR, BILL_ESCROW, b"\x00")
+        self.link.command(self.address, BillCommand.ESCROW,
+                          bytes((BillEscrow.RETURN_BILL,)))
 
     def stacker(self) -> tuple[int, bool]:
         """Bills in the stacker and whether it is full."""
-        reply = self.link.command(BILL_VALIDATOR, BILL_STACKER) or b"\x00\x00"
+        reply = self.link.command(self.address, BillCommand.STACKER) or b"\x00\x00"
         word = int.from_bytes(reply[:2], "big")
         return word & 0x7FFF, bool(word & 0x8000)
 

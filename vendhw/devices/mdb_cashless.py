@@ -43,47 +43,43 @@ from vendhw.errors import (
     SequenceError,
     UnexpectedReplyError,
 )
-from vendhw.framing.mdb import RESPONSE_TIMEOUT, SETUP_TIME
+from vendhw.framing.mdb import (
+    RESPONSE_TIMEOUT,
+    SETUP_TIME,
+    Address,
+)
+from vendhw.framing.mdb import (
+    CashlessCommand as Command,
+)
+from vendhw.framing.mdb import (
+    CashlessExpansion as Expansion,
+)
+from vendhw.framing.mdb import (
+    CashlessPoll as Poll,
+)
+from vendhw.framing.mdb import (
+    CashlessReader as Reader,
+)
+from vendhw.framing.mdb import (
+    CashlessRevalue as Revalue,
+)
+from vendhw.framing.mdb import (
+    CashlessSetup as Setup,
+)
+from vendhw.framing.mdb import (
+    CashlessVend as Vend,
+)
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-CASHLESS_1 = 0x10
-CASHLESS_2 = 0x60
+CASHLESS_1 = Address.CASHLESS_1
+CASHLESS_2 = Address.CASHLESS_2
 ADDRESSES = (CASHLESS_1, CASHLESS_2)
 
-# Commands (offset from the address) and subcommands, MDB 4.2 §7.4.
-RESET, SETUP, POLL, VEND, READER, REVALUE, EXPANSION = 0, 1, 2, 3, 4, 5, 7
-SETUP_CONFIG, SETUP_PRICES = 0x00, 0x01
-VEND_REQUEST, VEND_CANCEL, VEND_SUCCESS, VEND_FAILURE = 0x00, 0x01, 0x02, 0x03
-SESSION_COMPLETE, CASH_SALE, NEGATIVE_VEND = 0x04, 0x05, 0x06
-READER_DISABLE, READER_ENABLE, READER_CANCEL = 0x00, 0x01, 0x02
-REVALUE_REQUEST, REVALUE_LIMIT_REQUEST = 0x00, 0x01
-EXPANSION_REQUEST_ID, EXPANSION_OPTIONAL_FEATURES = 0x00, 0x04
-EXPANSION_WRITE_TIME_DATE = 0x03
-"""EXPANSION WRITE TIME/DATE: the VMC's answer to a TIME/DATE REQUEST (10 BCD bytes)."""
-
-# POLL reply codes, §7.4.3.
-JUST_RESET, READER_CONFIG, DISPLAY_REQUEST, BEGIN_SESSION = 0x00, 0x01, 0x02, 0x03
-SESSION_CANCEL_REQUEST, VEND_APPROVED, VEND_DENIED, END_SESSION = 0x04, 0x05, 0x06, 0x07
-CANCELLED, PERIPHERAL_ID, MALFUNCTION, OUT_OF_SEQUENCE = 0x08, 0x09, 0x0A, 0x0B
-REVALUE_APPROVED, REVALUE_DENIED, REVALUE_LIMIT = 0x0D, 0x0E, 0x0F
-USER_FILE_DATA, TIME_DATE_REQUEST, DATA_ENTRY_REQUEST, DATA_ENTRY_CANCEL = 0x10, 0x11, 0x12, 0x13
-DIAGNOSTIC = 0xFF
-
-EVENT_NAMES = {
-    JUST_RESET: "just_reset", READER_CONFIG: "reader_config",
-    DISPLAY_REQUEST: "display_request", BEGIN_SESSION: "begin_session",
-    SESSION_CANCEL_REQUEST: "session_cancel_request", VEND_APPROVED: "vend_approved",
-    VEND_DENIED: "vend_denied", END_SESSION: "end_session", CANCELLED: "cancelled",
-    PERIPHERAL_ID: "peripheral_id", MALFUNCTION: "malfunction",
-    OUT_OF_SEQUENCE: "out_of_sequence", REVALUE_APPROVED: "revalue_approved",
-    REVALUE_DENIED: "revalue_denied", REVALUE_LIMIT: "revalue_limit",
-    USER_FILE_DATA: "user_file_data", TIME_DATE_REQUEST: "time_date_request",
-    DATA_ENTRY_REQUEST: "data_entry_request", DATA_ENTRY_CANCEL: "data_entry_cancel",
-    DIAGNOSTIC: "diagnostic",
-}
+EVENT_NAMES = {int(code): code.name.lower() for code in Poll}
+"""POLL reply code -> the event kind a CashlessEvent carries."""
 
 # -- timing (MDB 4.2; named, never inline) ------------------------------------------------
 RESPONSE_TIME = RESPONSE_TIMEOUT
@@ -181,7 +177,7 @@ class ReaderConfig:
 
 
 def parse_config(data: bytes) -> ReaderConfig:
-    if len(data) < 8 or data[0] != READER_CONFIG:
+    if len(data) < 8 or data[0] != Poll.READER_CONFIG:
         raise UnexpectedReplyError(f"reader config needs 8 bytes starting 01, got {data.hex()}")
     return ReaderConfig(data[1], int.from_bytes(data[2:4], "big"), data[4] or 1, data[5],
                         data[6], data[7])
@@ -202,19 +198,24 @@ def parse_peripheral_id(data: bytes) -> dict[str, Any]:
     return out
 
 
+_FIXED_LENGTHS: dict[int, int] = {
+    Poll.JUST_RESET: 1, Poll.READER_CONFIG: 8, Poll.SESSION_CANCEL_REQUEST: 1,
+    Poll.VEND_APPROVED: 3, Poll.VEND_DENIED: 1, Poll.END_SESSION: 1, Poll.CANCELLED: 1,
+    Poll.MALFUNCTION: 2, Poll.REVALUE_APPROVED: 1, Poll.REVALUE_DENIED: 1,
+    Poll.REVALUE_LIMIT: 3, Poll.TIME_DATE_REQUEST: 1, Poll.DATA_ENTRY_REQUEST: 2,
+    Poll.DATA_ENTRY_CANCEL: 1}
+"""POLL activities of one length at every level (code included)."""
+
+
 def _length(code: int, rest: int, level: int) -> int:
     """Bytes taken by the activity starting with ``code`` (``rest`` left in the reply)."""
-    fixed = {JUST_RESET: 1, READER_CONFIG: 8, SESSION_CANCEL_REQUEST: 1, VEND_APPROVED: 3,
-             VEND_DENIED: 1, END_SESSION: 1, CANCELLED: 1, MALFUNCTION: 2,
-             REVALUE_APPROVED: 1, REVALUE_DENIED: 1, REVALUE_LIMIT: 3, TIME_DATE_REQUEST: 1,
-             DATA_ENTRY_REQUEST: 2, DATA_ENTRY_CANCEL: 1}
-    if code in fixed:
-        return fixed[code]
-    if code == BEGIN_SESSION:
+    if code in _FIXED_LENGTHS:
+        return _FIXED_LENGTHS[code]
+    if code == Poll.BEGIN_SESSION:
         return 10 if level >= 2 and rest >= 10 else 3
-    if code == PERIPHERAL_ID:
+    if code == Poll.PERIPHERAL_ID:
         return 34 if level >= 3 and rest >= 34 else 30
-    if code == OUT_OF_SEQUENCE:
+    if code == Poll.OUT_OF_SEQUENCE:
         return 2 if level >= 2 and rest >= 2 else 1
     return rest  # display request, user file data, diagnostics, unknown: the rest
 
@@ -230,27 +231,27 @@ def parse_poll(data: bytes, *, level: int = 1, scale: int = 1) -> list[CashlessE
         kind = EVENT_NAMES.get(code, "unknown")
         amount: int | None = None
         detail: dict[str, Any] = {}
-        if code == BEGIN_SESSION and len(chunk) >= 3:
+        if code == Poll.BEGIN_SESSION and len(chunk) >= 3:
             funds = int.from_bytes(chunk[1:3], "big")
             amount = None if funds == UNKNOWN_FUNDS else funds * scale
             if len(chunk) >= 10:
                 detail = {"media_id": chunk[3:7].hex(), "payment_type": chunk[7],
                           "payment_data": chunk[8:10].hex()}
-        elif code in (VEND_APPROVED, REVALUE_LIMIT) and len(chunk) >= 3:
+        elif code in (Poll.VEND_APPROVED, Poll.REVALUE_LIMIT) and len(chunk) >= 3:
             value = int.from_bytes(chunk[1:3], "big")
             amount = None if value == UNKNOWN_FUNDS else value * scale
-        elif code == MALFUNCTION and len(chunk) >= 2:
+        elif code == Poll.MALFUNCTION and len(chunk) >= 2:
             detail = {"error": chunk[1]}
-        elif code == OUT_OF_SEQUENCE and len(chunk) >= 2:
+        elif code == Poll.OUT_OF_SEQUENCE and len(chunk) >= 2:
             detail = {"reader_state": chunk[1]}
-        elif code == READER_CONFIG and len(chunk) == 8:
+        elif code == Poll.READER_CONFIG and len(chunk) == 8:
             detail = parse_config(chunk).to_dict()
-        elif code == PERIPHERAL_ID and len(chunk) >= 30:
+        elif code == Poll.PERIPHERAL_ID and len(chunk) >= 30:
             detail = parse_peripheral_id(chunk)
-        elif code == DISPLAY_REQUEST and len(chunk) >= 2:
+        elif code == Poll.DISPLAY_REQUEST and len(chunk) >= 2:
             detail = {"seconds": chunk[1] / 10,  # display time in 0.1 s units
                       "text": chunk[2:].decode("ascii", "replace").rstrip()}
-        elif code == DATA_ENTRY_REQUEST and len(chunk) >= 2:
+        elif code == Poll.DATA_ENTRY_REQUEST and len(chunk) >= 2:
             detail = {"length_repeat": chunk[1]}
         events.append(CashlessEvent(kind, code, amount, chunk, detail))
         i += size
@@ -334,7 +335,7 @@ class CashlessCore:
     # -- operations --------------------------------------------------------------------------
 
     def _poll(self) -> Op[list[CashlessEvent]]:
-        reply = yield Request(POLL)
+        reply = yield Request(Command.POLL)
         if not reply:
             return []
         events = parse_poll(reply, level=self.level, scale=self.scale)
@@ -343,19 +344,19 @@ class CashlessCore:
         return events
 
     def _track(self, event: CashlessEvent) -> None:
-        if event.code == BEGIN_SESSION:
+        if event.code == Poll.BEGIN_SESSION:
             self.session_open = True
             self.funds = event.amount
-        elif event.code in (END_SESSION, JUST_RESET):
+        elif event.code in (Poll.END_SESSION, Poll.JUST_RESET):
             self.session_open = False
             self.funds = None
-            if event.code == JUST_RESET:
+            if event.code == Poll.JUST_RESET:
                 self.enabled = False
-        elif event.code == READER_CONFIG:
+        elif event.code == Poll.READER_CONFIG:
             self._configure(event.raw)
-        elif event.code == PERIPHERAL_ID:
+        elif event.code == Poll.PERIPHERAL_ID:
             self.identity = dict(event.detail)
-        elif event.code == TIME_DATE_REQUEST:
+        elif event.code == Poll.TIME_DATE_REQUEST:
             self.time_requested = True
 
     def _configure(self, raw: bytes) -> None:
@@ -370,7 +371,7 @@ class CashlessCore:
         week = when.isocalendar()
         fields = (when.year % 100, when.month, when.day, when.hour, when.minute, when.second,
                   week.weekday, week.week, 1 if when.dst() else 0, 0)
-        yield Request(EXPANSION, bytes((EXPANSION_WRITE_TIME_DATE,))
+        yield Request(Command.EXPANSION, bytes((Expansion.WRITE_TIME_DATE,))
                       + bytes(int(f"{n:02d}", 16) for n in fields))
 
     def poll_op(self) -> Op[list[CashlessEvent]]:
@@ -383,12 +384,12 @@ class CashlessCore:
     def start_op(self) -> Op[ReaderConfig]:
         """RESET, JUST RESET, SETUP config + prices, EXPANSION ID; the reader stays disabled."""
         self.level, self.config, self.enabled, self._backlog = 1, None, False, []
-        yield Request(RESET)
+        yield Request(Command.RESET)
         yield Wait(RESET_TO_POLL)
         for _ in range(JUST_RESET_POLLS):
             events = yield from self._poll()
-            if any(e.code == JUST_RESET for e in events):
-                self.pending += [e for e in events if e.code != JUST_RESET]
+            if any(e.code == Poll.JUST_RESET for e in events):
+                self.pending += [e for e in events if e.code != Poll.JUST_RESET]
                 break
             self.pending += events
             yield Wait(POLL_INTERVAL)
@@ -397,29 +398,29 @@ class CashlessCore:
             # some readers do not after a RESET command; set it up all the same.
             log.warning("cashless 0x%02X: no JUST RESET after RESET; setting up anyway",
                         self.address)
-        reply = yield Request(SETUP, bytes((SETUP_CONFIG, self.vmc_level, 0, 0, 0)))
+        reply = yield Request(Command.SETUP, bytes((Setup.CONFIG_DATA, self.vmc_level, 0, 0, 0)))
         for _ in range(JUST_RESET_POLLS):
             if reply:  # the config comes in the reply or at a later POLL
                 for event in parse_poll(reply, level=self.level, scale=self.scale):
-                    if event.code == READER_CONFIG:
+                    if event.code == Poll.READER_CONFIG:
                         self._configure(event.raw)
                     else:
                         self.pending.append(event)
             if self.config is not None:
                 break
             yield Wait(POLL_INTERVAL)
-            reply = yield Request(POLL)
+            reply = yield Request(Command.POLL)
         if self.config is None:
             raise NoResponseError(f"cashless 0x{self.address:02X} sent no READER CONFIG")
-        yield Request(SETUP, bytes((SETUP_PRICES,)) + self.to_wire_clamped(self.max_price)
-                      + self.to_wire_clamped(self.min_price))
+        yield Request(Command.SETUP, bytes((Setup.MAX_MIN_PRICES,))
+                      + self.to_wire_clamped(self.max_price) + self.to_wire_clamped(self.min_price))
         manufacturer, serial, model, version = VMC_ID
-        reply = yield Request(EXPANSION, bytes((EXPANSION_REQUEST_ID,)) + manufacturer + serial
-                              + model + version)
+        reply = yield Request(Command.EXPANSION, bytes((Expansion.REQUEST_ID,)) + manufacturer
+                              + serial + model + version)
         if reply:
             for event in parse_poll(reply, level=self.level, scale=self.scale):
                 self._track(event)
-                if event.code != PERIPHERAL_ID:
+                if event.code != Poll.PERIPHERAL_ID:
                     self.pending.append(event)
         return self.config
 
@@ -427,27 +428,27 @@ class CashlessCore:
         return min(amount // self.scale, 0xFFFF).to_bytes(2, "big")
 
     def reader_op(self, sub: int) -> Op[None]:
-        yield Request(READER, bytes((sub,)))
-        if sub == READER_ENABLE:
+        yield Request(Command.READER, bytes((sub,)))
+        if sub == Reader.READER_ENABLE:
             self.enabled = True
-        elif sub == READER_DISABLE:
+        elif sub == Reader.READER_DISABLE:
             self.enabled = False
 
     def vend_op(self, sub: int, data: bytes = b"") -> Op[None]:
-        yield Request(VEND, bytes((sub,)) + data)
+        yield Request(Command.VEND, bytes((sub,)) + data)
 
     def revalue_op(self, amount: int) -> Op[CashlessEvent]:
         """REVALUE REQUEST; waits for REVALUE APPROVED/DENIED (max response time)."""
         if self.level < 2:
             raise ConfigurationError("revalue needs feature level 2 or higher")
-        yield Request(REVALUE, bytes((REVALUE_REQUEST,)) + self.to_wire(amount))
-        return (yield from self._await({REVALUE_APPROVED, REVALUE_DENIED}))
+        yield Request(Command.REVALUE, bytes((Revalue.REVALUE_REQUEST,)) + self.to_wire(amount))
+        return (yield from self._await({Poll.REVALUE_APPROVED, Poll.REVALUE_DENIED}))
 
     def revalue_limit_op(self) -> Op[CashlessEvent]:
         if self.level < 2:
             raise ConfigurationError("revalue needs feature level 2 or higher")
-        yield Request(REVALUE, bytes((REVALUE_LIMIT_REQUEST,)))
-        return (yield from self._await({REVALUE_LIMIT}))
+        yield Request(Command.REVALUE, bytes((Revalue.REVALUE_LIMIT_REQUEST,)))
+        return (yield from self._await({Poll.REVALUE_LIMIT}))
 
     def _next_events(self) -> Op[list[CashlessEvent]]:
         """Events not yet looked at (left in an earlier reply), else a new POLL's."""
@@ -473,7 +474,7 @@ class CashlessCore:
                 if event.code in codes:
                     self._backlog = events[index + 1:]
                     return event
-                if event.code == MALFUNCTION:
+                if event.code == Poll.MALFUNCTION:
                     log.warning("cashless 0x%02X: malfunction %s", self.address, event.detail)
                 if sale is None:
                     self.pending.append(event)
@@ -497,21 +498,21 @@ class CashlessCore:
         wire_price = self.to_wire(price)
         if not self.session_open:
             try:
-                event = yield from self._await({BEGIN_SESSION, SESSION_CANCEL_REQUEST,
-                                                JUST_RESET}, session_timeout, sale)
+                event = yield from self._await({Poll.BEGIN_SESSION, Poll.SESSION_CANCEL_REQUEST,
+                                                Poll.JUST_RESET}, session_timeout, sale)
             except NoResponseError:
                 sale.state = "no_card"
                 return sale
-            if event.code == JUST_RESET:  # the reader restarted: set it up again first
+            if event.code == Poll.JUST_RESET:  # the reader restarted: set it up again first
                 sale.state = "reader_reset"
                 return sale
-            if event.code == SESSION_CANCEL_REQUEST:
-                yield from self.vend_op(SESSION_COMPLETE)
+            if event.code == Poll.SESSION_CANCEL_REQUEST:
+                yield from self.vend_op(Vend.SESSION_COMPLETE)
                 yield from self._end_session(sale)
                 sale.state = "cancelled"
                 return sale
-        if self._take(SESSION_CANCEL_REQUEST, sale):  # came in the same reply as the card
-            yield from self.vend_op(SESSION_COMPLETE)
+        if self._take(Poll.SESSION_CANCEL_REQUEST, sale):  # came in the same reply as the card
+            yield from self.vend_op(Vend.SESSION_COMPLETE)
             yield from self._end_session(sale)
             sale.state = "cancelled"
             return sale
@@ -519,27 +520,28 @@ class CashlessCore:
 
         crash_point("card:session")
         sale.funds = self.funds
-        yield from self.vend_op(VEND_REQUEST, wire_price + item.to_bytes(2, "big"))
+        yield from self.vend_op(Vend.VEND_REQUEST, wire_price + item.to_bytes(2, "big"))
         try:
-            answer = yield from self._await({VEND_APPROVED, VEND_DENIED,
-                                             SESSION_CANCEL_REQUEST, JUST_RESET}, None, sale)
+            answer = yield from self._await({Poll.VEND_APPROVED, Poll.VEND_DENIED,
+                                             Poll.SESSION_CANCEL_REQUEST, Poll.JUST_RESET},
+                                            None, sale)
         except NoResponseError:
             # No answer within the reader's own limit: VEND CANCEL, which it must answer
             # with VEND DENIED. Nothing is dispensed either way.
-            yield from self.vend_op(VEND_CANCEL)
+            yield from self.vend_op(Vend.VEND_CANCEL)
             try:
-                answer = yield from self._await({VEND_DENIED, VEND_APPROVED}, None, sale)
+                answer = yield from self._await({Poll.VEND_DENIED, Poll.VEND_APPROVED}, None, sale)
             except NoResponseError:
-                answer = CashlessEvent("vend_denied", VEND_DENIED)
-            if answer.code == VEND_APPROVED:  # approved at the last moment: still ours to end
-                yield from self.vend_op(VEND_FAILURE)
-                answer = CashlessEvent("vend_denied", VEND_DENIED)
-        if answer.code == JUST_RESET:  # the session died with the reader: nothing vended
+                answer = CashlessEvent("vend_denied", Poll.VEND_DENIED)
+            if answer.code == Poll.VEND_APPROVED:  # approved at the last moment: still ours to end
+                yield from self.vend_op(Vend.VEND_FAILURE)
+                answer = CashlessEvent("vend_denied", Poll.VEND_DENIED)
+        if answer.code == Poll.JUST_RESET:  # the session died with the reader: nothing vended
             sale.state = "reader_reset"
             return sale
-        if answer.code != VEND_APPROVED:
-            sale.state = "denied" if answer.code == VEND_DENIED else "cancelled"
-            yield from self.vend_op(SESSION_COMPLETE)
+        if answer.code != Poll.VEND_APPROVED:
+            sale.state = "denied" if answer.code == Poll.VEND_DENIED else "cancelled"
+            yield from self.vend_op(Vend.SESSION_COMPLETE)
             yield from self._end_session(sale)
             return sale
         sale.approved = price if answer.amount is None else answer.amount
@@ -551,20 +553,20 @@ class CashlessCore:
             sale.outcome = outcome
             if outcome == "delivered":
                 sale.state = "delivered"
-                yield from self.vend_op(VEND_SUCCESS, item.to_bytes(2, "big"))
+                yield from self.vend_op(Vend.VEND_SUCCESS, item.to_bytes(2, "big"))
             elif outcome in DEFINITE_FAILURES:
                 sale.state = "failed"
-                yield from self.vend_op(VEND_FAILURE)
+                yield from self.vend_op(Vend.VEND_FAILURE)
             else:  # unknown: never a failure automatically; an operator settles it
                 sale.state = "needs_review"
-                yield from self.vend_op(VEND_SUCCESS, item.to_bytes(2, "big"))
-            yield from self.vend_op(SESSION_COMPLETE)
+                yield from self.vend_op(Vend.VEND_SUCCESS, item.to_bytes(2, "big"))
+            yield from self.vend_op(Vend.SESSION_COMPLETE)
             yield from self._end_session(sale)
         return sale
 
     def _end_session(self, sale: CardSale) -> Op[None]:
         try:
-            yield from self._await({END_SESSION}, END_SESSION_POLLS * POLL_INTERVAL, sale)
+            yield from self._await({Poll.END_SESSION}, END_SESSION_POLLS * POLL_INTERVAL, sale)
         except NoResponseError:
             log.warning("cashless 0x%02X: no END SESSION after SESSION COMPLETE", self.address)
         self.session_open = False
@@ -630,7 +632,7 @@ class MdbCashlessReader:
                 self.retries += 1
                 log.info("%s: command %d: %s; sending it again", self.name, step.command, exc)
                 continue
-            if step.command == POLL:
+            if step.command == Command.POLL:
                 self.poll_seconds.append(time.perf_counter() - started)
             return reply
         raise AssertionError("unreachable")  # pragma: no cover
@@ -653,17 +655,18 @@ class MdbCashlessReader:
         self.run(self.core.time_date_op(when or self.clock()))
 
     def enable(self) -> None:
-        self.run(self.core.reader_op(READER_ENABLE))
+        self.run(self.core.reader_op(Reader.READER_ENABLE))
 
     def disable(self) -> None:
-        self.run(self.core.reader_op(READER_DISABLE))
+        self.run(self.core.reader_op(Reader.READER_DISABLE))
 
     def cancel(self) -> None:
-        self.run(self.core.reader_op(READER_CANCEL))
+        self.run(self.core.reader_op(Reader.READER_CANCEL))
 
     def cash_sale(self, price: int, item: int) -> None:
         """Tell the reader about a sale paid in cash (its audit), if it supports it."""
-        self.run(self.core.vend_op(CASH_SALE, self.core.to_wire(price) + item.to_bytes(2, "big")))
+        self.run(self.core.vend_op(Vend.CASH_SALE,
+                                   self.core.to_wire(price) + item.to_bytes(2, "big")))
 
     def revalue(self, amount: int) -> CashlessEvent:
         return self.run(self.core.revalue_op(amount))

@@ -18,6 +18,7 @@ Sources: ``protocols/mdb/README.md``.
 
 from __future__ import annotations
 
+from enum import IntEnum
 from typing import Any
 
 import construct as cs
@@ -42,34 +43,179 @@ CHK checks; vender's Linux transport: "ack must arrive <5ms after recv")."""
 BREAK_TIME = 0.100
 SETUP_TIME = 0.200
 
-DEVICES: dict[int, str] = {
-    0x00: "VMC", 0x08: "COIN CHANGER", 0x10: "CASHLESS #1", 0x18: "COMMUNICATIONS GATEWAY",
-    0x20: "DISPLAY", 0x28: "ENERGY MANAGEMENT", 0x30: "BILL VALIDATOR", 0x40: "USD #1",
-    0x48: "USD #2", 0x50: "USD #3", 0x58: "COIN HOPPER 1", 0x60: "CASHLESS #2",
-    0x68: "AGE VERIFICATION", 0x70: "COIN HOPPER 2",
-}
-_CHANGER = ("RESET", "SETUP", "TUBE STATUS", "POLL", "COIN TYPE", "DISPENSE", "CMD 6",
-            "EXPANSION")
-_BILL = ("RESET", "SETUP", "SECURITY", "POLL", "BILL TYPE", "ESCROW", "STACKER", "EXPANSION")
-_CASHLESS = ("RESET", "SETUP", "POLL", "VEND", "READER", "REVALUE", "CMD 6", "EXPANSION")
+class Address(IntEnum):
+    """Peripheral addresses (the upper five bits of the address byte), MDB 4.2 §2.3."""
+
+    VMC = 0x00
+    CHANGER = 0x08
+    CASHLESS_1 = 0x10
+    COMMUNICATIONS_GATEWAY = 0x18
+    DISPLAY = 0x20
+    ENERGY_MANAGEMENT = 0x28
+    BILL_VALIDATOR = 0x30
+    USD_1 = 0x40
+    USD_2 = 0x48
+    USD_3 = 0x50
+    COIN_HOPPER_1 = 0x58
+    CASHLESS_2 = 0x60
+    AGE_VERIFICATION = 0x68
+    COIN_HOPPER_2 = 0x70
+
+
+class ChangerCommand(IntEnum):
+    """Coin changer commands (the lower three bits of the address byte), MDB 4.2 §5."""
+
+    RESET = 0
+    SETUP = 1
+    TUBE_STATUS = 2
+    POLL = 3
+    COIN_TYPE = 4
+    DISPENSE = 5
+    EXPANSION = 7
+
+
+class ChangerExpansion(IntEnum):
+    """Coin changer EXPANSION (``0F``) subcommands, level 3."""
+
+    IDENTIFICATION = 0x00
+    FEATURE_ENABLE = 0x01
+    PAYOUT = 0x02
+    PAYOUT_STATUS = 0x03
+    PAYOUT_VALUE_POLL = 0x04
+    SEND_DIAGNOSTIC_STATUS = 0x05
+
+
+class BillCommand(IntEnum):
+    """Bill validator commands, MDB 4.2 §6."""
+
+    RESET = 0
+    SETUP = 1
+    SECURITY = 2
+    POLL = 3
+    BILL_TYPE = 4
+    ESCROW = 5
+    STACKER = 6
+    EXPANSION = 7
+
+
+class BillEscrow(IntEnum):
+    RETURN_BILL = 0x00
+    STACK_BILL = 0x01
+
+
+class BillExpansion(IntEnum):
+    LEVEL_1_IDENTIFICATION = 0x00
+    FEATURE_ENABLE = 0x01
+    LEVEL_2_IDENTIFICATION = 0x02
+
+
+class CashlessCommand(IntEnum):
+    """Cashless device commands, MDB 4.2 §7.4 (POLL is 2 here, 3 for changers and bills)."""
+
+    RESET = 0
+    SETUP = 1
+    POLL = 2
+    VEND = 3
+    READER = 4
+    REVALUE = 5
+    EXPANSION = 7
+
+
+class CashlessSetup(IntEnum):
+    CONFIG_DATA = 0x00
+    MAX_MIN_PRICES = 0x01
+
+
+class CashlessVend(IntEnum):
+    VEND_REQUEST = 0x00
+    VEND_CANCEL = 0x01
+    VEND_SUCCESS = 0x02
+    VEND_FAILURE = 0x03
+    SESSION_COMPLETE = 0x04
+    CASH_SALE = 0x05
+    NEGATIVE_VEND_REQUEST = 0x06
+
+
+class CashlessReader(IntEnum):
+    READER_DISABLE = 0x00
+    READER_ENABLE = 0x01
+    READER_CANCEL = 0x02
+
+
+class CashlessRevalue(IntEnum):
+    REVALUE_REQUEST = 0x00
+    REVALUE_LIMIT_REQUEST = 0x01
+
+
+class CashlessExpansion(IntEnum):
+    REQUEST_ID = 0x00
+    WRITE_TIME_DATE = 0x03
+    """The VMC's answer to a TIME/DATE REQUEST (10 BCD bytes)."""
+    OPTIONAL_FEATURE_ENABLED = 0x04
+
+
+class CashlessPoll(IntEnum):
+    """Cashless POLL reply codes, MDB 4.2 §7.4.3."""
+
+    JUST_RESET = 0x00
+    READER_CONFIG = 0x01
+    DISPLAY_REQUEST = 0x02
+    BEGIN_SESSION = 0x03
+    SESSION_CANCEL_REQUEST = 0x04
+    VEND_APPROVED = 0x05
+    VEND_DENIED = 0x06
+    END_SESSION = 0x07
+    CANCELLED = 0x08
+    PERIPHERAL_ID = 0x09
+    MALFUNCTION = 0x0A
+    OUT_OF_SEQUENCE = 0x0B
+    REVALUE_APPROVED = 0x0D
+    REVALUE_DENIED = 0x0E
+    REVALUE_LIMIT = 0x0F
+    USER_FILE_DATA = 0x10
+    TIME_DATE_REQUEST = 0x11
+    DATA_ENTRY_REQUEST = 0x12
+    DATA_ENTRY_CANCEL = 0x13
+    DIAGNOSTIC = 0xFF
+
+
+_SPELLED = {Address.COIN_HOPPER_1: "COIN HOPPER 1", Address.COIN_HOPPER_2: "COIN HOPPER 2",
+            Address.CASHLESS_1: "CASHLESS #1", Address.CASHLESS_2: "CASHLESS #2",
+            Address.USD_1: "USD #1", Address.USD_2: "USD #2", Address.USD_3: "USD #3",
+            Address.CHANGER: "COIN CHANGER",
+            CashlessSetup.MAX_MIN_PRICES: "MAX/MIN PRICES",
+            CashlessExpansion.WRITE_TIME_DATE: "WRITE TIME/DATE"}
+
+
+def _spoken(member: IntEnum) -> str:
+    """The name the specification prints for an enum member."""
+    for key, text in _SPELLED.items():
+        if type(key) is type(member) and key == member:
+            return text
+    return member.name.replace("_", " ")
+
+
+def _command_names(commands: type[IntEnum]) -> tuple[str, ...]:
+    """Names of commands 0-7, ``CMD n`` where the device has none."""
+    known = {int(c): _spoken(c) for c in commands}
+    return tuple(known.get(code, f"CMD {code}") for code in range(8))
+
+
+DEVICES: dict[int, str] = {int(a): _spoken(a) for a in Address}
+_CASHLESS = _command_names(CashlessCommand)
 _GENERIC = ("RESET", "SETUP", "CMD 2", "POLL", "CMD 4", "CMD 5", "CMD 6", "EXPANSION")
-COMMANDS: dict[int, tuple[str, ...]] = {0x08: _CHANGER, 0x30: _BILL, 0x10: _CASHLESS,
-                                        0x60: _CASHLESS}
-SUBCOMMANDS: dict[tuple[str, str], dict[int, str]] = {
-    ("CASHLESS", "SETUP"): {0x00: "CONFIG DATA", 0x01: "MAX/MIN PRICES"},
-    ("CASHLESS", "VEND"): {0x00: "VEND REQUEST", 0x01: "VEND CANCEL", 0x02: "VEND SUCCESS",
-                           0x03: "VEND FAILURE", 0x04: "SESSION COMPLETE", 0x05: "CASH SALE",
-                           0x06: "NEGATIVE VEND REQUEST"},
-    ("CASHLESS", "READER"): {0x00: "READER DISABLE", 0x01: "READER ENABLE",
-                             0x02: "READER CANCEL"},
-    ("CASHLESS", "EXPANSION"): {0x00: "REQUEST ID", 0x04: "OPTIONAL FEATURE ENABLED"},
-    ("COIN", "EXPANSION"): {0x00: "IDENTIFICATION", 0x01: "FEATURE ENABLE", 0x02: "PAYOUT",
-                            0x03: "PAYOUT STATUS", 0x04: "PAYOUT VALUE POLL",
-                            0x05: "SEND DIAGNOSTIC STATUS"},
-    ("BILL", "EXPANSION"): {0x00: "LEVEL 1 IDENTIFICATION", 0x01: "FEATURE ENABLE",
-                            0x02: "LEVEL 2 IDENTIFICATION"},
-    ("BILL", "ESCROW"): {0x00: "RETURN BILL", 0x01: "STACK BILL"},
+COMMANDS: dict[int, tuple[str, ...]] = {
+    Address.CHANGER: _command_names(ChangerCommand),
+    Address.BILL_VALIDATOR: _command_names(BillCommand),
+    Address.CASHLESS_1: _CASHLESS, Address.CASHLESS_2: _CASHLESS}
+_SUBCOMMAND_ENUMS: dict[tuple[str, str], type[IntEnum]] = {
+    ("CASHLESS", "SETUP"): CashlessSetup, ("CASHLESS", "VEND"): CashlessVend,
+    ("CASHLESS", "READER"): CashlessReader, ("CASHLESS", "REVALUE"): CashlessRevalue,
+    ("CASHLESS", "EXPANSION"): CashlessExpansion, ("COIN", "EXPANSION"): ChangerExpansion,
+    ("BILL", "EXPANSION"): BillExpansion, ("BILL", "ESCROW"): BillEscrow,
 }
+SUBCOMMANDS: dict[tuple[str, str], dict[int, str]] = {
+    key: {int(sub): _spoken(sub) for sub in subs} for key, subs in _SUBCOMMAND_ENUMS.items()}
 CONTROL = {ACK: "ACK", RET: "RET", NAK: "NAK"}
 
 _BLOCK = Layout(cs.Struct("head" / cs.Int8ub, "body" / cs.GreedyBytes), "MDB block")

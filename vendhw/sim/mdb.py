@@ -12,7 +12,16 @@ from abc import abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from vendhw.framing.base import Frame
-from vendhw.framing.mdb import ACK_TIMEOUT, MdbFramer
+from vendhw.framing.mdb import (
+    ACK_TIMEOUT,
+    Address,
+    BillCommand,
+    BillEscrow,
+    BillExpansion,
+    ChangerCommand,
+    ChangerExpansion,
+    MdbFramer,
+)
 from vendhw.options import option_flag
 from vendhw.sim.base import Reply, Simulator
 
@@ -116,7 +125,7 @@ class MdbChangerSimulator(_MdbPeripheral):
 
     name = "mdb-changer"
     description = "MDB coin changer at 0x08 (EUR, 6 coin types, tubes; 9-bit in-band form)"
-    address = 0x08
+    address = Address.CHANGER
     was_reset = 0x0B
     device_faults = ("jam", "fraud", "tube_jam", "reset_during_payout")
     FAULT_EVENTS: ClassVar[dict[str, int]] = {"jam": 0x0C, "fraud": 0x0D, "tube_jam": 0x07}
@@ -175,28 +184,28 @@ class MdbChangerSimulator(_MdbPeripheral):
         self.events.append(bytes((0x40 | route << 4 | coin, min(self.tubes[coin], 255))))
 
     def _command(self, command: int, data: bytes) -> bytes:
-        if command == 0:  # RESET
+        if command == ChangerCommand.RESET:
             self.enabled_mask = self.features_enabled = 0
             self.power_up()
             return self._ack()
-        if command == 1:  # SETUP
+        if command == ChangerCommand.SETUP:
             credits = bytes(0xFF if i in self.tokens else self._credit(i) for i in range(16))
             routing = sum(1 << i for i in range(16) if self._credit(i) or i in self.tokens)
             return self._data(bytes((3, 0x19, 0x78, self.SCALING, 2))
                               + routing.to_bytes(2, "big") + credits)
-        if command == 2:  # TUBE STATUS
+        if command == ChangerCommand.TUBE_STATUS:
             full = sum(1 << i for i, n in enumerate(self.tubes) if n >= self.TUBE_CAPACITY)
             return self._data(full.to_bytes(2, "big") + bytes(min(n, 255) for n in self.tubes))
-        if command == 3:  # POLL
+        if command == ChangerCommand.POLL:
             if self.enabled_mask and self.auto_insert:
                 for coin in self.auto_insert:
                     self.insert_coin(coin)
                 self.auto_insert = []
             return self._poll()
-        if command == 4 and len(data) >= 2:  # COIN TYPE
+        if command == ChangerCommand.COIN_TYPE and len(data) >= 2:
             self.enabled_mask = int.from_bytes(data[:2], "big")
             return self._ack()
-        if command == 5 and data:  # DISPENSE
+        if command == ChangerCommand.DISPENSE and data:
             count, coin = data[0] >> 4, data[0] & 0x0F
             paid = min(count, self.tubes[coin])
             if self.reset_during_payout:
@@ -210,27 +219,27 @@ class MdbChangerSimulator(_MdbPeripheral):
             self.paid_out += paid * self._credit(coin) * self.SCALING
             self.events.append(b"\x02")  # payout busy, then done at the following POLL
             return self._ack()
-        if command == 7:  # EXPANSION
+        if command == ChangerCommand.EXPANSION:
             return self._expansion(data)
         return self._ack()
 
     def _expansion(self, data: bytes) -> bytes:
         sub = data[0] if data else -1
-        if sub == 0x00:  # IDENTIFICATION; optional feature bit 0: alternative payout
+        if sub == ChangerExpansion.IDENTIFICATION:  # optional feature bit 0: alternative payout
             return self._data(b"VHW" + b"000000000001" + b"SIM-CHANGER " + b"\x01\x00"
                               + int(self.alternative_payout).to_bytes(4, "big"))
-        if sub == 0x01 and len(data) >= 5:  # FEATURE ENABLE
+        if sub == ChangerExpansion.FEATURE_ENABLE and len(data) >= 5:
             self.features_enabled = int.from_bytes(data[1:5], "big")
             return self._ack()
-        if sub == 0x02 and len(data) >= 2 and self.features_enabled & 1:  # PAYOUT
+        if sub == ChangerExpansion.PAYOUT and len(data) >= 2 and self.features_enabled & 1:
             self._expansion_payout(data[1])
             return self._ack()
-        if sub == 0x04:  # PAYOUT VALUE POLL: the value paid once, then ACK (done)
+        if sub == ChangerExpansion.PAYOUT_VALUE_POLL:  # the value paid once, then ACK (done)
             paid, self._value_paid = self._value_paid, None
             return self._data(bytes((min(paid, 255),))) if paid is not None else self._ack()
-        if sub == 0x05:  # SEND DIAGNOSTIC STATUS: two-byte codes, "03 00" = OK
+        if sub == ChangerExpansion.SEND_DIAGNOSTIC_STATUS:  # two-byte codes, "03 00" = OK
             return self._data(self.diagnostic_codes())
-        if sub == 0x03:  # PAYOUT STATUS: coins of each type paid since the last one
+        if sub == ChangerExpansion.PAYOUT_STATUS:  # coins of each type paid since the last one
             counts, self._payout_status = self._payout_status or [0] * 16, None
             return self._data(bytes(min(n, 255) for n in counts))
         return self._ack()
@@ -279,7 +288,7 @@ class MdbBillSimulator(_MdbPeripheral):
 
     name = "mdb-bill"
     description = "MDB bill validator at 0x30 (EUR 5-50, escrow; 9-bit in-band form)"
-    address = 0x30
+    address = Address.BILL_VALIDATOR
     was_reset = 0x06
     device_faults = ("jam", "fraud", "rejected", "cashbox_removed")
     FAULT_EVENTS: ClassVar[dict[str, int]] = {"jam": 0x05, "fraud": 0x0C,
@@ -324,30 +333,30 @@ class MdbBillSimulator(_MdbPeripheral):
             self.events.append(bytes((0x80 | bill,)))
 
     def _command(self, command: int, data: bytes) -> bytes:
-        if command == 0:  # RESET
+        if command == BillCommand.RESET:
             self.enabled_mask = self.escrow_mask = 0
             if self.escrow is not None:
                 self.escrow = None  # a held note is returned at reset
             self.power_up()
             return self._ack()
-        if command == 1:  # SETUP
+        if command == BillCommand.SETUP:
             credits = bytes(self.BILL_CREDITS) + bytes(16 - len(self.BILL_CREDITS))
             head = bytes((1, 0x19, 0x78)) + self.SCALING.to_bytes(2, "big") + bytes((2,))
             return self._data(head + (500).to_bytes(2, "big") + b"\x00\x00\xff" + credits)
-        if command == 3:  # POLL
+        if command == BillCommand.POLL:
             if self.enabled_mask and self.auto_insert:
                 for bill in self.auto_insert:
                     self.insert_bill(bill)
                 self.auto_insert = []
             return self._poll()
-        if command == 4 and len(data) >= 4:  # BILL TYPE
+        if command == BillCommand.BILL_TYPE and len(data) >= 4:
             self.enabled_mask = int.from_bytes(data[:2], "big")
             self.escrow_mask = int.from_bytes(data[2:4], "big")
             return self._ack()
-        if command == 5 and data:  # ESCROW
+        if command == BillCommand.ESCROW and data:
             if self.escrow is None:
                 self.events.append(b"\x0a")  # invalid escrow request
-            elif data[0] == 0x01:
+            elif data[0] == BillEscrow.STACK_BILL:
                 self.stacked.append(self.escrow)
                 self.events.append(bytes((0x80 | self.escrow,)))
                 self.escrow = None
@@ -355,9 +364,10 @@ class MdbBillSimulator(_MdbPeripheral):
                 self.events.append(bytes((0xA0 | self.escrow,)))
                 self.escrow = None
             return self._ack()
-        if command == 6:  # STACKER
+        if command == BillCommand.STACKER:
             return self._data(len(self.stacked).to_bytes(2, "big"))
-        if command == 7 and data[:1] == b"\x00":  # EXPANSION LEVEL 1 IDENTIFICATION
+        if command == BillCommand.EXPANSION and data[:1] == bytes(
+                (BillExpansion.LEVEL_1_IDENTIFICATION,)):
             return self._data(b"VHW" + b"000000000002" + b"SIM-BILL    " + b"\x01\x00")
         return self._ack()
 

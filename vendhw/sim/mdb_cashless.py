@@ -25,7 +25,14 @@ import collections
 from typing import TYPE_CHECKING, Any
 
 from vendhw.framing.base import Frame
-from vendhw.framing.mdb import MdbFramer
+from vendhw.framing.mdb import Address, MdbFramer
+from vendhw.framing.mdb import CashlessCommand as Command
+from vendhw.framing.mdb import CashlessExpansion as Expansion
+from vendhw.framing.mdb import CashlessPoll as Poll
+from vendhw.framing.mdb import CashlessReader as Reader
+from vendhw.framing.mdb import CashlessRevalue as Revalue
+from vendhw.framing.mdb import CashlessSetup as Setup
+from vendhw.framing.mdb import CashlessVend as Vend
 from vendhw.options import option_flag
 from vendhw.sim.base import Reply, Simulator
 
@@ -34,6 +41,10 @@ if TYPE_CHECKING:
 
 MAX_POLL_DATA = 35
 """A reply block carries at most 36 bytes including the CHK."""
+
+
+def _code(code: int) -> bytes:
+    return bytes((code,))
 
 
 class MdbCashlessSimulator(Simulator):
@@ -60,7 +71,7 @@ class MdbCashlessSimulator(Simulator):
         faults = {k: options.pop(k) for k in list(options) if k in self.device_faults}
         super().__init__(**options)
         self.address = int(address)
-        if self.address not in (0x10, 0x60):
+        if self.address not in (Address.CASHLESS_1, Address.CASHLESS_2):
             raise ValueError(f"cashless address must be 16 (0x10) or 96 (0x60), not {address}")
         self.level = int(level)
         self.funds = int(funds)
@@ -100,7 +111,7 @@ class MdbCashlessSimulator(Simulator):
     def _power_up(self) -> None:
         self.events.clear()
         if not self.no_just_reset:
-            self.events.append(b"\x00")  # JUST RESET
+            self.events.append(_code(Poll.JUST_RESET))
         self._unacked = b""
         self.enabled = False
         self.in_session = False
@@ -111,7 +122,7 @@ class MdbCashlessSimulator(Simulator):
         if name in self.device_faults:
             self.faults[name] = option_flag(value)
             if name == "malfunction" and self.faults[name]:
-                self.events.append(b"\x0a\x01")
+                self.events.append(_code(Poll.MALFUNCTION) + b"\x01")
         else:
             super().set_fault(name, value)
 
@@ -123,10 +134,11 @@ class MdbCashlessSimulator(Simulator):
 
     def _config(self) -> bytes:
         options = 0x01 | 0x08  # refunds possible, cash sale supported
-        return bytes((0x01, self.level, 0x19, 0x78, self.scale, 2, self.max_response, options))
+        return bytes((Poll.READER_CONFIG, self.level, 0x19, 0x78, self.scale, 2,
+                      self.max_response, options))
 
     def _identity(self) -> bytes:
-        out = b"\x09" + b"VHW" + b"SIMCARD00001" + b"SIM-CASHLESS" + b"\x01\x00"
+        out = _code(Poll.PERIPHERAL_ID) + b"VHW" + b"SIMCARD00001" + b"SIM-CASHLESS" + b"\x01\x00"
         return out + (bytes(4) if self.level >= 3 else b"")
 
     def _answer(self, data: bytes) -> bytes:
@@ -139,7 +151,7 @@ class MdbCashlessSimulator(Simulator):
         return min(amount // self.scale, 0xFFFF).to_bytes(2, "big")
 
     def _out_of_sequence(self) -> bytes:
-        return b"\x0b" + (b"\x02" if self.level >= 2 else b"")
+        return _code(Poll.OUT_OF_SEQUENCE) + (b"\x02" if self.level >= 2 else b"")
 
     # -- the wire ------------------------------------------------------------------------------
 
@@ -173,8 +185,8 @@ class MdbCashlessSimulator(Simulator):
     def _begin_session(self) -> bytes:
         funds = self._wire(self.funds)
         if self.level >= 2:
-            return b"\x03" + funds + b"\x00\x00\x00\x01" + b"\x01" + b"\x00\x00"
-        return b"\x03" + funds
+            return _code(Poll.BEGIN_SESSION) + funds + b"\x00\x00\x00\x01\x01\x00\x00"
+        return _code(Poll.BEGIN_SESSION) + funds
 
     def _poll(self, now: float) -> bytes:
         if (self.enabled and not self.in_session and self.enabled_at is not None
@@ -183,7 +195,7 @@ class MdbCashlessSimulator(Simulator):
             self.enabled_at = None  # one card per enable
             self.events.append(self._begin_session())
             if self.faults["cancel"]:
-                self.events.append(b"\x04")
+                self.events.append(_code(Poll.SESSION_CANCEL_REQUEST))
         if not self._unacked:
             out = bytearray()
             while self.events and len(out) + len(self.events[0]) <= MAX_POLL_DATA:
@@ -193,53 +205,55 @@ class MdbCashlessSimulator(Simulator):
 
     def _command(self, command: int, data: bytes, now: float) -> bytes:
         sub = data[0] if data else None
-        if command == 0:  # RESET
+        if command == Command.RESET:
             self._power_up()
             return self._ack()
-        if command == 1:  # SETUP
-            if sub == 0x00 and len(data) >= 2:
+        if command == Command.SETUP:
+            if sub == Setup.CONFIG_DATA and len(data) >= 2:
                 self.vmc_level = data[1]
                 self.level = min(self.level, data[1])
                 return self._answer(self._config())
-            if sub == 0x01 and len(data) >= 5:
+            if sub == Setup.MAX_MIN_PRICES and len(data) >= 5:
                 self.prices = (int.from_bytes(data[1:3], "big"),
                                int.from_bytes(data[3:5], "big"))
                 return self._ack()
             return self._ack()
-        if command == 2:  # POLL
+        if command == Command.POLL:
             return self._poll(now)
-        if command == 3:  # VEND
+        if command == Command.VEND:
             return self._vend(sub, data)
-        if command == 4:  # READER
-            if sub == 0x00:
+        if command == Command.READER:
+            if sub == Reader.READER_DISABLE:
                 self.enabled = False
-            elif sub == 0x01:
+            elif sub == Reader.READER_ENABLE:
                 self.enabled = True
                 self.enabled_at = now
                 if self.time_request:
-                    self.events.append(b"\x11")  # TIME/DATE REQUEST
+                    self.events.append(_code(Poll.TIME_DATE_REQUEST))
                 if self.display:
-                    self.events.append(b"\x02\x1e" + self.display.encode("ascii")[:32])
-            elif sub == 0x02 and self.enabled:
-                self.events.append(b"\x08")  # CANCELLED
+                    self.events.append(_code(Poll.DISPLAY_REQUEST) + b"\x1e"  # 3 s
+                                       + self.display.encode("ascii")[:32])
+            elif sub == Reader.READER_CANCEL and self.enabled:
+                self.events.append(_code(Poll.CANCELLED))
             return self._ack()
-        if command == 5:  # REVALUE
-            if sub == 0x00:
-                self.events.append(b"\x0e" if self.faults["revalue_deny"] else b"\x0d")
-            elif sub == 0x01:
-                self.events.append(b"\x0f" + self._wire(5000))
+        if command == Command.REVALUE:
+            if sub == Revalue.REVALUE_REQUEST:
+                self.events.append(_code(Poll.REVALUE_DENIED if self.faults["revalue_deny"]
+                                         else Poll.REVALUE_APPROVED))
+            elif sub == Revalue.REVALUE_LIMIT_REQUEST:
+                self.events.append(_code(Poll.REVALUE_LIMIT) + self._wire(5000))
             return self._ack()
-        if command == 7:  # EXPANSION
-            if sub == 0x00:
+        if command == Command.EXPANSION:
+            if sub == Expansion.REQUEST_ID:
                 self.vmc_id = data[1:]
                 return self._answer(self._identity())
-            if sub == 0x03 and len(data) >= 11:  # WRITE TIME/DATE
+            if sub == Expansion.WRITE_TIME_DATE and len(data) >= 11:
                 self.time_date = bytes(data[1:11])
             return self._ack()
         return self._ack()
 
     def _vend(self, sub: int | None, data: bytes) -> bytes:
-        if sub == 0x00 and len(data) >= 5:  # VEND REQUEST
+        if sub == Vend.VEND_REQUEST and len(data) >= 5:
             if not self.in_session or self.vend is not None:
                 self.events.append(self._out_of_sequence())
                 return self._ack()
@@ -249,25 +263,25 @@ class MdbCashlessSimulator(Simulator):
             if self.faults["timeout"]:
                 return self._ack()  # never decided until VEND CANCEL
             if self.faults["deny"] or price > self.funds:
-                self.events.append(b"\x06")
+                self.events.append(_code(Poll.VEND_DENIED))
                 self.vend = None
             else:
                 self.approved = True
-                self.events.append(b"\x05" + self._wire(price))
+                self.events.append(_code(Poll.VEND_APPROVED) + self._wire(price))
             return self._ack()
-        if sub == 0x01:  # VEND CANCEL
+        if sub == Vend.VEND_CANCEL:
             if self.vend is not None and not self.approved:
                 self.vend = None
-                self.events.append(b"\x06")
+                self.events.append(_code(Poll.VEND_DENIED))
             return self._ack()
-        if sub in (0x02, 0x03):  # VEND SUCCESS / VEND FAILURE
+        if sub in (Vend.VEND_SUCCESS, Vend.VEND_FAILURE):
             if self.vend is None or not self.approved:
                 self.events.append(self._out_of_sequence())
                 return self._ack()
             price, item = self.vend
-            result = "success" if sub == 0x02 else "failure"
+            result = "success" if sub == Vend.VEND_SUCCESS else "failure"
             entry: dict[str, Any] = {"result": result, "price": price, "item": item}
-            if sub == 0x02 and len(data) >= 3:
+            if sub == Vend.VEND_SUCCESS and len(data) >= 3:
                 entry["reported_item"] = int.from_bytes(data[1:3], "big")
             if result == "success":
                 self.funds -= price
@@ -275,14 +289,14 @@ class MdbCashlessSimulator(Simulator):
             self.vend = None
             self.approved = False
             return self._ack()
-        if sub == 0x04:  # SESSION COMPLETE
+        if sub == Vend.SESSION_COMPLETE:
             if self.in_session:
                 self.in_session = False
                 self.vend = None
                 self.approved = False
-                self.events.append(b"\x07")
+                self.events.append(_code(Poll.END_SESSION))
             return self._ack()
-        if sub == 0x05 and len(data) >= 5:  # CASH SALE
+        if sub == Vend.CASH_SALE and len(data) >= 5:
             self.settled.append({"result": "cash_sale",
                                  "price": int.from_bytes(data[1:3], "big") * self.scale,
                                  "item": int.from_bytes(data[3:5], "big")})
