@@ -21,6 +21,7 @@ USERS = {
     "cctalk": ("devices/cctalk.py", "sim/cctalk.py"),
     "mdb": ("devices/mdb.py", "sim/mdb.py", "devices/mdb_cashless.py", "sim/mdb_cashless.py",
             "sim/mdb_ascii.py"),
+    "fafb": ("devices/boards/fafb.py", "sim/boards.py"),
 }
 
 

@@ -12,6 +12,7 @@ byte longer or shorter than the table says (the XY demo sends 0x01 with LEN 3).
 
 from __future__ import annotations
 
+from enum import IntEnum
 from typing import Any
 
 import construct as cs
@@ -21,7 +22,6 @@ from vendhw.framing.base import Direction, Frame, Framer, Layout
 from vendhw.framing.checksums import XOR8
 
 STX = b"\xfa\xfb"
-POLL, ACK = 0x41, 0x42
 HEADER_LEN = 4
 """FA FB CMD LEN."""
 MAX_FRAME = HEADER_LEN + 255 + 1
@@ -34,46 +34,56 @@ MAX_RESENDS = 5
 INTER_BYTE_GAP = 0.02
 """Not in the spec: at 57600 baud a 260-byte packet takes 45 ms; bytes come back to back."""
 
+class Command(IntEnum):
+    """FA FB commands (spec section 4)."""
+
+    CHECK_SELECTION = 0x01
+    SELECTION_STATUS = 0x02
+    SELECT_TO_BUY = 0x03
+    DISPENSING_STATUS = 0x04
+    SELECT_CANCEL = 0x05
+    DRIVE_SELECTION = 0x06
+    SELECTION_INFO = 0x11
+    SET_PRICE = 0x12
+    SET_INVENTORY = 0x13
+    SET_CAPACITY = 0x14
+    SET_PRODUCT_ID = 0x15
+    SET_POLL_INTERVAL = 0x16
+    FULL_LOADING = 0x17
+    MONEY_COLLECTED = 0x21
+    CURRENT_AMOUNT = 0x23
+    POS_DISPLAY = 0x24
+    GIVE_CHANGE = 0x25
+    CHANGE_GIVEN = 0x26
+    MONEY_RECEIVED = 0x27
+    SET_ACCEPTANCE = 0x28
+    INFO_SYNC = 0x31
+    POLL = 0x41
+    ACK = 0x42
+    MACHINE_STATUS_REQUEST = 0x51
+    MACHINE_STATUS = 0x52
+    STATUS_REQUEST = 0x53
+    STATUS = 0x54
+    CARD_BALANCE_REQUEST = 0x61
+    CARD_BALANCE = 0x62
+    CALL_MENU = 0x63
+    CARD_DEDUCTION = 0x64
+    MICROWAVE_INFO = 0x66
+    MENU = 0x70
+    MENU_RESPONSE = 0x71
+
+
 COMMANDS: dict[int, str] = {
-    0x01: "CHECK SELECTION",
-    0x02: "SELECTION STATUS",
-    0x03: "SELECT TO BUY",
-    0x04: "DISPENSING STATUS",
-    0x05: "SELECT/CANCEL",
-    0x06: "DRIVE SELECTION",
-    0x11: "SELECTION INFO",
-    0x12: "SET PRICE",
-    0x13: "SET INVENTORY",
-    0x14: "SET CAPACITY",
-    0x15: "SET PRODUCT ID",
-    0x16: "SET POLL INTERVAL",
-    0x17: "FULL LOADING",
-    0x21: "MONEY COLLECTED",
-    0x23: "CURRENT AMOUNT",
-    0x24: "POS DISPLAY",
-    0x25: "GIVE CHANGE",
-    0x26: "CHANGE GIVEN",
-    0x27: "MONEY RECEIVED",
-    0x28: "SET ACCEPTANCE",
-    0x31: "INFO SYNC",
-    POLL: "POLL",
-    ACK: "ACK",
-    0x51: "MACHINE STATUS REQUEST",
-    0x52: "MACHINE STATUS",
-    0x53: "STATUS REQUEST",
-    0x54: "STATUS",
-    0x61: "CARD BALANCE REQUEST",
-    0x62: "CARD BALANCE",
-    0x63: "CALL MENU",
-    0x64: "CARD DEDUCTION",
-    0x66: "MICROWAVE INFO",
-    0x70: "MENU",
-    0x71: "MENU RESPONSE",
-}
+    int(c): "SELECT/CANCEL" if c is Command.SELECT_CANCEL else c.name.replace("_", " ")
+    for c in Command}
+POLL, ACK = Command.POLL, Command.ACK
 CODES: dict[str, int] = {name: code for code, name in COMMANDS.items()}
 
-DEVICE_ONLY = frozenset({POLL, 0x02, 0x04, 0x11, 0x17, 0x21, 0x23, 0x24, 0x26, 0x52, 0x54,
-                         0x62, 0x63, 0x66, 0x71})
+DEVICE_ONLY = frozenset({
+    Command.POLL, Command.SELECTION_STATUS, Command.DISPENSING_STATUS, Command.SELECTION_INFO,
+    Command.FULL_LOADING, Command.MONEY_COLLECTED, Command.CURRENT_AMOUNT, Command.POS_DISPLAY,
+    Command.CHANGE_GIVEN, Command.MACHINE_STATUS, Command.STATUS, Command.CARD_BALANCE,
+    Command.CALL_MENU, Command.MICROWAVE_INFO, Command.MENU_RESPONSE})
 """Commands only the VMC sends (used to guess a direction that was not given)."""
 
 DISPENSE_STATUS: dict[int, str] = {
@@ -114,21 +124,26 @@ _STATUS_SEL = ("status" / cs.Int8ub, "selection" / cs.Int16ub)
 _FIXED: dict[tuple[int, int], Layout] = {
     (POLL, 0): _whole("POLL"),
     (ACK, 0): _whole("ACK"),
-    (0x01, 3): _whole("check selection", "selection" / cs.Int16ub),
-    (0x03, 3): _whole("select to buy", "selection" / cs.Int16ub),
-    (0x05, 3): _whole("select/cancel", "selection" / cs.Int16ub),
-    (0x02, 4): _whole("selection status", *_STATUS_SEL),
-    (0x04, 4): _whole("dispensing status", *_STATUS_SEL),
-    (0x04, 5): _whole("dispensing status", *_STATUS_SEL, "microwave" / cs.Int8ub),
-    (0x06, 5): _whole("drive selection", "drop_sensor" / cs.Int8ub, "elevator" / cs.Int8ub,
-                      "selection" / cs.Int16ub),
-    (0x54, 2): _whole("status", "status" / cs.Int8ub),
-    (0x16, 2): _whole("set poll interval", "interval" / cs.Int8ub),
-    (0x23, 5): _whole("current amount", "amount" / cs.Int32ub),
-    (0x21, 6): _whole("money collected", "mode" / cs.Int8ub, "amount" / cs.Int32ub),
-    (0x27, 6): _whole("money received", "mode" / cs.Int8ub, "amount" / cs.Int32ub),
+    (Command.CHECK_SELECTION, 3): _whole("check selection", "selection" / cs.Int16ub),
+    (Command.SELECT_TO_BUY, 3): _whole("select to buy", "selection" / cs.Int16ub),
+    (Command.SELECT_CANCEL, 3): _whole("select/cancel", "selection" / cs.Int16ub),
+    (Command.SELECTION_STATUS, 4): _whole("selection status", *_STATUS_SEL),
+    (Command.DISPENSING_STATUS, 4): _whole("dispensing status", *_STATUS_SEL),
+    (Command.DISPENSING_STATUS, 5): _whole("dispensing status", *_STATUS_SEL,
+                                           "microwave" / cs.Int8ub),
+    (Command.DRIVE_SELECTION, 5): _whole("drive selection", "drop_sensor" / cs.Int8ub,
+                                         "elevator" / cs.Int8ub, "selection" / cs.Int16ub),
+    (Command.STATUS, 2): _whole("status", "status" / cs.Int8ub),
+    (Command.SET_POLL_INTERVAL, 2): _whole("set poll interval", "interval" / cs.Int8ub),
+    (Command.CURRENT_AMOUNT, 5): _whole("current amount", "amount" / cs.Int32ub),
+    (Command.MONEY_COLLECTED, 6): _whole("money collected", "mode" / cs.Int8ub,
+                                         "amount" / cs.Int32ub),
+    (Command.MONEY_RECEIVED, 6): _whole("money received", "mode" / cs.Int8ub,
+                                        "amount" / cs.Int32ub),
 }
 """Common packets, declared whole so one parse decodes them (keyed by CMD and LEN)."""
+_SELECTION_ONLY = (Command.CHECK_SELECTION, Command.SELECT_TO_BUY, Command.SELECT_CANCEL)
+"""Commands whose text is a selection number."""
 _TEXT_FIELDS: dict[tuple[int, int], tuple[str, ...]] = {
     key: tuple(sub.name for sub in layout.plain.subcons[4:] if sub.name)
     for key, layout in _FIXED.items()
@@ -199,22 +214,24 @@ class FaFbFramer(Framer):
 
     def _encode_text(self, code: int, fields: dict[str, Any]) -> bytes:
         sel = int(fields.get("selection", 0))
-        if code in (0x02, 0x04):
+        if code in (Command.SELECTION_STATUS, Command.DISPENSING_STATUS):
             return _STATUS_SEL_TEXT.build({"status": int(fields.get("status", 0)), "selection": sel,
                                       "extra": bytes(fields.get("extra", b""))}, self.name)
-        if code == 0x06:
+        if code == Command.DRIVE_SELECTION:
             return _DRIVE.build({"drop_sensor": int(fields.get("drop_sensor", 1)),
                                  "elevator": int(fields.get("elevator", 0)), "selection": sel,
                                  "extra": b""}, self.name)
-        if code in (0x01, 0x03, 0x05):
+        if code in _SELECTION_ONLY:
             return _SEL.build({"selection": sel, "extra": b""}, self.name)
-        if code == 0x16:
+        if code == Command.SET_POLL_INTERVAL:
             return bytes((int(fields.get("interval", 2)),))
-        if code == 0x54:
+        if code == Command.STATUS:
             return bytes((int(fields.get("status", 0)),))
-        if code in (0x21, 0x23, 0x27):
+        if code in (Command.MONEY_COLLECTED, Command.CURRENT_AMOUNT, Command.MONEY_RECEIVED):
             amount = int(fields.get("amount", 0)).to_bytes(4, "big")
-            return amount if code == 0x23 else bytes((int(fields.get("mode", 0)),)) + amount
+            if code == Command.CURRENT_AMOUNT:
+                return amount
+            return bytes((int(fields.get("mode", 0)),)) + amount
         return b""
 
     def parse(self, data: bytes, direction: Direction | None = None) -> Frame:
@@ -258,46 +275,46 @@ class FaFbFramer(Framer):
     @staticmethod
     def _names(code: int, fields: dict[str, Any]) -> None:
         """Human text for status codes, booleans for flags."""
-        if code == 0x04 or code == 0x02:
-            table = SELECTION_STATUS if code == 0x02 else DISPENSE_STATUS
+        if code == Command.DISPENSING_STATUS or code == Command.SELECTION_STATUS:
+            table = SELECTION_STATUS if code == Command.SELECTION_STATUS else DISPENSE_STATUS
             status = fields["status"]
             fields["status_text"] = table.get(status, f"code 0x{status:02X}")
-        elif code == 0x54:
+        elif code == Command.STATUS:
             fields["status_text"] = MACHINE_STATUS.get(fields["status"],
                                                        f"code 0x{fields['status']:02X}")
-        elif code == 0x06:
+        elif code == Command.DRIVE_SELECTION:
             fields["drop_sensor"] = bool(fields["drop_sensor"])
             fields["elevator"] = bool(fields["elevator"])
 
     def _decode_text(self, code: int, text: bytes, fields: dict[str, Any]) -> None:
         n = len(text)
-        if code in (0x02, 0x04) and n >= 3:
+        if code in (Command.SELECTION_STATUS, Command.DISPENSING_STATUS) and n >= 3:
             p = _STATUS_SEL_TEXT.parse(text, self.name)
-            table = SELECTION_STATUS if code == 0x02 else DISPENSE_STATUS
+            table = SELECTION_STATUS if code == Command.SELECTION_STATUS else DISPENSE_STATUS
             fields["status"] = p["status"]
             fields["status_text"] = table.get(p["status"], f"code 0x{p['status']:02X}")
             fields["selection"] = p["selection"]
             if p["extra"]:
                 fields["microwave"] = p["extra"][0]
-        elif code == 0x06 and n >= 4:
+        elif code == Command.DRIVE_SELECTION and n >= 4:
             p = _DRIVE.parse(text, self.name)
             fields["drop_sensor"] = bool(p["drop_sensor"])
             fields["elevator"] = bool(p["elevator"])
             fields["selection"] = p["selection"]
-        elif code in (0x01, 0x03, 0x05) and n >= 2:
+        elif code in _SELECTION_ONLY and n >= 2:
             fields["selection"] = _SEL.parse(text, self.name)["selection"]
-        elif code == 0x54 and n >= 1:
+        elif code == Command.STATUS and n >= 1:
             fields["status"] = text[0]
             fields["status_text"] = MACHINE_STATUS.get(text[0], f"code 0x{text[0]:02X}")
-        elif code == 0x16 and n >= 1:
+        elif code == Command.SET_POLL_INTERVAL and n >= 1:
             fields["interval"] = text[0]
-        elif code in (0x21, 0x27) and n >= 5:
+        elif code in (Command.MONEY_COLLECTED, Command.MONEY_RECEIVED) and n >= 5:
             p = _MONEY.parse(text, self.name)
             fields["mode"] = p["mode"]
             fields["amount"] = p["amount"]
-        elif code == 0x23 and n >= 4:
+        elif code == Command.CURRENT_AMOUNT and n >= 4:
             fields["amount"] = int.from_bytes(text[:4], "big")
-        elif code == 0x52 and n >= FULL_STATUS_LEN:
+        elif code == Command.MACHINE_STATUS and n >= FULL_STATUS_LEN:
             p = _FULL_STATUS.parse(text, self.name)
             for key in ("bill_status", "coin_status", "card_status", "temp_controller_status",
                         "door_status", "bill_change", "coin_change", "machine_id",

@@ -44,6 +44,7 @@ from vendhw.framing.board101 import (
 )
 from vendhw.framing.easivend import DISPENSE, EasivendFramer
 from vendhw.framing.fafb import ACK, MAX_RESENDS, POLL, FaFbFramer
+from vendhw.framing.fafb import Command as FaFbCommand
 from vendhw.options import FALSE_WORDS, TRUE_WORDS
 from vendhw.sim.base import Reply, Simulator
 
@@ -383,7 +384,8 @@ class FaFbSimulator(BoardSimulator):
         plan = self.advance(now)
         if plan is None:
             return
-        self._report(0x04, plan.seq, status=self._vend_code(plan.outcome), selection=plan.motor)
+        self._report(FaFbCommand.DISPENSING_STATUS, plan.seq, status=self._vend_code(plan.outcome),
+                     selection=plan.motor)
 
     def _vend_code(self, outcome: str) -> int:
         return self.code_for(outcome)
@@ -423,29 +425,33 @@ class FaFbSimulator(BoardSimulator):
     def _execute(self, frame: Frame, now: float) -> None:
         code = frame["code"]
         pack = frame["pack_no"]
-        if code == 0x01:
-            self._report(0x02, pack, status=self._selection_status(frame.get("selection", 0)),
-                         selection=frame.get("selection", 0))
-        elif code in (0x03, 0x06):
+        if code == FaFbCommand.CHECK_SELECTION:
+            selection = frame.get("selection", 0)
+            self._report(FaFbCommand.SELECTION_STATUS, pack,
+                         status=self._selection_status(selection), selection=selection)
+        elif code in (FaFbCommand.SELECT_TO_BUY, FaFbCommand.DRIVE_SELECTION):
             motor = frame.get("selection", 0)
             if self.running is not None:
-                self._report(0x04, pack, status=0xFF, selection=motor)
+                self._report(FaFbCommand.DISPENSING_STATUS, pack, status=0xFF,  # terminated
+                             selection=motor)
                 return
             drop = bool(frame.get("drop_sensor", True)) and self.profile.supports("drop_sensor")
             plan = self.plan_vend(motor, pack, now, drop_check=drop)
             if not plan.turned:
-                self._report(0x04, pack, status=self._vend_code(plan.outcome), selection=motor)
+                self._report(FaFbCommand.DISPENSING_STATUS, pack,
+                             status=self._vend_code(plan.outcome), selection=motor)
                 return
             self.start(plan)
             self._running_pack = pack
             progress = self.profile.results.code_for(PROGRESS)
             if progress is not None:
-                self._report(0x04, pack, status=progress, selection=motor)
-        elif code == 0x53:
-            self._report(0x54, pack, status=0)
-        elif code == 0x51:
+                self._report(FaFbCommand.DISPENSING_STATUS, pack, status=progress,
+                             selection=motor)
+        elif code == FaFbCommand.STATUS_REQUEST:
+            self._report(FaFbCommand.STATUS, pack, status=0)
+        elif code == FaFbCommand.MACHINE_STATUS_REQUEST:
             self._report_full_status(pack)
-        elif code == 0x16 and frame.get("interval"):
+        elif code == FaFbCommand.SET_POLL_INTERVAL and frame.get("interval"):
             self.poll_period = min(2.0, 0.1 * int(frame["interval"]))
 
     def _selection_status(self, motor: int) -> int:
@@ -472,7 +478,7 @@ class FaFbSimulator(BoardSimulator):
         text = bytes([0, 0, 0, 0, 0]) + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
         text += b"SIM0000001" + bytes([5, 0, 0, 0, 0, 0, 0, 0]) + bytes([40] + [0] * 7)
         self._pack = self._pack % 255 + 1
-        data = self.framer.build(code=0x52, pack_no=self._pack, text=text)
+        data = self.framer.build(code=FaFbCommand.MACHINE_STATUS, pack_no=self._pack, text=text)
         if pack is not None and pack == self._last_host_pack:
             self._last_report = None
         self._outbox.append(_Report(data))

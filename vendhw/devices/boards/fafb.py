@@ -27,14 +27,13 @@ from vendhw.devices.boards.outcomes import Outcome, VendReport
 from vendhw.devices.boards.profile import BUSY, OK, PROGRESS, BoardProfile
 from vendhw.devices.boards.session import BoardMasterSession, Outgoing
 from vendhw.framing.base import Frame
-from vendhw.framing.fafb import INTER_BYTE_GAP, FaFbFramer
+from vendhw.framing.fafb import INTER_BYTE_GAP, Command, FaFbFramer
 from vendhw.transport.base import Transport
 
 log = logging.getLogger(__name__)
 
-CHECK_SELECTION, SELECTION_STATUS, DISPENSING_STATUS = 0x01, 0x02, 0x04
-MACHINE_STATUS_REQ, MACHINE_STATUS = 0x51, 0x52
-STATUS_REQ, STATUS = 0x53, 0x54
+REPORTS = (Command.SELECTION_STATUS, Command.DISPENSING_STATUS)
+"""What the board sends about a slot: stale ones are drained before a new question."""
 
 
 class FaFbBoard(Board):
@@ -144,11 +143,11 @@ class FaFbBoard(Board):
             return refused
         drop = drop_sensor and self.profile.supports("drop_sensor")
         elevator = bool(self.profile.option("elevator", self.profile.supports("lift")))
-        code = int(self.profile.option("vend_command", 0x06))
+        code = int(self.profile.option("vend_command", Command.DRIVE_SELECTION))
         fields: dict[str, Any] = {"selection": motor}
-        if code == 0x06:
+        if code == Command.DRIVE_SELECTION:
             fields.update(drop_sensor=int(drop), elevator=int(elevator))
-        self.session.drain(lambda f: f["code"] == DISPENSING_STATUS)
+        self.session.drain(lambda f: f["code"] == Command.DISPENSING_STATUS)
         out = self.session.submit(self.framer.build(code=code, pack_no=seq, **fields),
                                   f"vend slot {motor} (PackNO {seq})")
         if not self._handed_over(out):
@@ -175,17 +174,17 @@ class FaFbBoard(Board):
         table = self.profile.table("selection_status")
         for _ in range(2):
             if not check or table is None:
-                if not self._command(STATUS_REQ, self._pack_for(seq), "status request"):
+                if not self._command(Command.STATUS_REQUEST, self._pack_for(seq), "status request"):
                     raise self.no_response("an ACK to the status request", self._ack_budget)
                 return None
-            self.session.drain(lambda f: f["code"] in (SELECTION_STATUS, DISPENSING_STATUS))
-            if not self._command(CHECK_SELECTION, self._pack_for(seq), "selection check",
+            self.session.drain(lambda f: f["code"] in REPORTS)
+            if not self._command(Command.CHECK_SELECTION, self._pack_for(seq), "selection check",
                                  selection=motor):
                 raise self.no_response("an ACK to the selection check", self._ack_budget)
             frame = self.session.take(
-                lambda f: (f["code"] == SELECTION_STATUS and f.get("selection") == motor)
-                or f["code"] == DISPENSING_STATUS, self._report_budget)
-            if frame is None or frame["code"] == DISPENSING_STATUS:
+                lambda f: (f["code"] == Command.SELECTION_STATUS and f.get("selection") == motor)
+                or f["code"] == Command.DISPENSING_STATUS, self._report_budget)
+            if frame is None or frame["code"] == Command.DISPENSING_STATUS:
                 continue  # the VMC took the check for a repeat: check again, new PackNO
             status = frame["status"]
             info = table.lookup(status)
@@ -209,7 +208,7 @@ class FaFbBoard(Board):
             if remaining <= 0:
                 break
             frame = self.session.take(
-                lambda f: f["code"] == DISPENSING_STATUS and f.get("selection") == motor,
+                lambda f: f["code"] == Command.DISPENSING_STATUS and f.get("selection") == motor,
                 remaining)
             if frame is None:
                 if not self.session.alive:
@@ -271,13 +270,14 @@ class FaFbBoard(Board):
         """CHECK SELECTION with the vend's PackNO. A VMC holding that PackNO repeats the
         vend's dispensing status (UNKNOWN with the raw code while still in progress); one
         that does not answers a selection status: None."""
-        self.session.drain(lambda f: f["code"] in (SELECTION_STATUS, DISPENSING_STATUS))
-        if not self._command(CHECK_SELECTION, seq, f"query of PackNO {seq}", selection=motor):
+        self.session.drain(lambda f: f["code"] in REPORTS)
+        if not self._command(Command.CHECK_SELECTION, seq, f"query of PackNO {seq}",
+                             selection=motor):
             raise self.no_response("an ACK to the vend query", self._ack_budget)
         frame = self.session.take(
-            lambda f: (f["code"] == DISPENSING_STATUS and f.get("selection") == motor)
-            or f["code"] == SELECTION_STATUS, self._report_budget)
-        if frame is None or frame["code"] == SELECTION_STATUS:
+            lambda f: (f["code"] == Command.DISPENSING_STATUS and f.get("selection") == motor)
+            or f["code"] == Command.SELECTION_STATUS, self._report_budget)
+        if frame is None or frame["code"] == Command.SELECTION_STATUS:
             return None
         report = self._report(frame["status"])
         if report is None:
@@ -300,14 +300,15 @@ class FaFbBoard(Board):
         self._ensure_alive()
         out: dict[str, Any] = {"ok": False, "board": self.profile.name, "family": self.family,
                                "polling": True, "polls": self.session.polls}
-        short = self._ask(STATUS_REQ, STATUS, "status request")
+        short = self._ask(Command.STATUS_REQUEST, Command.STATUS, "status request")
         if short is not None and "status" in short.fields:
             table = self.profile.table("machine_status")
             info = table.lookup(short["status"]) if table else None
             out["machine_status"] = short["status"]
             out["machine_status_text"] = short.get("status_text", "")
             out["ok"] = info is None or info.outcome == OK
-        full = self._ask(MACHINE_STATUS_REQ, MACHINE_STATUS, "machine status request")
+        full = self._ask(Command.MACHINE_STATUS_REQUEST, Command.MACHINE_STATUS,
+                         "machine status request")
         if full is not None and "door_status" in full.fields:
             if self.profile.supports("door"):
                 out["door_open"] = bool(full["door_status"])
