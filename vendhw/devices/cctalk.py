@@ -32,11 +32,12 @@ import threading
 import time
 from abc import abstractmethod
 from collections import deque
-from collections.abc import Awaitable, Callable, Generator, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from vendhw.devices.cash import CashDevice, CashEvent, CashEventKind, EventSink
+from vendhw.devices.engine import Deliver, Op, drive, drive_async
 from vendhw.devices.link import FrameLink
 from vendhw.errors import (
     ConfigurationError,
@@ -234,16 +235,8 @@ class Request:
         return HEADERS.get(self.header, f"HEADER {self.header}")
 
 
-@dataclass(frozen=True)
-class Deliver:
-    """An event to hand to the sink; the operation resumes (and commits) only if it succeeds."""
-
-    event: CashEvent
-
-
 Step = Request | Deliver
-Op = Generator[Step, Any, T]
-"""A sans-I/O operation: yields steps, receives reply bytes (or None after a Deliver)."""
+"""ccTalk operations yield requests and events (:mod:`vendhw.devices.engine`)."""
 
 
 def _ascii(data: bytes) -> str:
@@ -488,26 +481,7 @@ class CcTalkBus:
     def run(self, op: Op[T], sink: EventSink | None = None) -> T:
         """Drive a sans-I/O operation to its end with blocking I/O (threads)."""
         with self._lock:
-            try:
-                step = next(op)
-                while True:
-                    if isinstance(step, Deliver):
-                        if sink is not None:
-                            try:
-                                sink(step.event)
-                            except BaseException:
-                                op.close()  # nothing after this event is committed
-                                raise
-                        step = op.send(None)
-                        continue
-                    try:
-                        reply = self.transact(step)
-                    except VendhwError as exc:
-                        step = op.throw(exc)
-                        continue
-                    step = op.send(reply)
-            except StopIteration as stop:
-                return stop.value
+            return drive(op, self.transact, sink=sink)
 
     async def arun(self, op: Op[T], sink: EventSink | None = None) -> T:
         """Drive an operation from asyncio (the blocking exchange runs in a worker thread)."""
@@ -521,26 +495,7 @@ class CcTalkBus:
 async def run_async(op: Op[T], transact: Callable[[Request], Awaitable[bytes]],
                     sink: EventSink | None = None) -> T:
     """Drive a sans-I/O operation with any async ``transact(request) -> reply data``."""
-    try:
-        step = next(op)
-        while True:
-            if isinstance(step, Deliver):
-                if sink is not None:
-                    try:
-                        sink(step.event)
-                    except BaseException:
-                        op.close()
-                        raise
-                step = op.send(None)
-                continue
-            try:
-                reply = await transact(step)
-            except VendhwError as exc:
-                step = op.throw(exc)
-                continue
-            step = op.send(reply)
-    except StopIteration as stop:
-        return stop.value
+    return await drive_async(op, transact, sink=sink)
 
 
 # --- shared device core -----------------------------------------------------------------------

@@ -30,11 +30,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
+from vendhw.devices.engine import Op, Wait, drive
 from vendhw.errors import (
     ConfigurationError,
     FramingError,
@@ -122,15 +123,8 @@ class Request:
     data: bytes = b""
 
 
-@dataclass(frozen=True)
-class Wait:
-    """The core has nothing to send before ``seconds`` (a POLL interval, a setup time)."""
-
-    seconds: float
-
-
 Step = Request | Wait
-Op = Generator[Step, Any, T]
+"""Cashless operations yield commands and waits (:mod:`vendhw.devices.engine`)."""
 
 
 @dataclass(frozen=True)
@@ -595,29 +589,20 @@ class MdbCashlessReader:
         """The time a TIME/DATE REQUEST is answered with."""
 
     def run(self, op: Op[T]) -> T:
-        """Drive one operation; reply data is ACKed once the core has taken it."""
-        step = next(op)
-        while True:
-            if isinstance(step, Wait):  # outside the bus lock: the changer polls meanwhile
-                if step.seconds > 0:
-                    self._sleep(step.seconds)
-                try:
-                    step = op.send(None)
-                except StopIteration as stop:
-                    return stop.value
-                continue
-            # A command and the ACK of its reply hold the bus: on a shared MDB bus another
-            # device's command between them would make the ACK late (the data comes again).
-            with self.link.lock:
-                reply = self._transact(step)
-                try:
-                    step = op.send(reply)
-                except StopIteration as stop:
-                    if reply is not None:
-                        self.link.ack()
-                    return stop.value
-                if reply is not None:
-                    self.link.ack()  # the core has taken the data: the reader may drop it
+        """Drive one operation; reply data is ACKed once the core has taken it. A command and
+        the ACK of its reply hold the bus (on a shared MDB bus another device's command
+        between them would make the ACK late, and the data would come again); a Wait does
+        not (the changer polls meanwhile)."""
+        return drive(op, self._transact, wait=self._wait, hold=lambda: self.link.lock,
+                     taken=self._ack_data, throw=False)
+
+    def _wait(self, seconds: float) -> None:
+        if seconds > 0:
+            self._sleep(seconds)
+
+    def _ack_data(self, request: Request, reply: bytes | None) -> None:
+        if reply is not None:
+            self.link.ack()  # the core has taken the data: the reader may drop it
 
     def _transact(self, step: Request) -> bytes | None:
         """One command; sent again when the reply is lost or corrupt (readers must take a
