@@ -39,9 +39,12 @@ from vendhw.errors import (
     NotSupportedError,
     UnexpectedReplyError,
 )
-from vendhw.framing.base import Frame, Garbage
+from vendhw.framing.base import Frame, Garbage, Layout
 from vendhw.framing.mdb import (
     ACK,
+    BILL_SETUP,
+    CHANGER_SETUP,
+    IDENTIFICATION,
     MAX_BLOCK,
     NAK,
     RESPONSE_TIMEOUT,
@@ -206,30 +209,35 @@ def minor_unit_factor(country: int, decimals: int) -> int:
     return int(10 ** (digits - decimals))
 
 
+def _parse(layout: Layout, data: bytes) -> Any:
+    """A reply by its declared layout, or one line saying how short it is."""
+    if len(data) < layout.fixed_size:
+        raise UnexpectedReplyError(f"{layout.name} has {len(data)} bytes, "
+                                   f"need >= {layout.fixed_size}")
+    return layout.parse(data, "mdb")
+
+
 def parse_changer_setup(data: bytes) -> ChangerSetup:
     """A credit byte of ``TOKEN_CREDIT`` marks a vend token: value 0, listed in ``tokens``.
     Coin values are in the currency's minor units (see :func:`minor_unit_factor`)."""
-    if len(data) < 7:
-        raise UnexpectedReplyError(f"changer SETUP reply has {len(data)} bytes, need >= 7")
-    scaling = data[3] * minor_unit_factor(int.from_bytes(data[1:3], "big"), data[4])
-    credits = data[7:23]
+    reply = _parse(CHANGER_SETUP, data)
+    scaling = reply["scaling"] * minor_unit_factor(reply["country"], reply["decimals"])
+    credits = reply["credits"][:16]
     tokens = frozenset(i for i, c in enumerate(credits) if c == TOKEN_CREDIT)
     values = tuple(0 if i in tokens else c * scaling for i, c in enumerate(credits)) \
         + (0,) * (16 - len(credits))
-    return ChangerSetup(data[0], int.from_bytes(data[1:3], "big"), data[3], data[4],
-                        int.from_bytes(data[5:7], "big"), values, tokens)
+    return ChangerSetup(reply["level"], reply["country"], reply["scaling"], reply["decimals"],
+                        reply["routing"], values, tokens)
 
 
 def parse_bill_setup(data: bytes) -> BillSetup:
-    if len(data) < 11:
-        raise UnexpectedReplyError(f"bill SETUP reply has {len(data)} bytes, need >= 11")
-    scaling = int.from_bytes(data[3:5], "big")
-    factor = minor_unit_factor(int.from_bytes(data[1:3], "big"), data[5])
-    credits = data[11:27]
-    values = tuple(c * scaling * factor for c in credits) + (0,) * (16 - len(credits))
-    return BillSetup(data[0], int.from_bytes(data[1:3], "big"), scaling, data[5],
-                     int.from_bytes(data[6:8], "big"), int.from_bytes(data[8:10], "big"),
-                     data[10] == 0xFF, values)
+    reply = _parse(BILL_SETUP, data)
+    factor = minor_unit_factor(reply["country"], reply["decimals"])
+    credits = reply["credits"][:16]
+    values = tuple(c * reply["scaling"] * factor for c in credits) + (0,) * (16 - len(credits))
+    return BillSetup(reply["level"], reply["country"], reply["scaling"], reply["decimals"],
+                     reply["stacker_capacity"], reply["security"], reply["escrow"] == 0xFF,
+                     values)
 
 
 @dataclass(frozen=True)
@@ -261,15 +269,15 @@ def parse_diagnostic_status(data: bytes) -> list[dict[str, Any]]:
 
 
 def parse_identification(data: bytes) -> Identification:
-    if len(data) < 29:
-        raise UnexpectedReplyError(f"IDENTIFICATION reply has {len(data)} bytes, need >= 29")
+    reply = _parse(IDENTIFICATION, data)
+    rest = reply["rest"]
+    return Identification(_text(reply["manufacturer"]), _text(reply["serial"]),
+                          _text(reply["model"]), reply["software_version"].hex(),
+                          int.from_bytes(rest[:4], "big") if len(rest) >= 4 else None)
 
-    def text(raw: bytes) -> str:
-        return raw.decode("ascii", "replace").strip()
 
-    return Identification(text(data[0:3]), text(data[3:15]), text(data[15:27]),
-                          data[27:29].hex(), int.from_bytes(data[29:33], "big")
-                          if len(data) >= 33 else None)
+def _text(raw: bytes) -> str:
+    return raw.decode("ascii", "replace").strip()
 
 
 def currency_of(country: int) -> str:

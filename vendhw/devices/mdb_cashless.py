@@ -45,6 +45,8 @@ from vendhw.errors import (
     UnexpectedReplyError,
 )
 from vendhw.framing.mdb import (
+    PERIPHERAL_ID,
+    READER_CONFIG,
     RESPONSE_TIMEOUT,
     SETUP_TIME,
     Address,
@@ -173,22 +175,24 @@ class ReaderConfig:
 def parse_config(data: bytes) -> ReaderConfig:
     if len(data) < 8 or data[0] != Poll.READER_CONFIG:
         raise UnexpectedReplyError(f"reader config needs 8 bytes starting 01, got {data.hex()}")
-    return ReaderConfig(data[1], int.from_bytes(data[2:4], "big"), data[4] or 1, data[5],
-                        data[6], data[7])
+    reply = READER_CONFIG.parse(data, "mdb")
+    return ReaderConfig(reply["level"], reply["country"], reply["scale"] or 1,
+                        reply["decimals"], reply["max_response"], reply["options"])
 
 
 def parse_peripheral_id(data: bytes) -> dict[str, Any]:
     """PERIPHERAL ID (``09`` + manufacturer 3, serial 12, model 12, version 2 [, features 4])."""
     if len(data) < 30:
         raise UnexpectedReplyError(f"peripheral id needs 30 bytes, got {len(data)}")
+    reply = PERIPHERAL_ID.parse(data, "mdb")
     out: dict[str, Any] = {
-        "manufacturer": data[1:4].decode("ascii", "replace").strip(),
-        "serial": data[4:16].decode("ascii", "replace").strip(),
-        "model": data[16:28].decode("ascii", "replace").strip(),
-        "version": data[28:30].hex(),
+        "manufacturer": reply["manufacturer"].decode("ascii", "replace").strip(),
+        "serial": reply["serial"].decode("ascii", "replace").strip(),
+        "model": reply["model"].decode("ascii", "replace").strip(),
+        "version": reply["software_version"].hex(),
     }
-    if len(data) >= 34:
-        out["features"] = int.from_bytes(data[30:34], "big")
+    if len(reply["rest"]) >= 4:
+        out["features"] = int.from_bytes(reply["rest"][:4], "big")
     return out
 
 

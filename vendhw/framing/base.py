@@ -238,6 +238,12 @@ class Layout:
         self.fast = _FixedPlan.derive(struct_)
         self.name = name
 
+    @property
+    def fixed_size(self) -> int:
+        """Bytes before a greedy tail: the least a valid input holds (0 when the layout is
+        not plain fixed-width fields)."""
+        return self.fast.size if self.fast is not None else 0
+
     def parse(self, data: bytes, protocol: str) -> Any:
         if self.fast is not None:
             parsed = self.fast.parse(data)

@@ -218,6 +218,38 @@ SUBCOMMANDS: dict[tuple[str, str], dict[int, str]] = {
     key: {int(sub): _spoken(sub) for sub in subs} for key, subs in _SUBCOMMAND_ENUMS.items()}
 CONTROL = {ACK: "ACK", RET: "RET", NAK: "NAK"}
 
+
+# -- payload layouts (MDB 4.2), declared once: the hosts and the simulators read them here --
+
+CHANGER_SETUP = Layout(cs.Struct(
+    "level" / cs.Int8ub, "country" / cs.Int16ub, "scaling" / cs.Int8ub,
+    "decimals" / cs.Int8ub, "routing" / cs.Int16ub, "credits" / cs.GreedyBytes,
+), "changer SETUP reply")
+"""Coin changer SETUP (§5.3): up to 16 coin type credits follow (``FF``: a vend token)."""
+BILL_SETUP = Layout(cs.Struct(
+    "level" / cs.Int8ub, "country" / cs.Int16ub, "scaling" / cs.Int16ub,
+    "decimals" / cs.Int8ub, "stacker_capacity" / cs.Int16ub, "security" / cs.Int16ub,
+    "escrow" / cs.Int8ub, "credits" / cs.GreedyBytes,
+), "bill validator SETUP reply")
+"""Bill validator SETUP (§6.3): ``escrow`` is ``FF`` when the validator can hold a bill."""
+IDENTIFICATION = Layout(cs.Struct(
+    "manufacturer" / cs.Bytes(3), "serial" / cs.Bytes(12), "model" / cs.Bytes(12),
+    "software_version" / cs.Bytes(2), "rest" / cs.GreedyBytes,
+), "EXPANSION IDENTIFICATION reply")
+"""ASCII manufacturer code, serial and model, BCD software version; a changer (and a level 2
+bill validator) adds 4 bytes of optional-feature bits in ``rest``."""
+READER_CONFIG = Layout(cs.Struct(
+    "code" / cs.Const(b"\x01"), "level" / cs.Int8ub, "country" / cs.Int16ub,
+    "scale" / cs.Int8ub, "decimals" / cs.Int8ub, "max_response" / cs.Int8ub,
+    "options" / cs.Int8ub, "rest" / cs.GreedyBytes,
+), "cashless READER CONFIG")
+"""Cashless SETUP CONFIG DATA answer (§7.4.1, code ``01``)."""
+PERIPHERAL_ID = Layout(cs.Struct(
+    "code" / cs.Const(b"\x09"), "manufacturer" / cs.Bytes(3), "serial" / cs.Bytes(12),
+    "model" / cs.Bytes(12), "software_version" / cs.Bytes(2), "rest" / cs.GreedyBytes,
+), "cashless PERIPHERAL ID")
+"""Cashless EXPANSION REQUEST ID answer (code ``09``); level 3 adds 4 feature bytes."""
+
 _BLOCK = Layout(cs.Struct("head" / cs.Int8ub, "body" / cs.GreedyBytes), "MDB block")
 
 

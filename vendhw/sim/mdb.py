@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from vendhw.framing.base import Frame
 from vendhw.framing.mdb import (
     ACK_TIMEOUT,
+    BILL_SETUP,
+    CHANGER_SETUP,
+    IDENTIFICATION,
     Address,
     BillCommand,
     BillEscrow,
@@ -29,6 +32,8 @@ if TYPE_CHECKING:
     from vendhw.sim import SimulatorSpec
 
 REPLY_DELAY = 0.0
+EUR = 0x1978
+"""MDB country code of the euro (``1`` + ISO 4217 numeric 978 in BCD)."""
 """Seconds before a reply by default (option ``reply_delay``); the spec allows up to 5 ms."""
 
 
@@ -191,8 +196,9 @@ class MdbChangerSimulator(_MdbPeripheral):
         if command == ChangerCommand.SETUP:
             credits = bytes(0xFF if i in self.tokens else self._credit(i) for i in range(16))
             routing = sum(1 << i for i in range(16) if self._credit(i) or i in self.tokens)
-            return self._data(bytes((3, 0x19, 0x78, self.SCALING, 2))
-                              + routing.to_bytes(2, "big") + credits)
+            return self._data(CHANGER_SETUP.build(
+                {"level": 3, "country": EUR, "scaling": self.SCALING, "decimals": 2,
+                 "routing": routing, "credits": credits}, "mdb"))
         if command == ChangerCommand.TUBE_STATUS:
             full = sum(1 << i for i, n in enumerate(self.tubes) if n >= self.TUBE_CAPACITY)
             return self._data(full.to_bytes(2, "big") + bytes(min(n, 255) for n in self.tubes))
@@ -226,8 +232,10 @@ class MdbChangerSimulator(_MdbPeripheral):
     def _expansion(self, data: bytes) -> bytes:
         sub = data[0] if data else -1
         if sub == ChangerExpansion.IDENTIFICATION:  # optional feature bit 0: alternative payout
-            return self._data(b"VHW" + b"000000000001" + b"SIM-CHANGER " + b"\x01\x00"
-                              + int(self.alternative_payout).to_bytes(4, "big"))
+            return self._data(IDENTIFICATION.build(
+                {"manufacturer": b"VHW", "serial": b"000000000001", "model": b"SIM-CHANGER ",
+                 "software_version": b"\x01\x00",
+                 "rest": int(self.alternative_payout).to_bytes(4, "big")}, "mdb"))
         if sub == ChangerExpansion.FEATURE_ENABLE and len(data) >= 5:
             self.features_enabled = int.from_bytes(data[1:5], "big")
             return self._ack()
@@ -341,8 +349,10 @@ class MdbBillSimulator(_MdbPeripheral):
             return self._ack()
         if command == BillCommand.SETUP:
             credits = bytes(self.BILL_CREDITS) + bytes(16 - len(self.BILL_CREDITS))
-            head = bytes((1, 0x19, 0x78)) + self.SCALING.to_bytes(2, "big") + bytes((2,))
-            return self._data(head + (500).to_bytes(2, "big") + b"\x00\x00\xff" + credits)
+            return self._data(BILL_SETUP.build(
+                {"level": 1, "country": EUR, "scaling": self.SCALING, "decimals": 2,
+                 "stacker_capacity": 500, "security": 0, "escrow": 0xFF, "credits": credits},
+                "mdb"))
         if command == BillCommand.POLL:
             if self.enabled_mask and self.auto_insert:
                 for bill in self.auto_insert:
@@ -368,7 +378,9 @@ class MdbBillSimulator(_MdbPeripheral):
             return self._data(len(self.stacked).to_bytes(2, "big"))
         if command == BillCommand.EXPANSION and data[:1] == bytes(
                 (BillExpansion.LEVEL_1_IDENTIFICATION,)):
-            return self._data(b"VHW" + b"000000000002" + b"SIM-BILL    " + b"\x01\x00")
+            return self._data(IDENTIFICATION.build(
+                {"manufacturer": b"VHW", "serial": b"000000000002", "model": b"SIM-BILL    ",
+                 "software_version": b"\x01\x00", "rest": b""}, "mdb"))
         return self._ack()
 
     def summary(self) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import collections
 from typing import TYPE_CHECKING, Any
 
 from vendhw.framing.base import Frame
-from vendhw.framing.mdb import Address, MdbFramer
+from vendhw.framing.mdb import PERIPHERAL_ID, READER_CONFIG, Address, MdbFramer
 from vendhw.framing.mdb import CashlessCommand as Command
 from vendhw.framing.mdb import CashlessExpansion as Expansion
 from vendhw.framing.mdb import CashlessPoll as Poll
@@ -134,12 +134,15 @@ class MdbCashlessSimulator(Simulator):
 
     def _config(self) -> bytes:
         options = 0x01 | 0x08  # refunds possible, cash sale supported
-        return bytes((Poll.READER_CONFIG, self.level, 0x19, 0x78, self.scale, 2,
-                      self.max_response, options))
+        return READER_CONFIG.build(
+            {"level": self.level, "country": 0x1978, "scale": self.scale, "decimals": 2,
+             "max_response": self.max_response, "options": options, "rest": b""}, "mdb")
 
     def _identity(self) -> bytes:
-        out = _code(Poll.PERIPHERAL_ID) + b"VHW" + b"SIMCARD00001" + b"SIM-CASHLESS" + b"\x01\x00"
-        return out + (bytes(4) if self.level >= 3 else b"")
+        return PERIPHERAL_ID.build(
+            {"manufacturer": b"VHW", "serial": b"SIMCARD00001", "model": b"SIM-CASHLESS",
+             "software_version": b"\x01\x00", "rest": bytes(4) if self.level >= 3 else b""},
+            "mdb")
 
     def _answer(self, data: bytes) -> bytes:
         if self.deferred:
