@@ -260,7 +260,8 @@ class Layout:
             raise FramingError(f"cannot parse {self.name or 'frame'}: {exc}",
                                protocol=protocol, data=data) from None
 
-    def build(self, values: Mapping[str, Any], protocol: str) -> bytes:
+    def build(self, values: Any, protocol: str) -> bytes:
+        """``values``: a mapping for a Struct, a list for a Range of them."""
         if self.fast is not None:
             built = self.fast.build(values)
             if built is not None:

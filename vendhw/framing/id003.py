@@ -185,21 +185,23 @@ class DenominationEntry:
     value: int
 
 
+_CURRENCY_TABLE = Layout(cs.GreedyRange(cs.Struct(
+    "escrow_code" / cs.Int8ub, "country" / cs.Int8ub, "integer" / cs.Int8ub,
+    "exponent" / cs.Int8ub,
+)), "CURRENCY ASSIGN table")
+"""The CURRENCY ASSIGN reply: ``CURRENCY_ASSIGN_ENTRY``-byte entries until the data ends."""
+
+
 def parse_currency_assign(data: bytes) -> list[DenominationEntry]:
     """The used entries of a CURRENCY ASSIGN reply (a trailing partial entry is ignored)."""
-    out = []
-    whole = len(data) - len(data) % CURRENCY_ASSIGN_ENTRY
-    for offset in range(0, whole, CURRENCY_ASSIGN_ENTRY):
-        code, country, integer, exponent = data[offset:offset + CURRENCY_ASSIGN_ENTRY]
-        if integer:
-            out.append(DenominationEntry(code, country, integer * 10 ** exponent))
-    return out
+    return [DenominationEntry(e["escrow_code"], e["country"], e["integer"] * 10 ** e["exponent"])
+            for e in _CURRENCY_TABLE.parse(data, "id003") if e["integer"]]
 
 
 def build_currency_assign(entries: list[tuple[int, int, int]]) -> bytes:
     """``[(escrow code, country, value in main units)]`` -> reply data (value 0 = unused);
     the integer is written without trailing zeros (500 -> 5 x 10^2)."""
-    out = bytearray()
+    table = []
     for code, country, value in entries:
         integer, exponent = value, 0
         while integer > 0xFF or (integer and integer % 10 == 0):
@@ -207,8 +209,9 @@ def build_currency_assign(entries: list[tuple[int, int, int]]) -> bytes:
                 raise LengthError(f"{value} cannot be written as integer x 10^exponent",
                                   protocol="id003")
             integer, exponent = integer // 10, exponent + 1
-        out += bytes((code, country, integer, exponent))
-    return bytes(out)
+        table.append({"escrow_code": code, "country": country, "integer": integer,
+                      "exponent": exponent})
+    return _CURRENCY_TABLE.build(table, "id003")
 
 
 _PACKET = Layout(cs.Struct("sync" / cs.Const(b"\xfc"), "length" / cs.Int8ub,
