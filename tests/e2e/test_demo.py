@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -56,12 +57,12 @@ def test_power_cut_never_vends_twice() -> None:
 
 
 @pytest.mark.timeout(180)
-def test_human_output_and_cleanup() -> None:
-    before = set(os.listdir("/tmp"))
+def test_human_output_and_cleanup(tmp_path: Path) -> None:
+    # Its own temp folder: another demo on the other test worker must not look like ours.
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-m", "vendhw", "demo", "--auto-pay"],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "delivered" in proc.stdout and "pay page: http://127.0.0.1:" in proc.stdout
     assert "█" in proc.stdout or "▀" in proc.stdout  # the QR code in half blocks
-    leftovers = {n for n in set(os.listdir("/tmp")) - before if n.startswith("vendhw-demo-")}
-    assert not leftovers
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("vendhw-demo-")] == []
