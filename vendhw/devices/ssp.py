@@ -10,9 +10,15 @@ Layers:
   payouts before/after protocol 6, SMART Hopper before/after 6); :class:`EventMapper` (pure)
   turns decoded poll events into :class:`~vendhw.devices.cash.CashEvent` values, reporting
   state changes once (a note in escrow, a removed cashbox, a jam repeat on every poll).
-* :class:`SspDevice` is the runner: it sends packets through a
-  :class:`~vendhw.devices.link.FrameLink`, waits ``REPLY_TIMEOUT`` and retransmits up to
-  ``RETRIES`` times, and implements :class:`~vendhw.devices.cash.CashDevice`.
+* :class:`SspCore` (sans-I/O) holds the host's rules as operations (``start_op``,
+  ``poll_op``, ``payout_op``...): generators that yield :class:`SspRequest` steps, get the
+  opened reply bytes back, and yield :class:`~vendhw.devices.engine.Deliver` for every cash
+  event; a lost reply is thrown in, and the operation decides what it means.
+* :class:`SspDevice` is the runner: :meth:`SspDevice.run` drives an operation with
+  :func:`vendhw.devices.engine.drive`, and its ``_transact`` sends packets through a
+  :class:`~vendhw.devices.link.FrameLink`, waits ``REPLY_TIMEOUT`` and retransmits (same
+  packet, same flag) up to ``RETRIES`` times; its public methods, the
+  :class:`~vendhw.devices.cash.CashDevice` surface, each run one operation.
 
 Credit safety: polls use POLL WITH ACK (0x56) when the device knows it, so a credit repeats
 until EVENT ACK (0x57), which is sent only after the sink took every event of the poll. The
