@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from vendhw.devices.cash import CashEvent, CashEventKind
-from vendhw.devices.ssp import SspDevice
+from vendhw.devices.ssp import SspDevice, SspRequest
 from vendhw.errors import NoResponseError
 from vendhw.framing.ssp import Command
 from vendhw.sim.ssp import SspSimulator
@@ -79,15 +79,16 @@ def credit_through_lost_ack(sim: SspSimulator, host: SspDevice, line: Line,
     """Feed a note and poll until its credit; with ``lose_ack`` every reply to the EVENT
     ACK of that poll is lost (the device got it)."""
     heard: list[CashEvent] = []
-    command = host.command
+    # The runner's one I/O seam: poll() no longer goes through the public command().
+    transact = host._transact
 
-    def spy(code: int, *args: Any, **kwargs: Any) -> bytes:
-        if lose_ack and code == Command.EVENT_ACK and any(
+    def spy(request: SspRequest) -> bytes:
+        if lose_ack and request.command == Command.EVENT_ACK and any(
                 e.kind is CashEventKind.CREDIT for e in heard):
             line.drop = host.retries + 1
-        return command(code, *args, **kwargs)
+        return transact(request)
 
-    host.command = spy  # type: ignore[method-assign,assignment]
+    host._transact = spy  # type: ignore[method-assign]
     sim.insert_note(channel)
     try:
         for _ in range(1000):
@@ -99,7 +100,7 @@ def credit_through_lost_ack(sim: SspSimulator, host: SspDevice, line: Line,
             if any(e.kind is CashEventKind.CREDIT for e in heard) and sim.note is None:
                 break
     finally:
-        host.command = command  # type: ignore[method-assign]
+        host._transact = transact  # type: ignore[method-assign]
     return heard
 
 

@@ -10,9 +10,15 @@ Layers:
   payouts before/after protocol 6, SMART Hopper before/after 6); :class:`EventMapper` (pure)
   turns decoded poll events into :class:`~vendhw.devices.cash.CashEvent` values, reporting
   state changes once (a note in escrow, a removed cashbox, a jam repeat on every poll).
-* :class:`SspDevice` is the runner: it sends packets through a
-  :class:`~vendhw.devices.link.FrameLink`, waits ``REPLY_TIMEOUT`` and retransmits up to
-  ``RETRIES`` times, and implements :class:`~vendhw.devices.cash.CashDevice`.
+* :class:`SspCore` (sans-I/O) holds the host's rules as operations (``start_op``,
+  ``poll_op``, ``payout_op``...): generators that yield :class:`SspRequest` steps, get the
+  opened reply bytes back, and yield :class:`~vendhw.devices.engine.Deliver` for every cash
+  event; a lost reply is thrown in, and the operation decides what it means.
+* :class:`SspDevice` is the runner: :meth:`SspDevice.run` drives an operation with
+  :func:`vendhw.devices.engine.drive`, and its ``_transact`` sends packets through a
+  :class:`~vendhw.devices.link.FrameLink`, waits ``REPLY_TIMEOUT`` and retransmits (same
+  packet, same flag) up to ``RETRIES`` times; its public methods, the
+  :class:`~vendhw.devices.cash.CashDevice` surface, each run one operation.
 
 Credit safety: polls use POLL WITH ACK (0x56) when the device knows it, so a credit repeats
 until EVENT ACK (0x57), which is sent only after the sink took every event of the poll. The
@@ -40,9 +46,10 @@ import secrets
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from vendhw.devices.cash import CashDevice, CashEvent, CashEventKind, EventSink
+from vendhw.devices.engine import Deliver, Op, drive
 from vendhw.devices.link import FrameLink
 from vendhw.errors import (
     ConfigurationError,
@@ -74,6 +81,7 @@ from vendhw.options import option_flag, option_ints
 from vendhw.transport import Transport, open_transport
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # --- line and timing (GA138 "Physical layer", GA973) -------------------------------------------
 
@@ -643,32 +651,62 @@ _HANDLERS: dict[int, _Handler] = {
 (reading, rejecting, stacking...) report nothing."""
 
 
-# --- the runner --------------------------------------------------------------------------------
+# --- sans-I/O steps ----------------------------------------------------------------------------
 
 
-class SspDevice(CashDevice):
-    """An SSP/eSSP device on one port: note validator, with or without a payout unit.
+@dataclass(frozen=True)
+class SspRequest:
+    """One SSP command for the runner; the opened reply comes back (generic response first).
 
-    :param encryption: ``"auto"`` agrees a key when the device knows the commands (payout
-        devices refuse payouts without one), ``True`` insists, ``False`` never encrypts.
-    :param channels: channel numbers to enable (default: every channel with a value).
-    :param resume: a :meth:`checkpoint` from before a restart (see the module docstring).
+    The runner builds the packet (a new sequence flag, sealed when ``encrypt``) and resends
+    that same packet, same flag, on silence or a stale reply: the slave answers a repeat with
+    its last reply, so nothing runs twice. When every attempt went unanswered it throws
+    :class:`~vendhw.errors.NoResponseError` into the operation, which decides what that means.
     """
 
-    def __init__(self, transport: Transport, *, address: int = 0,
-                 encryption: bool | str = "auto", fixed_key: int = DEFAULT_FIXED_KEY,
-                 reply_timeout: float = REPLY_TIMEOUT, retries: int = RETRIES,
+    command: int
+    params: bytes = b""
+    encrypt: bool = False
+    sync: bool = False
+    """The SYNC packet: flag 1, and its reply may carry either flag (GA138)."""
+    retries: int | None = None
+    """Resends allowed; None = the runner's ``retries``."""
+    timeout: float | None = None
+    """Reply deadline; None = the runner's ``reply_timeout``."""
+
+    @property
+    def data(self) -> bytes:
+        return bytes((self.command,)) + self.params
+
+
+Step = SspRequest | Deliver
+"""SSP operations yield requests and events (:mod:`vendhw.devices.engine`)."""
+
+
+# --- the core ----------------------------------------------------------------------------------
+
+
+class SspCore:
+    """The SSP/eSSP host's rules without I/O: its state, and operations (``*_op``) that yield
+    :class:`SspRequest` and :class:`~vendhw.devices.engine.Deliver` steps.
+
+    Why: what to send, what a reply or a failure means and when an event is acknowledged are
+    checked by driving these with scripted replies (:func:`vendhw.devices.engine.replay`);
+    :class:`SspDevice` runs the same operations on a port.
+    """
+
+    name: str
+    currency: str = ""
+
+    def __init__(self, *, address: int = 0, encryption: bool | str = "auto",
+                 fixed_key: int = DEFAULT_FIXED_KEY,
                  protocol_version: int = MAX_PROTOCOL_VERSION,
                  channels: Iterable[int] | None = None, payout: bool = True,
-                 name: str = "", resume: dict[str, Any] | None = None) -> None:
-        self.transport = transport
-        self.link = FrameLink(transport, SspFramer(), incoming="device", gap=INTER_BYTE_GAP)
+                 name: str = "ssp", resume: dict[str, Any] | None = None) -> None:
         self.session = SspSession(address)
-        self.name = name or f"ssp@{transport.url}"
+        self.name = name
         self.encryption = encryption
         self.fixed_key = fixed_key
-        self.reply_timeout = reply_timeout
-        self.retries = retries
         self.wanted_version = protocol_version
         self.wanted_channels = set(channels) if channels is not None else None
         self.want_payout = payout
@@ -693,67 +731,42 @@ class SspDevice(CashDevice):
         self._pending: deque[CashEvent] = deque()
         self.stats = {"retries": 0, "resyncs": 0, "key_exchanges": 0}
 
-    # -- packets ---------------------------------------------------------------------------------
-
     @property
     def version(self) -> int:
         return self.setup.protocol_version if self.setup else MIN_PROTOCOL_VERSION
 
-    def _exchange(self, packet: bytes, command: int, *, encrypted: bool = False
-                  ) -> tuple[int, bytes]:
-        # SYNC is where the flags are agreed: its reply's flag is whatever the slave had.
-        seq = None if command == SYNC else self.session.seq
-        for attempt in range(self.retries + 1):
-            if attempt:
-                self.stats["retries"] += 1
-                log.info("%s: no valid reply to 0x%02X, resending with the same sequence flag "
-                         "(%d/%d)", self.name, command, attempt, self.retries)
-            self.link.send(packet)
-            try:
-                # A reply carries the flag of its command (GA138): one with the other flag
-                # is a stale or duplicated answer to the previous command, never this one's.
-                frame = self.link.receive(self.reply_timeout,
-                                          accept=lambda f: f.get("address") ==
-                                          self.session.address and seq in (None, f.get("seq", seq)))
-                return self.session.open(frame)
-            except NoResponseError:
-                continue
-            except SequenceError as exc:
-                # An eSSP reply with another count is an older reply (duplicated or late on
-                # the line); the slave answers the retransmission with its last reply.
-                log.info("%s: %s; resending", self.name, exc)
-                continue
-        if encrypted:
-            # The slave may or may not have executed the packet (and advanced its count):
-            # the counts can no longer be trusted. GA138/GA973: SYNC and a new key.
-            self._out_of_step = True
-        raise NoResponseError(f"no SSP reply to command 0x{command:02X} after "
-                              f"{self.retries + 1} attempts", port=self.transport.url,
-                              baudrate=self.transport.baudrate, timeout=self.reply_timeout)
+    # -- commands ----------------------------------------------------------------------------
 
-    def command(self, command: int, params: bytes = b"", *, encrypt: bool | None = None,
-                errors: dict[int, str] | None = None, recover: bool = True) -> bytes:
-        """Send one command and return the data after OK; other responses raise.
+    def command_op(self, command: int, params: bytes = b"", *, encrypt: bool | None = None,
+                   errors: dict[int, str] | None = None, recover: bool = True) -> Op[bytes]:
+        """One command; returns the data after OK, other responses raise.
 
         A KEY NOT SET answer to an encrypted command means the device lost its key (a reset):
-        the host agrees a new one and sends the command once more.
+        the host agrees a new one and sends the command once more. An encrypted command left
+        unanswered may have run (and advanced the device's count): the next one resyncs.
         """
         if encrypt is None:
             encrypt = self.encrypted
         if encrypt and self._out_of_step and recover:
-            self._resync()
-        data = bytes((command,)) + params
-        code, reply = self._exchange(self.session.command(data, encrypt=encrypt), command,
-                                     encrypted=encrypt)
+            yield from self.resync_op()
+        try:
+            reply: bytes = yield SspRequest(command, params, encrypt=encrypt)
+        except NoResponseError:
+            if encrypt:
+                # The slave may or may not have executed the packet (and advanced its count):
+                # the counts can no longer be trusted. GA138/GA973: SYNC and a new key.
+                self._out_of_step = True
+            raise
+        code, data = reply[0], reply[1:]
         if code == KEY_NOT_SET and encrypt and recover:
             log.warning("%s: KEY NOT SET: the device lost its key; recovering", self.name)
-            self._recover()
-            return self.command(command, params, errors=errors, recover=False)
+            yield from self.recover_op()
+            return (yield from self.command_op(command, params, errors=errors, recover=False))
         if code != OK:
-            raise SspResponseError(command, code, reply, errors)
-        return reply
+            raise SspResponseError(command, code, data, errors)
+        return data
 
-    def _resync(self) -> None:
+    def resync_op(self) -> Op[None]:
         """The eSSP counts may disagree (an encrypted packet went unanswered): SYNC and agree
         a new key, which restarts the count on both sides (GA138 "Encryption", GA973). The
         device keeps its state (events, enable, inhibits); only the session is new."""
@@ -761,27 +774,31 @@ class SspDevice(CashDevice):
         self._out_of_step = False
         self.stats["resyncs"] += 1
         try:
-            self.sync()
-            self.negotiate_key()
+            yield from self.sync_op()
+            yield from self.negotiate_key_op()
         except VendhwError:
             self._out_of_step = True
             raise
 
-    def sync(self) -> None:
-        code, reply = self._exchange(self.session.sync(), SYNC)
-        if code != OK:
-            raise SspResponseError(SYNC, code, reply)
+    def sync_op(self) -> Op[None]:
+        """SYNC: the slave expects flag 0 next (the runner sends it with flag 1)."""
+        reply: bytes = yield SspRequest(SYNC, sync=True)
+        if reply[0] != OK:
+            raise SspResponseError(SYNC, reply[0], reply[1:])
 
     # -- bring-up ----------------------------------------------------------------------------
 
-    def negotiate_key(self) -> None:
+    def negotiate_key_op(self) -> Op[None]:
         """eSSP key agreement (GA973 §4.2); eCOUNT restarts at 0 on both sides."""
         agreement = KeyAgreement.new()
         self.session.cipher = None
-        self.command(SET_GENERATOR, agreement.generator.to_bytes(8, "little"), encrypt=False)
-        self.command(SET_MODULUS, agreement.modulus.to_bytes(8, "little"), encrypt=False)
-        reply = self.command(REQUEST_KEY_EXCHANGE, agreement.inter_key.to_bytes(8, "little"),
-                             encrypt=False)
+        yield from self.command_op(SET_GENERATOR, agreement.generator.to_bytes(8, "little"),
+                                   encrypt=False)
+        yield from self.command_op(SET_MODULUS, agreement.modulus.to_bytes(8, "little"),
+                                   encrypt=False)
+        reply = yield from self.command_op(REQUEST_KEY_EXCHANGE,
+                                           agreement.inter_key.to_bytes(8, "little"),
+                                           encrypt=False)
         if len(reply) < 8:
             raise UnexpectedReplyError(f"key exchange reply too short: {reply.hex(' ')}")
         key = agreement.negotiated_key(int.from_bytes(reply[:8], "little"))
@@ -789,10 +806,12 @@ class SspDevice(CashDevice):
         self.encrypted = True
         self.stats["key_exchanges"] += 1
 
-    def _set_version(self) -> int:
+    def set_version_op(self) -> Op[int]:
+        """HOST PROTOCOL VERSION, newest first, one down on each FAIL."""
         for version in range(self.wanted_version, MIN_PROTOCOL_VERSION - 1, -1):
             try:
-                self.command(HOST_PROTOCOL_VERSION, bytes((version,)), encrypt=False)
+                yield from self.command_op(HOST_PROTOCOL_VERSION, bytes((version,)),
+                                           encrypt=False)
                 return version
             except SspResponseError as exc:
                 if exc.code not in (FAIL, PARAMETER_OUT_OF_RANGE):
@@ -800,33 +819,34 @@ class SspDevice(CashDevice):
         raise DeviceFault(f"{self.name}: no protocol version between {MIN_PROTOCOL_VERSION} "
                           f"and {self.wanted_version} is accepted")
 
-    def start(self) -> None:
+    def start_op(self) -> Op[None]:
         """SYNC, protocol version, key agreement, setup, serial number; left inhibited."""
         self.encrypted = False
         self.session.cipher = None
         self._out_of_step = False
-        self.sync()
-        version = self._set_version()
+        yield from self.sync_op()
+        version = yield from self.set_version_op()
         if self.encryption:
             try:
-                self.negotiate_key()
+                yield from self.negotiate_key_op()
             except SspResponseError as exc:
                 if self.encryption is True or exc.code != COMMAND_NOT_KNOWN:
                     raise
                 log.info("%s: the device does not know eSSP; continuing in clear", self.name)
-        self.setup = parse_setup(self.command(SETUP_REQUEST))
+        self.setup = parse_setup((yield from self.command_op(SETUP_REQUEST)))
         if self.setup.protocol_version != version:
             log.info("%s: asked for protocol %d, setup reports %d", self.name, version,
                      self.setup.protocol_version)
-        self.serial = int.from_bytes(self.command(GET_SERIAL_NUMBER)[:4], "big")
+        serial = yield from self.command_op(GET_SERIAL_NUMBER)
+        self.serial = int.from_bytes(serial[:4], "big")
         self.currency = self.setup.currency or (self.setup.channels[0].currency
                                                 if self.setup.channels else "")
         self.mapper.currency = self.currency
         self.mapper.channels = {c.number: c for c in self.setup.channels}
-        self._inhibits(enable=False)
+        yield from self._inhibits_op(enable=False)
         if self.is_payout and self.want_payout:
             try:
-                self.enable_payout()
+                yield from self.enable_payout_op()
             except SspResponseError as exc:
                 if exc.code != KEY_NOT_SET:
                     raise
@@ -835,15 +855,15 @@ class SspDevice(CashDevice):
         self._fresh = True  # the next poll's SLAVE RESET is the one just handled
         self._quiet_reset = True  # ...and, after the user's start(), not news either
 
-    def _recover(self) -> None:
+    def recover_op(self) -> Op[None]:
         """After a device reset: sync, key, protocol and inhibits again; re-enable if we were."""
         self.stats["resyncs"] += 1
         self._restarted = True
         was_enabled = self.enabled
-        self.start()
+        yield from self.start_op()
         self._quiet_reset = False  # a reset in operation is reported
         if was_enabled:
-            self.enable()
+            yield from self.enable_op()
 
     # -- acceptance --------------------------------------------------------------------------
 
@@ -860,62 +880,66 @@ class SspDevice(CashDevice):
                 mask |= 1 << (channel.number - 1)
         return mask
 
-    def _inhibits(self, *, enable: bool) -> None:
+    def _inhibits_op(self, *, enable: bool) -> Op[None]:
         assert self.setup is not None
         mask = self._mask() if enable else 0
         if self.setup.unit_type == 0x03:
             return  # a SMART Hopper has coin-mech inhibits per denomination instead
-        self.command(SET_INHIBITS, mask.to_bytes(2, "little"))
+        yield from self.command_op(SET_INHIBITS, mask.to_bytes(2, "little"))
 
     def _require_setup(self) -> SetupInfo:
         if self.setup is None:
             raise ConfigurationError(f"{self.name}: call start() first")
         return self.setup
 
-    def enable(self) -> None:
+    def enable_op(self) -> Op[None]:
+        """Inhibits for the wanted channels, then ENABLE."""
         self._require_setup()
-        self._inhibits(enable=True)
-        self.command(ENABLE)
+        yield from self._inhibits_op(enable=True)
+        yield from self.command_op(ENABLE)
         self.enabled = True
         self.mapper.disabled = False
 
-    def disable(self) -> None:
-        self.command(DISABLE)
+    def disable_op(self) -> Op[None]:
+        yield from self.command_op(DISABLE)
         self.enabled = False
 
-    def stack(self) -> None:
-        """Accept the note in escrow: the next poll stacks it (GA138 HOLD: a poll accepts)."""
+    def stack_op(self) -> Op[None]:
+        """Accept the note in escrow: nothing to send, the next poll stacks it (GA138 HOLD:
+        a poll accepts)."""
         if self.setup and self.setup.unit_type in NO_ESCROW_UNITS:
             raise NotSupportedError(f"{self.name} has no escrow")
+        yield from ()
 
-    def reject(self) -> None:
+    def reject_op(self) -> Op[None]:
         """Return the note in escrow (REJECT 0x08)."""
-        self.command(REJECT)
+        yield from self.command_op(REJECT)
 
-    def hold(self) -> None:
+    def hold_op(self) -> Op[None]:
         """Keep the note in escrow for another ``ESCROW_TIMEOUT`` (HOLD 0x18, sent instead of
         a poll: a poll would accept the note)."""
-        self.command(HOLD)
+        yield from self.command_op(HOLD)
 
-    def last_reject_reason(self) -> str:
-        data = self.command(LAST_REJECT_CODE)
+    def last_reject_reason_op(self) -> Op[str]:
+        data = yield from self.command_op(LAST_REJECT_CODE)
         code = data[0] if data else 0xFF
         return REJECT_REASONS.get(code, f"reject code 0x{code:02X}")
 
     # -- polling -----------------------------------------------------------------------------
 
-    def _deliver(self, event: CashEvent, sink: EventSink | None) -> None:
-        if sink is not None:
-            sink(event)
+    def poll_op(self) -> Op[list[CashEvent]]:
+        """POLL (WITH ACK), events to the sink, then EVENT ACK; recovers after a reset.
 
-    def poll(self, sink: EventSink | None = None) -> list[CashEvent]:
-        """POLL (WITH ACK), events to the sink, then EVENT ACK; recovers after a reset."""
+        Every event is a :class:`~vendhw.devices.engine.Deliver` step before the EVENT ACK
+        request: a sink that raises closes the operation, so nothing is acknowledged and the
+        device repeats the events (with the same ids).
+        """
         self._require_setup()
         out: list[CashEvent] = []
         while self._pending:  # plain-poll events the sink refused last time
-            self._deliver(self._pending[0], sink)
+            yield Deliver(self._pending[0])
             out.append(self._pending.popleft())
-        data = self._poll_command()
+        data = yield from self._poll_command_op()
         # An unknown event never fails the poll: what parses is kept, the rest goes to the
         # operator, and the poll is acknowledged (else POLL WITH ACK repeats it forever).
         events = decode_poll(data, self.version)
@@ -952,7 +976,7 @@ class SspDevice(CashDevice):
         reason = None
         if any(e["code"] == Event.NOTE_REJECTED for e in events):
             try:
-                reason = self.last_reject_reason()
+                reason = yield from self.last_reject_reason_op()
             except VendhwError as exc:
                 log.info("%s: LAST REJECT CODE failed: %s", self.name, exc)
         cash = self.mapper.map(events, ids, reason)
@@ -963,7 +987,7 @@ class SspDevice(CashDevice):
                 cash.insert(0, at_risk)
         if self.poll_with_ack:
             for made in cash:  # a refused event stops here; the device repeats it unacked
-                self._deliver(made, sink)
+                yield Deliver(made)
                 out.append(made)
             if repeat_value:
                 value = sum(c.value or 0 for c in cash if c.kind is CashEventKind.CREDIT)
@@ -974,11 +998,11 @@ class SspDevice(CashDevice):
                         reason="credit repeated after an unanswered EVENT ACK: counted once; "
                         "check whether a second note of the same value was taken",
                         detail={"needs_review": True})
-                    self._deliver(made, sink)
+                    yield Deliver(made)
                     out.append(made)
             if needs_ack:
                 try:
-                    self.command(EVENT_ACK)
+                    yield from self.command_op(EVENT_ACK)
                 except NoResponseError:
                     self._unsure_ack = acked  # decided by the next poll
                     raise
@@ -986,22 +1010,22 @@ class SspDevice(CashDevice):
         else:
             self._pending.extend(cash)
             while self._pending:
-                self._deliver(self._pending[0], sink)
+                yield Deliver(self._pending[0])
                 out.append(self._pending.popleft())
         if reset and not fresh:
-            self._recover()  # a reset since our start(): session, key and inhibits are gone
+            yield from self.recover_op()  # a reset since start(): session, key, inhibits gone
         return out
 
-    def _poll_command(self) -> bytes:
+    def _poll_command_op(self) -> Op[bytes]:
         if self.poll_with_ack:
             try:
-                return self.command(POLL_WITH_ACK)
+                return (yield from self.command_op(POLL_WITH_ACK))
             except SspResponseError as exc:
                 if exc.code != COMMAND_NOT_KNOWN:
                     raise
                 log.info("%s: no POLL WITH ACK; using POLL", self.name)
                 self.poll_with_ack = False
-        return self.command(POLL)
+        return (yield from self.command_op(POLL))
 
     def checkpoint(self) -> dict[str, Any]:
         """What identifies repeated events across a restart; pass it back as ``resume=``."""
@@ -1021,23 +1045,23 @@ class SspDevice(CashDevice):
             raise NotSupportedError(f"{self.name} ({setup.unit}) cannot pay out")
         return setup
 
-    def enable_payout(self) -> None:
+    def enable_payout_op(self) -> Op[None]:
         """ENABLE PAYOUT DEVICE (SMART Payout, NV11): store notes for later payouts."""
         self._require_payout()
-        self.command(ENABLE_PAYOUT_DEVICE, errors=PAYOUT_DEVICE_ERRORS)
+        yield from self.command_op(ENABLE_PAYOUT_DEVICE, errors=PAYOUT_DEVICE_ERRORS)
         self.payout_enabled = True
 
-    def disable_payout(self) -> None:
+    def disable_payout_op(self) -> Op[None]:
         self._require_payout()
-        self.command(DISABLE_PAYOUT_DEVICE)
+        yield from self.command_op(DISABLE_PAYOUT_DEVICE)
         self.payout_enabled = False
 
-    def payout(self, amount: int, *, test: bool = False) -> None:
+    def payout_op(self, amount: int, *, test: bool = False) -> Op[None]:
         """PAYOUT AMOUNT in minor units; progress, done or incomplete come as poll events.
 
         ``test=True`` asks whether the amount could be paid without paying it. A refusal
-        raises :class:`SspResponseError` with the reason (not enough value, cannot pay the
-        exact amount, busy, disabled).
+        raises :class:`SspResponseError` with the reason. A PAYOUT STARTED event is queued for
+        the next poll to deliver (the command has no event of its own).
         """
         self._require_payout()
         if amount <= 0:
@@ -1045,42 +1069,42 @@ class SspDevice(CashDevice):
         params = money(amount, self.currency, self.version)
         if self.version >= 6:
             params += bytes((TEST_ONLY if test else COMMIT,))
-        self.command(PAYOUT_AMOUNT, params, errors=PAYOUT_ERRORS)
+        yield from self.command_op(PAYOUT_AMOUNT, params, errors=PAYOUT_ERRORS)
         if not test:
             self._pending.append(CashEvent(
                 K.PAYOUT_STARTED, self.name, value=0, currency=self.currency,
                 requested=amount, route="customer",
                 event_id=f"ssp:{self.serial:08X}/{self._token}/payout{self._polls}"))
 
-    def can_pay(self, amount: int) -> bool:
-        """Whether the device could pay ``amount`` exactly now (PAYOUT AMOUNT, test option)."""
+    def can_pay_op(self, amount: int) -> Op[bool]:
+        """PAYOUT AMOUNT with the test option: COMMAND CANNOT BE PROCESSED means no."""
         try:
-            self.payout(amount, test=True)
+            yield from self.payout_op(amount, test=True)
         except SspResponseError as exc:
             if exc.code == CANNOT_PROCESS:
                 return False
             raise
         return True
 
-    def float_amount(self, keep: int, min_payout: int) -> None:
+    def float_amount_op(self, keep: int, min_payout: int) -> Op[None]:
         """FLOAT AMOUNT: send stored money to the cashbox until ``keep`` remains."""
         setup = self._require_payout()
         width = 2 if setup.unit_type == 0x03 else 4
         params = min_payout.to_bytes(width, "little") + money(keep, self.currency, self.version)
         if self.version >= 6:
             params += bytes((COMMIT,))
-        self.command(FLOAT_AMOUNT, params, errors=PAYOUT_ERRORS)
+        yield from self.command_op(FLOAT_AMOUNT, params, errors=PAYOUT_ERRORS)
 
-    def empty(self, *, smart: bool = False) -> None:
+    def empty_op(self, *, smart: bool = False) -> Op[None]:
         """EMPTY ALL (or SMART EMPTY, which records the value) to the cashbox."""
         self._require_payout()
-        self.command(SMART_EMPTY if smart else EMPTY_ALL)
+        yield from self.command_op(SMART_EMPTY if smart else EMPTY_ALL)
 
-    def halt_payout(self) -> None:
+    def halt_payout_op(self) -> Op[None]:
         self._require_payout()
-        self.command(HALT_PAYOUT)
+        yield from self.command_op(HALT_PAYOUT)
 
-    def set_route(self, value: int, *, to_payout: bool) -> None:
+    def set_route_op(self, value: int, *, to_payout: bool) -> Op[None]:
         """SET DENOMINATION ROUTE: store notes of ``value`` for payout or send to cashbox."""
         setup = self._require_payout()
         route = ROUTE_PAYOUT if to_payout else ROUTE_CASHBOX
@@ -1089,17 +1113,18 @@ class SspDevice(CashDevice):
         else:
             width = 2 if setup.unit_type == 0x03 else 4
             params = bytes((route,)) + value.to_bytes(width, "little")
-        self.command(SET_DENOMINATION_ROUTE, params, errors=ROUTE_ERRORS)
+        yield from self.command_op(SET_DENOMINATION_ROUTE, params, errors=ROUTE_ERRORS)
 
-    def get_route(self, value: int) -> str:
-        reply = self.command(GET_DENOMINATION_ROUTE, money(value, self.currency, self.version),
-                             errors=ROUTE_ERRORS)
+    def get_route_op(self, value: int) -> Op[str]:
+        reply = yield from self.command_op(GET_DENOMINATION_ROUTE,
+                                           money(value, self.currency, self.version),
+                                           errors=ROUTE_ERRORS)
         return "payout" if reply and reply[0] == ROUTE_PAYOUT else "cashbox"
 
-    def levels(self) -> list[dict[str, Any]]:
+    def levels_op(self) -> Op[list[dict[str, Any]]]:
         """GET ALL LEVELS: ``[{"value", "currency", "level"}]`` per stored denomination."""
         self._require_payout()
-        data = self.command(GET_ALL_LEVELS)
+        data = yield from self.command_op(GET_ALL_LEVELS)
         if not data:
             return []
         out = []
@@ -1114,20 +1139,187 @@ class SspDevice(CashDevice):
 
     # -- the rest ----------------------------------------------------------------------------
 
-    def reset_device(self) -> None:
+    def reset_device_op(self) -> Op[None]:
         """RESET: the device restarts; the next polls report SLAVE RESET and the host
         recovers by itself."""
-        self.command(RESET)
+        yield from self.command_op(RESET)
 
-    def status(self) -> dict[str, Any]:
+    def status_op(self) -> Op[dict[str, Any]]:
         setup = self._require_setup()
         out: dict[str, Any] = {"device": self.name, "currency": self.currency,
                                "serial": self.serial, **setup.to_dict(),
                                "encrypted": self.encrypted, "enabled": self.enabled,
                                "poll_with_ack": self.poll_with_ack, **self.stats}
         if self.is_payout:
-            out["levels"] = self.levels()
+            out["levels"] = yield from self.levels_op()
         return out
+
+
+# --- the runner --------------------------------------------------------------------------------
+
+
+class SspDevice(SspCore, CashDevice):
+    """An SSP/eSSP device on one port: note validator, with or without a payout unit.
+
+    The rules are :class:`SspCore`'s operations; this class only runs them (:meth:`run`) and
+    does the packet work (:meth:`_transact`): framing, sealing, the sequence flag, resends.
+
+    :param encryption: ``"auto"`` agrees a key when the device knows the commands (payout
+        devices refuse payouts without one), ``True`` insists, ``False`` never encrypts.
+    :param channels: channel numbers to enable (default: every channel with a value).
+    :param resume: a :meth:`checkpoint` from before a restart (see the module docstring).
+    """
+
+    def __init__(self, transport: Transport, *, address: int = 0,
+                 encryption: bool | str = "auto", fixed_key: int = DEFAULT_FIXED_KEY,
+                 reply_timeout: float = REPLY_TIMEOUT, retries: int = RETRIES,
+                 protocol_version: int = MAX_PROTOCOL_VERSION,
+                 channels: Iterable[int] | None = None, payout: bool = True,
+                 name: str = "", resume: dict[str, Any] | None = None) -> None:
+        self.transport = transport
+        self.link = FrameLink(transport, SspFramer(), incoming="device", gap=INTER_BYTE_GAP)
+        super().__init__(address=address, encryption=encryption, fixed_key=fixed_key,
+                         protocol_version=protocol_version, channels=channels, payout=payout,
+                         name=name or f"ssp@{transport.url}", resume=resume)
+        self.reply_timeout = reply_timeout
+        self.retries = retries
+
+    # -- the runner --------------------------------------------------------------------------
+
+    def run(self, op: Op[T], sink: EventSink | None = None) -> T:
+        """Drive an operation to its end with blocking I/O; returns what it returns."""
+        return drive(op, self._transact, sink=sink)
+
+    def _transact(self, request: SspRequest) -> bytes:
+        """Send one command and return its opened reply, resending the same packet (same
+        sequence flag, same eSSP count) on silence or a stale reply."""
+        command = request.command
+        if request.sync:
+            # SYNC is where the flags are agreed: its reply's flag is whatever the slave had.
+            packet, seq = self.session.sync(), None
+        else:
+            packet = self.session.command(request.data, encrypt=request.encrypt)
+            seq = self.session.seq
+        retries = self.retries if request.retries is None else request.retries
+        timeout = self.reply_timeout if request.timeout is None else request.timeout
+        for attempt in range(retries + 1):
+            if attempt:
+                self.stats["retries"] += 1
+                log.info("%s: no valid reply to 0x%02X, resending with the same sequence flag "
+                         "(%d/%d)", self.name, command, attempt, retries)
+            self.link.send(packet)
+            try:
+                # A reply carries the flag of its command (GA138): one with the other flag
+                # is a stale or duplicated answer to the previous command, never this one's.
+                frame = self.link.receive(timeout,
+                                          accept=lambda f: f.get("address") ==
+                                          self.session.address and seq in (None, f.get("seq", seq)))
+                code, data = self.session.open(frame)
+                return bytes((code,)) + data
+            except NoResponseError:
+                continue
+            except SequenceError as exc:
+                # An eSSP reply with another count is an older reply (duplicated or late on
+                # the line); the slave answers the retransmission with its last reply.
+                log.info("%s: %s; resending", self.name, exc)
+                continue
+        raise NoResponseError(f"no SSP reply to command 0x{command:02X} after "
+                              f"{retries + 1} attempts", port=self.transport.url,
+                              baudrate=self.transport.baudrate, timeout=timeout)
+
+    # -- the CashDevice surface: each runs one operation --------------------------------------
+
+    def command(self, command: int, params: bytes = b"", *, encrypt: bool | None = None,
+                errors: dict[int, str] | None = None, recover: bool = True) -> bytes:
+        """Send one command and return the data after OK (see :meth:`command_op`)."""
+        return self.run(self.command_op(command, params, encrypt=encrypt, errors=errors,
+                                        recover=recover))
+
+    def sync(self) -> None:
+        return self.run(self.sync_op())
+
+    def negotiate_key(self) -> None:
+        """eSSP key agreement (GA973 §4.2); eCOUNT restarts at 0 on both sides."""
+        return self.run(self.negotiate_key_op())
+
+    def start(self) -> None:
+        """SYNC, protocol version, key agreement, setup, serial number; left inhibited."""
+        return self.run(self.start_op())
+
+    def enable(self) -> None:
+        return self.run(self.enable_op())
+
+    def disable(self) -> None:
+        return self.run(self.disable_op())
+
+    def stack(self) -> None:
+        """Accept the note in escrow: the next poll stacks it (GA138 HOLD: a poll accepts)."""
+        return self.run(self.stack_op())
+
+    def reject(self) -> None:
+        """Return the note in escrow (REJECT 0x08)."""
+        return self.run(self.reject_op())
+
+    def hold(self) -> None:
+        """Keep the note in escrow for another ``ESCROW_TIMEOUT`` (HOLD 0x18)."""
+        return self.run(self.hold_op())
+
+    def last_reject_reason(self) -> str:
+        return self.run(self.last_reject_reason_op())
+
+    def poll(self, sink: EventSink | None = None) -> list[CashEvent]:
+        """POLL (WITH ACK), events to the sink, then EVENT ACK; recovers after a reset."""
+        return self.run(self.poll_op(), sink)
+
+    def enable_payout(self) -> None:
+        """ENABLE PAYOUT DEVICE (SMART Payout, NV11): store notes for later payouts."""
+        return self.run(self.enable_payout_op())
+
+    def disable_payout(self) -> None:
+        return self.run(self.disable_payout_op())
+
+    def payout(self, amount: int, *, test: bool = False) -> None:
+        """PAYOUT AMOUNT in minor units; progress, done or incomplete come as poll events.
+
+        ``test=True`` asks whether the amount could be paid without paying it. A refusal
+        raises :class:`SspResponseError` with the reason (not enough value, cannot pay the
+        exact amount, busy, disabled).
+        """
+        return self.run(self.payout_op(amount, test=test))
+
+    def can_pay(self, amount: int) -> bool:
+        """Whether the device could pay ``amount`` exactly now (PAYOUT AMOUNT, test option)."""
+        return self.run(self.can_pay_op(amount))
+
+    def float_amount(self, keep: int, min_payout: int) -> None:
+        """FLOAT AMOUNT: send stored money to the cashbox until ``keep`` remains."""
+        return self.run(self.float_amount_op(keep, min_payout))
+
+    def empty(self, *, smart: bool = False) -> None:
+        """EMPTY ALL (or SMART EMPTY, which records the value) to the cashbox."""
+        return self.run(self.empty_op(smart=smart))
+
+    def halt_payout(self) -> None:
+        return self.run(self.halt_payout_op())
+
+    def set_route(self, value: int, *, to_payout: bool) -> None:
+        """SET DENOMINATION ROUTE: store notes of ``value`` for payout or send to cashbox."""
+        return self.run(self.set_route_op(value, to_payout=to_payout))
+
+    def get_route(self, value: int) -> str:
+        return self.run(self.get_route_op(value))
+
+    def levels(self) -> list[dict[str, Any]]:
+        """GET ALL LEVELS: ``[{"value", "currency", "level"}]`` per stored denomination."""
+        return self.run(self.levels_op())
+
+    def reset_device(self) -> None:
+        """RESET: the device restarts; the next polls report SLAVE RESET and the host
+        recovers by itself."""
+        return self.run(self.reset_device_op())
+
+    def status(self) -> dict[str, Any]:
+        return self.run(self.status_op())
 
     def close(self) -> None:
         self.link.close()
