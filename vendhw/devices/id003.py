@@ -6,9 +6,13 @@ Layers:
   :class:`~vendhw.devices.cash.CashEvent` values: a state is reported when it starts (a jam, an
   open stacker, an escrowed note), not on every poll, and VEND VALID becomes one ``credit``
   per note however often the acceptor repeats it.
-* :class:`Id003Acceptor` is the runner: it polls STATUS REQUEST through a
-  :class:`~vendhw.devices.link.FrameLink` (direction-aware framer: statuses reuse command
-  codes), sends settings and checks their echoes, and answers VEND VALID with ACK.
+* :class:`Id003Acceptor` holds the protocol rules as sans-I/O operations
+  (:mod:`vendhw.devices.engine`): ``start_op``, ``poll_op``, ``enable_op``, ``decide_op``...
+  yield a :class:`Request` (one command), ``Deliver(event)`` for each cash event and
+  ``Wait(seconds)`` while the acceptor initialises; they send nothing and never sleep.
+  :meth:`Id003Acceptor.run` drives them with :func:`~vendhw.devices.engine.drive`; its
+  ``_transact`` frames each request on a :class:`~vendhw.devices.link.FrameLink`
+  (direction-aware framer: statuses reuse command codes) and resends idempotent ones.
 
 Credit safety: the acceptor repeats VEND VALID until the host's ACK. The host calls the sink
 with the ``credit`` **before** it sends ACK; if the sink raises, no ACK goes and the next poll
@@ -28,9 +32,10 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from vendhw.devices.cash import CashDevice, CashEvent, CashEventKind, EventSink
+from vendhw.devices.engine import Deliver, Op, Wait, drive
 from vendhw.devices.link import FrameLink
 from vendhw.errors import (
     ConfigurationError,
@@ -63,7 +68,10 @@ RETRIES = 3
 """Resends of a command after silence or a corrupt reply (status requests and settings are
 idempotent; STACK and RETURN are checked against the status before they are resent)."""
 INITIALIZE_TIMEOUT = 10.0
-"""Seconds to wait after RESET for INITIALIZE to end (DISABLE/INHIBIT or IDLING)."""
+"""Seconds to wait after RESET for INITIALIZE to end (DISABLE/INHIBIT or IDLING); counted
+as :data:`POLL_INTERVAL` waits between status requests."""
+
+T = TypeVar("T")
 
 
 DEFAULT_VALUES = {0x61: 500, 0x62: 1000, 0x63: 2000, 0x64: 5000, 0x65: 10000,
@@ -151,6 +159,24 @@ class StatusTracker:
         return self.values.get(self.escrow_code, 0)
 
 
+@dataclass(frozen=True)
+class Request:
+    """One ID-003 command for the runner to send; ``(status or echo code, data)`` comes back.
+
+    Silence after every allowed attempt is thrown back into the operation as
+    :class:`~vendhw.errors.NoResponseError`, so the core decides what a lost reply means (an
+    escrow decision is checked against the status, never resent blindly).
+    """
+
+    code: int
+    data: bytes = b""
+    retry: bool = True
+    """Resend after silence or a corrupt reply (status requests and settings are idempotent;
+    STACK, RETURN and HOLD are not)."""
+    reply: bool = True
+    """False: send only, nothing comes back (the ACK that answers VEND VALID)."""
+
+
 class Id003Acceptor(CashDevice):
     """A JCM ID-003 note acceptor on one port."""
 
@@ -177,12 +203,19 @@ class Id003Acceptor(CashDevice):
         self._held: list[CashEvent] = []
         """A credit read before RESET at a resumed start (RESET drops VEND VALID)."""
 
-    # -- packets ---------------------------------------------------------------------------------
+    # -- the runner (all of the I/O) -------------------------------------------------------------
 
-    def request(self, code: int, data: bytes = b"", *, retry: bool = True) -> tuple[int, bytes]:
-        """Send one command and return the acceptor's ``(status or echo code, data)``."""
-        packet = self.link.framer.build(direction="host", code=code, data=data)
-        attempts = self.retries + 1 if retry else 1
+    def run(self, op: Op[T], sink: EventSink | None = None) -> T:
+        """Drive one operation to its end with blocking I/O; events go to ``sink``."""
+        return drive(op, self._transact, sink=sink)
+
+    def _transact(self, request: Request) -> tuple[int, bytes] | None:
+        """Send one command; resend it after silence (up to ``retries``) if it allows that."""
+        packet = self.link.framer.build(direction="host", code=request.code, data=request.data)
+        if not request.reply:
+            self.link.send(packet)
+            return None
+        attempts = self.retries + 1 if request.retry else 1
         for attempt in range(attempts):
             if attempt:
                 self.stats["retries"] += 1
@@ -192,40 +225,62 @@ class Id003Acceptor(CashDevice):
             except NoResponseError:
                 continue
             return frame["code"], bytes(frame["data"])
-        raise NoResponseError(f"no ID-003 reply to command 0x{code:02X} after {attempts} "
-                              "attempts", port=self.transport.url,
+        raise NoResponseError(f"no ID-003 reply to command 0x{request.code:02X} after "
+                              f"{attempts} attempts", port=self.transport.url,
                               baudrate=self.transport.baudrate, timeout=self.reply_timeout)
 
-    def status_request(self) -> tuple[int, bytes]:
-        return self.request(Command.STATUS_REQUEST)
+    # -- packets (operations) --------------------------------------------------------------------
 
-    def _setting(self, code: int, data: bytes) -> None:
-        reply, echoed = self.request(code, data)
+    def command_op(self, code: int, data: bytes = b"", *,
+                   retry: bool = True) -> Op[tuple[int, bytes]]:
+        """One command; its ``(status or echo code, data)``."""
+        reply: tuple[int, bytes] = yield Request(code, bytes(data), retry)
+        return reply
+
+    def status_request_op(self) -> Op[tuple[int, bytes]]:
+        return (yield from self.command_op(Command.STATUS_REQUEST))
+
+    def _setting_op(self, code: int, data: bytes) -> Op[None]:
+        reply, echoed = yield from self.command_op(code, data)
         if (reply, echoed) != (code, data):
             raise UnexpectedReplyError(
                 f"{self.name}: setting 0x{code:02X} {data.hex(' ')} was answered "
                 f"0x{reply:02X} {echoed.hex(' ')} instead of its echo")
 
-    def _expect_ack(self, code: int) -> None:
-        reply, _data = self.request(code)
+    def _expect_ack_op(self, code: int) -> Op[None]:
+        reply, _data = yield from self.command_op(code)
         if reply != Status.ACK:
             raise DeviceFault(f"{self.name}: command 0x{code:02X} answered "
                               f"{STATUSES.get(reply, hex(reply))}, not ACK", code=reply)
 
+    def request(self, code: int, data: bytes = b"", *, retry: bool = True) -> tuple[int, bytes]:
+        """Send one command and return the acceptor's ``(status or echo code, data)``."""
+        return self.run(self.command_op(code, data, retry=retry))
+
+    def status_request(self) -> tuple[int, bytes]:
+        return self.run(self.status_request_op())
+
     # -- bring-up ----------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start_op(self) -> Op[None]:
         """RESET, wait for INITIALIZE to end, send the settings (still inhibited).
 
         After :meth:`restore`, a VEND VALID still pending from before the restart (its ACK
         never left) is read first and delivered at the first poll with the id it had."""
         if self._resumed:
             self._resumed = False
-            code, data = self.status_request()
+            code, data = yield from self.status_request_op()
             if code == Status.VEND_VALID:
                 self._held = [e for e in self.tracker.update(code, data)
                               if e.kind is K.CREDIT]
-        self._initialize()
+        yield from self._initialize_op()
+
+    def start(self) -> None:
+        """RESET, wait for INITIALIZE to end, send the settings (still inhibited).
+
+        After :meth:`restore`, a VEND VALID still pending from before the restart (its ACK
+        never left) is read first and delivered at the first poll with the id it had."""
+        self.run(self.start_op())
 
     def checkpoint(self) -> dict[str, Any]:
         """The tracker state that names each note's credit; the cash journal stores it."""
@@ -240,36 +295,37 @@ class Id003Acceptor(CashDevice):
         t.escrow_code, t.credited = int(data["escrow_code"]), bool(data["credited"])
         self._resumed = True
 
-    def _initialize(self) -> None:
-        reply, version = self.request(Command.VERSION_REQUEST)
+    def _initialize_op(self) -> Op[None]:
+        reply, version = yield from self.command_op(Command.VERSION_REQUEST)
         if reply == Command.VERSION_REQUEST:
             self.version = version[:64].decode("ascii", "replace").strip()
         if not self.values_override:
-            self._read_currency_assign()
-        self._expect_ack(Command.RESET)
+            yield from self._read_currency_assign_op()
+        yield from self._expect_ack_op(Command.RESET)
         self.stats["resets"] += 1
-        deadline = time.monotonic() + self.initialize_timeout
+        waits = 0  # the deadline counts waits, not a clock: scripted replies take no time
         while True:
-            code, _data = self.status_request()
+            code, _data = yield from self.status_request_op()
             if code in (Status.DISABLED, Status.IDLING):
                 break
-            if time.monotonic() > deadline:
+            if waits * POLL_INTERVAL >= self.initialize_timeout:
                 raise DeviceFault(f"{self.name}: still {STATUSES.get(code, hex(code))} "
                                   f"{self.initialize_timeout:g} s after RESET", code=code)
-            time.sleep(POLL_INTERVAL)  # sleep-ok: the acceptor's own initialisation time
-        self._setting(Command.SET_DENOMINATIONS, self._mask(enable=False))
-        self._setting(Command.SET_SECURITY, b"\x00\x00")
-        self._setting(Command.SET_COMMUNICATION_MODE, b"\x00")  # polling
-        self._setting(Command.SET_INHIBIT, b"\x01")
-        self._setting(Command.SET_OPTIONAL_FUNCTION, b"\x00\x00")
+            yield Wait(POLL_INTERVAL)  # the acceptor's own initialisation time
+            waits += 1
+        yield from self._setting_op(Command.SET_DENOMINATIONS, self._mask(enable=False))
+        yield from self._setting_op(Command.SET_SECURITY, b"\x00\x00")
+        yield from self._setting_op(Command.SET_COMMUNICATION_MODE, b"\x00")  # polling
+        yield from self._setting_op(Command.SET_INHIBIT, b"\x01")
+        yield from self._setting_op(Command.SET_OPTIONAL_FUNCTION, b"\x00\x00")
         self.enabled = False
         self.tracker.last = None
 
-    def _read_currency_assign(self) -> None:
+    def _read_currency_assign_op(self) -> Op[None]:
         """The denominations from the acceptor's CURRENCY ASSIGN (0x8A) table; an acceptor
         that does not know the command (INVALID COMMAND) keeps the defaults."""
         try:
-            reply, data = self.request(CURRENCY_ASSIGN)
+            reply, data = yield from self.command_op(CURRENCY_ASSIGN)
         except NoResponseError:
             log.warning("%s: no answer to CURRENCY ASSIGN; using the default values",
                         self.name)
@@ -297,41 +353,49 @@ class Id003Acceptor(CashDevice):
                     mask &= ~(1 << (code - 0x61))  # a 0 bit enables (py-id003 SET_DENOM)
         return mask.to_bytes(2, "little")
 
-    def enable(self) -> None:
-        self._setting(Command.SET_DENOMINATIONS, self._mask(enable=True))
-        self._setting(Command.SET_INHIBIT, b"\x00")
+    def enable_op(self) -> Op[None]:
+        yield from self._setting_op(Command.SET_DENOMINATIONS, self._mask(enable=True))
+        yield from self._setting_op(Command.SET_INHIBIT, b"\x00")
         self.enabled = True
 
-    def disable(self) -> None:
-        self._setting(Command.SET_INHIBIT, b"\x01")
+    def disable_op(self) -> Op[None]:
+        yield from self._setting_op(Command.SET_INHIBIT, b"\x01")
         self.enabled = False
+
+    def enable(self) -> None:
+        self.run(self.enable_op())
+
+    def disable(self) -> None:
+        self.run(self.disable_op())
 
     # -- polling -----------------------------------------------------------------------------
 
-    def poll(self, sink: EventSink | None = None) -> list[CashEvent]:
-        """STATUS REQUEST; events to the sink; ACK after VEND VALID; recovery after power-up."""
+    def poll_op(self) -> Op[list[CashEvent]]:
+        """STATUS REQUEST; events delivered; ACK after VEND VALID; recovery after power-up."""
         if self._held:
             held = self._held
-            if sink is not None:
-                for event in held:
-                    sink(event)
+            for event in held:
+                yield Deliver(event)
             self._held = []
             self.tracker.credited = True
             return held
-        code, data = self.status_request()
+        code, data = yield from self.status_request_op()
         if code in POWER_UPS:
-            return self._power_up(code, sink)
+            return (yield from self._power_up_op(code))
         events = self.tracker.update(code, data)
         for event in events:
-            if sink is not None:
-                sink(event)
+            yield Deliver(event)
         if code == Status.VEND_VALID:
             # The credit is in the sink (or was, for a repeat): now the acceptor may go on.
-            self.link.send(self.link.framer.build(direction="host", code=Command.ACK))
+            yield Request(Command.ACK, retry=False, reply=False)
             self.tracker.credited = True
         return events
 
-    def _power_up(self, code: int, sink: EventSink | None) -> list[CashEvent]:
+    def poll(self, sink: EventSink | None = None) -> list[CashEvent]:
+        """STATUS REQUEST; events to the sink; ACK after VEND VALID; recovery after power-up."""
+        return self.run(self.poll_op(), sink)
+
+    def _power_up_op(self, code: int) -> Op[list[CashEvent]]:
         tracker = self.tracker
         events = [tracker._event(K.DEVICE_RESET, f"reset@{time.time():.3f}", code,
                                  reason=STATUSES[code].lower())]
@@ -345,50 +409,53 @@ class Id003Acceptor(CashDevice):
                                          reason="a note in the acceptor at power-up is "
                                                 "returned by the reset"))
         for event in events:
-            if sink is not None:
-                sink(event)
+            yield Deliver(event)
         was_enabled = self.enabled
-        self._initialize()
+        yield from self._initialize_op()
         if was_enabled:
-            self.enable()
+            yield from self.enable_op()
         return events
 
-    def stack(self) -> None:
-        """STACK-1 for the note in escrow (the credit follows with VEND VALID)."""
-        self._decide(Command.STACK_1)
-
-    def reject(self) -> None:
-        """RETURN the note in escrow."""
-        self._decide(Command.RETURN)
-
-    def hold(self) -> None:
-        """HOLD the note in escrow (the acceptor's escrow timer starts again)."""
-        self._decide(Command.HOLD)
-
-    def _decide(self, code: int) -> None:
+    def decide_op(self, code: int) -> Op[None]:
+        """An escrow decision (STACK-1, RETURN, HOLD), sent once; after a lost ACK the status
+        says whether it was carried out, so STACK is never sent twice for one note."""
         try:
-            reply, _data = self.request(code, retry=False)
+            reply, _data = yield from self.command_op(code, retry=False)
         except NoResponseError:
             reply = -1
         if reply == Status.ACK:
             return
-        # No ACK: the command may have been lost, or executed with its ACK lost. The status
-        # says which, so STACK is never sent twice for one note.
-        status, _data = self.status_request()
+        # No ACK: the command may have been lost, or executed with its ACK lost.
+        status, _data = yield from self.status_request_op()
         if status in (Status.ESCROW, Status.HOLDING):
-            self._expect_ack(code)
+            yield from self._expect_ack_op(code)
         elif status not in DECIDED:
             raise DeviceFault(f"{self.name}: command 0x{code:02X} refused in status "
                               f"{STATUSES.get(status, hex(status))}", code=status)
 
-    def status(self) -> dict[str, Any]:
-        code, _data = self.status_request()
+    def stack(self) -> None:
+        """STACK-1 for the note in escrow (the credit follows with VEND VALID)."""
+        self.run(self.decide_op(Command.STACK_1))
+
+    def reject(self) -> None:
+        """RETURN the note in escrow."""
+        self.run(self.decide_op(Command.RETURN))
+
+    def hold(self) -> None:
+        """HOLD the note in escrow (the acceptor's escrow timer starts again)."""
+        self.run(self.decide_op(Command.HOLD))
+
+    def status_op(self) -> Op[dict[str, Any]]:
+        code, _data = yield from self.status_request_op()
         return {"device": self.name, "currency": self.currency, "version": self.version,
                 "status": STATUSES.get(code, f"0x{code:02X}"), "status_code": code,
                 "enabled": self.enabled,
                 "values": {f"0x{k:02X}": v for k, v in sorted(self.values.items())},
                 "values_source": self.values_source,
                 **self.stats}
+
+    def status(self) -> dict[str, Any]:
+        return self.run(self.status_op())
 
     def close(self) -> None:
         self.link.close()
