@@ -24,7 +24,8 @@ USERS = {
                "devices/cctalk/openers.py", "sim/cctalk.py"),
     "mdb": ("devices/mdb.py", "sim/mdb.py", "devices/mdb_cashless.py", "sim/mdb_cashless.py",
             "sim/mdb_ascii.py"),
-    "fafb": ("devices/boards/fafb.py", "sim/boards/__init__.py"),
+    "fafb": ("devices/boards/fafb.py", "sim/boards/__init__.py", "sim/boards/base.py",
+             "sim/boards/fafb.py", "sim/boards/board101.py", "sim/boards/easivend.py"),
 }
 
 
