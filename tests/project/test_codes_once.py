@@ -18,10 +18,14 @@ ROOT = Path(vendhw.__file__).parent
 USERS = {
     "id003": ("devices/id003.py", "sim/id003.py"),
     "ssp": ("devices/ssp.py", "sim/ssp.py"),
-    "cctalk": ("devices/cctalk.py", "sim/cctalk.py"),
+    "cctalk": ("devices/cctalk/__init__.py", "devices/cctalk/tables.py",
+               "devices/cctalk/counter.py", "devices/cctalk/bus.py", "devices/cctalk/device.py",
+               "devices/cctalk/acceptors.py", "devices/cctalk/hopper.py",
+               "devices/cctalk/openers.py", "sim/cctalk.py"),
     "mdb": ("devices/mdb.py", "sim/mdb.py", "devices/mdb_cashless.py", "sim/mdb_cashless.py",
             "sim/mdb_ascii.py"),
-    "fafb": ("devices/boards/fafb.py", "sim/boards.py"),
+    "fafb": ("devices/boards/fafb.py", "sim/boards/__init__.py", "sim/boards/base.py",
+             "sim/boards/fafb.py", "sim/boards/board101.py", "sim/boards/easivend.py"),
 }
 
 

@@ -26,6 +26,9 @@ def test_wheel_contains_protocols_and_boards(tmp_path: Path) -> None:
     assert "vendhw/_data/protocols/mdb/README.md" in names
     assert any(n.startswith("vendhw/_data/boards/") for n in names)
     assert "vendhw/py.typed" in names
+    # subpackages ship whole (the ccTalk host and the board simulators are packages)
+    assert {"vendhw/devices/cctalk/__init__.py", "vendhw/devices/cctalk/hopper.py",
+            "vendhw/sim/boards/__init__.py", "vendhw/sim/boards/fafb.py"} <= names
 
 
 def test_installed_layout_is_found_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
