@@ -179,6 +179,7 @@ def test_every_simulator_documents_its_options_and_faults() -> None:
         assert text.startswith(f"vendhw sim {name}: ")
         assert "Options (-o KEY=VALUE" in text
         assert "line faults: drop_byte, flip_bit, delay, silent, garbage" in text
+        assert "Abstract Base Classes" not in text  # board simulators once printed abc's doc
     ssp = run("sim", "ssp", "--help").stdout
     assert "device faults: jam, fraud" in ssp and "levels (default '500:10" in ssp
     assert "Usage: vendhw sim [OPTIONS] [NAME]" in run("sim", "--help").stdout

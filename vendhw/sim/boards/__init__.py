@@ -64,6 +64,7 @@ def simulator_class(profile: BoardProfile) -> type[BoardSimulator]:
     """A simulator class named after ``profile`` (so ``sim://<profile>`` finds it)."""
     base = SIMULATORS[profile.family]
     return type(f"{base.__name__}[{profile.name}]", (base,), {
+        "__module__": __name__,  # not abc's: `vendhw sim NAME --help` prints this docstring
         "name": profile.name, "profile_name": profile.name,
         "baudrate": int(profile.serial.get("baudrate", 9600)),
         "description": f"simulated {profile.description}",
