@@ -1,10 +1,19 @@
 """MDB coin changer and bill validator hosts (the VMC side), reporting CashEvents.
 
-The protocol core is pure: :func:`parse_changer_poll` and :func:`parse_bill_poll` turn a POLL
-reply into :class:`~vendhw.devices.cash.CashEvent` values, :func:`parse_changer_setup` and
-:func:`parse_bill_setup` read the SETUP replies. :class:`MdbLink` is the thin runner: it sends
-a block in the 9-bit wire form, reads the reply within the response time, asks for a
-retransmission (RET) on a bad checksum, and ACKs peripheral data only when told to.
+Layers (sans-I/O core, thin runner; :mod:`vendhw.devices.engine`), as the cashless reader
+(:mod:`vendhw.devices.mdb_cashless`) and ccTalk do it:
+
+* **Core.** :func:`parse_changer_poll` and :func:`parse_bill_poll` turn a POLL reply into
+  :class:`~vendhw.devices.cash.CashEvent` values, :func:`parse_changer_setup` and
+  :func:`parse_bill_setup` read the SETUP replies. :class:`ChangerCore` and :class:`BillCore`
+  hold what the VMC knows of the device (setup, tubes, a payout, the poll counter that names
+  events) and its operations (``reset_op``, ``start_op``, ``poll_op``, ``payout_op``...) are
+  generators: they yield a :class:`Request` per MDB command, a ``Deliver`` per event for the
+  sink and a ``Wait`` for a pause, and never touch a port or read a clock.
+* **Runner.** :class:`MdbCoinChanger` and :class:`MdbBillValidator` run those operations
+  over :class:`MdbLink`, which sends a block in the 9-bit wire form, reads the reply within
+  the response time, asks for a retransmission (RET) on a bad checksum, and ACKs peripheral
+  data when the runner tells it to: at once, as soon as a reply is read.
 
 Credit safety: a peripheral that gets no ACK within ``ACK_TIMEOUT`` (5 ms) of its reply sends
 the same activity again at the next POLL, and MDB has no event counters to tell a repeat from
@@ -718,7 +727,7 @@ class ChangerCore(_CashCore):
             if self.alternative_payout:
                 yield from self.expansion_op(ChangerExpansion.FEATURE_ENABLE,
                                              FEATURE_ALTERNATIVE_PAYOUT.to_bytes(4, "big"))
-        yield TubeCounts()
+        yield from self._read_tubes_op()
         yield from self.disable_op()
 
     def expansion_op(self, sub: ChangerExpansion, data: bytes = b"") -> Op[bytes | None]:
@@ -738,6 +747,12 @@ class ChangerCore(_CashCore):
             return None
         reply = yield from self.expansion_op(ChangerExpansion.SEND_DIAGNOSTIC_STATUS)
         return parse_diagnostic_status(reply) if reply is not None else None
+
+    def _read_tubes_op(self) -> Op[list[int]]:
+        """The tube counts now, in the middle of another operation (:class:`TubeCounts`)."""
+        counts = yield TubeCounts()
+        self.tubes = list(counts)
+        return self.tubes
 
     def tube_status_op(self) -> Op[list[int]]:
         reply = yield Request(ChangerCommand.TUBE_STATUS)
@@ -767,14 +782,14 @@ class ChangerCore(_CashCore):
             raise ConfigurationError(f"{self.name}: a payout of {self._payout.requested} "
                                      "is still running")
         setup = self.require_setup()
-        before = list((yield TubeCounts()))
+        before = list((yield from self._read_tubes_op()))
         batches: list[tuple[int, int]] = []
         left = amount
         for coin in sorted(range(16), key=lambda c: -setup.coin_values[c]):
             value = setup.coin_values[coin]
             if value <= 0 or left < value:
                 continue  # tokens and unused types have value 0: never change
-            count = min(left // value, self.tubes[coin])
+            count = min(left // value, before[coin])
             left -= count * value
             while count:
                 batch = min(count, MAX_DISPENSE)
@@ -820,7 +835,7 @@ class ChangerCore(_CashCore):
             yield from self._expansion_payout_next()
             return []
         setup = self.require_setup()
-        yield TubeCounts()
+        yield from self._read_tubes_op()
         paid = sum(n * setup.coin_values[c] for c, n in payout.paid.items())
         self._payout = None
         done = paid == payout.requested
@@ -853,7 +868,7 @@ class ChangerCore(_CashCore):
             yield from self._dispense_next()
             return []
         setup = self.require_setup()
-        after = yield TubeCounts()
+        after = yield from self._read_tubes_op()
         paid_coins = {coin: min(sent, max(0, payout.tubes_before[coin] - after[coin]))
                       for coin, sent in payout.sent.items()}
         paid = sum(n * setup.coin_values[c] for c, n in paid_coins.items())
