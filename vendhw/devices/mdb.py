@@ -1,10 +1,19 @@
 """MDB coin changer and bill validator hosts (the VMC side), reporting CashEvents.
 
-The protocol core is pure: :func:`parse_changer_poll` and :func:`parse_bill_poll` turn a POLL
-reply into :class:`~vendhw.devices.cash.CashEvent` values, :func:`parse_changer_setup` and
-:func:`parse_bill_setup` read the SETUP replies. :class:`MdbLink` is the thin runner: it sends
-a block in the 9-bit wire form, reads the reply within the response time, asks for a
-retransmission (RET) on a bad checksum, and ACKs peripheral data only when told to.
+Layers (sans-I/O core, thin runner; :mod:`vendhw.devices.engine`), as the cashless reader
+(:mod:`vendhw.devices.mdb_cashless`) and ccTalk do it:
+
+* **Core.** :func:`parse_changer_poll` and :func:`parse_bill_poll` turn a POLL reply into
+  :class:`~vendhw.devices.cash.CashEvent` values, :func:`parse_changer_setup` and
+  :func:`parse_bill_setup` read the SETUP replies. :class:`ChangerCore` and :class:`BillCore`
+  hold what the VMC knows of the device (setup, tubes, a payout, the poll counter that names
+  events) and its operations (``reset_op``, ``start_op``, ``poll_op``, ``payout_op``...) are
+  generators: they yield a :class:`Request` per MDB command, a ``Deliver`` per event for the
+  sink and a ``Wait`` for a pause, and never touch a port or read a clock.
+* **Runner.** :class:`MdbCoinChanger` and :class:`MdbBillValidator` run those operations
+  over :class:`MdbLink`, which sends a block in the 9-bit wire form, reads the reply within
+  the response time, asks for a retransmission (RET) on a bad checksum, and ACKs peripheral
+  data when the runner tells it to: at once, as soon as a reply is read.
 
 Credit safety: a peripheral that gets no ACK within ``ACK_TIMEOUT`` (5 ms) of its reply sends
 the same activity again at the next POLL, and MDB has no event counters to tell a repeat from
@@ -28,9 +37,10 @@ import threading
 import time
 import zlib
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from vendhw.devices.cash import CashDevice, CashEvent, CashEventKind, EventSink
+from vendhw.devices.engine import Deliver, Op, Wait, drive
 from vendhw.errors import (
     ConfigurationError,
     FramingError,
@@ -62,6 +72,8 @@ from vendhw.options import option_flag
 from vendhw.transport import Transport, open_transport
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 POLL_INTERVAL = 0.2
@@ -503,14 +515,50 @@ class _Payout:
     """Level 3: coins of each type PAYOUT STATUS reported paid."""
 
 
-class _MdbCashDevice(CashDevice):
+@dataclass(frozen=True)
+class Request:
+    """One MDB command to the device (``command`` is added to its address)."""
+
+    command: int
+    data: bytes = b""
+    ack: bool = True
+    """ACK reply data at once (within ``ACK_TIMEOUT``, before the core hands anything to a
+    sink). False only for the POLL read before RESET: RESET drops that data anyway, and an ACK
+    would tell the peripheral it may forget it."""
+
+
+@dataclass(frozen=True)
+class TubeCounts:
+    """The changer's tube counts, read now, in the middle of an operation (a payout's before
+    and after). The runner answers with its :meth:`MdbCoinChanger.tube_status` (one TUBE
+    STATUS exchange of its own), so every count goes through that one method."""
+
+
+Step = Request | TubeCounts | Deliver | Wait
+"""What changer and bill operations yield (:mod:`vendhw.devices.engine`)."""
+
+JUST_RESET_PAUSE = 0.05
+"""Seconds between POLLs after RESET while the 'was reset' status has not come."""
+JUST_RESET_POLLS = round(JUST_RESET_WAIT / JUST_RESET_PAUSE)
+"""POLLs after RESET that may go by before 'was reset' must have come (about
+``JUST_RESET_WAIT`` of pauses): counted, so the core reads no clock."""
+
+
+class _CashCore:
+    """What the VMC knows of one changer or bill validator, and the protocol rules shared by
+    both as generator operations (sans-I/O: the runner does every exchange)."""
+
     address: int
     commands: type[ChangerCommand] | type[BillCommand]
     """RESET, SETUP and POLL of this device type (the same codes for changers and bills)."""
+    was_reset: int
+    """The POLL status byte that says the device was reset."""
 
-    def __init__(self, link: MdbLink, name: str) -> None:
-        self.link = link
+    def __init__(self, name: str) -> None:
         self.name = name
+        self.currency = ""
+        self.port = ""
+        """Where the device is (a port or URL), for messages only."""
         self._poll_state = _PollState()
         self._after_reset = b""
         """Activities that came with JUST RESET (a jam, a status): reported at the first poll."""
@@ -525,71 +573,73 @@ class _MdbCashDevice(CashDevice):
         return {"session": self._poll_state.session, "delivered": self._poll_state.delivered}
 
     def restore(self, data: dict[str, Any]) -> None:
-        """Continue from a :meth:`checkpoint` after a restart, before :meth:`start`: data the
-        peripheral still repeats (unacknowledged when the host died) is read before RESET and
-        delivered at the first poll with the ids it had, so it counts once."""
+        """Continue from a :meth:`checkpoint`, before :meth:`reset_op`: data the peripheral
+        still repeats is read before RESET and delivered at the first poll with its old ids."""
         self._poll_state = _PollState(str(data["session"]), int(data["delivered"]))
         self._resumed = True
 
-    def _reset(self) -> None:
+    def activities(self, data: bytes) -> list[bytes]:
+        """POLL data split into its activities (one byte each unless a subclass says)."""
+        return [data[i:i + 1] for i in range(len(data))]
+
+    def parse_poll(self, data: bytes, prefix: str) -> list[CashEvent]:
+        raise NotSupportedError(self.name)
+
+    def reset_op(self) -> Op[None]:
+        """RESET, then POLL until 'was reset' comes (found activity by activity); what came
+        with it is kept for the first poll. After a restore, the data the peripheral still
+        holds is read first, unacknowledged (RESET comes next)."""
         if self._resumed:
             self._resumed = False
-            # not ACKed: RESET comes next
-            self._held = self.link.transact(self.address, self.commands.POLL) or b""
-        self.link.command(self.address, self.commands.RESET)
-        reset = bytes((self._was_reset_code(),))
-        deadline = time.monotonic() + JUST_RESET_WAIT
-        while time.monotonic() < deadline:
-            data = self.link.command(self.address, self.commands.POLL)
-            activities = self._activities(data or b"")
+            self._held = (yield Request(self.commands.POLL, ack=False)) or b""
+        yield Request(self.commands.RESET)
+        reset = bytes((self.was_reset,))
+        for attempt in range(JUST_RESET_POLLS):
+            if attempt:
+                yield Wait(JUST_RESET_PAUSE)
+            data = yield Request(self.commands.POLL)
+            activities = self.activities(data or b"")
             if reset in activities:
                 self._after_reset = b"".join(a for a in activities if a != reset)
                 return
         raise NoResponseError("peripheral did not report 'was reset' after RESET",
-                              port=self.link.transport.url, timeout=JUST_RESET_WAIT)
+                              port=self.port, timeout=JUST_RESET_WAIT)
 
-    def _was_reset_code(self) -> int:
-        raise NotSupportedError(self.name)
+    def _deliver_op(self, events: list[CashEvent]) -> Op[None]:
+        """Each event to the sink; a sink that raises leaves them all in ``_undelivered``."""
+        for event in events:
+            yield Deliver(event)
 
-    def _activities(self, data: bytes) -> list[bytes]:
-        """POLL data split into its activities (one byte each unless a subclass says)."""
-        return [data[i:i + 1] for i in range(len(data))]
+    def poll_op(self) -> Op[list[CashEvent]]:
+        """POLL once; the runner ACKs the data at once (within ``ACK_TIMEOUT``), then the
+        events go to the sink.
 
-    def _parse_poll(self, data: bytes, prefix: str) -> list[CashEvent]:
-        raise NotSupportedError(self.name)
-
-    def poll(self, sink: EventSink | None = None) -> list[CashEvent]:
-        """POLL once; ACK data at once (within ``ACK_TIMEOUT``), then give events to ``sink``.
-
-        If ``sink`` raises, the events stay here and go to the sink again, same ids, at the
-        next call, before anything new is polled. Data equal to what the previous POLL
-        delivered is taken as a repeat after a lost ACK: counted once, and an operator is told
-        (two identical coins in two consecutive polls would read the same).
+        Events the sink refused go to it again first, same ids, before anything new is
+        polled. Data equal to what the previous POLL delivered is taken as a repeat after a
+        lost ACK: counted once, and an operator is told (two identical coins in two
+        consecutive polls would read the same).
         """
         undelivered = self._undelivered
         if undelivered:
-            self._deliver(undelivered, sink)  # raises again while the sink still fails
+            yield from self._deliver_op(undelivered)  # fails again while the sink still fails
             self._undelivered = []
         state = self._poll_state
         if self._held:  # the repeat read before RESET, named as it was before the restart
             held, self._held = self._held, b""
-            resumed = self._parse_poll(held, state.prefix(held))
+            resumed = self.parse_poll(held, state.prefix(held))
             state.delivered += 1
             state.last = b""
             self._undelivered = resumed
-            self._deliver(resumed, sink)
+            yield from self._deliver_op(resumed)
             self._undelivered = []
             return undelivered + resumed
-        instead = self._poll_instead()
+        instead = yield from self._poll_instead_op()
         if instead is not None:
             self._undelivered = instead
-            self._deliver(instead, sink)
+            yield from self._deliver_op(instead)
             self._undelivered = []
             return undelivered + instead
-        with self.link.lock:
-            reply = self.link.transact(self.address, self.commands.POLL)
-            if reply is not None:
-                self.link.ack()  # now, not after the journal: a late ACK means a repeat
+        reply = yield Request(self.commands.POLL)  # ACKed by the runner as soon as it is read
         data = self._after_reset + (reply or b"")  # held ones first, in the order they came
         self._after_reset = b""
         events: list[CashEvent] = []
@@ -597,7 +647,7 @@ class _MdbCashDevice(CashDevice):
             # Named as last time, so the journal keeps one; delivered is not advanced, so a
             # third copy is named the same again.
             prefix = f"{state.session}:{state.delivered - 1}:{zlib.crc32(data):08x}"
-            events = self._parse_poll(data, prefix)
+            events = self.parse_poll(data, prefix)
             credit = sum(e.value for e in events if e.kind is CashEventKind.CREDIT)
             state.repeats += 1
             if credit:
@@ -610,46 +660,39 @@ class _MdbCashDevice(CashDevice):
                            "by hand", event_id=f"{prefix}/repeat{state.repeats}",
                     detail={"needs_review": True}))
         elif data:
-            events = self._parse_poll(data, state.prefix(data))
+            events = self.parse_poll(data, state.prefix(data))
             state.delivered += 1
             state.repeats = 0
         state.last = data  # b"" after an empty poll: a repeat can only come at the next POLL
         self._undelivered = events  # ACKed: from here on only this host has them
-        events = events + self._after_poll(data, events)  # may fail: they are kept
+        events = events + (yield from self._after_poll_op(data, events))  # may fail: kept
         if not events:
             return undelivered
         self._undelivered = events
-        self._deliver(events, sink)
+        yield from self._deliver_op(events)
         self._undelivered = []
         return undelivered + events
 
-    @staticmethod
-    def _deliver(events: list[CashEvent], sink: EventSink | None) -> None:
-        if sink is not None:
-            for event in events:
-                sink(event)
-
-    def _after_poll(self, data: bytes, events: list[CashEvent]) -> list[CashEvent]:
+    def _after_poll_op(self, data: bytes, events: list[CashEvent]) -> Op[list[CashEvent]]:
         """Events the host derives after a POLL (a changer's finished payout)."""
         return []
+        yield  # pragma: no cover  (a generator)
 
-    def _poll_instead(self) -> list[CashEvent] | None:
+    def _poll_instead_op(self) -> Op[list[CashEvent] | None]:
         """Another exchange that takes this poll's place (a level-3 payout), or None."""
         return None
-
-    def close(self) -> None:
-        self.link.release()
+        yield  # pragma: no cover  (a generator)
 
 
-class MdbCoinChanger(_MdbCashDevice):
-    """A coin changer at address 0x08: accepts coins into tubes/cashbox, pays out from tubes."""
+class ChangerCore(_CashCore):
+    """A coin changer at address 0x08, sans-I/O: setup, tubes, payouts and their operations."""
 
     address = Address.CHANGER
     commands = ChangerCommand
+    was_reset = 0x0B
 
-    def __init__(self, link: MdbLink, name: str = "mdb-changer", *,
-                 accept_tokens: bool = False) -> None:
-        super().__init__(link, name)
+    def __init__(self, name: str = "mdb-changer", *, accept_tokens: bool = False) -> None:
+        super().__init__(name)
         self.setup: ChangerSetup | None = None
         self.tubes: list[int] = [0] * 16
         self.accept_tokens = accept_tokens
@@ -660,10 +703,7 @@ class MdbCoinChanger(_MdbCashDevice):
         self.alternative_payout = False
         """Level 3 with the optional feature: pay by EXPANSION PAYOUT, count by PAYOUT STATUS."""
 
-    def _was_reset_code(self) -> int:
-        return 0x0B
-
-    def _activities(self, data: bytes) -> list[bytes]:
+    def activities(self, data: bytes) -> list[bytes]:
         """Coin reports (1yyyxxxx or 01yyxxxx) are two bytes, the second a tube count that
         may equal a status code, so the reply is walked, not searched."""
         out, i = [], 0
@@ -673,94 +713,91 @@ class MdbCoinChanger(_MdbCashDevice):
             i += size
         return out
 
-    def start(self) -> None:
-        self._reset()
-        reply = self.link.command(self.address, ChangerCommand.SETUP)
+    def require_setup(self) -> ChangerSetup:
+        if self.setup is None:
+            raise ConfigurationError(f"{self.name}: call start() first")
+        return self.setup
+
+    def parse_poll(self, data: bytes, prefix: str) -> list[CashEvent]:
+        return parse_changer_poll(data, self.require_setup(), self.name, prefix)
+
+    def start_op(self) -> Op[None]:
+        yield from self.reset_op()
+        reply = yield Request(ChangerCommand.SETUP)
         if reply is None:
             raise UnexpectedReplyError("changer SETUP answered ACK instead of data")
         self.setup = parse_changer_setup(reply)
         self.currency = currency_of(self.setup.country)
         if self.setup.level >= 3:  # EXPANSION commands are level 3
-            self.identity = self.identify()
+            self.identity = yield from self.identify_op()
             self.alternative_payout = bool(
                 self.identity and (self.identity.features or 0) & FEATURE_ALTERNATIVE_PAYOUT)
             if self.alternative_payout:
-                self._expansion(ChangerExpansion.FEATURE_ENABLE,
-                                FEATURE_ALTERNATIVE_PAYOUT.to_bytes(4, "big"))
-        self.tube_status()
-        self.disable()
+                yield from self.expansion_op(ChangerExpansion.FEATURE_ENABLE,
+                                             FEATURE_ALTERNATIVE_PAYOUT.to_bytes(4, "big"))
+        yield from self._read_tubes_op()
+        yield from self.disable_op()
 
-    def _expansion(self, sub: ChangerExpansion, data: bytes = b"") -> bytes | None:
+    def expansion_op(self, sub: ChangerExpansion, data: bytes = b"") -> Op[bytes | None]:
         """One EXPANSION (``0F``) subcommand; its reply data, None for a lone ACK."""
-        return self.link.command(self.address, ChangerCommand.EXPANSION, bytes((sub,)) + data)
+        reply: bytes | None = yield Request(ChangerCommand.EXPANSION, bytes((sub,)) + data)
+        return reply
 
-    def identify(self) -> Identification | None:
+    def identify_op(self) -> Op[Identification | None]:
         """EXPANSION IDENTIFICATION (``0F 00``); None when the changer only ACKs."""
-        reply = self._expansion(ChangerExpansion.IDENTIFICATION)
+        reply = yield from self.expansion_op(ChangerExpansion.IDENTIFICATION)
         return parse_identification(reply) if reply is not None else None
 
-    def diagnostic_status(self) -> list[dict[str, Any]] | None:
-        """EXPANSION SEND DIAGNOSTIC STATUS (``0F 05``, level 3): the changer's status codes
-        named (:data:`CHANGER_DIAGNOSTICS`); None below level 3 or when it only ACKs."""
-        if self._setup().level < 3:
+    def diagnostic_status_op(self) -> Op[list[dict[str, Any]] | None]:
+        """EXPANSION SEND DIAGNOSTIC STATUS (``0F 05``, level 3); None below level 3 or when
+        the changer only ACKs."""
+        if self.require_setup().level < 3:
             return None
-        reply = self._expansion(ChangerExpansion.SEND_DIAGNOSTIC_STATUS)
+        reply = yield from self.expansion_op(ChangerExpansion.SEND_DIAGNOSTIC_STATUS)
         return parse_diagnostic_status(reply) if reply is not None else None
 
-    def _setup(self) -> ChangerSetup:
-        if self.setup is None:
-            raise ConfigurationError(f"{self.name}: call start() first")
-        return self.setup
+    def _read_tubes_op(self) -> Op[list[int]]:
+        """The tube counts now, in the middle of another operation (:class:`TubeCounts`)."""
+        counts = yield TubeCounts()
+        self.tubes = list(counts)
+        return self.tubes
 
-    def tube_status(self) -> list[int]:
-        reply = self.link.command(self.address, ChangerCommand.TUBE_STATUS)
+    def tube_status_op(self) -> Op[list[int]]:
+        reply = yield Request(ChangerCommand.TUBE_STATUS)
         if reply is not None and len(reply) >= 2:
             counts = list(reply[2:18])
             self.tubes = counts + [0] * (16 - len(counts))
         return self.tubes
 
-    def enable(self) -> None:
-        setup = self._setup()
+    def enable_op(self) -> Op[None]:
+        setup = self.require_setup()
         mask = sum(1 << i for i, v in enumerate(setup.coin_values)
                    if v or (self.accept_tokens and i in setup.tokens))
-        self.link.command(self.address, ChangerCommand.COIN_TYPE,
-                          mask.to_bytes(2, "big") + self._manual_dispense())
+        yield Request(ChangerCommand.COIN_TYPE, mask.to_bytes(2, "big") + self._manual_dispense())
 
-    def disable(self) -> None:
+    def disable_op(self) -> Op[None]:
         """Accept no coins; the tube buttons (manual dispense) stay on for the operator."""
-        self.link.command(self.address, ChangerCommand.COIN_TYPE,
-                          b"\x00\x00" + self._manual_dispense())
+        yield Request(ChangerCommand.COIN_TYPE, b"\x00\x00" + self._manual_dispense())
 
     def _manual_dispense(self) -> bytes:
         """Manual dispense is enabled for the coin types that can go to a tube (the SETUP
         routing bits), as Zzzzipper/projects' master does."""
-        return self._setup().routing.to_bytes(2, "big")
+        return self.require_setup().routing.to_bytes(2, "big")
 
-    def _parse_poll(self, data: bytes, prefix: str) -> list[CashEvent]:
-        return parse_changer_poll(data, self._setup(), self.name, prefix)
-
-    def payout(self, amount: int) -> None:
-        """Start paying ``amount`` from the tubes; :meth:`poll` drives it to the end and then
-        reports ``payout_done`` (or ``payout_incomplete``) with the value really paid.
-
-        Level 3 with alternative payout: EXPANSION PAYOUT in steps of ``PAYOUT_CHUNK`` units,
-        counted by PAYOUT STATUS. Otherwise one DISPENSE (up to 15 coins of one type, largest
-        first) at a time, the next when POLL no longer says "payout busy", counted by the
-        TUBE STATUS difference. Raises ConfigurationError when the tubes cannot make the
-        amount, before any coin moves.
-        """
+    def payout_op(self, amount: int) -> Op[None]:
+        """Start paying ``amount`` from the tubes (see :meth:`MdbCoinChanger.payout`)."""
         if self._payout is not None:
             raise ConfigurationError(f"{self.name}: a payout of {self._payout.requested} "
                                      "is still running")
-        setup = self._setup()
-        before = list(self.tube_status())
+        setup = self.require_setup()
+        before = list((yield from self._read_tubes_op()))
         batches: list[tuple[int, int]] = []
         left = amount
         for coin in sorted(range(16), key=lambda c: -setup.coin_values[c]):
             value = setup.coin_values[coin]
             if value <= 0 or left < value:
                 continue  # tokens and unused types have value 0: never change
-            count = min(left // value, self.tubes[coin])
+            count = min(left // value, before[coin])
             left -= count * value
             while count:
                 batch = min(count, MAX_DISPENSE)
@@ -777,36 +814,36 @@ class MdbCoinChanger(_MdbCashDevice):
             chunks = [min(PAYOUT_CHUNK, units - i) for i in range(0, units, PAYOUT_CHUNK)]
             self._payout = _Payout(amount, [], before, event_id, chunks=chunks,
                                    expansion=True)
-            self._expansion_payout_next()
+            yield from self._expansion_payout_next()
             return
         self._payout = _Payout(amount, batches, before, event_id)
-        self._dispense_next()
+        yield from self._dispense_next()
 
-    def _expansion_payout_next(self) -> None:
+    def _expansion_payout_next(self) -> Op[None]:
         payout = self._payout
         assert payout is not None
         units = payout.chunks.pop(0)
-        self._expansion(ChangerExpansion.PAYOUT, bytes((units,)))
+        yield from self.expansion_op(ChangerExpansion.PAYOUT, bytes((units,)))
 
-    def _poll_instead(self) -> list[CashEvent] | None:
+    def _poll_instead_op(self) -> Op[list[CashEvent] | None]:
         """During a level-3 payout: PAYOUT VALUE POLL until the changer only ACKs (done),
         then PAYOUT STATUS for the coins of each type paid (ACK only: still busy)."""
         payout = self._payout
         if payout is None or not payout.expansion:
             return None
-        if self._expansion(ChangerExpansion.PAYOUT_VALUE_POLL) is not None:
+        if (yield from self.expansion_op(ChangerExpansion.PAYOUT_VALUE_POLL)) is not None:
             return []  # data: the value paid so far; the payout goes on
-        status = self._expansion(ChangerExpansion.PAYOUT_STATUS)
+        status = yield from self.expansion_op(ChangerExpansion.PAYOUT_STATUS)
         if status is None:
             return []  # payout busy
         for coin, count in enumerate(status[:16]):
             if count:
                 payout.paid[coin] = payout.paid.get(coin, 0) + count
         if payout.chunks:
-            self._expansion_payout_next()
+            yield from self._expansion_payout_next()
             return []
-        setup = self._setup()
-        self.tube_status()
+        setup = self.require_setup()
+        yield from self._read_tubes_op()
         paid = sum(n * setup.coin_values[c] for c, n in payout.paid.items())
         self._payout = None
         done = paid == payout.requested
@@ -818,28 +855,28 @@ class MdbCoinChanger(_MdbCashDevice):
             detail={"coins": {str(c): n for c, n in payout.paid.items() if n},
                     "measured_by": "payout status"})]
 
-    def _dispense_next(self) -> None:
+    def _dispense_next(self) -> Op[None]:
         payout = self._payout
         assert payout is not None
         coin, count = payout.batches.pop(0)
         payout.sent[coin] = payout.sent.get(coin, 0) + count
-        self.link.command(self.address, ChangerCommand.DISPENSE, bytes(((count << 4) | coin,)))
+        yield Request(ChangerCommand.DISPENSE, bytes(((count << 4) | coin,)))
 
-    def _after_poll(self, data: bytes, events: list[CashEvent]) -> list[CashEvent]:
+    def _after_poll_op(self, data: bytes, events: list[CashEvent]) -> Op[list[CashEvent]]:
         """A payout ends when POLL stops saying "payout busy" after the last DISPENSE (or the
         changer resets): TUBE STATUS then tells how many coins of each type really left."""
         payout = self._payout
         if payout is None or payout.expansion:
             return []
-        activities = self._activities(data)
+        activities = self.activities(data)
         reset = any(e.kind is CashEventKind.DEVICE_RESET for e in events)
         if not reset and (PAYOUT_BUSY in activities or CHANGER_BUSY in activities):
             return []
         if payout.batches and not reset:
-            self._dispense_next()
+            yield from self._dispense_next()
             return []
-        setup = self._setup()
-        after = self.tube_status()
+        setup = self.require_setup()
+        after = yield from self._read_tubes_op()
         paid_coins = {coin: min(sent, max(0, payout.tubes_before[coin] - after[coin]))
                       for coin, sent in payout.sent.items()}
         paid = sum(n * setup.coin_values[c] for c, n in paid_coins.items())
@@ -854,8 +891,196 @@ class MdbCoinChanger(_MdbCashDevice):
             detail={"coins": {str(c): n for c, n in paid_coins.items() if n},
                     "measured_by": "tube status"})]
 
+
+class BillCore(_CashCore):
+    """A bill validator at address 0x30 with escrow, sans-I/O."""
+
+    address = Address.BILL_VALIDATOR
+    commands = BillCommand
+    was_reset = 0x06
+
+    def __init__(self, name: str = "mdb-bill") -> None:
+        super().__init__(name)
+        self.setup: BillSetup | None = None
+        self.identity: Identification | None = None
+
+    def require_setup(self) -> BillSetup:
+        if self.setup is None:
+            raise ConfigurationError(f"{self.name}: call start() first")
+        return self.setup
+
+    def parse_poll(self, data: bytes, prefix: str) -> list[CashEvent]:
+        return parse_bill_poll(data, self.require_setup(), self.name, prefix)
+
+    def start_op(self) -> Op[None]:
+        yield from self.reset_op()
+        reply = yield Request(BillCommand.SETUP)
+        if reply is None:
+            raise UnexpectedReplyError("bill validator SETUP answered ACK instead of data")
+        self.setup = parse_bill_setup(reply)
+        self.currency = currency_of(self.setup.country)
+        self.identity = yield from self.identify_op()
+        yield Request(BillCommand.SECURITY, b"\x00\x00")
+        yield from self.disable_op()
+
+    def identify_op(self) -> Op[Identification | None]:
+        """EXPANSION LEVEL 1 IDENTIFICATION (``37 00``); None when the validator only ACKs."""
+        reply = yield Request(BillCommand.EXPANSION,
+                              bytes((BillExpansion.LEVEL_1_IDENTIFICATION,)))
+        return parse_identification(reply) if reply is not None else None
+
+    def enable_op(self) -> Op[None]:
+        setup = self.require_setup()
+        mask = sum(1 << i for i, v in enumerate(setup.bill_values) if v).to_bytes(2, "big")
+        yield Request(BillCommand.BILL_TYPE, mask + (mask if setup.escrow else b"\x00\x00"))
+
+    def disable_op(self) -> Op[None]:
+        yield Request(BillCommand.BILL_TYPE, b"\x00\x00\x00\x00")
+
+    def stack_op(self) -> Op[None]:
+        yield Request(BillCommand.ESCROW, bytes((BillEscrow.STACK_BILL,)))
+
+    def reject_op(self) -> Op[None]:
+        yield Request(BillCommand.ESCROW, bytes((BillEscrow.RETURN_BILL,)))
+
+    def stacker_op(self) -> Op[tuple[int, bool]]:
+        """Bills in the stacker and whether it is full."""
+        reply = (yield Request(BillCommand.STACKER)) or b"\x00\x00"
+        word = int.from_bytes(reply[:2], "big")
+        return word & 0x7FFF, bool(word & 0x8000)
+
+
+CoreT = TypeVar("CoreT", bound=_CashCore)
+V = TypeVar("V")
+
+
+class _CoreAttr(Generic[V]):
+    """A device attribute kept in its core (one state under the names the hosts always had)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.attr = name
+
+    def __get__(self, device: Any, owner: type | None = None) -> V:
+        value: V = getattr(device.core, self.attr)
+        return value
+
+    def __set__(self, device: Any, value: V) -> None:
+        setattr(device.core, self.attr, value)
+
+
+class _MdbCashDevice(CashDevice, Generic[CoreT]):
+    """The thread runner of a changer or bill core over an :class:`MdbLink`."""
+
+    address: int
+    name: _CoreAttr[str] = _CoreAttr()
+    currency: _CoreAttr[str] = _CoreAttr()
+
+    def __init__(self, link: MdbLink, core: CoreT) -> None:
+        self.link = link
+        self.core = core
+        core.port = link.transport.url
+
+    def run(self, op: Op[T], sink: EventSink | None = None) -> T:
+        """Drive one operation. Reply data is ACKed as soon as it is read, inside the bus
+        hold that spans a command and its ACK (another device's command in between would make
+        the ACK late, and the peripheral would repeat its data); events go to ``sink`` only
+        after that, outside the hold."""
+        return drive(op, self._transact, sink=sink, hold=lambda: self.link.lock, throw=False)
+
+    def _transact(self, request: Request | TubeCounts) -> Any:
+        if isinstance(request, TubeCounts):
+            return self._tube_counts()
+        reply = self.link.transact(self.core.address, request.command, request.data)
+        if reply is not None and request.ack:
+            self.link.ack()  # now, not after the journal: a late ACK means a repeat
+        return reply
+
+    def _tube_counts(self) -> list[int]:
+        raise NotSupportedError(f"{self.name} has no tubes")
+
+    def _activities(self, data: bytes) -> list[bytes]:
+        return self.core.activities(data)
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The poll counter that names events; the cash journal stores it with them."""
+        return self.core.checkpoint()
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Continue from a :meth:`checkpoint` after a restart, before :meth:`start`: data the
+        peripheral still repeats (unacknowledged when the host died) is read before RESET and
+        delivered at the first poll with the ids it had, so it counts once."""
+        self.core.restore(data)
+
+    def poll(self, sink: EventSink | None = None) -> list[CashEvent]:
+        """POLL once; ACK data at once (within ``ACK_TIMEOUT``), then give events to ``sink``.
+
+        If ``sink`` raises, the events stay here and go to the sink again, same ids, at the
+        next call, before anything new is polled. Data equal to what the previous POLL
+        delivered is taken as a repeat after a lost ACK: counted once, and an operator is told
+        (two identical coins in two consecutive polls would read the same).
+        """
+        return self.run(self.core.poll_op(), sink)
+
+    def close(self) -> None:
+        self.link.release()
+
+
+class MdbCoinChanger(_MdbCashDevice[ChangerCore]):
+    """A coin changer at address 0x08: accepts coins into tubes/cashbox, pays out from tubes."""
+
+    address = Address.CHANGER
+    commands = ChangerCommand
+    setup: _CoreAttr[ChangerSetup | None] = _CoreAttr()
+    tubes: _CoreAttr[list[int]] = _CoreAttr()
+    accept_tokens: _CoreAttr[bool] = _CoreAttr()
+    """Enable the token coin types too (they are reported as TOKEN events, value 0)."""
+    identity: _CoreAttr[Identification | None] = _CoreAttr()
+    alternative_payout: _CoreAttr[bool] = _CoreAttr()
+    """Level 3 with the optional feature: pay by EXPANSION PAYOUT, count by PAYOUT STATUS."""
+
+    def __init__(self, link: MdbLink, name: str = "mdb-changer", *,
+                 accept_tokens: bool = False) -> None:
+        super().__init__(link, ChangerCore(name, accept_tokens=accept_tokens))
+
+    def _tube_counts(self) -> list[int]:
+        return self.tube_status()
+
+    def start(self) -> None:
+        self.run(self.core.start_op())
+
+    def identify(self) -> Identification | None:
+        """EXPANSION IDENTIFICATION (``0F 00``); None when the changer only ACKs."""
+        return self.run(self.core.identify_op())
+
+    def diagnostic_status(self) -> list[dict[str, Any]] | None:
+        """EXPANSION SEND DIAGNOSTIC STATUS (``0F 05``, level 3): the changer's status codes
+        named (:data:`CHANGER_DIAGNOSTICS`); None below level 3 or when it only ACKs."""
+        return self.run(self.core.diagnostic_status_op())
+
+    def tube_status(self) -> list[int]:
+        return self.run(self.core.tube_status_op())
+
+    def enable(self) -> None:
+        self.run(self.core.enable_op())
+
+    def disable(self) -> None:
+        """Accept no coins; the tube buttons (manual dispense) stay on for the operator."""
+        self.run(self.core.disable_op())
+
+    def payout(self, amount: int) -> None:
+        """Start paying ``amount`` from the tubes; :meth:`poll` drives it to the end and then
+        reports ``payout_done`` (or ``payout_incomplete``) with the value really paid.
+
+        Level 3 with alternative payout: EXPANSION PAYOUT in steps of ``PAYOUT_CHUNK`` units,
+        counted by PAYOUT STATUS. Otherwise one DISPENSE (up to 15 coins of one type, largest
+        first) at a time, the next when POLL no longer says "payout busy", counted by the
+        TUBE STATUS difference. Raises ConfigurationError when the tubes cannot make the
+        amount, before any coin moves.
+        """
+        self.run(self.core.payout_op(amount))
+
     def status(self) -> dict[str, Any]:
-        setup = self._setup()
+        setup = self.core.require_setup()
         out = {"device": self.name, "level": setup.level, "currency": self.currency,
                "coin_values": list(setup.coin_values), "tubes": self.tube_status()}
         if setup.tokens:
@@ -867,70 +1092,42 @@ class MdbCoinChanger(_MdbCashDevice):
         return out
 
 
-class MdbBillValidator(_MdbCashDevice):
+class MdbBillValidator(_MdbCashDevice[BillCore]):
     """A bill validator at address 0x30 with escrow."""
 
     address = Address.BILL_VALIDATOR
     commands = BillCommand
+    setup: _CoreAttr[BillSetup | None] = _CoreAttr()
+    identity: _CoreAttr[Identification | None] = _CoreAttr()
 
     def __init__(self, link: MdbLink, name: str = "mdb-bill") -> None:
-        super().__init__(link, name)
-        self.setup: BillSetup | None = None
-        self.identity: Identification | None = None
-
-    def _was_reset_code(self) -> int:
-        return 0x06
+        super().__init__(link, BillCore(name))
 
     def start(self) -> None:
-        self._reset()
-        reply = self.link.command(self.address, BillCommand.SETUP)
-        if reply is None:
-            raise UnexpectedReplyError("bill validator SETUP answered ACK instead of data")
-        self.setup = parse_bill_setup(reply)
-        self.currency = currency_of(self.setup.country)
-        self.identity = self.identify()
-        self.link.command(self.address, BillCommand.SECURITY, b"\x00\x00")
-        self.disable()
+        self.run(self.core.start_op())
 
     def identify(self) -> Identification | None:
         """EXPANSION LEVEL 1 IDENTIFICATION (``37 00``); None when the validator only ACKs."""
-        reply = self.link.command(self.address, BillCommand.EXPANSION,
-                                  bytes((BillExpansion.LEVEL_1_IDENTIFICATION,)))
-        return parse_identification(reply) if reply is not None else None
-
-    def _setup(self) -> BillSetup:
-        if self.setup is None:
-            raise ConfigurationError(f"{self.name}: call start() first")
-        return self.setup
+        return self.run(self.core.identify_op())
 
     def enable(self) -> None:
-        setup = self._setup()
-        mask = sum(1 << i for i, v in enumerate(setup.bill_values) if v).to_bytes(2, "big")
-        self.link.command(self.address, BillCommand.BILL_TYPE,
-                          mask + (mask if setup.escrow else b"\x00\x00"))
+        self.run(self.core.enable_op())
 
     def disable(self) -> None:
-        self.link.command(self.address, BillCommand.BILL_TYPE, b"\x00\x00\x00\x00")
+        self.run(self.core.disable_op())
 
     def stack(self) -> None:
-        self.link.command(self.address, BillCommand.ESCROW,
-                          bytes((BillEscrow.STACK_BILL,)))
+        self.run(self.core.stack_op())
 
     def reject(self) -> None:
-        self.link.command(self.address, BillCommand.ESCROW,
-                          bytes((BillEscrow.RETURN_BILL,)))
+        self.run(self.core.reject_op())
 
     def stacker(self) -> tuple[int, bool]:
         """Bills in the stacker and whether it is full."""
-        reply = self.link.command(self.address, BillCommand.STACKER) or b"\x00\x00"
-        word = int.from_bytes(reply[:2], "big")
-        return word & 0x7FFF, bool(word & 0x8000)
-
-    def _parse_poll(self, data: bytes, prefix: str) -> list[CashEvent]:
-        return parse_bill_poll(data, self._setup(), self.name, prefix)
+        return self.run(self.core.stacker_op())
 
     def status(self) -> dict[str, Any]:
-        setup = self._setup()
+        setup = self.core.require_setup()
         count, full = self.stacker()
         out = {"device": self.name, "level": setup.level, "currency": self.currency,
                "bill_values": list(setup.bill_values), "escrow": setup.escrow,
@@ -1049,12 +1246,16 @@ __all__ = [
     "NAK",
     "RET",
     "SETUP_TIME",
+    "BillCore",
     "BillSetup",
+    "ChangerCore",
     "ChangerSetup",
     "Identification",
     "MdbBillValidator",
     "MdbCoinChanger",
     "MdbLink",
+    "Request",
+    "TubeCounts",
     "bus_key",
     "open_bill_validator",
     "open_changer",

@@ -1,0 +1,167 @@
+"""The MDB changer and bill cores are sans-I/O: their operations run on scripted replies
+(:func:`vendhw.devices.engine.replay`, no transport, no link), and the thin runner ACKs POLL
+data before any event reaches the sink."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from types import SimpleNamespace, TracebackType
+from typing import Any
+
+import pytest
+
+from vendhw.devices.cash import CashEvent, CashEventKind
+from vendhw.devices.engine import Deliver, Wait, replay
+from vendhw.devices.mdb import (
+    JUST_RESET_POLLS,
+    BillCore,
+    ChangerCore,
+    MdbCoinChanger,
+    Request,
+    TubeCounts,
+    parse_changer_setup,
+)
+from vendhw.errors import NoResponseError
+from vendhw.framing.mdb import BillCommand, ChangerCommand
+
+# level 2, EUR (0x1978), scaling 5, 2 decimals, routing 0x003F; credits 1 2 4 10 20 40 for
+# coin types 0..5, type 6 unused, type 7 a vend token (credit 0xFF)
+CHANGER_SETUP = bytes((2, 0x19, 0x78, 5, 2, 0, 0x3F, 1, 2, 4, 10, 20, 40, 0, 0xFF)) + bytes(8)
+TUBES = [20, 20, 20, 10, 10, 10] + [0] * 10
+POLL = Request(ChangerCommand.POLL)
+
+
+def started_changer() -> ChangerCore:
+    core = ChangerCore()
+    _, sent = replay(core.start_op(), [None, b"\x0b", CHANGER_SETUP, TUBES, None])
+    assert sent == [Request(ChangerCommand.RESET), POLL, Request(ChangerCommand.SETUP),
+                    TubeCounts(), Request(ChangerCommand.COIN_TYPE, b"\x00\x00\x00\x3f")]
+    assert core.tubes == TUBES and core.currency == "EUR"
+    return core
+
+
+def test_a_coin_credit_is_delivered_only_after_its_poll_data_came_back() -> None:
+    core = started_changer()
+    op = core.poll_op()
+    assert next(op) == POLL and POLL.ack  # the runner ACKs this reply at once
+    step = op.send(b"\x52\x0b")  # coin type 2 to the tubes, 11 now in that tube
+    assert isinstance(step, Deliver)
+    assert (step.event.kind, step.event.value, step.event.channel, step.event.route) == (
+        CashEventKind.CREDIT, 20, 2, "tubes")
+    with pytest.raises(StopIteration) as stop:
+        op.send(None)
+    assert stop.value.value == [step.event]
+
+
+def test_replayed_poll_credits_a_coin_and_a_token_is_worth_nothing() -> None:
+    core = started_changer()
+    seen: list[CashEvent] = []
+    events, sent = replay(core.poll_op(), [b"\x52\x0b"], sink=seen.append)
+    assert sent == [POLL] and seen == events
+    assert [(e.kind, e.value) for e in events] == [(CashEventKind.CREDIT, 20)]
+    token, sent = replay(core.poll_op(), [b"\x57\x05"], sink=seen.append)  # type 7: a token
+    assert sent == [POLL]
+    assert [(e.kind, e.value, e.channel) for e in token] == [(CashEventKind.TOKEN, 0, 7)]
+    assert token[0].event_id != events[0].event_id
+
+
+def test_events_the_sink_refused_come_first_with_the_same_ids() -> None:
+    core = started_changer()
+
+    def full(event: CashEvent) -> None:
+        raise OSError("journal disk full")
+
+    with pytest.raises(OSError):
+        replay(core.poll_op(), [b"\x43\x05"], sink=full)
+    seen: list[CashEvent] = []
+    events, sent = replay(core.poll_op(), [None], sink=seen.append)  # nothing new
+    assert sent == [POLL]
+    assert [(e.kind, e.value) for e in seen] == [(CashEventKind.CREDIT, 50)]
+    assert events == seen and core.checkpoint()["delivered"] == 1
+
+
+def test_a_repeat_after_a_lost_ack_keeps_its_ids() -> None:
+    core = started_changer()
+    first, _ = replay(core.poll_op(), [b"\x44\x05"])
+    again, _ = replay(core.poll_op(), [b"\x44\x05"])
+    assert again[0].event_id == first[0].event_id
+    assert again[1].kind is CashEventKind.FAULT and again[1].detail["needs_review"]
+
+
+def test_just_reset_is_found_activity_by_activity_and_polls_are_counted() -> None:
+    core = ChangerCore()
+    # a coin whose tube count is 0x0B is not JUST RESET; the 0x0B after it is
+    steps: list[Any] = []
+    op = core.reset_op()
+    steps.append(next(op))
+    steps.append(op.send(None))  # RESET: ACK
+    steps.append(op.send(b"\x52\x0b"))  # no JUST RESET yet: a pause, then POLL again
+    steps.append(op.send(None))
+    with pytest.raises(StopIteration):
+        op.send(b"\x0b\x07")  # JUST RESET with a tube jam
+    assert steps[0] == Request(ChangerCommand.RESET) and steps[1] == POLL
+    assert isinstance(steps[2], Wait) and steps[3] == POLL
+    core.setup = parse_changer_setup(CHANGER_SETUP)
+    held, sent = replay(core.poll_op(), [None])  # what came with JUST RESET, at the first poll
+    assert sent == [POLL] and [e.kind for e in held] == [CashEventKind.JAM]
+
+    silent = ChangerCore()
+    with pytest.raises(NoResponseError, match="was reset"):
+        replay(silent.reset_op(), [None] * (1 + JUST_RESET_POLLS))
+
+
+def test_restore_reads_the_held_poll_before_reset_without_an_ack() -> None:
+    core = BillCore()
+    core.restore({"session": "abcd", "delivered": 7})
+    _, sent = replay(core.reset_op(), [b"\x80", None, b"\x06"])
+    assert sent == [Request(BillCommand.POLL, ack=False), Request(BillCommand.RESET),
+                    Request(BillCommand.POLL)]
+
+
+class DepthLock(AbstractContextManager["DepthLock"]):
+    """A bus lock that tells whether it is held (re-entrant, one thread)."""
+
+    depth = 0
+
+    def __enter__(self) -> DepthLock:
+        self.depth += 1
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.depth -= 1
+
+
+class ScriptedLink:
+    """An MDB link with scripted replies (no transport): logs commands, ACKs and the lock."""
+
+    def __init__(self, replies: list[bytes | None], log: list[str]) -> None:
+        self.transport = SimpleNamespace(url="scripted://mdb")
+        self.replies = list(replies)
+        self.log = log
+        self.lock = DepthLock()
+
+    def transact(self, address: int, command: int, data: bytes = b"") -> bytes | None:
+        self.log.append(f"cmd {command}")
+        return self.replies.pop(0)
+
+    def ack(self) -> None:
+        self.log.append(f"ACK held={self.lock.depth > 0}")
+
+    def release(self) -> None:
+        pass
+
+
+def test_the_runner_acks_poll_data_inside_the_bus_hold_before_the_sink_sees_it() -> None:
+    log: list[str] = []
+    tube_reply = bytes(2) + bytes(TUBES)
+    link = ScriptedLink([None, b"\x0b", CHANGER_SETUP, tube_reply, None, b"\x52\x0b"], log)
+    dev = MdbCoinChanger(link)  # type: ignore[arg-type]
+    dev.start()
+    log.clear()
+
+    def sink(event: CashEvent) -> None:
+        log.append(f"sink {event.kind.value} held={link.lock.depth > 0}")
+
+    dev.poll(sink)
+    assert log == [f"cmd {ChangerCommand.POLL}", "ACK held=True", "sink credit held=False"]
