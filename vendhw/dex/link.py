@@ -32,6 +32,7 @@ transport.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -150,7 +151,7 @@ class DexResult:
         return (self.bytes_sent + self.bytes_received) * 10 / BAUDRATE
 
 
-class DexEngine:
+class DexEngine(ABC):
     """Common state of both sides: a state name, a deadline, the result."""
 
     def __init__(self) -> None:
@@ -220,12 +221,13 @@ class DexEngine:
             out += self._byte(byte, now)
         return bytes(out)
 
+    @abstractmethod
     def expire(self, now: float) -> bytes:
         """The deadline passed with nothing received."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _byte(self, byte: int, now: float) -> bytes:
-        raise NotImplementedError
+        """One received byte at ``now``; returns what to send back."""
 
 
 class DexSlave(DexEngine):
