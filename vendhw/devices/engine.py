@@ -61,6 +61,30 @@ def _wait(seconds: float) -> None:
         threading.Event().wait(seconds)
 
 
+def _deliver(op: Op[Any], step: Deliver, sink: EventSink | None) -> Any:
+    """Hand the event to the sink, then resume the operation (closed if the sink fails)."""
+    if sink is not None:
+        try:
+            sink(step.event)
+        except BaseException:
+            op.close()  # nothing after this event is committed
+            raise
+    return op.send(None)
+
+
+def _answer(op: Op[Any], request: Any, reply: Any, taken: Taken | None) -> Any:
+    """Send ``reply`` in; ``taken`` runs once the operation took it (also when it ends)."""
+    try:
+        step = op.send(reply)
+    except StopIteration:
+        if taken is not None:
+            taken(request, reply)
+        raise
+    if taken is not None:
+        taken(request, reply)
+    return step
+
+
 def drive(op: Op[T], transact: Callable[[Any], Any], *, sink: EventSink | None = None,
           wait: Callable[[float], None] = _wait, taken: Taken | None = None,
           hold: Callable[[], AbstractContextManager[Any]] = nullcontext,
@@ -76,13 +100,7 @@ def drive(op: Op[T], transact: Callable[[Any], Any], *, sink: EventSink | None =
         step = next(op)
         while True:
             if isinstance(step, Deliver):
-                if sink is not None:
-                    try:
-                        sink(step.event)
-                    except BaseException:
-                        op.close()  # nothing after this event is committed
-                        raise
-                step = op.send(None)
+                step = _deliver(op, step, sink)
                 continue
             if isinstance(step, Wait):
                 wait(step.seconds)
@@ -97,15 +115,7 @@ def drive(op: Op[T], transact: Callable[[Any], Any], *, sink: EventSink | None =
                         raise
                     step = op.throw(exc)
                     continue
-                request = step
-                try:
-                    step = op.send(reply)
-                except StopIteration:
-                    if taken is not None:
-                        taken(request, reply)
-                    raise
-                if taken is not None:
-                    taken(request, reply)
+                step = _answer(op, step, reply, taken)
     except StopIteration as stop:
         return stop.value
 
@@ -117,13 +127,7 @@ async def drive_async(op: Op[T], transact: Callable[[Any], Awaitable[Any]], *,
         step = next(op)
         while True:
             if isinstance(step, Deliver):
-                if sink is not None:
-                    try:
-                        sink(step.event)
-                    except BaseException:
-                        op.close()
-                        raise
-                step = op.send(None)
+                step = _deliver(op, step, sink)
                 continue
             if isinstance(step, Wait):
                 await asyncio.sleep(max(0.0, step.seconds))
@@ -134,15 +138,7 @@ async def drive_async(op: Op[T], transact: Callable[[Any], Awaitable[Any]], *,
             except VendhwError as exc:
                 step = op.throw(exc)
                 continue
-            request = step
-            try:
-                step = op.send(reply)
-            except StopIteration:
-                if taken is not None:
-                    taken(request, reply)
-                raise
-            if taken is not None:
-                taken(request, reply)
+            step = _answer(op, step, reply, taken)
     except StopIteration as stop:
         return stop.value
 
