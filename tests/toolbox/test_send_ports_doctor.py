@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -175,3 +177,31 @@ def test_doctor_human_output_ends_with_a_verdict() -> None:
     assert done.stdout.rstrip().splitlines()[-1] in ("nothing wrong found",) or \
         done.stdout.rstrip().endswith("problem(s) found")
     assert "Traceback" not in done.stderr
+
+
+def test_send_tells_unreadable_reply_from_no_reply() -> None:
+    """A device at the wrong baud rate answers with bytes that are no frame: say so, with them."""
+    noise = bytes.fromhex("F0 0F 80 FF 00 E0")
+    with PtyPair() as pair:
+        stop = threading.Event()
+
+        def answer_with_noise() -> None:
+            while not stop.is_set():
+                if pair.master.read(0.1, gap=0.02):
+                    pair.master.write(noise)
+
+        thread = threading.Thread(target=answer_with_noise, daemon=True)
+        thread.start()
+        try:
+            text = run("send", "cctalk", "-p", pair.port, "SIMPLE POLL", "--timeout", "0.5")
+            as_json = run("send", "cctalk", "-p", pair.port, "SIMPLE POLL", "--timeout", "0.5",
+                          "--json")
+        finally:
+            stop.set()
+            thread.join(2)
+    assert text.returncode == 1, text.stderr
+    assert "6 bytes came back that are not cctalk frames: F0 0F 80 FF 00 E0" in text.stdout
+    assert "wrong baud rate 9600" in text.stdout
+    assert "no reply within" not in text.stdout
+    record = json.loads(as_json.stdout.strip().splitlines()[-1])
+    assert record["answered"] is False and record["unreadable_hex"] == "F0 0F 80 FF 00 E0"

@@ -22,13 +22,28 @@ REPLY_TIMEOUT = 1.0
 """Seconds to wait for a reply (SSP allows 1 s)."""
 
 
-def _receive(transport: Any, deframer: Any, timeout: float, want: Any = None) -> Frame | None:
+class _Heard:
+    """Every byte the port gave back, so "no reply" can be told from "a reply we cannot read"."""
+
+    def __init__(self) -> None:
+        self.raw = bytearray()
+
+    def text(self, protocol: str, baudrate: object) -> str:
+        shown = bytes(self.raw[:32]).hex(" ").upper() + (" ..." if len(self.raw) > 32 else "")
+        return (f"{len(self.raw)} bytes came back that are not {protocol} frames: {shown} "
+                f"(wrong baud rate {baudrate} or parity, another protocol, or line noise)")
+
+
+def _receive(transport: Any, deframer: Any, timeout: float, want: Any = None,
+             heard: _Heard | None = None) -> Frame | None:
     deadline = time.monotonic() + timeout
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
             return None
         data = transport.read(left, gap=0.05)
+        if data and heard is not None:
+            heard.raw += data
         for item in deframer.feed(data, time.monotonic()) if data else ():
             if isinstance(item, Frame) and (want is None or want(item)):
                 return item
@@ -128,14 +143,20 @@ def send(protocol: str, command: str | None, args: tuple[str, ...], port: str | 
     framer = request.framer
     transport = open_transport(url, **options)
     reply: Frame | None = None
+    heard = _Heard()
     try:
         deframer = framer.deframer(direction="device")
         transport.discard_input()
         if protocol == "ssp" and raw is None and request.code != 0x11:
             ssp_address = addr if addr is not None else DEFAULT_ADDRESS["ssp"]
             transport.write(framer.build(data=b"\x11", seq=1, address=ssp_address))
-            if _receive(transport, deframer, timeout) is None:
-                click.echo(f"error: {port}: no reply to SSP SYNC within {timeout:g} s", err=True)
+            if _receive(transport, deframer, timeout, heard=heard) is None:
+                if heard.raw:
+                    click.echo(f"error: {port}: SSP SYNC: "
+                               f"{heard.text(protocol, options.get('baudrate'))}", err=True)
+                else:
+                    click.echo(f"error: {port}: no reply to SSP SYNC within {timeout:g} s",
+                               err=True)
                 click.echo("hint: check the port, the baud rate (SSP: 9600 8N2) and that the "
                            "device is powered; vendhw probe PORT tries every protocol", err=True)
                 sys.exit(1)
@@ -144,7 +165,7 @@ def send(protocol: str, command: str | None, args: tuple[str, ...], port: str | 
             _receive(transport, deframer, timeout,
                      lambda f: f.get("command") == "POLL")  # the VMC polls; answer a poll
         transport.write(request.data)
-        reply = _receive(transport, deframer, timeout)
+        reply = _receive(transport, deframer, timeout, heard=heard)
         if reply is not None and protocol == "mdb" and reply.fields.get("data"):
             transport.write(framer.build(direction="host", control="ACK"))
     finally:
@@ -157,11 +178,15 @@ def send(protocol: str, command: str | None, args: tuple[str, ...], port: str | 
         click.echo(json.dumps({
             "protocol": protocol, "command": request.name,
             "sent": sent.to_dict() if sent else {"hex": request.data.hex(" ").upper()},
-            "reply": reply.to_dict() if reply else None, "answered": reply is not None}))
+            "reply": reply.to_dict() if reply else None, "answered": reply is not None,
+            "unreadable_hex": (None if reply or not heard.raw
+                               else bytes(heard.raw).hex(" ").upper())}))
     else:
         click.echo(_show("sent ", request.data, sent))
         if reply is not None:
             click.echo(_show("reply", reply.raw, reply))
+        elif heard.raw:
+            click.echo(heard.text(protocol, options.get("baudrate")))
         else:
             click.echo(f"no reply within {timeout:g} s (check the port, the baud rate "
                        f"{options.get('baudrate')}, the address; vendhw probe {port})")
