@@ -153,3 +153,32 @@ def test_a_coin_credit_whose_currency_is_not_a_currency_goes_to_the_operator() -
     (good,) = EventMapper("hopper", currency="EUR").map(
         decode_poll(bytes.fromhex("DF F4010000 474250"), 6), ["id-2"])
     assert (good.kind, good.value, good.currency) == (K.CREDIT, 500, "GBP")
+
+
+def _mapper_with_a_note_stacking() -> Any:
+    from vendhw.devices.ssp import Channel, EventMapper
+
+    mapper = EventMapper("ssp", currency="EUR",
+                         channels={3: Channel(3, 2000, "EUR")})
+    mapper.map(decode_poll(bytes.fromhex("EF 03"), 6), ["a"])  # read: channel 3 in escrow
+    mapper.map(decode_poll(bytes.fromhex("CC"), 6), ["b"])  # stacking: past the return point
+    return mapper
+
+
+def test_a_reset_then_a_new_notes_rejection_still_flags_the_note_that_was_stacking() -> None:
+    """Regression (found by the line-fault run, seeds 7 and 33): the device reset with a note
+    stacking, its credit event lost with the device's memory; the first poll after the
+    reset held SLAVE RESET and then a *new* note's rejection, and the rejection was read as
+    the fate of the stacked note, so 20.00 went nowhere, not even to an operator."""
+    mapper = _mapper_with_a_note_stacking()
+    made = mapper.map(decode_poll(bytes.fromhex("F1 ED EC"), 6), ["r/0", "r/1", "r/2"])
+    flagged = [m for m in made if m.kind is K.FAULT]
+    assert [(m.value, m.channel, m.detail["needs_review"]) for m in flagged] == [(2000, 3, True)]
+
+
+def test_a_note_the_device_reports_after_its_reset_is_not_flagged_as_well() -> None:
+    """GA138 0xE2: the reset put the stacking note in the cashbox and says so: a credit, once."""
+    mapper = _mapper_with_a_note_stacking()
+    made = mapper.map(decode_poll(bytes.fromhex("F1 E2 03"), 6), ["r/0", "r/1"])
+    assert [(m.kind, m.value) for m in made if m.value] == [(K.CREDIT, 2000)]
+    assert mapper.map(decode_poll(bytes.fromhex("F1"), 6), ["r2/0"])[0].kind is not K.FAULT

@@ -388,6 +388,13 @@ class _Money:
     requested: int | None
 
 
+NOTE_SETTLED = frozenset((Event.CREDIT_NOTE, Event.NOTE_CLEARED_TO_CASHBOX, Event.NOTE_REJECTED,
+                          Event.NOTE_CLEARED_FROM_FRONT))
+"""Events that say where a note in the path went."""
+NOTE_CLEARED_AT_RESET = frozenset((Event.NOTE_CLEARED_TO_CASHBOX, Event.NOTE_CLEARED_FROM_FRONT))
+"""The power-up events that report a note left in the path by a reset (GA138 0xE1, 0xE2)."""
+
+
 @dataclass
 class EventMapper:
     """Turns decoded poll events into CashEvents; state events are reported on change."""
@@ -410,23 +417,32 @@ class EventMapper:
     def map(self, events: Iterable[dict[str, Any]], ids: Iterable[str],
             reject_reason: str | None = None) -> list[CashEvent]:
         out: list[CashEvent] = []
-        codes = set()
+        codes: set[int] = set()
+        after_reset: set[int] = set()
         reset_id = ""
         for event, event_id in zip(events, ids, strict=True):
             code = event["code"]
-            codes.add(code)
             if code == Event.SLAVE_RESET:
                 reset_id = event_id
+                if codes & NOTE_SETTLED:
+                    self.in_path = 0  # settled before the device reset
+                after_reset.clear()
+            elif reset_id:
+                after_reset.add(code)
+            codes.add(code)
             made = self._one(event, event_id, reject_reason)
             if made is not None:
                 out.append(made)
-        if codes & {Event.CREDIT_NOTE, Event.NOTE_CLEARED_TO_CASHBOX, Event.NOTE_REJECTED,
-                    Event.NOTE_CLEARED_FROM_FRONT}:
-            self.in_path = 0  # the device said where the note went
-        elif reset_id:
+        if reset_id:
+            # After a reset only the power-up events (GA138 0xE1/0xE2) speak of the note that
+            # was in the path; a rejection or credit after SLAVE RESET is a new note's.
+            if after_reset & NOTE_CLEARED_AT_RESET:
+                self.in_path = 0
             at_risk = self.at_risk(f"{reset_id}/in-path")
             if at_risk is not None:
                 out.insert(0, at_risk)
+        elif codes & NOTE_SETTLED:
+            self.in_path = 0  # the device said where the note went
         elif self.escrow_channel and Event.READ_NOTE not in codes:
             self.in_path = self.escrow_channel  # accepted from escrow: stacking
         if self.jammed and not codes & {Event.UNSAFE_NOTE_JAM, Event.SAFE_NOTE_JAM, Event.JAMMED}:
