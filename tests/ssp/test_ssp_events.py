@@ -182,3 +182,15 @@ def test_a_note_the_device_reports_after_its_reset_is_not_flagged_as_well() -> N
     made = mapper.map(decode_poll(bytes.fromhex("F1 E2 03"), 6), ["r/0", "r/1"])
     assert [(m.kind, m.value) for m in made if m.value] == [(K.CREDIT, 2000)]
     assert mapper.map(decode_poll(bytes.fromhex("F1"), 6), ["r2/0"])[0].kind is not K.FAULT
+
+
+def test_a_credit_beside_the_next_notes_read_keeps_the_new_note_tracked() -> None:
+    """Regression (line-fault run, seed 15): one poll brought the next note's READ NOTE and
+    the previous note's CREDIT; the credit cleared the new note's escrow channel, so when the
+    device reset with that note stacking nobody was told: 20.00 lost without a flag."""
+    mapper = _mapper_with_a_note_stacking()
+    made = mapper.map(decode_poll(bytes.fromhex("EF 03 EE 03 DB"), 6), ["n/0", "n/1", "n/2"])
+    assert [(m.kind, m.value) for m in made if m.value] == [(K.ESCROW, 2000), (K.CREDIT, 2000)]
+    mapper.map(decode_poll(bytes.fromhex("CC"), 6), ["s"])  # the new note is stacking
+    made = mapper.map(decode_poll(bytes.fromhex("F1"), 6), ["r/0"])
+    assert [(m.kind, m.value) for m in made if m.kind is K.FAULT] == [(K.FAULT, 2000)]

@@ -420,8 +420,11 @@ class EventMapper:
         codes: set[int] = set()
         after_reset: set[int] = set()
         reset_id = ""
+        read_channel = 0
         for event, event_id in zip(events, ids, strict=True):
             code = event["code"]
+            if code == Event.READ_NOTE and event.get("channel"):
+                read_channel = event["channel"]
             if code == Event.SLAVE_RESET:
                 reset_id = event_id
                 if codes & NOTE_SETTLED:
@@ -433,6 +436,11 @@ class EventMapper:
             made = self._one(event, event_id, reject_reason)
             if made is not None:
                 out.append(made)
+        if read_channel:
+            # One note path: a note read with its channel is the newest note, whatever order
+            # the events came in, so a credit beside it is the previous note's (the device
+            # holds a note in escrow until the next poll, so it cannot also be its credit).
+            self.escrow_channel = read_channel
         if reset_id:
             # After a reset only the power-up events (GA138 0xE1/0xE2) speak of the note that
             # was in the path; a rejection or credit after SLAVE RESET is a new note's.
