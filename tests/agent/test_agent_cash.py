@@ -4,6 +4,7 @@ terminal screen and the web page with credit."""
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -287,3 +288,27 @@ def test_web_page_shows_credit_and_sells_for_cash() -> None:
     finally:
         screen.close()
 
+
+
+def test_screen_a_browser_gone_mid_reply_is_no_traceback(
+        capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    """Kiosk browsers cancel requests all the time: a broken pipe is routine, not stderr noise."""
+    screen = ScreenServer(FakeAgent(), "127.0.0.1", 0)
+    screen.start()
+    try:
+        with caplog.at_level(logging.DEBUG, logger="vendhw.agent.screen"):
+            try:
+                raise BrokenPipeError(32, "Broken pipe")
+            except BrokenPipeError:
+                screen.httpd.handle_error(None, ("127.0.0.1", 5555))
+            try:
+                raise RuntimeError("a real bug")
+            except RuntimeError:
+                screen.httpd.handle_error(None, ("127.0.0.1", 5556))
+    finally:
+        screen.close()
+    assert "Traceback" not in capfd.readouterr().err
+    gone = [r for r in caplog.records if "went away" in r.getMessage()]
+    failed = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(gone) == 1 and gone[0].levelno == logging.DEBUG
+    assert len(failed) == 1 and failed[0].exc_info is not None  # a real bug stays visible

@@ -22,6 +22,7 @@ import logging
 import mimetypes
 import re
 import secrets
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -452,6 +453,23 @@ def _plain_page(title: str, body: str) -> bytes:
             f"</title></head><body class='plain'>{body}</body></html>").encode()
 
 
+class _QuietHTTPServer(ThreadingHTTPServer):
+    """Treats a browser that went away mid-reply as routine, not as a traceback on stderr.
+
+    Kiosk browsers reload and cancel requests all the time; socketserver's default
+    ``handle_error`` prints a full traceback for each ``BrokenPipeError``.
+    """
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError):  # BrokenPipe, ConnectionReset, ConnectionAborted
+            log.debug("screen: %s went away: %s", client_address, exc)
+            return
+        log.warning("screen: request from %s failed", client_address, exc_info=True)
+
+
 class ScreenServer:
     """Serves the screen for ``agent`` on ``host:port`` from a daemon thread."""
 
@@ -460,8 +478,7 @@ class ScreenServer:
         self.agent = agent
         self.settings = settings or ScreenSettings()
         self.model = ScreenModel(agent, self.settings)
-        self.httpd = ThreadingHTTPServer((host, port), self._handler())
-        self.httpd.daemon_threads = True
+        self.httpd = _QuietHTTPServer((host, port), self._handler())
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="screen",
                                        daemon=True)
 
