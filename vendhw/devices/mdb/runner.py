@@ -12,8 +12,6 @@ from vendhw.devices.mdb.link import MdbLink
 from vendhw.errors import NotSupportedError
 
 T = TypeVar("T")
-
-
 CoreT = TypeVar("CoreT", bound=_CashCore)
 V = TypeVar("V")
 
