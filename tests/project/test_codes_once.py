@@ -22,8 +22,11 @@ USERS = {
                "devices/cctalk/counter.py", "devices/cctalk/bus.py", "devices/cctalk/device.py",
                "devices/cctalk/acceptors.py", "devices/cctalk/hopper.py",
                "devices/cctalk/openers.py", "sim/cctalk.py"),
-    "mdb": ("devices/mdb.py", "sim/mdb.py", "devices/mdb_cashless.py", "sim/mdb_cashless.py",
-            "sim/mdb_ascii.py"),
+    "mdb": ("devices/mdb/__init__.py", "devices/mdb/tables.py", "devices/mdb/setup.py",
+            "devices/mdb/polls.py", "devices/mdb/link.py", "devices/mdb/core.py",
+            "devices/mdb/runner.py", "devices/mdb/changer.py", "devices/mdb/bill.py",
+            "devices/mdb/openers.py", "sim/mdb.py", "devices/mdb_cashless.py",
+            "sim/mdb_cashless.py", "sim/mdb_ascii.py"),
     "fafb": ("devices/boards/fafb.py", "sim/boards/__init__.py", "sim/boards/base.py",
              "sim/boards/fafb.py", "sim/boards/board101.py", "sim/boards/easivend.py"),
 }
