@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vendhw.devices.ssp.tables import UNIT_TYPES
-from vendhw.errors import UnexpectedReplyError
+from vendhw.errors import FramingError, UnexpectedReplyError
+from vendhw.framing.ssp import UnitType, setup_layout
 
 # --- setup request (all formats of GA138) ------------------------------------------------------
 
@@ -47,52 +48,35 @@ def _ascii(data: bytes) -> str:
 def parse_setup(data: bytes) -> SetupInfo:
     """Parse the data of a SETUP REQUEST reply (after OK) in any GA138 format.
 
-    Validators, SMART Payout and NV11 (unit types 0, 6, 7): unit, firmware (4 ASCII), country
-    (3), value multiplier (3, BE), n, n channel values, n security bytes, real value
-    multiplier (3, BE), protocol version; from protocol 6 also n currencies (3 each) and n
-    4-byte LE values. A channel is worth value x real value multiplier cents (before 6 the
-    short value times both multipliers). SMART Hopper (3): unit, firmware, country, protocol
-    version, n, n 2-byte LE coin values (cents); from 6 also n currencies.
+    The layouts are declared once, in :mod:`vendhw.framing.ssp` (:data:`SETUP_VALIDATOR`,
+    :data:`SETUP_HOPPER`), and the simulator builds its reply from the same declaration.
+    Validators, SMART Payout and NV11: a channel is worth its expanded value (protocol 6 on)
+    x real value multiplier cents; before 6 (or when the expanded table is missing) the short
+    value times both multipliers. SMART Hopper: coin values are cents; currencies from 6.
+    A reply too short for its layout raises :class:`~vendhw.errors.UnexpectedReplyError`.
     """
     try:
-        unit = data[0]
-        firmware = _ascii(data[1:5])
-        country = _ascii(data[5:8])
-        if unit == 0x03:
-            version = data[8]
-            n = data[9]
-            values = [int.from_bytes(data[10 + 2 * i:12 + 2 * i], "little") for i in range(n)]
-            pos = 10 + 2 * n
-            if len(values) != n or pos > len(data):
-                raise IndexError
-            currencies = [country] * n
-            if version >= 6 and len(data) >= pos + 3 * n:
-                currencies = [_ascii(data[pos + 3 * i:pos + 3 * i + 3]) for i in range(n)]
-            channels = [Channel(i + 1, v, c)
-                        for i, (v, c) in enumerate(zip(values, currencies, strict=True))]
-            return SetupInfo(unit, firmware, country, version, channels)
-        multiplier = int.from_bytes(data[8:11], "big")
-        n = data[11]
-        short = list(data[12:12 + n])
-        pos = 12 + 2 * n
-        real = int.from_bytes(data[pos:pos + 3], "big") or 1
-        version = data[pos + 3]
-        pos += 4
-        channels = []
-        if version >= 6 and len(data) >= pos + 7 * n:
-            for i in range(n):
-                currency = _ascii(data[pos + 3 * i:pos + 3 * i + 3])
-                base = pos + 3 * n + 4 * i
-                value = int.from_bytes(data[base:base + 4], "little")
-                channels.append(Channel(i + 1, value * real, currency))
-        else:
-            if len(short) != n:
-                raise IndexError
-            channels = [Channel(i + 1, v * (multiplier or 1) * real, country)
-                        for i, v in enumerate(short)]
-        return SetupInfo(unit, firmware, country, version, channels)
-    except IndexError:
+        reply = setup_layout(data[0] if data else UnitType.NOTE_VALIDATOR).parse(data, "ssp")
+    except FramingError:
         raise UnexpectedReplyError(f"SETUP REQUEST reply too short: {data.hex(' ')}") from None
+    unit, version = reply["unit_type"], reply["protocol_version"]
+    firmware, country = _ascii(reply["firmware"]), _ascii(reply["country"])
+    n = reply["count"]
+    if unit == UnitType.SMART_HOPPER:
+        found = reply["currencies"]
+        currencies = [_ascii(c) for c in found] if found is not None else [country] * n
+        channels = [Channel(i + 1, v, c)
+                    for i, (v, c) in enumerate(zip(reply["values"], currencies, strict=True))]
+        return SetupInfo(unit, firmware, country, version, channels)
+    real = reply["real_multiplier"] or 1
+    expanded = reply["expanded"]
+    if expanded is not None:
+        channels = [Channel(i + 1, value * real, _ascii(currency)) for i, (currency, value)
+                    in enumerate(zip(expanded["currencies"], expanded["values"], strict=True))]
+    else:
+        channels = [Channel(i + 1, v * (reply["multiplier"] or 1) * real, country)
+                    for i, v in enumerate(reply["values"])]
+    return SetupInfo(unit, firmware, country, version, channels)
 
 
 def money(value: int, currency: str, version: int) -> bytes:
