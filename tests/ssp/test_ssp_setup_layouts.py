@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from vendhw.devices.ssp import Channel, SetupInfo, parse_setup
+from vendhw.devices.ssp import PAYOUT_UNITS, UNIT_TYPES, Channel, SetupInfo, parse_setup
 from vendhw.errors import FramingError, UnexpectedReplyError
 from vendhw.framing.ssp import (
     SETUP_HOPPER,
@@ -303,3 +303,10 @@ def test_a_garbled_reply_is_a_vendhw_error_not_a_crash() -> None:
 def test_the_layouts_name_the_field_when_parsed_directly() -> None:
     with pytest.raises(FramingError, match="SETUP REQUEST reply"):
         SETUP_HOPPER.parse(b"\x03" + b"0110" + b"EUR" + b"\x06\x02\x05", "ssp")
+
+
+def test_unit_type_codes_come_from_the_one_enum() -> None:
+    assert set(UNIT_TYPES) == set(UnitType)
+    assert UNIT_TYPES[3] == "SMART Hopper" and 0x06 in PAYOUT_UNITS
+    assert SetupInfo(0x0D, "", "", 6).unit == "TEBS" and SetupInfo(0x42, "", "", 6).unit == (
+        "unit type 0x42")

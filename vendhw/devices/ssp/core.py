@@ -54,7 +54,7 @@ from vendhw.errors import (
     VendhwError,
 )
 from vendhw.framing.essp import DEFAULT_FIXED_KEY, EsspCipher, KeyAgreement
-from vendhw.framing.ssp import ACKED_EVENTS, UNKNOWN_EVENT, Event, decode_poll
+from vendhw.framing.ssp import ACKED_EVENTS, UNKNOWN_EVENT, Event, UnitType, decode_poll
 
 log = logging.getLogger("vendhw.devices.ssp")  # one logger for the package, as before
 
@@ -290,7 +290,7 @@ class SspCore(SspPayoutOps):
     def _inhibits_op(self, *, enable: bool) -> Op[None]:
         assert self.setup is not None
         mask = self._mask() if enable else 0
-        if self.setup.unit_type == 0x03:
+        if self.setup.unit_type == UnitType.SMART_HOPPER:
             return  # a SMART Hopper has coin-mech inhibits per denomination instead
         yield from self.command_op(SET_INHIBITS, mask.to_bytes(2, "little"))
 

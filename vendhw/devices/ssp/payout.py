@@ -33,6 +33,7 @@ from vendhw.devices.ssp.tables import (
     SspResponseError,
 )
 from vendhw.errors import NotSupportedError, UnexpectedReplyError
+from vendhw.framing.ssp import UnitType
 
 
 class SspPayoutOps:
@@ -110,7 +111,7 @@ class SspPayoutOps:
     def float_amount_op(self, keep: int, min_payout: int) -> Op[None]:
         """FLOAT AMOUNT: send stored money to the cashbox until ``keep`` remains."""
         setup = self._require_payout()
-        width = 2 if setup.unit_type == 0x03 else 4
+        width = 2 if setup.unit_type == UnitType.SMART_HOPPER else 4
         params = min_payout.to_bytes(width, "little") + money(keep, self.currency, self.version)
         if self.version >= 6:
             params += bytes((COMMIT,))
@@ -132,7 +133,7 @@ class SspPayoutOps:
         if self.version >= 6:
             params = bytes((route,)) + money(value, self.currency, self.version)
         else:
-            width = 2 if setup.unit_type == 0x03 else 4
+            width = 2 if setup.unit_type == UnitType.SMART_HOPPER else 4
             params = bytes((route,)) + value.to_bytes(width, "little")
         yield from self.command_op(SET_DENOMINATION_ROUTE, params, errors=ROUTE_ERRORS)
 

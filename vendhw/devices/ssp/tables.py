@@ -7,7 +7,7 @@ in :mod:`vendhw.framing.ssp`.
 from __future__ import annotations
 
 from vendhw.errors import NakError
-from vendhw.framing.ssp import RESPONSES, Command, Event, Response
+from vendhw.framing.ssp import RESPONSES, Command, Event, Response, UnitType
 
 # --- line and timing (GA138 "Physical layer", GA973) -------------------------------------------
 
@@ -52,10 +52,12 @@ COMMIT, TEST_ONLY = 0x58, 0x19
 ROUTE_PAYOUT, ROUTE_CASHBOX = 0, 1
 """GA138 SET DENOMINATION ROUTE."""
 
-UNIT_TYPES = {0x00: "note validator", 0x03: "SMART Hopper", 0x06: "SMART Payout",
-              0x07: "NV11 note float", 0x0D: "TEBS"}
-PAYOUT_UNITS = frozenset((0x03, 0x06, 0x07))
-NO_ESCROW_UNITS = frozenset((0x03,))
+U = UnitType
+UNIT_TYPES: dict[int, str] = {
+    U.NOTE_VALIDATOR: "note validator", U.SMART_HOPPER: "SMART Hopper",
+    U.SMART_PAYOUT: "SMART Payout", U.NV11: "NV11 note float", U.TEBS: "TEBS"}
+PAYOUT_UNITS = frozenset((U.SMART_HOPPER, U.SMART_PAYOUT, U.NV11))
+NO_ESCROW_UNITS = frozenset((U.SMART_HOPPER,))
 
 PAYOUT_ERRORS = {1: "not enough value in device", 2: "cannot pay exact amount",
                  3: "device busy", 4: "device disabled"}
