@@ -99,7 +99,8 @@ class SspCore(SspPayoutOps):
 
     Why: what to send, what a reply or a failure means and when an event is acknowledged are
     checked by driving these with scripted replies (:func:`vendhw.devices.engine.replay`);
-    :class:`SspDevice` runs the same operations on a port.
+    :class:`SspDevice` runs the same operations on a port. The payout, float, route and
+    levels operations come from :class:`SspPayoutOps`.
     """
 
     name: str
