@@ -105,7 +105,9 @@ def test_a_plugin_protocol_reaches_decode_sim_and_cash() -> None:
 
     device = open_cash_device("acme-cash", "sim://acme-sim")
     try:
-        assert type(device).__module__ == "vendhw.devices.ssp"
+        from vendhw.devices.ssp import SspDevice
+
+        assert type(device) is SspDevice
     finally:
         close = getattr(device, "close", None)
         if close is not None:

@@ -17,7 +17,9 @@ ROOT = Path(vendhw.__file__).parent
 # protocol -> the modules that must use its framing enums instead of their own constants
 USERS = {
     "id003": ("devices/id003.py", "sim/id003.py"),
-    "ssp": ("devices/ssp.py", "sim/ssp.py"),
+    "ssp": ("devices/ssp/__init__.py", "devices/ssp/tables.py", "devices/ssp/session.py",
+            "devices/ssp/setup.py", "devices/ssp/events.py", "devices/ssp/core.py",
+            "devices/ssp/payout.py", "devices/ssp/device.py", "sim/ssp.py"),
     "cctalk": ("devices/cctalk/__init__.py", "devices/cctalk/tables.py",
                "devices/cctalk/counter.py", "devices/cctalk/bus.py", "devices/cctalk/device.py",
                "devices/cctalk/acceptors.py", "devices/cctalk/hopper.py",

@@ -139,6 +139,16 @@ class Response(IntEnum):
     KEY_NOT_SET = 0xFA
 
 
+class UnitType(IntEnum):
+    """SETUP REQUEST's first byte (GA138 "Setup Request"): which reply layout follows."""
+
+    NOTE_VALIDATOR = 0x00
+    SMART_HOPPER = 0x03
+    SMART_PAYOUT = 0x06
+    NV11 = 0x07
+    TEBS = 0x0D
+
+
 class Event(IntEnum):
     """SSP poll event codes (GA138 v2.2 event pages)."""
 
@@ -434,6 +444,42 @@ until EVENT ACK (0x57), and the device accepts no further note until then."""
 
 _HEADER = Layout(cs.Struct("seqid" / cs.Int8ub, "length" / cs.Int8ub, "data" / cs.GreedyBytes),
                  "SSP packet")
+
+# --- SETUP REQUEST replies (GA138 "Setup Request"; the data after OK) --------------------------
+
+EXPANDED_SETUP_VERSION = 6
+"""From this protocol version a SETUP REQUEST reply also carries a currency per channel (and a
+validator a 4-byte value per channel)."""
+
+SETUP_VALIDATOR = Layout(cs.Struct(
+    "unit_type" / cs.Int8ub, "firmware" / cs.Bytes(4), "country" / cs.Bytes(3),
+    "multiplier" / cs.Int24ub, "count" / cs.Int8ub,
+    "values" / cs.Bytes(cs.this.count), "security" / cs.Bytes(cs.this.count),
+    "real_multiplier" / cs.Int24ub, "protocol_version" / cs.Int8ub,
+    # Optional: a reply cut short of the expanded table still has the short values.
+    "expanded" / cs.If(cs.this.protocol_version >= EXPANDED_SETUP_VERSION, cs.Optional(
+        cs.Struct("currencies" / cs.Array(cs.this._.count, cs.Bytes(3)),
+                  "values" / cs.Array(cs.this._.count, cs.Int32ul)))),
+), "SETUP REQUEST reply")
+"""Note validator, SMART Payout, NV11 (every unit type but the SMART Hopper): firmware (4
+ASCII), country (3 ASCII), value multiplier (3, BE; 0 means use the expanded values), n, n
+one-byte channel values, n security bytes, real value multiplier (3, BE), protocol version;
+from version 6 ``expanded``: n currencies (3 ASCII each), then n 4-byte LE channel values."""
+SETUP_HOPPER = Layout(cs.Struct(
+    "unit_type" / cs.Int8ub, "firmware" / cs.Bytes(4), "country" / cs.Bytes(3),
+    "protocol_version" / cs.Int8ub, "count" / cs.Int8ub,
+    "values" / cs.Array(cs.this.count, cs.Int16ul),
+    "currencies" / cs.If(cs.this.protocol_version >= EXPANDED_SETUP_VERSION,
+                         cs.Optional(cs.Array(cs.this.count, cs.Bytes(3)))),
+), "SETUP REQUEST reply")
+"""SMART Hopper: firmware, country, protocol version, n, n 2-byte LE coin values (minor
+units); from version 6 ``currencies``: n currencies (3 ASCII each)."""
+
+
+def setup_layout(unit_type: int) -> Layout:
+    """The SETUP REQUEST layout GA138 gives for ``unit_type`` (its reply's first byte)."""
+    return SETUP_HOPPER if unit_type == UnitType.SMART_HOPPER else SETUP_VALIDATOR
+
 
 
 def stuff(body: bytes) -> bytes:

@@ -37,7 +37,16 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from vendhw.framing.base import Frame
 from vendhw.framing.checksums import CRC16_SSP
 from vendhw.framing.essp import is_prime
-from vendhw.framing.ssp import ACKED_EVENTS, INTER_BYTE_GAP, Command, Event, Response, SspFramer
+from vendhw.framing.ssp import (
+    ACKED_EVENTS,
+    INTER_BYTE_GAP,
+    SETUP_VALIDATOR,
+    Command,
+    Event,
+    Response,
+    SspFramer,
+    UnitType,
+)
 from vendhw.options import option_flag, option_ints
 from vendhw.sim.base import Reply, Simulator
 
@@ -453,15 +462,15 @@ class SspSimulator(Simulator):
         return self._payout_command(command, p)
 
     def _setup(self) -> bytes:
-        n = len(VALUES)
-        out = bytearray(b"\x06" + b"0420" + self.currency.encode())
-        out += (1).to_bytes(3, "big") + bytes((n,))
-        out += bytes(v // 100 for v in VALUES) + bytes((2,)) * n
-        out += (100).to_bytes(3, "big") + bytes((self.version,))
-        if self.version >= 6:
-            out += self.currency.encode() * n
-            out += b"".join((v // 100).to_bytes(4, "little") for v in VALUES)
-        return bytes(out)
+        """SETUP REQUEST: a SMART Payout, values in whole units x real value multiplier 100."""
+        currency = self.currency.encode()
+        return SETUP_VALIDATOR.build({
+            "unit_type": UnitType.SMART_PAYOUT, "firmware": b"0420", "country": currency,
+            "multiplier": 1, "count": len(VALUES), "values": bytes(v // 100 for v in VALUES),
+            "security": bytes((2,)) * len(VALUES), "real_multiplier": 100,
+            "protocol_version": self.version,
+            "expanded": {"currencies": [currency] * len(VALUES),
+                         "values": [v // 100 for v in VALUES]}}, self.protocol)
 
     def _poll(self, *, with_ack: bool) -> bytes:
         self.ack_mode = with_ack
