@@ -310,3 +310,18 @@ def test_unit_type_codes_come_from_the_one_enum() -> None:
     assert UNIT_TYPES[3] == "SMART Hopper" and 0x06 in PAYOUT_UNITS
     assert SetupInfo(0x0D, "", "", 6).unit == "TEBS" and SetupInfo(0x42, "", "", 6).unit == (
         "unit type 0x42")
+
+
+@pytest.mark.parametrize("country", [b"EURO", b"EU"])
+def test_building_a_field_of_the_wrong_length_is_refused_not_written(country: bytes) -> None:
+    """construct's compiled builder skips the Bytes length check: a 4-letter currency used to
+    be written as is, shifting every later field of the simulator's SETUP reply."""
+    fields = {**_validator_fields(UnitType.SMART_PAYOUT, 6), "country": country}
+    with pytest.raises(FramingError, match="country"):
+        SETUP_VALIDATOR.build(fields, "ssp")
+
+
+def test_the_simulator_refuses_a_currency_that_is_not_three_letters() -> None:
+    with pytest.raises(ValueError, match="3 letters"):
+        SspSimulator(currency="EURO")
+    assert SspSimulator(currency="usd").currency == "USD"

@@ -227,7 +227,8 @@ class Layout:
 
     1. A stdlib ``struct`` plan derived from the declaration, when the layout is plain
        fixed-width fields (the hot path: about a microsecond);
-    2. otherwise construct's compiled parser;
+    2. otherwise construct's compiled parser (building uses the plain one, which checks
+       field lengths);
     3. on any failure, the plain (uncompiled) parser, only to build an error message that
        names the field, since compiled construct loses the path.
     """
@@ -266,11 +267,9 @@ class Layout:
             built = self.fast.build(values)
             if built is not None:
                 return built
-        else:
-            try:
-                return bytes(self.compiled.build(values))
-            except Exception:
-                pass
+        # Not construct's compiled builder: it leaves out the length check of Bytes fields,
+        # so a 4-letter currency would be written as is and shift every field after it.
+        # Building is rare (simulators, requests) and never on a hot path.
         try:
             return bytes(self.plain.build(values))
         except cs.ConstructError as exc:

@@ -148,7 +148,9 @@ class SspSimulator(Simulator):
         faults = {k: options.pop(k) for k in list(options) if k in self.device_faults}
         super().__init__(**options)
         self.address = int(address)
-        self.currency = currency
+        if not (len(currency) == 3 and currency.isascii() and currency.isalpha()):
+            raise ValueError(f"currency must be 3 letters (ISO 4217, e.g. EUR), not {currency!r}")
+        self.currency = currency.upper()
         self.serial = int(serial)
         if encryption not in ("payout", "all", "none"):
             raise ValueError("encryption must be payout, all or none")
