@@ -165,3 +165,42 @@ def test_the_runner_acks_poll_data_inside_the_bus_hold_before_the_sink_sees_it()
 
     dev.poll(sink)
     assert log == [f"cmd {ChangerCommand.POLL}", "ACK held=True", "sink credit held=False"]
+
+
+def _restarted_changer(checkpoint: dict[str, Any], held: bytes) -> ChangerCore:
+    """A new host process: restored from the journal's checkpoint; the peripheral still
+    holds ``held`` (it never heard our ACK), read before RESET."""
+    core = ChangerCore()
+    core.restore(checkpoint)
+    replay(core.start_op(), [held, None, b"\x0b", CHANGER_SETUP, TUBES, None])
+    return core
+
+
+def test_a_copy_repeated_across_a_restart_is_not_credited_again() -> None:
+    """The coin was journaled, our ACK was lost, the controller restarted before the next
+    POLL: the peripheral's copy is the same coin, flagged for review, never a new credit."""
+    core = started_changer()
+    first, _ = replay(core.poll_op(), [b"\x44\x05"])
+    restarted = _restarted_changer(core.checkpoint(), b"\x44\x05")
+    again, sent = replay(restarted.poll_op(), [])
+    assert sent == []  # the held copy, no new POLL
+    assert again[0].event_id == first[0].event_id  # the journal keeps one
+    assert again[1].kind is CashEventKind.FAULT and again[1].detail["needs_review"]
+    nothing, _ = replay(restarted.poll_op(), [b"\x44\x05"])  # RESET came in between: new coin
+    assert nothing[0].event_id != first[0].event_id and len(nothing) == 1
+
+
+def test_new_data_held_across_a_restart_is_credited_once_with_its_own_ids() -> None:
+    core = started_changer()
+    first, _ = replay(core.poll_op(), [b"\x44\x05"])
+    replay(core.poll_op(), [None])  # an empty poll: nothing held to repeat
+    restarted = _restarted_changer(core.checkpoint(), b"\x44\x05")
+    held, _ = replay(restarted.poll_op(), [])
+    assert [e.kind for e in held] == [CashEventKind.CREDIT]
+    assert held[0].event_id != first[0].event_id
+
+
+def test_a_checkpoint_from_before_last_was_kept_still_restores() -> None:
+    core = ChangerCore()
+    core.restore({"session": "abcd", "delivered": 7})
+    assert core.checkpoint() == {"session": "abcd", "delivered": 7, "last": "", "repeats": 0}

@@ -108,13 +108,20 @@ class _CashCore:
         """POLL data unacknowledged before a restart, read before RESET (which drops it)."""
 
     def checkpoint(self) -> dict[str, Any]:
-        """The poll counter that names events; the cash journal stores it with them."""
-        return {"session": self._poll_state.session, "delivered": self._poll_state.delivered}
+        """The poll counter that names events, and the data the last POLL delivered (so a
+        copy the peripheral repeats after a restart is still known as a repeat); the cash
+        journal stores it with the events."""
+        state = self._poll_state
+        return {"session": state.session, "delivered": state.delivered,
+                "last": state.last.hex(), "repeats": state.repeats}
 
     def restore(self, data: dict[str, Any]) -> None:
         """Continue from a :meth:`checkpoint`, before :meth:`reset_op`: data the peripheral
-        still repeats is read before RESET and delivered at the first poll with its old ids."""
-        self._poll_state = _PollState(str(data["session"]), int(data["delivered"]))
+        still repeats is read before RESET and delivered at the first poll with its old ids.
+        (Checkpoints written before ``last`` was kept restore without it.)"""
+        self._poll_state = _PollState(str(data["session"]), int(data["delivered"]),
+                                      bytes.fromhex(str(data.get("last", ""))),
+                                      int(data.get("repeats", 0)))
         self._resumed = True
 
     def activities(self, data: bytes) -> list[bytes]:
@@ -165,9 +172,8 @@ class _CashCore:
         state = self._poll_state
         if self._held:  # the repeat read before RESET, named as it was before the restart
             held, self._held = self._held, b""
-            resumed = self.parse_poll(held, state.prefix(held))
-            state.delivered += 1
-            state.last = b""
+            resumed = self._name_poll_data(held)
+            state.last = b""  # RESET came after it: the next POLL cannot repeat it
             self._undelivered = resumed
             yield from self._deliver_op(resumed)
             self._undelivered = []
@@ -181,27 +187,7 @@ class _CashCore:
         reply = yield Request(self.commands.POLL)  # ACKed by the runner as soon as it is read
         data = self._after_reset + (reply or b"")  # held ones first, in the order they came
         self._after_reset = b""
-        events: list[CashEvent] = []
-        if data and state.repeat(data):
-            # Named as last time, so the journal keeps one; delivered is not advanced, so a
-            # third copy is named the same again.
-            prefix = f"{state.session}:{state.delivered - 1}:{zlib.crc32(data):08x}"
-            events = self.parse_poll(data, prefix)
-            credit = sum(e.value for e in events if e.kind is CashEventKind.CREDIT)
-            state.repeats += 1
-            if credit:
-                # One fault per copy: each may be a new coin (a third identical coin after a
-                # flagged one is flagged again, not swallowed as the same event id).
-                events.append(CashEvent(
-                    CashEventKind.FAULT, self.name, credit, events[0].currency,
-                    reason="the previous POLL data came again (our ACK was lost): counted "
-                           "once; if the customer really inserted the same again, credit it "
-                           "by hand", event_id=f"{prefix}/repeat{state.repeats}",
-                    detail={"needs_review": True}))
-        elif data:
-            events = self.parse_poll(data, state.prefix(data))
-            state.delivered += 1
-            state.repeats = 0
+        events = self._name_poll_data(data) if data else []
         state.last = data  # b"" after an empty poll: a repeat can only come at the next POLL
         self._undelivered = events  # ACKed: from here on only this host has them
         events = events + (yield from self._after_poll_op(data, events))  # may fail: kept
@@ -211,6 +197,32 @@ class _CashCore:
         yield from self._deliver_op(events)
         self._undelivered = []
         return undelivered + events
+
+    def _name_poll_data(self, data: bytes) -> list[CashEvent]:
+        """The events of POLL data, named: new data gets new ids; data equal to what the
+        previous POLL delivered is taken as a repeat after a lost ACK."""
+        state = self._poll_state
+        if not state.repeat(data):
+            events = self.parse_poll(data, state.prefix(data))
+            state.delivered += 1
+            state.repeats = 0
+            return events
+        # Named as last time, so the journal keeps one; delivered is not advanced, so a
+        # third copy is named the same again.
+        prefix = f"{state.session}:{state.delivered - 1}:{zlib.crc32(data):08x}"
+        events = self.parse_poll(data, prefix)
+        credit = sum(e.value for e in events if e.kind is CashEventKind.CREDIT)
+        state.repeats += 1
+        if credit:
+            # One fault per copy: each may be a new coin (a third identical coin after a
+            # flagged one is flagged again, not swallowed as the same event id).
+            events.append(CashEvent(
+                CashEventKind.FAULT, self.name, credit, events[0].currency,
+                reason="the previous POLL data came again (our ACK was lost): counted "
+                       "once; if the customer really inserted the same again, credit it "
+                       "by hand", event_id=f"{prefix}/repeat{state.repeats}",
+                detail={"needs_review": True}))
+        return events
 
     def _after_poll_op(self, data: bytes, events: list[CashEvent]) -> Op[list[CashEvent]]:
         """Events the host derives after a POLL (a changer's finished payout)."""
