@@ -36,6 +36,7 @@ from vendhw.devices.cctalk.tables import HOPPER_FLAGS, parse_reply, reply_id
 from vendhw.devices.engine import drive
 from vendhw.errors import (
     ConfigurationError,
+    DeviceFault,
     NakError,
     UnexpectedReplyError,
     VendhwError,
@@ -106,6 +107,10 @@ CASES: list[tuple[str, Layout, bytes, dict[str, Any]]] = [
     ("172", cc.EMERGENCY_STOP_REPLY, bytes((0x03,)), {"unpaid": 3}),
     # Part 2 header 171: 6 ASCII characters as a coin id.
     ("171", cc.HOPPER_COIN_REPLY, b"EU100A", {"id": b"EU100A"}),
+    # Part 2 header 227: [master inhibit status], bit 0 = 1: normal operation.
+    ("227", cc.MASTER_INHIBIT_STATUS_REPLY, bytes((0x01,)), {"status": 1}),
+    # Part 2 header 154: ACK, or [error code]; 254 = escrow is empty.
+    ("154", cc.ROUTE_BILL_REPLY, bytes((0xFE,)), {"error": 254}),
 ]
 IDS = [case[0] for case in CASES]
 
@@ -341,6 +346,27 @@ def test_coin_ids_and_baseline_read_as_before(coin_id: bytes, buffer: bytes) -> 
     text = old_ascii(coin_id)
     assert dev.ids == ({3: text} if text and not text.startswith("..") else {})
     assert dev.counter.last == (buffer[0] if buffer else 0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=3))
+def test_master_inhibit_reads_as_before(data: bytes) -> None:
+    dev = CcTalkCoinAcceptor(script({Header.REQUEST_MASTER_INHIBIT_STATUS: data}))
+    assert dev.run(dev.master_inhibit_op()) is (not (data and data[0] & 1))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=3), st.sampled_from([0, 1]))
+def test_route_bill_reply_reads_as_before(reply: bytes, code: int) -> None:
+    dev = CcTalkBillValidator(script({Header.ROUTE_BILL: reply}))
+    if not reply:
+        assert dev.run(dev.route_op(code)) is None
+        return
+    with pytest.raises(DeviceFault) as caught:  # the first attempt: even 254 is a failure
+        dev.run(dev.route_op(code))
+    assert caught.value.code == reply[0]
+    text = {254: "escrow is empty", 255: "failed to route bill"}.get(reply[0], "error")
+    assert str(caught.value).endswith(f"route bill failed: {text} [code 0x{reply[0]:02X}]")
 
 
 def test_hopper_simulator_pads_a_short_coin_id_the_host_strips() -> None:

@@ -336,6 +336,11 @@ BUFFERED_CREDIT_REPLY = _reply(Header.READ_BUFFERED_CREDIT_OR_ERROR_CODES, *_EVE
 """229: ``[event counter][result 1A][result 1B]...[result 5A][result 5B]``, newest first."""
 BUFFERED_BILL_EVENTS_REPLY = _reply(Header.READ_BUFFERED_BILL_EVENTS, *_EVENT_BUFFER)
 """159: the same layout as 229 (bill type / status code pairs)."""
+MASTER_INHIBIT_STATUS_REPLY = _reply(Header.REQUEST_MASTER_INHIBIT_STATUS,
+                                     "status" / cs.Int8ub)
+"""227: bit 0 = 1 normal operation, 0 master inhibit active (accepting nothing)."""
+ROUTE_BILL_REPLY = _reply(Header.ROUTE_BILL, "error" / cs.Int8ub)
+"""154: an ACK when routed, else an error code (254 escrow empty, 255 failed to route)."""
 HOPPER_STATUS_REPLY = _reply(
     Header.REQUEST_HOPPER_STATUS, "counter" / cs.Int8ub, "remaining" / cs.Int8ub,
     "paid" / cs.Int8ub, "unpaid" / cs.Int8ub)

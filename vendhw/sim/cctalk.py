@@ -35,9 +35,11 @@ from vendhw.framing.cctalk import (
     HOPPER_DISPENSE_COUNT_REPLY,
     HOPPER_STATUS_REPLY,
     INTER_BYTE_GAP,
+    MASTER_INHIBIT_STATUS_REPLY,
     NAK,
     REPLY,
     RESULT_FIELDS,
+    ROUTE_BILL_REPLY,
     SERIAL_NUMBER_REPLY,
     TEST_HOPPER_REPLY,
     CcTalkFramer,
@@ -248,7 +250,8 @@ class _Acceptor(_CcTalkPeripheral):
             self.master_enabled = bool(data[0] & 1)
             return (REPLY, b"")
         if header == Header.REQUEST_MASTER_INHIBIT_STATUS:
-            return (REPLY, bytes((1 if self.master_enabled else 0,)))
+            return (REPLY, _build(MASTER_INHIBIT_STATUS_REPLY,
+                                  status=1 if self.master_enabled else 0))
         return None
 
     def summary(self) -> dict[str, Any]:
@@ -399,7 +402,7 @@ class CcTalkBillSimulator(_Acceptor):
             if code == 255:
                 return (REPLY, b"")  # extend the escrow timeout
             if self.escrow is None:
-                return (REPLY, b"\xfe")  # 254: escrow empty
+                return (REPLY, _build(ROUTE_BILL_REPLY, error=254))  # escrow empty
             channel, self.escrow = self.escrow, None
             if code == 1:
                 self.stacked.append(channel)

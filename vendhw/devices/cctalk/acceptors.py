@@ -29,6 +29,7 @@ from vendhw.framing.cctalk import (
     BILL_ID_REPLY,
     COIN_ID_REPLY,
     COUNTRY_SCALING_FACTOR_REPLY,
+    ROUTE_BILL_REPLY,
     Header,
 )
 
@@ -183,10 +184,11 @@ class CcTalkBillValidator(_BufferedAcceptor):
                 continue
             if not reply:
                 return
-            if reply[0] == 254 and not first:
+            error = parse_reply(ROUTE_BILL_REPLY, reply)["error"]
+            if error == 254 and not first:
                 return  # the first attempt did route it; its ACK was lost
             raise DeviceFault(f"{self.name}: route bill failed: "
-                              f"{ROUTE_ERRORS.get(reply[0], 'error')}", code=reply[0])
+                              f"{ROUTE_ERRORS.get(error, 'error')}", code=error)
 
     def stack(self) -> None:
         self.run(self.route_op(ROUTE_STACK))

@@ -31,7 +31,12 @@ from vendhw.devices.cctalk.tables import (
 )
 from vendhw.devices.engine import Deliver, Op
 from vendhw.errors import ConfigurationError, FramingError, NakError, NoResponseError
-from vendhw.framing.cctalk import COMMS_REVISION_REPLY, SERIAL_NUMBER_REPLY, Header
+from vendhw.framing.cctalk import (
+    COMMS_REVISION_REPLY,
+    MASTER_INHIBIT_STATUS_REPLY,
+    SERIAL_NUMBER_REPLY,
+    Header,
+)
 
 log = logging.getLogger("vendhw.devices.cctalk")  # one logger for the package, as before
 
@@ -201,8 +206,11 @@ class _BufferedAcceptor(CcTalkDevice):
 
     def master_inhibit_op(self) -> Op[bool]:
         """True when the device's master inhibit is active (accepting nothing)."""
-        data: bytes = yield self._req(Header.REQUEST_MASTER_INHIBIT_STATUS, reply_length=1)
-        return not (data and data[0] & 1)
+        data: bytes = yield self._req(Header.REQUEST_MASTER_INHIBIT_STATUS,
+                                      reply_length=MASTER_INHIBIT_STATUS_REPLY.fixed_size)
+        if not data:
+            return True  # an ACK without the status byte reads as inhibited, as before
+        return not parse_reply(MASTER_INHIBIT_STATUS_REPLY, data)["status"] & 1
 
     def poll_op(self) -> Op[list[CashEvent]]:
         """Read the event buffer; deliver each new event, committing it right after."""
