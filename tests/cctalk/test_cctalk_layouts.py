@@ -145,6 +145,14 @@ def test_bytes_past_the_declared_ones_are_ignored(
     assert parse_reply(layout, data + b"\x99\x98") == fields
 
 
+def test_every_declared_reply_layout_is_checked_here() -> None:
+    declared = {name for name, value in vars(cc).items() if isinstance(value, Layout)
+                and name.endswith("_REPLY")}
+    checked = {name for name, value in vars(cc).items()
+               if any(value is layout for _, layout, _, _ in CASES)}
+    assert declared == checked
+
+
 def test_a_build_of_the_wrong_width_is_refused() -> None:
     with pytest.raises(VendhwError, match="REQUEST COIN ID"):
         cc.COIN_ID_REPLY.build({"id": b"EU200"}, "cctalk")
