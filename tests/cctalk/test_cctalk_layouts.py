@@ -44,7 +44,7 @@ from vendhw.errors import (
 from vendhw.framing import cctalk as cc
 from vendhw.framing.base import Layout
 from vendhw.framing.cctalk import CcTalkFramer, Header
-from vendhw.sim.cctalk import CcTalkHopperSimulator
+from vendhw.sim.cctalk import CcTalkCoinSimulator, CcTalkHopperSimulator
 from vendhw.transport import SimTransport
 
 T = TypeVar("T")
@@ -346,6 +346,8 @@ def test_bill_ids_and_scaling_read_as_before(bill_id: bytes, factor: bytes) -> N
 @settings(max_examples=100, deadline=None)
 @given(st.binary(max_size=8), st.binary(max_size=12))
 def test_coin_ids_and_baseline_read_as_before(coin_id: bytes, buffer: bytes) -> None:
+    # The core's reading of any reply; on a real bus the baseline now only gets 11-byte
+    # replies (test_a_late_reply_is_not_taken_for_the_baseline_counter).
     dev = CcTalkCoinAcceptor(script({
         **IDENT, Header.REQUEST_COIN_ID: lambda d: coin_id if d == b"\x03" else b"......",
         Header.READ_BUFFERED_CREDIT_OR_ERROR_CODES: buffer,
@@ -385,3 +387,33 @@ def test_hopper_simulator_pads_a_short_coin_id_the_host_strips() -> None:
     dev = CcTalkHopper(CcTalkBus(SimTransport(sim), reply_timeout=0.05))
     dev.start()
     assert dev.coin_id == "EU1A" and dev.coin_value == 0
+
+
+class LateCoinIdSimulator(CcTalkCoinSimulator):
+    """A coin acceptor whose first READ BUFFERED CREDIT reply comes behind a late answer to
+    an earlier REQUEST COIN ID (ccTalk replies do not name their command)."""
+
+    late = True
+
+    def handle(self, header: int, data: bytes) -> tuple[int, bytes] | None:
+        if header == Header.READ_BUFFERED_CREDIT_OR_ERROR_CODES and self.late:
+            self.late = False
+            stale = self.framer.build(direction="device", dest=1, src=self.address,
+                                      header=0, data=b"EU200A")
+            self.set_fault("garbage", stale.hex())  # sent just before this reply
+        return super().handle(header, data)
+
+
+def test_a_late_reply_is_not_taken_for_the_baseline_counter() -> None:
+    """Regression: the baseline read took any reply as the 229 reply, so a late 6-byte coin
+    id set the counter baseline to 0x45 ('E'); the next poll then credited the coins already
+    in the buffer from before this session (and reported 184 events lost). The baseline
+    now wants the 11 bytes the 229 layout declares, as the poll always did."""
+    sim = LateCoinIdSimulator(reply_delay=0)
+    sim.master_enabled, sim.mask = True, 0xFFFF
+    for channel in (1, 2, 3):
+        sim.insert_coin(channel)  # credited before this host session began
+    dev = CcTalkCoinAcceptor(CcTalkBus(SimTransport(sim), reply_timeout=0.05))
+    dev.start()
+    assert dev.counter.last == 3
+    assert dev.poll() == []

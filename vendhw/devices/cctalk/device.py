@@ -182,8 +182,11 @@ class _BufferedAcceptor(CcTalkDevice):
 
     def baseline_op(self) -> Op[None]:
         """First buffer reading: set the counter baseline (or check the resumed one)."""
-        data: bytes = yield self._req(self.read_header)
-        counter, _ = buffer_fields(data)  # an empty reply (ACK) reads as 0, as before
+        # Only a reply of the declared 11 bytes, as in poll_op: a late answer to an earlier
+        # command (a coin id) taken for it would set a wrong baseline, and the next poll
+        # would credit events from before this session.
+        data: bytes = yield self._req(self.read_header, reply_length=BUFFER_REPLY_LENGTH)
+        counter, _ = buffer_fields(data)
         if self.counter.last is None:
             if counter:
                 log.info("%s: %d events predate this session (counter %d); pass resume= "
