@@ -417,3 +417,39 @@ def test_a_late_reply_is_not_taken_for_the_baseline_counter() -> None:
     dev.start()
     assert dev.counter.last == 3
     assert dev.poll() == []
+
+
+class LostDispenseReplySimulator(CcTalkHopperSimulator):
+    """A hopper that takes the dispense but whose reply (its event counter) comes late: after
+    the host gave up on it, just before the reply to the host's next command."""
+
+    stale = b""
+
+    def handle(self, header: int, data: bytes) -> tuple[int, bytes] | None:
+        answer = super().handle(header, data)
+        if header == Header.DISPENSE_HOPPER_COINS and answer is not None:
+            self.stale = self.framer.build(direction="device", dest=1, src=self.address,
+                                           header=answer[0], data=answer[1])
+            return None  # silence now; the reply comes late
+        if self.stale:
+            self.set_fault("garbage", self.stale.hex())  # sent just before this reply
+            self.stale = b""
+        return answer
+
+
+def test_a_late_dispense_reply_is_not_taken_for_the_hopper_status() -> None:
+    """Regression: the status read that decides whether a dispense whose reply was lost was
+    taken accepted any reply, so the late 1-byte dispense reply read as a short status
+    (UnexpectedReplyError) and the payout was reported failed while the hopper paid. The
+    status read now wants the 4 bytes the 166 layout declares, as polls of the buffer do."""
+    sim = LostDispenseReplySimulator(reply_delay=0, coin_time=0.002)
+    dev = CcTalkHopper(CcTalkBus(SimTransport(sim), reply_timeout=0.05), dispense_timeout=0.05)
+    dev.start()
+    started = dev.run(dev.payout_op(300))
+    assert started.coins == 3 and dev.active is started
+    kinds: list[Any] = []
+    for _ in range(2000):  # bounded by count, not by time
+        kinds += [e.kind for e in dev.poll()]
+        if dev.active is None:
+            break
+    assert kinds[-1].value == "payout_done" and sim.paid_out == [1, 1, 1]

@@ -121,7 +121,10 @@ class CcTalkHopper(CcTalkDevice):
         self.start_flags: list[str] = []
 
     def status_op(self) -> Op[HopperStatus]:
-        data: bytes = yield self._req(Header.REQUEST_HOPPER_STATUS)
+        # Only a reply of the declared 4 bytes: a late answer to an earlier command (the lost
+        # reply of a dispense, read while deciding whether that dispense was taken) is skipped.
+        data: bytes = yield self._req(Header.REQUEST_HOPPER_STATUS,
+                                      reply_length=HOPPER_STATUS_REPLY.fixed_size)
         return HopperStatus.parse(data)
 
     def dispense_count_op(self) -> Op[int | None]:
