@@ -8,7 +8,8 @@ byte; devices always reply to address 1). Header 0 is a reply (ACK when it has n
 
 ccTalk has no start byte. A host reading replies knows they are addressed to it (1), which
 is what its deframer hunts for; otherwise every offset is a candidate and the checksum
-decides. Sources: ``protocols/cctalk/README.md`` (Generic Spec v4.7 Parts 1-3).
+decides. Reply payloads (``*_REPLY``) are declared here once: the hosts read them and the
+simulators write them. Sources: ``protocols/cctalk/README.md`` (Generic Spec v4.7 Parts 1-3).
 """
 
 from __future__ import annotations
