@@ -8,7 +8,8 @@ byte; devices always reply to address 1). Header 0 is a reply (ACK when it has n
 
 ccTalk has no start byte. A host reading replies knows they are addressed to it (1), which
 is what its deframer hunts for; otherwise every offset is a candidate and the checksum
-decides. Sources: ``protocols/cctalk/README.md`` (Generic Spec v4.7 Parts 1-3).
+decides. Reply payloads (``*_REPLY``) are declared here once: the hosts read them and the
+simulators write them. Sources: ``protocols/cctalk/README.md`` (Generic Spec v4.7 Parts 1-3).
 """
 
 from __future__ import annotations
@@ -316,3 +317,57 @@ class CcTalkFramer(Framer):
                 self.checksum == "simple" and buf[start + 2] != HOST_ADDRESS)):
             return -1
         return buf[start + 1] + 5
+
+
+# -- reply payloads (Part 2 v4.7), declared once: the hosts parse and the simulators build here --
+# Plain fixed-width fields only, so every layout takes the stdlib ``struct`` path of Layout
+# (about a microsecond per reply). Multi-byte numbers are little-endian ("LSB first").
+
+
+def _reply(header: Header, *fields: Any) -> Layout:
+    return Layout(cs.Struct(*fields), f"{HEADERS[header]} ({int(header)}) reply")
+
+
+RESULT_FIELDS: tuple[tuple[str, str], ...] = tuple(
+    (f"result_{i}a", f"result_{i}b") for i in range(1, 6))
+"""The (result A, result B) field names of the five buffered events, newest first."""
+_EVENT_BUFFER = ("counter" / cs.Int8ub,
+                 *(name / cs.Int8ub for pair in RESULT_FIELDS for name in pair))
+BUFFERED_CREDIT_REPLY = _reply(Header.READ_BUFFERED_CREDIT_OR_ERROR_CODES, *_EVENT_BUFFER)
+"""229: ``[event counter][result 1A][result 1B]...[result 5A][result 5B]``, newest first."""
+BUFFERED_BILL_EVENTS_REPLY = _reply(Header.READ_BUFFERED_BILL_EVENTS, *_EVENT_BUFFER)
+"""159: the same layout as 229 (bill type / status code pairs)."""
+MASTER_INHIBIT_STATUS_REPLY = _reply(Header.REQUEST_MASTER_INHIBIT_STATUS,
+                                     "status" / cs.Int8ub)
+"""227: bit 0 = 1 normal operation, 0 master inhibit active (accepting nothing)."""
+ROUTE_BILL_REPLY = _reply(Header.ROUTE_BILL, "error" / cs.Int8ub)
+"""154: an ACK when routed, else an error code (254 escrow empty, 255 failed to route)."""
+HOPPER_STATUS_REPLY = _reply(
+    Header.REQUEST_HOPPER_STATUS, "counter" / cs.Int8ub, "remaining" / cs.Int8ub,
+    "paid" / cs.Int8ub, "unpaid" / cs.Int8ub)
+"""166: ``[event counter][payout coins remaining][last payout: coins paid][... unpaid]``."""
+HOPPER_DISPENSE_COUNT_REPLY = _reply(Header.REQUEST_HOPPER_DISPENSE_COUNT,
+                                     "count" / cs.Bytes(3))
+"""168: the lifetime dispense count, 3 bytes LSB first (kept as bytes: ``struct`` has no
+24-bit integer, and construct's own costs five times the parse)."""
+TEST_HOPPER_REPLY = _reply(Header.TEST_HOPPER, "register_1" / cs.Int8ub,
+                           "register_2" / cs.Int8ub, "register_3" / cs.Int8ub)
+"""163: three flag registers, bit 0 first (names: ``devices.cctalk.HOPPER_FLAGS``)."""
+DISPENSE_HOPPER_COINS_REPLY = _reply(Header.DISPENSE_HOPPER_COINS, "counter" / cs.Int8ub)
+"""167: the hopper's event counter after it took the dispense (some hoppers just ACK)."""
+EMERGENCY_STOP_REPLY = _reply(Header.EMERGENCY_STOP, "unpaid" / cs.Int8ub)
+"""172: the payout coins remaining when the motor stopped (now unpaid)."""
+COUNTRY_SCALING_FACTOR_REPLY = _reply(Header.REQUEST_COUNTRY_SCALING_FACTOR,
+                                      "factor" / cs.Int16ul, "decimals" / cs.Int8ub)
+"""156: ``[scaling factor LSB][MSB][decimal places]``; factor 0: country not supported."""
+COMMS_REVISION_REPLY = _reply(Header.REQUEST_COMMS_REVISION, "release" / cs.Int8ub,
+                              "major" / cs.Int8ub, "minor" / cs.Int8ub)
+"""4: ``[release][major revision][minor revision]`` of the ccTalk specification."""
+SERIAL_NUMBER_REPLY = _reply(Header.REQUEST_SERIAL_NUMBER, "serial" / cs.Bytes(3))
+"""242: 3 bytes, LSB first (kept as bytes: the hopper's dispense check sends them back)."""
+COIN_ID_REPLY = _reply(Header.REQUEST_COIN_ID, "id" / cs.Bytes(6))
+"""184: 6 ASCII characters (``EU200A``; ``......`` for an empty channel)."""
+BILL_ID_REPLY = _reply(Header.REQUEST_BILL_ID, "id" / cs.Bytes(7))
+"""157: 7 ASCII characters (``EU0005A``; ``.......`` for an empty channel)."""
+HOPPER_COIN_REPLY = _reply(Header.REQUEST_HOPPER_COIN, "id" / cs.Bytes(6))
+"""171: the hopper's coin id, 6 ASCII characters as in header 184."""

@@ -21,8 +21,30 @@ from abc import abstractmethod
 from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from vendhw.framing.base import Frame
-from vendhw.framing.cctalk import INTER_BYTE_GAP, NAK, REPLY, CcTalkFramer, Header
+from vendhw.framing.base import Frame, Layout
+from vendhw.framing.cctalk import (
+    BILL_ID_REPLY,
+    BUFFERED_BILL_EVENTS_REPLY,
+    BUFFERED_CREDIT_REPLY,
+    COIN_ID_REPLY,
+    COMMS_REVISION_REPLY,
+    COUNTRY_SCALING_FACTOR_REPLY,
+    DISPENSE_HOPPER_COINS_REPLY,
+    EMERGENCY_STOP_REPLY,
+    HOPPER_COIN_REPLY,
+    HOPPER_DISPENSE_COUNT_REPLY,
+    HOPPER_STATUS_REPLY,
+    INTER_BYTE_GAP,
+    MASTER_INHIBIT_STATUS_REPLY,
+    NAK,
+    REPLY,
+    RESULT_FIELDS,
+    ROUTE_BILL_REPLY,
+    SERIAL_NUMBER_REPLY,
+    TEST_HOPPER_REPLY,
+    CcTalkFramer,
+    Header,
+)
 from vendhw.options import option_flag, option_ints
 from vendhw.sim.base import Reply, Simulator
 
@@ -35,6 +57,18 @@ INSERT_INTERVAL = 0.25
 """Seconds between auto-inserted coins or notes (a customer feeding them one by one)."""
 COIN_TIME = 0.05
 """Seconds per coin paid by the hopper (real ones pay 3-10 coins a second)."""
+COMMS_REVISION = (1, 4, 7)
+"""What header 4 answers: release 1 of ccTalk 4.7."""
+
+
+def _build(layout: Layout, **fields: Any) -> bytes:
+    return layout.build(fields, "cctalk")
+
+
+def _id_field(layout: Layout, text: str, pad: bytes) -> bytes:
+    """An id cut or padded to the width its layout declares (headers 184, 157, 171)."""
+    width = layout.fixed_size
+    return _build(layout, id=text.encode("ascii")[:width].ljust(width, pad))
 
 
 class _CcTalkPeripheral(Simulator):
@@ -110,14 +144,18 @@ class _CcTalkPeripheral(Simulator):
             Header.REQUEST_MANUFACTURER_ID: self.manufacturer.encode(),
             Header.REQUEST_EQUIPMENT_CATEGORY_ID: self.category.encode(),
             Header.REQUEST_PRODUCT_CODE: self.product.encode(),
-            Header.REQUEST_SERIAL_NUMBER: self.serial.to_bytes(3, "little"),
             Header.REQUEST_SOFTWARE_REVISION: b"SIM-1.0",
             Header.REQUEST_BUILD_CODE: b"SIM01   ",
-            Header.REQUEST_COMMS_REVISION: bytes((1, 4, 7)),
             Header.RESET_DEVICE: b"",
         }
         if header in common:
             return (REPLY, common[header])
+        if header == Header.REQUEST_SERIAL_NUMBER:
+            return (REPLY, _build(SERIAL_NUMBER_REPLY, serial=self.serial.to_bytes(3, "little")))
+        if header == Header.REQUEST_COMMS_REVISION:
+            release, major, minor = COMMS_REVISION
+            return (REPLY, _build(COMMS_REVISION_REPLY, release=release, major=major,
+                                  minor=minor))
         if header == Header.REQUEST_STATUS:  # 0 = OK
             return (REPLY, b"\x00")
         answer = self.command(header, data)
@@ -147,17 +185,19 @@ class _EventBuffer:
         self.counter = self.counter % 255 + 1
         self.events.appendleft((a, b))
 
-    def reply(self) -> bytes:
-        out = bytearray((self.counter,))
-        for a, b in self.events:
-            out += bytes((a, b))
-        return bytes(out)
+    def reply(self, layout: Layout = BUFFERED_CREDIT_REPLY) -> bytes:
+        """The 229/159 reply (both share one layout), newest event first."""
+        fields = {"counter": self.counter}
+        for (a_key, b_key), (a, b) in zip(RESULT_FIELDS, self.events, strict=True):
+            fields[a_key], fields[b_key] = a, b
+        return layout.build(fields, "cctalk")
 
 
 class _Acceptor(_CcTalkPeripheral):
     """Master inhibit, the 16-channel inhibit mask and the event buffer."""
 
     read_header: ClassVar[int]
+    read_layout: ClassVar[Layout]
     default_ids: ClassVar[tuple[str, ...]]
 
     def __init__(self, *, auto_insert: Any = "", insert_interval: float | str = INSERT_INTERVAL,
@@ -200,7 +240,7 @@ class _Acceptor(_CcTalkPeripheral):
 
     def command(self, header: int, data: bytes) -> tuple[int, bytes] | None:
         if header == self.read_header:
-            return (REPLY, self.buffer.reply())
+            return (REPLY, self.buffer.reply(self.read_layout))
         if header == Header.MODIFY_INHIBIT_STATUS and len(data) >= 2:  # bit = 1: enabled
             self.mask = data[0] | data[1] << 8
             return (REPLY, b"")
@@ -210,7 +250,8 @@ class _Acceptor(_CcTalkPeripheral):
             self.master_enabled = bool(data[0] & 1)
             return (REPLY, b"")
         if header == Header.REQUEST_MASTER_INHIBIT_STATUS:
-            return (REPLY, bytes((1 if self.master_enabled else 0,)))
+            return (REPLY, _build(MASTER_INHIBIT_STATUS_REPLY,
+                                  status=1 if self.master_enabled else 0))
         return None
 
     def summary(self) -> dict[str, Any]:
@@ -227,6 +268,7 @@ class CcTalkCoinSimulator(_Acceptor):
     address = 2
     category = "Coin Acceptor"
     read_header = Header.READ_BUFFERED_CREDIT_OR_ERROR_CODES
+    read_layout = BUFFERED_CREDIT_REPLY
     default_ids = ("EU005A", "EU010A", "EU020A", "EU050A", "EU100A", "EU200A")
     device_faults = ("jam", "fraud", "reject", "reset")
 
@@ -267,7 +309,7 @@ class CcTalkCoinSimulator(_Acceptor):
             channel = data[0]
             if not 1 <= channel <= 16:
                 return None
-            return (REPLY, self.ids[channel - 1].encode("ascii")[:6].ljust(6, b"."))
+            return (REPLY, _id_field(COIN_ID_REPLY, self.ids[channel - 1], b"."))
         if header == Header.PERFORM_SELF_CHECK:  # 0 = no fault
             return (REPLY, b"\x00")
         return super().command(header, data)
@@ -285,6 +327,7 @@ class CcTalkBillSimulator(_Acceptor):
     address = 40
     category = "Bill Validator"
     read_header = Header.READ_BUFFERED_BILL_EVENTS
+    read_layout = BUFFERED_BILL_EVENTS_REPLY
     default_ids = ("EU0005A", "EU0010A", "EU0020A", "EU0050A")
     device_faults = ("jam", "fraud", "reject", "cashbox_removed", "cashbox_replaced",
                      "cashbox_full", "reset")
@@ -344,11 +387,11 @@ class CcTalkBillSimulator(_Acceptor):
             channel = data[0]
             if not 1 <= channel <= 16:
                 return None
-            return (REPLY, self.ids[channel - 1].encode("ascii")[:7].ljust(7, b"."))
+            return (REPLY, _id_field(BILL_ID_REPLY, self.ids[channel - 1], b"."))
         if header == Header.REQUEST_COUNTRY_SCALING_FACTOR and len(data) >= 2:  # 100, 2 decimals
             if data[:2] == b"EU":
-                return (REPLY, bytes((100, 0, 2)))
-            return (REPLY, b"\x00\x00\x00")
+                return (REPLY, _build(COUNTRY_SCALING_FACTOR_REPLY, factor=100, decimals=2))
+            return (REPLY, _build(COUNTRY_SCALING_FACTOR_REPLY, factor=0, decimals=0))
         if header == Header.MODIFY_BILL_OPERATING_MODE and data:
             self.mode = data[0] & 0b11
             return (REPLY, b"")
@@ -359,7 +402,7 @@ class CcTalkBillSimulator(_Acceptor):
             if code == 255:
                 return (REPLY, b"")  # extend the escrow timeout
             if self.escrow is None:
-                return (REPLY, b"\xfe")  # 254: escrow empty
+                return (REPLY, _build(ROUTE_BILL_REPLY, error=254))  # escrow empty
             channel, self.escrow = self.escrow, None
             if code == 1:
                 self.stacked.append(channel)
@@ -478,7 +521,8 @@ class CcTalkHopperSimulator(_CcTalkPeripheral):
             self.enabled = data[0] == 165
             return (REPLY, b"")
         if header == Header.REQUEST_HOPPER_STATUS:
-            return (REPLY, bytes((self.counter, self.remaining, self.paid, self.unpaid)))
+            return (REPLY, _build(HOPPER_STATUS_REPLY, counter=self.counter,
+                                  remaining=self.remaining, paid=self.paid, unpaid=self.unpaid))
         if header == Header.DISPENSE_HOPPER_COINS:
             if not data or not self.enabled or self.remaining or data[-1] == 0:
                 return None
@@ -491,20 +535,23 @@ class CcTalkHopperSimulator(_CcTalkPeripheral):
             self.flags[1] &= ~0b1_0000
             self.flags[2] &= ~0b1
             self._next_coin = self.now + self.coin_time
-            return (REPLY, bytes((self.counter,)))
+            return (REPLY, _build(DISPENSE_HOPPER_COINS_REPLY, counter=self.counter))
         if header == Header.EMERGENCY_STOP:
             left = self.remaining
             self._stop()
             self.enabled = False
-            return (REPLY, bytes((left,)))
+            return (REPLY, _build(EMERGENCY_STOP_REPLY, unpaid=left))
         if header == Header.REQUEST_HOPPER_COIN:
-            return (REPLY, self.coin_id.encode("ascii")[:6])
+            # Cut or padded to the 6 characters of the layout (spaces: the host strips them).
+            return (REPLY, _id_field(HOPPER_COIN_REPLY, self.coin_id, b" "))
         if header == Header.REQUEST_HOPPER_DISPENSE_COUNT:
-            return (REPLY, self.dispensed_total.to_bytes(3, "little"))
+            return (REPLY, _build(HOPPER_DISPENSE_COUNT_REPLY,
+                                  count=self.dispensed_total.to_bytes(3, "little")))
         if header == Header.TEST_HOPPER:  # clears "power-up detected"
             first = self.flags[0] & 0x7F | (0 if self.enabled else 0x80)  # payout disabled
             self.flags[0] &= ~0b0100_0000
-            return (REPLY, bytes((first, self.flags[1], self.flags[2])))
+            return (REPLY, _build(TEST_HOPPER_REPLY, register_1=first,
+                                  register_2=self.flags[1], register_3=self.flags[2]))
         if header == Header.REQUEST_PAYOUT_HIGH_LOW_STATUS:  # low-level sensor fitted
             return (REPLY, bytes((0x10 | (1 if self.inventory < 10 else 0),)))
         return None

@@ -7,7 +7,7 @@ from typing import Any
 
 from vendhw.devices.cash import CashEvent
 from vendhw.devices.cctalk.bus import CcTalkBus
-from vendhw.devices.cctalk.device import _ascii, _BufferedAcceptor
+from vendhw.devices.cctalk.device import _BufferedAcceptor
 from vendhw.devices.cctalk.tables import (
     BARCODE_TICKET,
     BILL_STATUS,
@@ -19,11 +19,19 @@ from vendhw.devices.cctalk.tables import (
     ROUTE_STACK,
     K,
     currency_of,
+    parse_reply,
     parse_value_id,
+    reply_id,
 )
 from vendhw.devices.engine import Op
 from vendhw.errors import DeviceFault, FramingError, NoResponseError
-from vendhw.framing.cctalk import Header
+from vendhw.framing.cctalk import (
+    BILL_ID_REPLY,
+    COIN_ID_REPLY,
+    COUNTRY_SCALING_FACTOR_REPLY,
+    ROUTE_BILL_REPLY,
+    Header,
+)
 
 
 class CcTalkCoinAcceptor(_BufferedAcceptor):
@@ -50,7 +58,7 @@ class CcTalkCoinAcceptor(_BufferedAcceptor):
             reply = yield from self._optional(Header.REQUEST_COIN_ID, bytes((channel,)))
             if reply is None:
                 continue
-            text = _ascii(reply)
+            text = reply_id(COIN_ID_REPLY, reply)
             country, value = parse_value_id(text)
             if text and not text.startswith(".."):
                 self.ids[channel] = text
@@ -110,7 +118,7 @@ class CcTalkBillValidator(_BufferedAcceptor):
             reply = yield from self._optional(Header.REQUEST_BILL_ID, bytes((channel,)))
             if reply is None:
                 continue
-            text = _ascii(reply)
+            text = reply_id(BILL_ID_REPLY, reply)
             if not text or text.startswith(".."):
                 continue
             self.ids[channel] = text
@@ -118,8 +126,11 @@ class CcTalkBillValidator(_BufferedAcceptor):
             if country not in self.scaling and country.isalpha():
                 factor = yield from self._optional(Header.REQUEST_COUNTRY_SCALING_FACTOR,
                                                    country.encode("ascii"))
-                if factor and len(factor) >= 3 and (factor[0] or factor[1]):
-                    self.scaling[country] = (int.from_bytes(factor[:2], "little"), factor[2])
+                # A short reply, like factor 0 (country not supported), leaves no scaling.
+                if factor and len(factor) >= COUNTRY_SCALING_FACTOR_REPLY.fixed_size:
+                    scale = parse_reply(COUNTRY_SCALING_FACTOR_REPLY, factor)
+                    if scale["factor"]:
+                        self.scaling[country] = (scale["factor"], scale["decimals"])
             digits = text[2:6]
             if country in self.scaling and digits.isdigit():
                 self.values[channel] = int(digits) * self.scaling[country][0]
@@ -173,10 +184,11 @@ class CcTalkBillValidator(_BufferedAcceptor):
                 continue
             if not reply:
                 return
-            if reply[0] == 254 and not first:
+            error = parse_reply(ROUTE_BILL_REPLY, reply)["error"]
+            if error == 254 and not first:
                 return  # the first attempt did route it; its ACK was lost
             raise DeviceFault(f"{self.name}: route bill failed: "
-                              f"{ROUTE_ERRORS.get(reply[0], 'error')}", code=reply[0])
+                              f"{ROUTE_ERRORS.get(error, 'error')}", code=error)
 
     def stack(self) -> None:
         self.run(self.route_op(ROUTE_STACK))

@@ -13,8 +13,9 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from vendhw.devices.cctalk.tables import BUFFER_EVENTS
+from vendhw.devices.cctalk.tables import BUFFER_EVENTS, BUFFER_REPLY_LENGTH, parse_reply
 from vendhw.errors import ConfigurationError, UnexpectedReplyError
+from vendhw.framing.cctalk import BUFFERED_CREDIT_REPLY, RESULT_FIELDS
 
 # --- the event counter (the heart) ------------------------------------------------------------
 
@@ -74,12 +75,23 @@ class BufferRead:
     """More than five new events: either a burst or a reset followed by new events."""
 
 
+def buffer_fields(data: bytes) -> tuple[int, list[tuple[int, int]]]:
+    """The event counter and the complete (A, B) pairs of a 229/159 reply, newest first.
+
+    Read through the declared layout (229 and 159 share it). A short reply keeps the pairs it
+    holds (the caller decides whether they cover the new events); bytes past the five pairs,
+    and an odd last byte, are ignored, as this host always did.
+    """
+    fields = parse_reply(BUFFERED_CREDIT_REPLY, bytes(data).ljust(BUFFER_REPLY_LENGTH, b"\0"))
+    present = RESULT_FIELDS[:max(0, (len(data) - 1) // 2)]
+    return fields["counter"], [(fields[a], fields[b]) for a, b in present]
+
+
 def read_buffer(state: CounterState, data: bytes) -> BufferRead:
     """Diff a 229/159 reply (``[counter][A1][B1]...[A5][B5]``, newest first) against ``state``."""
     if not data:
         raise UnexpectedReplyError("event buffer reply is empty")
-    counter = data[0]
-    pairs = [(data[i], data[i + 1]) for i in range(1, len(data) - 1, 2)]
+    counter, pairs = buffer_fields(data)
     if state.last is None:
         raise ConfigurationError("event counter has no baseline; call start() first")
     if counter == 0:

@@ -13,7 +13,12 @@ from typing import Any, TypeVar
 
 from vendhw.devices.cash import CashDevice, CashEvent, EventSink
 from vendhw.devices.cctalk.bus import CcTalkBus, Request
-from vendhw.devices.cctalk.counter import CounterState, counter_advance, read_buffer
+from vendhw.devices.cctalk.counter import (
+    CounterState,
+    buffer_fields,
+    counter_advance,
+    read_buffer,
+)
 from vendhw.devices.cctalk.tables import (
     BUFFER_EVENTS,
     BUFFER_REPLY_LENGTH,
@@ -21,18 +26,24 @@ from vendhw.devices.cctalk.tables import (
     INHIBIT_CHECK_POLLS,
     RESET_TIMEOUT,
     K,
+    ascii_text,
+    parse_reply,
 )
 from vendhw.devices.engine import Deliver, Op
 from vendhw.errors import ConfigurationError, FramingError, NakError, NoResponseError
-from vendhw.framing.cctalk import Header
+from vendhw.framing.cctalk import (
+    COMMS_REVISION_REPLY,
+    MASTER_INHIBIT_STATUS_REPLY,
+    SERIAL_NUMBER_REPLY,
+    Header,
+)
 
 log = logging.getLogger("vendhw.devices.cctalk")  # one logger for the package, as before
 
 T = TypeVar("T")
 
 
-def _ascii(data: bytes) -> str:
-    return data.decode("ascii", "replace").strip(" \x00")
+_ascii = ascii_text  # the former name, still imported from here
 
 
 # --- shared device core -----------------------------------------------------------------------
@@ -98,11 +109,16 @@ class CcTalkDevice(CashDevice):
                 setattr(ident, attr, _ascii(reply))
         serial = yield from self._optional(Header.REQUEST_SERIAL_NUMBER)
         if serial:
-            ident.serial_bytes = serial[:3]
-            ident.serial = int.from_bytes(serial[:3], "little")
+            # A reply shorter than 3 bytes is kept as read, as before: it names the device
+            # in event ids but cannot serve as a hopper's dispense check.
+            short = len(serial) < SERIAL_NUMBER_REPLY.fixed_size
+            ident.serial_bytes = serial if short else \
+                parse_reply(SERIAL_NUMBER_REPLY, serial)["serial"]
+            ident.serial = int.from_bytes(ident.serial_bytes, "little")
         comms = yield from self._optional(Header.REQUEST_COMMS_REVISION)
-        if comms and len(comms) >= 3:
-            ident.comms_revision = f"{comms[1]}.{comms[2]} (release {comms[0]})"
+        if comms and len(comms) >= COMMS_REVISION_REPLY.fixed_size:
+            rev = parse_reply(COMMS_REVISION_REPLY, comms)
+            ident.comms_revision = f"{rev['major']}.{rev['minor']} (release {rev['release']})"
         if self.expected_category and ident.category and ident.category.lower() not in \
                 (c.lower() for c in self.expected_category):
             log.warning("%s: address %d is a %r, not a %s", self.name, self.address,
@@ -166,8 +182,11 @@ class _BufferedAcceptor(CcTalkDevice):
 
     def baseline_op(self) -> Op[None]:
         """First buffer reading: set the counter baseline (or check the resumed one)."""
-        data: bytes = yield self._req(self.read_header)
-        counter = data[0] if data else 0
+        # Only a reply of the declared 11 bytes, as in poll_op: a late answer to an earlier
+        # command (a coin id) taken for it would set a wrong baseline, and the next poll
+        # would credit events from before this session.
+        data: bytes = yield self._req(self.read_header, reply_length=BUFFER_REPLY_LENGTH)
+        counter, _ = buffer_fields(data)
         if self.counter.last is None:
             if counter:
                 log.info("%s: %d events predate this session (counter %d); pass resume= "
@@ -190,8 +209,11 @@ class _BufferedAcceptor(CcTalkDevice):
 
     def master_inhibit_op(self) -> Op[bool]:
         """True when the device's master inhibit is active (accepting nothing)."""
-        data: bytes = yield self._req(Header.REQUEST_MASTER_INHIBIT_STATUS, reply_length=1)
-        return not (data and data[0] & 1)
+        data: bytes = yield self._req(Header.REQUEST_MASTER_INHIBIT_STATUS,
+                                      reply_length=MASTER_INHIBIT_STATUS_REPLY.fixed_size)
+        if not data:
+            return True  # an ACK without the status byte reads as inhibited, as before
+        return not parse_reply(MASTER_INHIBIT_STATUS_REPLY, data)["status"] & 1
 
     def poll_op(self) -> Op[list[CashEvent]]:
         """Read the event buffer; deliver each new event, committing it right after."""

@@ -10,7 +10,7 @@ from typing import Any
 from vendhw.devices.cash import CashEvent, CashEventKind, EventSink
 from vendhw.devices.cctalk.bus import CcTalkBus
 from vendhw.devices.cctalk.counter import counter_advance
-from vendhw.devices.cctalk.device import CcTalkDevice, _ascii, _drain
+from vendhw.devices.cctalk.device import CcTalkDevice, _drain
 from vendhw.devices.cctalk.tables import (
     ENABLE_HOPPER_CODE,
     HOPPER_ADDRESS,
@@ -18,7 +18,9 @@ from vendhw.devices.cctalk.tables import (
     MAX_DISPENSE,
     K,
     currency_of,
+    parse_reply,
     parse_value_id,
+    reply_id,
 )
 from vendhw.devices.engine import Deliver, Op
 from vendhw.errors import (
@@ -26,9 +28,16 @@ from vendhw.errors import (
     FramingError,
     NoResponseError,
     ProtocolError,
-    UnexpectedReplyError,
 )
-from vendhw.framing.cctalk import Header
+from vendhw.framing.cctalk import (
+    DISPENSE_HOPPER_COINS_REPLY,
+    EMERGENCY_STOP_REPLY,
+    HOPPER_COIN_REPLY,
+    HOPPER_DISPENSE_COUNT_REPLY,
+    HOPPER_STATUS_REPLY,
+    TEST_HOPPER_REPLY,
+    Header,
+)
 
 log = logging.getLogger("vendhw.devices.cctalk")  # one logger for the package, as before
 
@@ -47,15 +56,22 @@ class HopperStatus:
 
     @classmethod
     def parse(cls, data: bytes) -> HopperStatus:
-        if len(data) < 4:
-            raise UnexpectedReplyError(f"hopper status reply has {len(data)} bytes, need 4")
-        return cls(data[0], data[1], data[2], data[3])
+        """Raises :class:`~vendhw.errors.UnexpectedReplyError` on a reply under 4 bytes."""
+        f = parse_reply(HOPPER_STATUS_REPLY, data)
+        return cls(f["counter"], f["remaining"], f["paid"], f["unpaid"])
 
 
 def hopper_flags(data: bytes) -> list[str]:
-    """Names of the flags set in a TEST HOPPER (163) reply."""
+    """Names of the flags set in a TEST HOPPER (163) reply.
+
+    A register missing from a short reply reads as clear, as before.
+    """
+    size = TEST_HOPPER_REPLY.fixed_size
+    regs = parse_reply(TEST_HOPPER_REPLY, bytes(data[:size]).ljust(size, b"\0"))
     names: list[str] = []
-    for register, byte in zip(HOPPER_FLAGS, data, strict=False):
+    for register, key in zip(HOPPER_FLAGS, ("register_1", "register_2", "register_3"),
+                             strict=True):
+        byte = regs[key]
         names += [name for bit, name in enumerate(register) if name and byte >> bit & 1]
     return names
 
@@ -105,12 +121,17 @@ class CcTalkHopper(CcTalkDevice):
         self.start_flags: list[str] = []
 
     def status_op(self) -> Op[HopperStatus]:
-        data: bytes = yield self._req(Header.REQUEST_HOPPER_STATUS)
+        # Only a reply of the declared 4 bytes: a late answer to an earlier command (the lost
+        # reply of a dispense, read while deciding whether that dispense was taken) is skipped.
+        data: bytes = yield self._req(Header.REQUEST_HOPPER_STATUS,
+                                      reply_length=HOPPER_STATUS_REPLY.fixed_size)
         return HopperStatus.parse(data)
 
     def dispense_count_op(self) -> Op[int | None]:
         data = yield from self._optional(Header.REQUEST_HOPPER_DISPENSE_COUNT)
-        return int.from_bytes(data[:3], "little") if data and len(data) >= 3 else None
+        if data is None or len(data) < HOPPER_DISPENSE_COUNT_REPLY.fixed_size:
+            return None  # a short reply counts as no counter, as before
+        return int.from_bytes(parse_reply(HOPPER_DISPENSE_COUNT_REPLY, data)["count"], "little")
 
     def flags_op(self) -> Op[list[str]]:
         data = yield from self._optional(Header.TEST_HOPPER)
@@ -120,7 +141,7 @@ class CcTalkHopper(CcTalkDevice):
         yield from self.identify_op()
         reply = yield from self._optional(Header.REQUEST_HOPPER_COIN)
         if reply:
-            self.coin_id = _ascii(reply)
+            self.coin_id = reply_id(HOPPER_COIN_REPLY, reply)
             country, value = parse_value_id(self.coin_id)
             self.currency = currency_of(country)
             if not self.coin_value and value:
@@ -185,10 +206,12 @@ class CcTalkHopper(CcTalkDevice):
                     raise ProtocolError(f"{self.name}: dispense not confirmed ({exc}); "
                                         f"counter {before.counter} -> {after.counter}") from exc
                 continue
-            if reply and reply[0] != expected:
-                log.warning("%s: dispense counter %d, expected %d", self.name, reply[0],
-                            expected)
-                expected = reply[0]
+            if reply:  # the event counter; an ACK alone is fine too
+                counter = parse_reply(DISPENSE_HOPPER_COINS_REPLY, reply)["counter"]
+                if counter != expected:
+                    log.warning("%s: dispense counter %d, expected %d", self.name, counter,
+                                expected)
+                    expected = counter
             break
         payout = Payout(amount, coins, expected, baseline)
         self.active = payout
@@ -205,7 +228,7 @@ class CcTalkHopper(CcTalkDevice):
     def emergency_stop(self) -> int:
         """Stop the motor now; returns the coins left unpaid (reported at the next poll)."""
         data: bytes = self.run(self._single(Header.EMERGENCY_STOP))
-        return data[0] if data else 0
+        return parse_reply(EMERGENCY_STOP_REPLY, data)["unpaid"] if data else 0
 
     def _payout_event(self, kind: CashEventKind, payout: Payout, paid: int, suffix: str,
                       reason: str | None = None, **detail: Any) -> CashEvent:

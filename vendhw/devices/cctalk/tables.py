@@ -6,8 +6,12 @@ Facts and sources: ``protocols/cctalk/README.md``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from vendhw.devices.cash import CashEventKind
-from vendhw.framing.cctalk import INTER_BYTE_GAP
+from vendhw.errors import UnexpectedReplyError
+from vendhw.framing.base import Layout
+from vendhw.framing.cctalk import BUFFERED_CREDIT_REPLY, INTER_BYTE_GAP, RESULT_FIELDS
 
 # --- timing and limits (Generic Specification v4.7) -------------------------------------------
 
@@ -28,9 +32,9 @@ INHIBIT_CHECK_POLLS = 25
 a reset the event counter cannot show (no event since the previous reset)."""
 RESET_TIMEOUT = 2.0
 """Seconds a device may stay silent after RESET DEVICE (header 1) before it answers polls."""
-BUFFER_EVENTS = 5
+BUFFER_EVENTS = len(RESULT_FIELDS)
 """Part 2 header 229/159: the reply carries the last five events, newest first."""
-BUFFER_REPLY_LENGTH = 1 + 2 * BUFFER_EVENTS
+BUFFER_REPLY_LENGTH = BUFFERED_CREDIT_REPLY.fixed_size
 """Data bytes of a 229/159 reply: the event counter and five (A, B) result pairs."""
 MAX_DISPENSE = 255
 """Part 2 header 167: one byte of coin count per dispense command."""
@@ -148,6 +152,41 @@ CURRENCIES = {
 }
 """ccTalk two-letter country codes of coin and bill ids -> ISO 4217 currency."""
 ZERO_DECIMAL = {"JP", "KR", "HU"}
+
+
+# --- reply payloads (declared in vendhw.framing.cctalk) ------------------------------------------
+
+
+def parse_reply(layout: Layout, data: bytes, what: str = "") -> dict[str, Any]:
+    """A reply's fields by its declared layout, or one line naming the header when short.
+
+    Bytes past the declared ones are ignored, as this host always did (a later issue of a
+    header may append fields). ``what`` replaces the layout's name in the error.
+    """
+    size = layout.fixed_size
+    n = len(data)
+    if n < size:
+        raise UnexpectedReplyError(f"{what or layout.name} has {n} byte{'s' * (n != 1)}, "
+                                   f"need {size}")
+    fields: dict[str, Any] = layout.parse(bytes(data[:size]) if n > size else bytes(data),
+                                          "cctalk")
+    return fields
+
+
+def ascii_text(data: bytes) -> str:
+    """Text of an ASCII reply without its padding (spaces, NULs)."""
+    return data.decode("ascii", "replace").strip(" \x00")
+
+
+def reply_id(layout: Layout, data: bytes) -> str:
+    """The text of a coin, bill or hopper coin id reply (headers 184, 157, 171).
+
+    A reply of the declared width is read through its layout; one of another width is read
+    whole, as this host always did: an empty reply (an ACK) is no id, a longer one is not cut.
+    """
+    if len(data) == layout.fixed_size:
+        return ascii_text(parse_reply(layout, data)["id"])
+    return ascii_text(data)
 
 
 # --- value strings (Part 3 coin/bill naming; cc-talk-rs cc_talk_core/src/common/currency.rs) --
