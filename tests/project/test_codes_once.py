@@ -28,6 +28,8 @@ USERS = {
             "devices/mdb/polls.py", "devices/mdb/link.py", "devices/mdb/core.py",
             "devices/mdb/runner.py", "devices/mdb/changer.py", "devices/mdb/bill.py",
             "devices/mdb/openers.py", "sim/mdb.py", "devices/mdb_cashless/__init__.py",
+            "devices/mdb_cashless/tables.py", "devices/mdb_cashless/polls.py",
+            "devices/mdb_cashless/core.py", "devices/mdb_cashless/reader.py",
             "sim/mdb_cashless.py", "sim/mdb_ascii.py"),
     "fafb": ("devices/boards/fafb.py", "sim/boards/__init__.py", "sim/boards/base.py",
              "sim/boards/fafb.py", "sim/boards/board101.py", "sim/boards/easivend.py"),
