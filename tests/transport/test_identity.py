@@ -115,3 +115,21 @@ def test_ports_json_gives_each_usb_port_its_identity(monkeypatch: pytest.MonkeyP
     assert rows["/dev/ttyUSB2"]["identity"] == "usb-serial://1A86:7523?location=1-1.2%3A1.0"
     text = CliRunner().invoke(ports, [])
     assert "identity: usb-serial://0403:6001?serial=A10K1" in text.output
+
+
+def test_a_transport_remembers_that_its_device_went_away() -> None:
+    from vendhw.errors import DisconnectedError
+    from vendhw.transport.serial import SerialTransport
+
+    pair = PtyPair()
+    transport = SerialTransport(pair.port)
+    try:
+        assert transport.lost is None
+        assert transport.read(0.01) == b""  # silence is not a loss
+        assert transport.lost is None
+        pair.close()  # the adapter is pulled
+        with pytest.raises(DisconnectedError) as info:
+            transport.read(1.0)
+        assert transport.lost is info.value
+    finally:
+        transport.close()
