@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from serial.tools.list_ports_common import ListPortInfo
+from usbbus import Adapter, UsbBus
 
 from vendhw import sim as sim_registry
 from vendhw.devices.boards import BoardProfile, Outcome, load_profile
@@ -22,11 +23,7 @@ from vendhw.errors import (
 )
 from vendhw.machine import Machine
 from vendhw.machine.journal import VendJournal, VendState
-from vendhw.sim.pty import SimulatorOnPty
-from vendhw.transport import identity
-from vendhw.transport.pty import PtyPair
 
-URL = "usb-serial://0403:6001?serial=BOARD1"
 FAST = {"poll_period": 0.02, "motor_run_limit": 1.0, "drop_sensor_wait": 0.1,
         "response_timeout": 0.2}
 
@@ -47,54 +44,21 @@ def wait_motor_stopped(board: object, timeout: float = 5.0) -> None:
     assert getattr(board, "running", None) is None
 
 
-class Adapter:
-    """A USB-serial adapter in front of a simulated board: unplug closes its pty, plug
-    serves the same board (it kept its power and state) on a new pty, at a new path."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, simulator: object) -> None:
-        self.simulator = simulator
-        self.listed: list[ListPortInfo] = []
-        monkeypatch.setattr(identity, "comports", lambda: list(self.listed))
-        self.pty: SimulatorOnPty | None = None
-        self.paths: list[str] = []
-        self.squatters: list[PtyPair] = []
-        """Ptys holding the numbers an unplug freed, as another adapter would: the board
-        comes back at a new path."""
-        self.plug()
-
-    def plug(self) -> None:
-        while True:
-            pty = SimulatorOnPty(self.simulator)  # type: ignore[arg-type]
-            if pty.port not in self.paths:
-                break
-            pty.close()
-            self.squatters.append(PtyPair())  # takes the old number, as another adapter would
-        self.pty = pty
-        self.paths.append(self.pty.port)
-        info = ListPortInfo(self.pty.port, skip_link_detection=True)
-        info.vid, info.pid, info.serial_number = 0x0403, 0x6001, "BOARD1"
-        self.listed[:] = [info]
-
-    def unplug(self) -> None:
-        self.listed.clear()
-        if self.pty is not None:
-            self.pty.close()
-            self.pty = None
-
-    def close(self) -> None:
-        self.unplug()
-        for pair in self.squatters:
-            pair.close()
+@pytest.fixture
+def bus(monkeypatch: pytest.MonkeyPatch) -> Iterator[UsbBus]:
+    usb = UsbBus(monkeypatch)
+    yield usb
+    usb.close()
 
 
 @pytest.mark.parametrize("name", ["easivend-column", "board101", "fafb-xy"])
 def test_unplugged_between_sales_then_back_at_another_path(
-        name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        name: str, tmp_path: Path, bus: UsbBus) -> None:
     profile = fast_profile(name)
     board = sim_registry.create(profile.name, profile=profile, motor_time=0.01, inventory=10)
-    adapter = Adapter(monkeypatch, board)
+    adapter = bus.adapter(board, "BOARD1")
     changes: list[tuple[bool, str]] = []
-    machine = Machine(profile, URL, journal=tmp_path / "vends.db")
+    machine = Machine(profile, adapter.url, journal=tmp_path / "vends.db")
     machine.state_listeners.append(lambda online, why: changes.append((online, why)))
     try:
         slot = profile.slots()[0]
@@ -127,7 +91,6 @@ def test_unplugged_between_sales_then_back_at_another_path(
         assert len(board.vends) == 3
     finally:
         machine.close()
-        adapter.close()
 
 
 class UnplugOnSent(VendJournal):
@@ -144,12 +107,12 @@ class UnplugOnSent(VendJournal):
 
 @pytest.mark.parametrize("name", ["easivend-column", "board101"])
 def test_unplugged_mid_vend_ends_unknown_and_is_never_sent_again(
-        name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        name: str, tmp_path: Path, bus: UsbBus) -> None:
     profile = fast_profile(name)
     board = sim_registry.create(profile.name, profile=profile, motor_time=0.01, inventory=10)
-    adapter = Adapter(monkeypatch, board)
+    adapter = bus.adapter(board, "BOARD1")
     journal = UnplugOnSent(tmp_path / "vends.db")
-    machine = Machine(profile, URL, journal=journal)
+    machine = Machine(profile, adapter.url, journal=journal)
     try:
         slot = profile.slots()[0]
         journal.adapter = adapter
@@ -169,7 +132,6 @@ def test_unplugged_mid_vend_ends_unknown_and_is_never_sent_again(
         assert machine.dispense(slot, vend_id="next").delivered
     finally:
         machine.close()
-        adapter.close()
 
 
 def test_a_machine_from_a_board_without_an_opener_cannot_reopen(tmp_path: Path) -> None:
@@ -179,5 +141,27 @@ def test_a_machine_from_a_board_without_an_opener_cannot_reopen(tmp_path: Path) 
     try:
         with pytest.raises(ConfigurationError, match="without an opener"):
             machine.reopen()
+    finally:
+        machine.close()
+
+
+@pytest.mark.parametrize("name", ["easivend-column", "fafb-xy"])
+def test_an_idle_look_at_the_port_notices_the_unplug_before_any_vend(
+        name: str, tmp_path: Path, bus: UsbBus) -> None:
+    profile = fast_profile(name)
+    board = sim_registry.create(profile.name, profile=profile, motor_time=0.01, inventory=10)
+    adapter = bus.adapter(board, "BOARD1")
+    machine = Machine(profile, adapter.url, journal=tmp_path / "vends.db")
+    try:
+        assert machine.check_port()
+        turned = len(board.vends)
+        adapter.unplug()
+        deadline = time.monotonic() + 5  # FA FB: its reader thread finds the port gone
+        while machine.check_port() and time.monotonic() < deadline:
+            threading.Event().wait(0.01)  # sleep-ok: waiting for the reader thread
+        assert not machine.online
+        with pytest.raises(DisconnectedError, match="offline"):
+            machine.dispense(profile.slots()[0], vend_id="x")
+        assert machine.journal.get("x") is None and len(board.vends) == turned
     finally:
         machine.close()

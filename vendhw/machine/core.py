@@ -215,6 +215,22 @@ class Machine:
                 f"board {self.name!r} is offline (its port went away: {self._offline}); "
                 "nothing was sent. It is back after reopen() finds the port again")
 
+    def check_port(self) -> bool:
+        """Look at the board's port without sending anything; False once it went away.
+
+        Why: the agent's watch notices an adapter pulled out while the machine is idle, so
+        the screen goes out of service before a customer pays, not at the next vend. Waits
+        for a vend in progress to end (one board command at a time)."""
+        self._check_open()
+        with self._lock:
+            if self._offline is None:
+                try:
+                    self.board.check_port()
+                except VendhwError as exc:  # a driver's own check failing is not a loss
+                    log.debug("%s: port check: %s", self.name, exc)
+                self._check_port()
+            return self._offline is None
+
     def reopen(self) -> None:
         """Open the board again through its URL (a ``usb-serial://`` identity is resolved
         again, so an adapter plugged back at another path is found) and go back online.
