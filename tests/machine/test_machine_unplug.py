@@ -63,7 +63,7 @@ def test_unplugged_between_sales_then_back_at_another_path(
     try:
         slot = profile.slots()[0]
         assert machine.dispense(slot, vend_id="a").delivered
-        old_port = machine.url
+        old_port = machine.board.transport.device  # type: ignore[attr-defined]
         adapter.unplug()
         # The first command after the unplug finds the port gone: nothing reached the
         # board, so the vend is aborted (not unknown) and the error says so.
@@ -84,7 +84,8 @@ def test_unplugged_between_sales_then_back_at_another_path(
         adapter.plug()
         assert adapter.paths[0] != adapter.paths[1]
         machine.reopen()
-        assert machine.online and machine.url == adapter.paths[1] != old_port
+        assert machine.online and machine.url == adapter.url  # its stable name
+        assert machine.board.transport.device == adapter.paths[1] != old_port  # type: ignore[attr-defined]
         assert changes[-1][0] is True and len(changes) == 2  # one line per change
         assert machine.dispense(slot, vend_id="b").delivered  # an aborted vend may go again
         assert machine.dispense(slot, vend_id="d").delivered

@@ -88,7 +88,8 @@ def test_open_transport_resolves_usb_serial_urls_at_every_open(
         url = "usb-serial://0403:6001?serial=X1"
         transport = open_transport(url, baudrate=9600)
         try:
-            assert transport.identity == url and transport.url == first.port
+            assert transport.identity == transport.url == url
+            assert transport.device == first.port  # type: ignore[attr-defined]
             transport.write(b"hi")
             assert first.master.read(1.0) == b"hi"
         finally:
@@ -96,7 +97,7 @@ def test_open_transport_resolves_usb_serial_urls_at_every_open(
         listed[:] = [port(second.port, serial="X1")]  # unplugged, back at another path
         transport = open_transport(url)
         try:
-            assert transport.url == second.port
+            assert transport.device == second.port  # type: ignore[attr-defined]
         finally:
             transport.close()
         listed.clear()

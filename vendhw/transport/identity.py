@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 from vendhw.errors import ConfigurationError, PortNotFoundError
 from vendhw.transport.base import Transport
+from vendhw.transport.serial import SerialTransport
 
 SCHEME = "usb-serial"
 KEYS = ("serial", "location")
@@ -115,16 +116,26 @@ def identity_url(port: Any, ports: Iterable[Any] = ()) -> str | None:
     return base + ("?" + "&".join(query) if query else "")
 
 
+class UsbSerialTransport(SerialTransport):
+    """A serial port opened through its identity: ``url`` is the identity (stable, so names
+    derived from it, e.g. a cash device's and its journal checkpoint's, survive a new
+    path), ``device`` the path it was found at this time."""
+
+    def __init__(self, url: str, device: str, **options: Any) -> None:
+        super().__init__(device, **options)
+        self.device = device
+        self.url = url
+        self.identity = url
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url} at {self.device}>"
+
+
 def open_usb_serial(url: str, **options: Any) -> Transport:
-    """Open the adapter ``url`` names at its current path (a serial port, opened exclusively).
-
-    The transport's ``identity`` is ``url``, so a reopen resolves it again."""
-    from vendhw.transport.serial import SerialTransport
-
-    device = resolve(url)
-    transport = SerialTransport(device, **options)
-    transport.identity = url
-    return transport
+    """Open the adapter ``url`` names at its current path (a serial port, opened
+    exclusively); a reopen resolves it again."""
+    return UsbSerialTransport(url, resolve(url), **options)
 
 
-__all__ = ["comports", "identity_url", "open_usb_serial", "parse_identity", "resolve"]
+__all__ = ["UsbSerialTransport", "comports", "identity_url", "open_usb_serial",
+           "parse_identity", "resolve"]
