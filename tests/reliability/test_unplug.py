@@ -249,11 +249,30 @@ def test_cash_device_unplugged_with_credit_keeps_it_exactly_once(
     assert agent.cash is not None
     acceptor = agent.cash.acceptor
     changes = watch(agent)
+    polls = threading.Condition()
+    done: list[int] = []
+    poll_once = acceptor.poll_once
+
+    def counted_poll() -> Any:
+        try:
+            return poll_once()
+        finally:
+            with polls:
+                done.append(1)
+                polls.notify_all()
+
+    acceptor.poll_once = counted_poll  # type: ignore[method-assign]
     agent.start(screen=False)
     try:
         note_sim.insert_note(2)  # 10.00
         assert acceptor.wait_for_balance(1000, WAIT)
-        notes.unplug()
+        # Pulled between polls, not while the credit's EVENT ACK is on the wire: that
+        # window loses the next note in the SSP driver (docs/reliability.md, "Open"; the
+        # faults.py unplug run above hits it on purpose).
+        with polls:
+            seen = len(done)
+            assert polls.wait_for(lambda: len(done) >= seen + 2, timeout=WAIT)
+            notes.unplug()
         changes.wait(f"ssp@{notes.url}", False)
         assert agent.offline() == [f"ssp@{notes.url}"]
         assert agent.cash_balance() == 1000  # journaled credit stays
