@@ -166,3 +166,23 @@ def test_an_idle_look_at_the_port_notices_the_unplug_before_any_vend(
         assert machine.journal.get("x") is None and len(board.vends) == turned
     finally:
         machine.close()
+
+
+def test_a_reopen_that_fails_while_online_leaves_the_machine_offline(
+        tmp_path: Path, bus: UsbBus) -> None:
+    profile = fast_profile("easivend-column")
+    board = sim_registry.create(profile.name, profile=profile, motor_time=0.01, inventory=10)
+    adapter = bus.adapter(board, "BOARD1")
+    machine = Machine(profile, adapter.url, journal=tmp_path / "vends.db")
+    try:
+        adapter.unplug()
+        with pytest.raises(PortNotFoundError):
+            machine.reopen()  # asked while it still looked online: its port is now closed
+        assert not machine.online and "reopen failed" in (machine.offline_reason or "")
+        with pytest.raises(DisconnectedError, match="offline"):
+            machine.dispense(profile.slots()[0])
+        adapter.plug()
+        machine.reopen()
+        assert machine.online and machine.dispense(profile.slots()[0]).delivered
+    finally:
+        machine.close()

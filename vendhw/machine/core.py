@@ -250,7 +250,12 @@ class Machine:
                 self.board.close()
             except Exception as exc:  # the old port is gone anyway
                 log.info("%s: closing the lost port: %s", self.name, exc)
-            board = self._opener()
+            try:
+                board = self._opener()
+            except BaseException as exc:
+                if self._offline is None:  # a reopen asked while online: the port is closed
+                    self._set_offline(f"reopen failed: {type(exc).__name__}: {exc}")
+                raise
             if board.profile.name != self.name:
                 board.close()
                 raise ConfigurationError(f"reopened board is {board.profile.name!r}, not "
