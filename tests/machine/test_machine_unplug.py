@@ -186,3 +186,26 @@ def test_a_reopen_that_fails_while_online_leaves_the_machine_offline(
         assert machine.online and machine.dispense(profile.slots()[0]).delivered
     finally:
         machine.close()
+
+
+def test_async_machine_checks_and_reopens_its_port(tmp_path: Path, bus: UsbBus) -> None:
+    import asyncio
+
+    from vendhw.machine.aio import AsyncMachine
+
+    profile = fast_profile("easivend-column")
+    board = sim_registry.create(profile.name, profile=profile, motor_time=0.01, inventory=10)
+    adapter = bus.adapter(board, "BOARD1")
+
+    async def main() -> None:
+        async with AsyncMachine(Machine(profile, adapter.url,
+                                        journal=tmp_path / "vends.db")) as machine:
+            assert await machine.check_port() and machine.online
+            adapter.unplug()
+            assert not await machine.check_port() and not machine.online
+            adapter.plug()
+            await machine.reopen()
+            assert machine.online
+            assert (await machine.dispense(profile.slots()[0])).delivered
+
+    asyncio.run(main())
