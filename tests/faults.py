@@ -6,6 +6,13 @@ which is what a slow device does to a host that timed out), or come
 with garbage around them; commands (host -> device) can be lost or corrupted. Device resets
 are the caller's (each simulator has its own power cycle). Everything is counted per kind so
 a run can say which faults it survived.
+
+**Unplug mid-read** (``unplug_rate``, apart from ``rate``: unplugs are rare and the caller
+plugs back): a reply is cut at a random byte, the host reads that much, and the port is gone:
+every later read or write of that transport raises :class:`DisconnectedError` (what an
+unplugged USB-serial adapter does). The device keeps its power and state. Plugging back is
+a new transport on the same simulator (``faulty(plan)(simulator)``, e.g. from the opener the
+machine layer reopens with).
 """
 
 from __future__ import annotations
@@ -15,8 +22,10 @@ import random
 from collections import Counter
 from typing import Any
 
+from vendhw.errors import DisconnectedError
 from vendhw.transport import SimTransport
 
+UNPLUG = "unplug"
 REPLY_FAULTS = ("drop", "flip", "drop_byte", "truncate", "duplicate", "late", "garbage")
 COMMAND_FAULTS = ("lose_command", "corrupt_command")
 
@@ -36,6 +45,10 @@ class FaultPlan:
         self.late: list[bytes] = []
         """Replies held back: they arrive right after the host's next command, before its
         own reply (the host gave up on them; no real time passes)."""
+        self.unplug_rate = 0.0
+        """Chance per reply that the port is unplugged in the middle of it."""
+        self.unplug_due = False
+        """A reply was cut by an unplug: the transport reading it dies after that part."""
 
     def pick(self, kinds: tuple[str, ...]) -> str | None:
         if not self.enabled or self.rng.random() >= self.rate:
@@ -60,6 +73,16 @@ class FaultyLine:
         for delay, data in replies:
             if not data:
                 continue
+            if self.plan.enabled and self.plan.unplug_rate and not self.plan.unplug_due \
+                    and rng.random() < self.plan.unplug_rate:
+                # Unplugged mid-read: this much of the reply arrives, nothing after it.
+                self.plan.counts[UNPLUG] += 1
+                self.plan.unplug_due = True
+                self.plan.late.clear()  # held replies were in the adapter that went away
+                cut = rng.randrange(len(data))
+                if cut:
+                    out.append((delay, bytes(data[:cut])))
+                return out
             kind = self.plan.pick(REPLY_FAULTS + (("replay",) if self.plan.replay else ()))
             buf = bytearray(data)
             self.plan.history = [*self.plan.history[-15:], bytes(data)]
@@ -94,12 +117,31 @@ class FaultyLine:
 
 
 class FaultyTransport(SimTransport):
-    """A SimTransport whose commands may be lost or corrupted on the way to the device."""
+    """A SimTransport whose commands may be lost or corrupted on the way to the device, and
+    whose port may be unplugged mid-read (then it is dead for good: plug back is a new one)."""
 
     plan: FaultPlan
     _order = -(10**12)
+    unplugged = False
+
+    def _gone(self) -> DisconnectedError:
+        return DisconnectedError(f"{self.url}: device went away (unplugged mid-read)")
+
+    def _read_some(self, timeout: float) -> bytes:
+        if self.unplugged:
+            raise self._gone()
+        if self.plan.unplug_due:
+            self.plan.unplug_due = False
+            self.unplugged = True
+            data = super()._read_some(0.0)  # the part of the reply that made it
+            if data:
+                return data
+            raise self._gone()
+        return super()._read_some(timeout)
 
     def _write(self, data: bytes) -> None:
+        if self.unplugged:
+            raise self._gone()
         kind = self.plan.pick(COMMAND_FAULTS) if data else None
         if kind == "lose_command":
             data = b""

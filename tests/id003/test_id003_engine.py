@@ -197,3 +197,22 @@ def test_a_credit_pending_at_a_restart_is_delivered_with_its_old_id_without_a_re
     events, sent = replay(recorded(dev.poll_op(), steps), [])
     assert sent == [] and steps == [Deliver(e) for e in events]
     assert [e.event_id for e in events] == [first[0].event_id] and dev.tracker.credited
+
+
+def test_a_note_still_stacking_at_a_resumed_start_is_read_before_the_reset() -> None:
+    """An adapter plugged back (or a restart) while the note the host stacked is still on
+    its way: RESET now would drop its VEND VALID while the note ends in the cash box, so
+    the start waits for VEND VALID and delivers the credit with its old id."""
+    before = core()
+    replay(before.poll_op(), [(Status.ESCROW, b"\x61")])
+    dev = core()
+    dev.restore(before.checkpoint())
+    steps: list[Any] = []
+    replay(recorded(dev.start_op(), steps),
+           [(Status.STACKING, b""), (Status.STACKING, b""), (Status.VEND_VALID, b""),
+            (Command.VERSION_REQUEST, b""), (Status.ACK, b""), (Status.DISABLED, b""),
+            *SETTINGS])
+    assert sum(isinstance(s, Wait) for s in steps) >= 2  # waited, never slept
+    events, sent = replay(dev.poll_op(), [])
+    assert sent == [] and [e.kind for e in events] == [K.CREDIT]
+    assert events[0].event_id.endswith("/1/credit")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from faults import FaultPlan, faulty
@@ -74,6 +75,17 @@ def test_every_vend_has_one_truthful_outcome_through_a_faulty_line(name: str,
     finally:
         plan.enabled = False
         machine.close()
+    check_outcomes(calls, journal, sim, outcomes)
+    REPORTS[name] = {"vends": VENDS, "faults": sum(plan.counts.values()), **outcomes,
+                     **{f"fault:{k}": v for k, v in plan.counts.items()}}
+    print(name, REPORTS[name])
+    assert outcomes["delivered"] > 0
+
+
+def check_outcomes(calls: list[tuple[str, int, object]], journal: VendJournal, sim: Any,
+                   outcomes: Counter[str]) -> None:
+    """Each vend: the motor turned at most once, ``delivered`` only when a product left, a
+    refunded outcome never when one did, an error only when nothing turned."""
     for n, (vend_id, before, result) in enumerate(calls):
         rec = journal.get(vend_id)
         assert rec is not None
@@ -101,7 +113,76 @@ def test_every_vend_has_one_truthful_outcome_through_a_faulty_line(name: str,
         if outcome in REFUNDED:
             assert not dropped, f"{vend_id} refunded ({outcome}) but delivered"
         outcomes[outcome.value] += 1
-    REPORTS[name] = {"vends": VENDS, "faults": sum(plan.counts.values()), **outcomes,
-                     **{f"fault:{k}": v for k, v in plan.counts.items()}}
-    print(name, REPORTS[name])
+
+
+UNPLUG_RATE = 0.02
+"""Chance per board reply that the adapter is pulled in the middle of it (then plugged back)."""
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_every_vend_has_one_truthful_outcome_through_unplugs_mid_read(
+        name: str, tmp_path: Path) -> None:
+    """The port unplugged mid-read (faults.py) and plugged back before the next vend, with
+    the line faults above: the Machine goes offline instead of failing, ``reopen()`` brings
+    it back on a new transport, and every vend still has one truthful outcome (a vend cut
+    by the unplug is ``unknown`` or what the board answered; never sent twice)."""
+    seed = int(os.environ.get("VENDHW_FAULT_SEED", "20261205"))
+    profile = fast_profile(name)
+    sim = sim_registry.create(profile.name, profile=profile, motor_time=0.005,
+                              motor_limit=0.3, reset_time=0.05, inventory=10**6)
+    plan = FaultPlan(seed, FAULT_RATE / 2)
+    plan.enabled = False
+
+    def plug() -> Any:
+        board = driver_class(profile.family)(profile, faulty(plan)(sim))
+        board.probe()
+        return board
+
+    journal = VendJournal(tmp_path / "vends.db")
+    machine = Machine.from_board(plug(), journal=journal, opener=plug)
+    offline: list[bool] = []
+    machine.state_listeners.append(lambda online, why: offline.append(online))
+    slots = profile.slots()
+    outcomes: Counter[str] = Counter()
+    calls: list[tuple[str, int, object]] = []
+    plan.enabled = True
+    plan.unplug_rate = UNPLUG_RATE
+    replugs = 0
+    try:
+        for i in range(VENDS):
+            while not machine.online:
+                try:
+                    machine.reopen()
+                    replugs += 1
+                except VendhwError:
+                    pass  # unplugged again while plugging back: try again
+            before = len(sim.vends)
+            vend_id = f"v{i}"
+            try:
+                result: object = machine.dispense(slots[i % len(slots)], vend_id=vend_id)
+            except VendhwError as exc:
+                record = machine.journal.get(vend_id)
+                assert record is not None and record.state is VendState.ABORTED, (exc, record)
+                result = exc
+            calls.append((vend_id, before, result))
+        plan.enabled = False
+        plan.unplug_rate = 0.0
+        plan.unplug_due = False
+        while not machine.online:
+            machine.reopen()
+            replugs += 1
+        machine.status()  # a last exchange: a vend still running reports in
+        for vend_id, _, result in calls:  # nothing in flight is ever sent again
+            if not isinstance(result, VendhwError):
+                again = machine.dispense(slots[int(vend_id[1:]) % len(slots)], vend_id=vend_id)
+                assert again.replayed and again.outcome is result.outcome  # type: ignore[attr-defined]
+    finally:
+        plan.enabled = False
+        machine.close()
+    check_outcomes(calls, journal, sim, outcomes)
+    report = {"vends": VENDS, "unplugs": plan.counts["unplug"], "replugs": replugs,
+              **outcomes}
+    print(name, "unplug", report)
+    assert plan.counts["unplug"] > 0 and replugs > 0
+    assert offline.count(False) == offline.count(True) == replugs  # one per change
     assert outcomes["delivered"] > 0

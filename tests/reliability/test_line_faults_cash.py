@@ -121,3 +121,88 @@ def test_cash_accounts_balance_through_a_faulty_line(protocol: str) -> None:
     assert credited <= accepted, "a credit was counted twice"
     assert accepted - credited <= flagged + lost_in_device, \
         "a credit was lost without telling an operator"
+
+
+
+UNPLUG_RATE = 0.03
+"""Chance per reply that the adapter is pulled in the middle of it (then plugged back)."""
+UNPLUG_POLLS = int(os.environ.get("VENDHW_UNPLUG_POLLS", "300"))
+UNPLUG_LINE_FAULTS = float(os.environ.get("VENDHW_UNPLUG_LINE_FAULTS", "0"))
+"""Other line faults during the unplug run (0 in CI: see docs/reliability.md, "Open")."""
+UNPLUG_IN_START = bool(os.environ.get("VENDHW_UNPLUG_IN_START"))
+"""Also pull the adapter while the device is being brought back (see "Open")."""
+
+
+SSP_UNSURE_ACK = pytest.mark.xfail(
+    reason="ssp.py: an EVENT ACK whose reply is cut by the unplug (DisconnectedError, not "
+    "NoResponseError) does not set _unsure_ack, and the checkpoint does not carry it: when "
+    "the ACK did arrive, the next note gets the acked note's id and is lost without a flag. "
+    "Fix in vendhw/devices/ssp (being split now): docs/reliability.md, Open", strict=False)
+
+
+@pytest.mark.parametrize("protocol", [pytest.param(p, marks=SSP_UNSURE_ACK) if p == "ssp" else p
+                                      for p in CASH_PROTOCOLS])
+def test_cash_accounts_balance_through_unplugs_mid_read(protocol: str) -> None:
+    """The port unplugged mid-read, again and again, and plugged back at once: the acceptor
+    takes the device offline (one line), reopens it (a new driver resumed from the journal's
+    checkpoint, started, enabled), and every credit is counted once (or flagged), never
+    twice; the device's power and state outlive the adapter."""
+    seed = int(os.environ.get("VENDHW_FAULT_SEED", "20261205"))
+    plan = FaultPlan(seed, UNPLUG_LINE_FAULTS)
+    plan.enabled = False
+    rig = make_rig(protocol, faulty(plan), reply_timeout=REPLY_TIMEOUT)
+    rng = random.Random(seed + 2)
+    journal = CashJournal(":memory:")
+    device = rig.open_host()
+    acceptor = CashAcceptor([device], journal, openers={device.name: rig.open_host})
+    heard: list[CashEvent] = []
+    changes: list[tuple[str, bool]] = []
+    acceptor.listeners.append(heard.append)
+    acceptor.state_listeners.append(lambda name, online, why: changes.append((name, online)))
+    device.start()
+    acceptor.enable()
+    plan.enabled = True
+    plan.unplug_rate = UNPLUG_RATE
+    inserted = replugs = failed_reopens = 0
+    for _ in range(UNPLUG_POLLS):
+        if rig.ready() and rng.random() < INSERT_RATE:
+            rig.insert(rng.randrange(len(rig.values)))
+            inserted += 1
+        acceptor.poll_once()
+        if acceptor.offline:
+            assert acceptor.poll_once() == []  # an offline device is not polled
+            plan.unplug_rate = UNPLUG_RATE if UNPLUG_IN_START else 0.0
+            try:
+                acceptor.reopen(device.name)  # plugged back
+                replugs += 1
+            except VendhwError:
+                failed_reopens += 1  # a line fault or an unplug during start: next poll
+            plan.unplug_rate = UNPLUG_RATE
+    plan.enabled = False
+    plan.unplug_rate = 0.0
+    plan.unplug_due = False
+    while acceptor.offline:
+        acceptor.reopen(device.name)
+        replugs += 1
+    quiet = 0
+    for _ in range(SETTLE_POLLS):
+        before = journal.credited()
+        acceptor.poll_once()
+        quiet = quiet + 1 if rig.ready() and journal.credited() == before else 0
+        if quiet > 40:
+            break
+    accepted, credited = rig.accepted(), journal.credited()
+    flagged = operator_flagged(heard)
+    report = {"polls": UNPLUG_POLLS, "unplugs": plan.counts["unplug"], "replugs": replugs,
+              "failed_reopens": failed_reopens, "inserted": inserted, "accepted": accepted,
+              "credited": credited, "flagged": flagged,
+              "line_faults": sum(plan.counts.values()) - plan.counts["unplug"]}
+    print(protocol, "unplug", report)
+    if os.environ.get("VENDHW_UNPLUG_DEBUG"):
+        for e in heard:
+            print("  ", e.kind.value, e.event_id, e.value, e.detail)
+    assert plan.counts["unplug"] > 0 and replugs > 0
+    # One state change per unplug and per replug, not one per poll or retry.
+    assert changes.count((device.name, False)) == changes.count((device.name, True)) == replugs
+    assert credited <= accepted, "a credit was counted twice"
+    assert accepted - credited <= flagged, "a credit was lost without telling an operator"

@@ -113,7 +113,7 @@ def test_ports_cli_json_lists_a_pty() -> None:
     (row,) = [r for r in rows if r["device"] == pair.port]
     assert row["description"].startswith("pseudo-terminal")
     assert set(row) == {"device", "usb_id", "serial_number", "description", "manufacturer",
-                        "adapter", "location", "by_id"}
+                        "adapter", "location", "by_id", "identity"}
     missing = run("ports", "/dev/ttyNOSUCH9")
     assert missing.returncode == 1 and "no such port" in missing.stderr
 

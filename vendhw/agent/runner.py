@@ -41,6 +41,7 @@ screen always sells what the backend will charge for.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -64,7 +65,7 @@ from vendhw.agent.screen import ScreenServer, ScreenSettings
 from vendhw.agent.shipper import Shipper
 from vendhw.agent.soldout import FILE as SOLD_OUT_FILE
 from vendhw.agent.soldout import SoldOut
-from vendhw.errors import ConfigurationError, JournalError
+from vendhw.errors import ConfigurationError, DisconnectedError, JournalError, VendhwError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -75,6 +76,16 @@ log = logging.getLogger(__name__)
 
 CARD_WAIT_SLICE = 0.5
 """Seconds of one wait for a card when the screen may cancel it (:meth:`Agent.buy_card`)."""
+RECONNECT_FIRST = 0.5
+"""Seconds before the first attempt to reopen a port that went away (a USB adapter
+unplugged); each failed attempt doubles the wait, up to :data:`RECONNECT_MAX`."""
+RECONNECT_MAX = 30.0
+"""The longest wait between two attempts to reopen a port that went away."""
+RECONNECT_JOIN = 5.0
+"""Seconds :meth:`Agent.close` waits for a reopen in progress (a board probe) to end."""
+PORT_WATCH = 1.0
+"""Seconds between two looks at the board's port while it is up and idle (nothing is sent):
+an adapter pulled out between sales takes the screen out of service before anyone pays."""
 
 
 @dataclass(frozen=True)
@@ -282,20 +293,32 @@ class Agent:
         self.screen: ScreenServer | None = None
         self._board_down = False
         self._code_digits: int | None = None
+        self._ports_changed = threading.Event()
+        """Set when a port went away or came back, and at close: wakes the reconnect loop."""
+        self._reconnect: threading.Thread | None = None
+        self.machine.state_listeners.append(lambda online, why: self._ports_changed.set())
+        if self.cash is not None:
+            self.cash.acceptor.state_listeners.append(
+                lambda name, online, why: self._ports_changed.set())
 
     def _open_cash(self, config: AgentConfig) -> CashSales:
         from vendhw.devices.registry import open_cash_device
         from vendhw.machine.cash import CashAcceptor, CashJournal
 
         devices = []
+        openers: dict[str, Callable[[], Any]] = {}
         try:
             for entry in config.cash:
-                devices.append(open_cash_device(entry.protocol, entry.port, **entry.options))
+                opener = functools.partial(open_cash_device, entry.protocol, entry.port,
+                                           **entry.options)
+                devices.append(opener())
+                openers[devices[-1].name] = opener  # reopens it after an unplug
         except Exception:
             for device in devices:
                 device.close()
             raise
-        acceptor = CashAcceptor(devices, CashJournal(config.data_dir / "cash.db"))
+        acceptor = CashAcceptor(devices, CashJournal(config.data_dir / "cash.db"),
+                                openers=openers)
         return CashSales(acceptor, self.machine, self.client)
 
     # --- what the screen asks for ----------------------------------------------------------
@@ -323,6 +346,11 @@ class Agent:
     def _check_journals(self) -> None:
         if self.shipper.fault:
             raise JournalError(f"this machine cannot sell right now: {self.shipper.fault}")
+        if not getattr(self.machine, "online", True):
+            raise DisconnectedError(
+                "this machine cannot sell right now: the motor board's port went away "
+                f"({self.machine.offline_reason}); it sells again once the port is back")
+
     def screen_products(self) -> list[dict[str, Any]]:
         """Every slot of the catalogue for the screen: disabled ones show as sold out."""
         catalogue = self.client.catalogue()
@@ -343,6 +371,8 @@ class Agent:
     def board_ok(self) -> bool:
         """Whether the board answers (else the screen is out of service until it does).
         Its ``ok`` flag is not used: some boards clear it while busy with a vend."""
+        if not getattr(self.machine, "online", True):
+            return False  # its port went away (the machine logged it; the agent reconnects)
         try:
             self.machine.status()
         except Exception as exc:
@@ -367,6 +397,7 @@ class Agent:
         return self.client.cancel_order(order_id)
 
     def redeem(self, code: str) -> Any:
+        self._check_journals()
         redemption = self.client.redeem_code(code)
         if redemption.instruction is not None:
             # The ship instruction comes with the answer; ship it now, on its own thread,
@@ -433,6 +464,71 @@ class Agent:
     def return_change(self) -> int:
         return 0 if self.cash is None else self.cash.return_change()
 
+    # --- ports that go away and come back ---------------------------------------------------
+
+    def offline(self) -> list[str]:
+        """What is offline because its port went away: ``"board"`` and cash device names."""
+        down = [] if getattr(self.machine, "online", True) else ["board"]
+        if self.cash is not None:
+            down += sorted(self.cash.acceptor.offline)
+        return down
+
+    def _reopen(self, part: str) -> None:
+        if part == "board":
+            self.machine.reopen()
+        else:
+            assert self.cash is not None
+            self.cash.acceptor.reopen(part)
+
+    def reconnect_once(self, failing: dict[str, str] | None = None) -> list[str]:
+        """Try once to reopen every part whose port went away; returns what is still down.
+
+        ``failing`` remembers each part's last error, so a retry that fails the same way
+        is not logged again (one line per state change, not per retry)."""
+        failing = {} if failing is None else failing
+        for part in self.offline():
+            try:
+                self._reopen(part)
+            except VendhwError as exc:
+                why = f"{type(exc).__name__}: {exc}"
+                if failing.get(part) != why:
+                    log.warning("%s: not back yet (%s); trying again with backoff up to "
+                                "%g s", part, why, RECONNECT_MAX)
+                failing[part] = why
+                continue
+            failing.pop(part, None)
+        return self.offline()
+
+    def _reconnect_loop(self) -> None:
+        """Reopen ports that went away, with backoff; look at the board's port when idle.
+        Waits on an event (a port went away, the agent stops), never sleep-polls."""
+        failing: dict[str, str] = {}
+        delay = RECONNECT_FIRST
+        while not self.stop.is_set():
+            if not self.offline():
+                delay = RECONNECT_FIRST
+                self._ports_changed.wait(PORT_WATCH)
+                self._ports_changed.clear()
+                if self.stop.is_set():
+                    return
+                try:
+                    self.machine.check_port()
+                except Exception as exc:  # never lose the reconnect thread
+                    log.debug("port check: %s", exc)
+                continue
+            # Something went away: wait a moment (the adapter is being plugged back, udev
+            # makes its node), then try; double the wait after each failed try.
+            self._ports_changed.wait(delay)
+            self._ports_changed.clear()
+            if self.stop.is_set():
+                return
+            try:
+                down = self.reconnect_once(failing)
+            except Exception:  # never lose the reconnect thread
+                log.exception("reconnect attempt failed")
+                down = self.offline()
+            delay = min(delay * 2, RECONNECT_MAX) if down else RECONNECT_FIRST
+
     # --- life cycle -----------------------------------------------------------------------
 
     def start(self, *, screen: bool = True) -> None:
@@ -455,6 +551,9 @@ class Agent:
             self.card.start(poll=True)
         threading.Thread(target=self.shipper.run, args=(self.stop,), name="shipper",
                          daemon=True).start()  # close() waits via shipper.wait_idle()
+        self._reconnect = threading.Thread(target=self._reconnect_loop, name="reconnect",
+                                           daemon=True)
+        self._reconnect.start()
         if screen:
             self.screen = ScreenServer(self, self.config.screen_host, self.config.screen_port,
                                        self.config.screen)
@@ -462,6 +561,9 @@ class Agent:
 
     def close(self) -> None:
         self.stop.set()
+        self._ports_changed.set()
+        if self._reconnect is not None:
+            self._reconnect.join(timeout=RECONNECT_JOIN)
         if self.screen is not None:
             self.screen.close()
         # A vend in progress finishes; an idle long poll is abandoned (the thread is a daemon

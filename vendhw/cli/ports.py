@@ -1,7 +1,9 @@
 """``vendhw ports``: the serial ports here, with VID:PID, serial number and the adapter's name.
 
 With ``--json`` one object per port per line: ``device``, ``usb_id``, ``serial_number``,
-``description``, ``manufacturer``, ``adapter``, ``location``, ``by_id`` (null when unknown).
+``description``, ``manufacturer``, ``adapter``, ``location``, ``by_id``, ``identity`` (the
+``usb-serial://VID:PID?serial=SN`` URL that finds a USB adapter again after an unplug, for
+machine.toml; null when unknown or not USB).
 """
 
 from __future__ import annotations
@@ -42,3 +44,5 @@ def ports(extra: tuple[str, ...], as_json: bool) -> None:
         click.echo("  ".join(line))
         if entry.by_id:
             click.echo(f"    stable name: {entry.by_id}")
+        if entry.identity:
+            click.echo(f"    identity: {entry.identity}")

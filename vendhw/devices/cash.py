@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
-from vendhw.errors import NotSupportedError
+from vendhw.errors import DisconnectedError, NotSupportedError
+from vendhw.transport.base import Transport
 
 
 class CashEventKind(str, Enum):
@@ -127,6 +128,20 @@ class CashDevice(ABC):
     def status(self) -> dict[str, Any]:
         """What the device reports about itself (drivers add levels, counters, faults)."""
         return {"device": self.name, "currency": self.currency}
+
+    def port_lost(self) -> DisconnectedError | None:
+        """The error with which this driver's port went away (unplugged, pty closed), or None.
+
+        Why: a driver may turn that error into a retry or a "no reply"; the transport's own
+        record (:attr:`~vendhw.transport.base.Transport.lost`) tells the machine layer the
+        port itself is gone, so it takes the device offline and reopens it. Found on the
+        usual attributes (``transport``, ``bus.transport``, ``link.transport``); a driver
+        holding its transport elsewhere overrides this."""
+        for holder in (self, getattr(self, "bus", None), getattr(self, "link", None)):
+            transport = getattr(holder, "transport", None)
+            if isinstance(transport, Transport) and transport.lost is not None:
+                return transport.lost
+        return None
 
     @abstractmethod
     def close(self) -> None:

@@ -270,6 +270,14 @@ class Id003Acceptor(CashDevice):
         if self._resumed:
             self._resumed = False
             code, data = yield from self.status_request_op()
+            waits = 0  # counted, not clocked: scripted replies take no time
+            while code == Status.STACKING and waits * POLL_INTERVAL < self.initialize_timeout:
+                # A note stacked before the restart (or the unplug) is on its way to the cash
+                # box: let it reach VEND VALID and be read, or the RESET below would drop its
+                # credit while the note ends in the box.
+                yield Wait(POLL_INTERVAL)
+                waits += 1
+                code, data = yield from self.status_request_op()
             if code == Status.VEND_VALID:
                 self._held = [e for e in self.tracker.update(code, data)
                               if e.kind is K.CREDIT]

@@ -103,6 +103,19 @@ class AsyncMachine:
                       ) -> DispenseResult:
         return await self._run(self.machine.resolve, vend_id, outcome, note)
 
+    @property
+    def online(self) -> bool:
+        """See :attr:`Machine.online`: False once the board's port went away."""
+        return self.machine.online
+
+    async def check_port(self) -> bool:
+        """See :meth:`Machine.check_port`."""
+        return await self._run(self.machine.check_port)
+
+    async def reopen(self) -> None:
+        """See :meth:`Machine.reopen`: the board again through its URL, after an unplug."""
+        await self._run(self.machine.reopen)
+
     async def close(self) -> None:
         """Finish the command in progress, then release the board and the journal."""
         if self._closed:

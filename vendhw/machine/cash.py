@@ -19,12 +19,12 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from vendhw.devices.cash import CashDevice, CashEvent, CashEventKind
-from vendhw.errors import VendhwError
+from vendhw.errors import ConfigurationError, VendhwError
 from vendhw.machine.journal import crash_point
 from vendhw.store import DurableStore
 
@@ -205,12 +205,27 @@ class CashAcceptor:
 
     ``listeners`` get every new (non-repeated) event after it is journaled; use them to update
     a screen. Run :meth:`poll_once` from your own loop, or :meth:`start` a poller thread.
+
+    A device whose port goes away (a USB adapter unplugged) is taken offline: it is no longer
+    polled, and what it credited stays journaled. :meth:`reopen` brings it back through
+    ``openers[device name]`` (a new driver on the port found again), resumed from its
+    checkpoint so an event it repeats keeps its id and is counted once.
     """
 
     def __init__(self, devices: Iterable[CashDevice], journal: CashJournal, *,
                  escrow_policy: EscrowPolicy = accept_all,
-                 poll_interval: float = POLL_INTERVAL) -> None:
+                 poll_interval: float = POLL_INTERVAL,
+                 openers: Mapping[str, Callable[[], CashDevice]] | None = None) -> None:
         self.devices = list(devices)
+        self.openers: dict[str, Callable[[], CashDevice]] = dict(openers or {})
+        """Device name -> a function opening a new driver for it (its port found again)."""
+        self.offline: dict[str, str] = {}
+        """Devices whose port went away, and why; not polled until :meth:`reopen`."""
+        self.state_listeners: list[Callable[[str, bool, str], None]] = []
+        """Called with ``(device name, online, why)`` when a device's port goes away and
+        when :meth:`reopen` brought it back (the agent's reconnect loop waits on it)."""
+        self._lock = threading.RLock()
+        """One poll, enable or reopen at a time (the poller and the reconnect loop)."""
         self.journal = journal
         self.escrow_policy = escrow_policy
         self.poll_interval = poll_interval
@@ -266,12 +281,19 @@ class CashAcceptor:
 
     def poll_once(self) -> list[CashEvent]:
         """One poll of every device; escrowed notes are decided by the policy."""
+        with self._lock:
+            return self._poll_all()
+
+    def _poll_all(self) -> list[CashEvent]:
         seen: list[CashEvent] = []
-        for device in self.devices:
+        for device in list(self.devices):
+            if device.name in self.offline:
+                continue
             try:
                 events = device.poll(functools.partial(self._sink, device=device))
             except VendhwError as exc:
-                log.warning("%s: poll failed: %s", device.name, exc)
+                if not self._went_away(device):
+                    log.warning("%s: poll failed: %s", device.name, exc)
                 continue
             self._save_checkpoint(device)
             if self._enabled and any(e.kind is CashEventKind.DEVICE_RESET for e in events):
@@ -280,8 +302,9 @@ class CashAcceptor:
                 try:
                     device.enable()
                 except VendhwError as exc:
-                    log.warning("%s: enabling again after its reset failed: %s (next poll)",
-                                device.name, exc)
+                    if not self._went_away(device):
+                        log.warning("%s: enabling again after its reset failed: %s (next "
+                                    "poll)", device.name, exc)
             seen += events
             fresh, self._fresh = self._fresh, set()
             # A repeated escrow (the device did not hear our ACK) was decided already:
@@ -296,6 +319,8 @@ class CashAcceptor:
                 try:
                     decide()
                 except VendhwError as exc:
+                    if self._went_away(device):
+                        break
                     if tries + 1 < ESCROW_TRIES:
                         item[1] = tries + 1
                         self._undecided.setdefault(device.name, []).append(item)
@@ -305,14 +330,86 @@ class CashAcceptor:
         return seen
 
     def enable(self) -> None:
-        self._enabled = True
-        for device in self.devices:
-            device.enable()
+        with self._lock:
+            self._enabled = True
+            for device in self.devices:
+                if device.name not in self.offline:
+                    self._guarded(device, device.enable)
 
     def disable(self) -> None:
-        self._enabled = False
-        for device in self.devices:
-            device.disable()
+        with self._lock:
+            self._enabled = False
+            for device in self.devices:
+                if device.name not in self.offline:
+                    self._guarded(device, device.disable)
+
+    def _guarded(self, device: CashDevice, action: Callable[[], None]) -> None:
+        """Run ``action``; a port that went away takes the device offline instead of
+        failing the call (any other error is raised as before)."""
+        try:
+            action()
+        except VendhwError:
+            if not self._went_away(device):
+                raise
+
+    # -- a port going away and coming back ------------------------------------------------
+
+    def _went_away(self, device: CashDevice) -> bool:
+        """True (and the device offline) when its port is gone, not just silent."""
+        lost = device.port_lost()
+        if lost is None:
+            return False
+        if device.name not in self.offline:
+            self.offline[device.name] = str(lost)
+            dropped = self._undecided.pop(device.name, [])
+            log.warning("%s: cash device offline, its port went away: %s (credit journaled so "
+                        "far is kept%s)", device.name, lost,
+                        f"; {len(dropped)} escrow decision(s) dropped: the device decides a "
+                        "note it holds by itself" if dropped else "")
+            self._tell_state(device.name, False, str(lost))
+        return True
+
+    def _tell_state(self, name: str, online: bool, why: str) -> None:
+        for listener in list(self.state_listeners):
+            try:
+                listener(name, online, why)
+            except Exception:  # a listener's bug must not stop the money path
+                log.exception("cash state listener failed on %s", name)
+
+    def reopen(self, name: str) -> CashDevice:
+        """Open the device ``name`` again with its opener (its port found again, perhaps at
+        another path), resume it from the journal's checkpoint, start it and, if the
+        acceptor was taking money, enable it. Raises the open's error and stays offline."""
+        opener = self.openers.get(name)
+        if opener is None:
+            raise ConfigurationError(f"cash device {name!r} has no opener to reopen it with "
+                                     "(CashAcceptor(..., openers={name: ...}))")
+        with self._lock:
+            index = next((i for i, d in enumerate(self.devices) if d.name == name), None)
+            if index is None:
+                raise ConfigurationError(f"no cash device {name!r} here")
+            try:
+                self.devices[index].close()
+            except Exception as exc:  # the old port is gone anyway
+                log.info("%s: closing the lost port: %s", name, exc)
+            device = opener()
+            if device.name != name:
+                device.close()
+                raise ConfigurationError(f"the opener of {name!r} opened {device.name!r}")
+            try:
+                self._resume(device)
+                device.start()
+                if self._enabled:
+                    device.enable()
+            except BaseException:
+                device.close()
+                raise
+            self.devices[index] = device
+            was = self.offline.pop(name, None)
+        if was is not None:
+            log.warning("%s: cash device back online", name)
+            self._tell_state(name, True, "reopened")
+        return device
 
     def wait_for_balance(self, amount: int, timeout: float) -> bool:
         """Block until the balance reaches ``amount`` or ``timeout`` passes (poller running)."""

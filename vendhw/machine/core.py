@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from vendhw.devices.boards import Board, BoardProfile, Outcome, VendReport, open_board
 from vendhw.errors import (
     ConfigurationError,
+    DisconnectedError,
     NoResponseError,
     NotSupportedError,
     ProtocolError,
@@ -128,28 +129,37 @@ class Machine:
             if own_journal:
                 vend_journal.close()
             raise
-        self._setup(board, vend_journal, own_journal=own_journal)
+        self._setup(board, vend_journal, own_journal=own_journal,
+                    opener=lambda: open_board(profile, url, **transport_options))
 
     @classmethod
-    def from_board(cls, board: Board, *, journal: str | Path | VendJournal | None = None
-                   ) -> Machine:
-        """A Machine on a board driver you opened yourself (a custom transport, a test)."""
+    def from_board(cls, board: Board, *, journal: str | Path | VendJournal | None = None,
+                   opener: Callable[[], Board] | None = None) -> Machine:
+        """A Machine on a board driver you opened yourself (a custom transport, a test).
+
+        ``opener`` opens the board again for :meth:`reopen` (after its port went away)."""
         machine = cls.__new__(cls)
         own_journal = not isinstance(journal, VendJournal)
         vend_journal = journal if isinstance(journal, VendJournal) else VendJournal(journal)
-        machine._setup(board, vend_journal, own_journal=own_journal)
+        machine._setup(board, vend_journal, own_journal=own_journal, opener=opener)
         return machine
 
-    def _setup(self, board: Board, journal: VendJournal, *, own_journal: bool) -> None:
+    def _setup(self, board: Board, journal: VendJournal, *, own_journal: bool,
+               opener: Callable[[], Board] | None = None) -> None:
         self.board = board
         self.profile = board.profile
         self.journal = journal
         self._own_journal = own_journal
+        self._opener = opener
         self._lock = threading.RLock()
         self._closed = False
+        self._offline: str | None = None
         self.listeners: list[Callable[[DispenseResult], None]] = []
         """Called with the result of every vend this object carries out (not replays), after
         it is journaled (the agent marks a slot the board found empty as sold out)."""
+        self.state_listeners: list[Callable[[bool, str], None]] = []
+        """Called with ``(online, why)`` when the board's port goes away (``False``) and when
+        :meth:`reopen` brought it back (``True``): the agent's reconnect loop waits on it."""
         try:
             self.reconcile()
         except BaseException:
@@ -166,6 +176,97 @@ class Machine:
     @property
     def url(self) -> str:
         return str(getattr(self.board.transport, "url", ""))
+
+    @property
+    def online(self) -> bool:
+        """False from the moment the board's port went away until :meth:`reopen` succeeds."""
+        return self._offline is None
+
+    @property
+    def offline_reason(self) -> str | None:
+        """Why the board is offline (the transport's error), None while online."""
+        return self._offline
+
+    # -- the port going away and coming back -----------------------------------------------
+
+    def _check_port(self) -> None:
+        """Mark the board offline when its transport found the device gone (an unplugged
+        USB adapter, a closed pty), whatever the driver made of the error. The transport's
+        own record decides, not the exception: a driver may report the loss as silence."""
+        lost = getattr(self.board.transport, "lost", None)
+        if lost is not None and self._offline is None:
+            self._set_offline(str(lost))
+
+    def _set_offline(self, why: str) -> None:
+        self._offline = why
+        log.warning("%s: board offline, its port went away: %s", self.name, why)
+        self._tell_state(False, why)
+
+    def _tell_state(self, online: bool, why: str) -> None:
+        for listener in list(self.state_listeners):
+            try:
+                listener(online, why)
+            except Exception:  # a listener's bug must not change the board's state
+                log.exception("%s: state listener failed", self.name)
+
+    def _refuse_offline(self) -> None:
+        if self._offline is not None:
+            raise DisconnectedError(
+                f"board {self.name!r} is offline (its port went away: {self._offline}); "
+                "nothing was sent. It is back after reopen() finds the port again")
+
+    def check_port(self) -> bool:
+        """Look at the board's port without sending anything; False once it went away.
+
+        Why: the agent's watch notices an adapter pulled out while the machine is idle, so
+        the screen goes out of service before a customer pays, not at the next vend. Waits
+        for a vend in progress to end (one board command at a time)."""
+        self._check_open()
+        with self._lock:
+            if self._offline is None:
+                try:
+                    self.board.check_port()
+                except VendhwError as exc:  # a driver's own check failing is not a loss
+                    log.debug("%s: port check: %s", self.name, exc)
+                self._check_port()
+            return self._offline is None
+
+    def reopen(self) -> None:
+        """Open the board again through its URL (a ``usb-serial://`` identity is resolved
+        again, so an adapter plugged back at another path is found) and go back online.
+
+        Vends that were in flight when the port went away stay as they were journaled
+        (``unknown``): nothing is sent again. Raises the open's error (the port is still
+        missing, the board silent) and stays offline; :class:`ConfigurationError` when this
+        Machine was made from a board without an ``opener``.
+        """
+        self._check_open()
+        if self._opener is None:
+            raise ConfigurationError(
+                f"machine {self.name!r} cannot reopen its board: it was made from an open "
+                "board without an opener (Machine.from_board(..., opener=...))")
+        with self._lock:
+            try:
+                self.board.close()
+            except Exception as exc:  # the old port is gone anyway
+                log.info("%s: closing the lost port: %s", self.name, exc)
+            try:
+                board = self._opener()
+            except BaseException as exc:
+                if self._offline is None:  # a reopen asked while online: the port is closed
+                    self._set_offline(f"reopen failed: {type(exc).__name__}: {exc}")
+                raise
+            if board.profile.name != self.name:
+                board.close()
+                raise ConfigurationError(f"reopened board is {board.profile.name!r}, not "
+                                         f"{self.name!r}")
+            self.board = board
+            was = self._offline
+            self._offline = None
+            self.reconcile()
+        if was is not None:
+            log.warning("%s: board back online on %s", self.name, self.url)
+            self._tell_state(True, f"reopened on {self.url}")
 
     def _label(self, motor: int) -> str:
         try:
@@ -204,6 +305,7 @@ class Machine:
             previous = self.journal.get(vend_id)
             if previous is not None and previous.state is not VendState.ABORTED:
                 return self._replay(previous, slot, motor)
+            self._refuse_offline()
             record = self.journal.begin(vend_id, board=self.name, slot=slot, motor=motor,
                                         drop_sensor=drop_sensor,
                                         sequence_range=self.board.sequence_range)
@@ -264,25 +366,33 @@ class Machine:
         try:
             report = self.board.vend(record.motor, record.seq, drop_sensor=drop_sensor,
                                      on_sent=on_sent, on_ack=on_ack)
-        except (NoResponseError, ConfigurationError) as exc:
+        except (NoResponseError, ConfigurationError, DisconnectedError) as exc:
+            self._check_port()
             current = self.journal.get(vend_id)
             if current is not None and current.state is VendState.INTENT:
                 # The driver's contract: these mean nothing of the vend was ever written
-                # (a silent board; a motor or sequence number the driver refuses).
+                # (a silent board; a motor or sequence number the driver refuses; the port
+                # gone before the vend command was whole on the wire: ``on_sent`` runs
+                # right after its write returned, so a half-written frame, which no board
+                # executes, is the most that can have left).
                 self.journal.abort(vend_id, f"not sent: {type(exc).__name__}: {exc}")
                 raise
-            self._finish_unknown(vend_id, started, f"link lost after the command was sent: "
-                                 f"{exc}")
+            self._finish_unknown(vend_id, started, (
+                f"the board's port went away after the command was sent "
+                f"({type(exc).__name__}: {exc})" if isinstance(exc, DisconnectedError)
+                else f"link lost after the command was sent: {exc}"))
             return self._result(vend_id)
         except BaseException as exc:
             # Anything else may have reached the board: never guess "not vended".
+            self._check_port()
             self._finish_unknown(vend_id, started,
                                  f"vend interrupted ({type(exc).__name__}: {exc})")
             if isinstance(exc, VendhwError):
                 return self._result(vend_id)
             raise
         duration_ms = round((time.monotonic() - started) * 1000)
-        if report.outcome is Outcome.UNKNOWN and record.seq is not None:
+        self._check_port()
+        if report.outcome is Outcome.UNKNOWN and record.seq is not None and self.online:
             report = self._ask_again(record, report)
         self.journal.finish(vend_id, report.outcome.value, raw_code=report.raw_code,
                             drop_time_ms=report.drop_time_ms, duration_ms=duration_ms,
@@ -416,7 +526,11 @@ class Machine:
         journal's count of vends waiting for an operator."""
         self._check_open()
         with self._lock:
-            status = dict(self.board.status())
+            self._refuse_offline()
+            try:
+                status = dict(self.board.status())
+            finally:
+                self._check_port()
         status.setdefault("profile", self.name)
         status["unresolved_vends"] = len(self.pending())
         return status
@@ -425,7 +539,11 @@ class Machine:
         """The board's own self test (light curtain, motor scan where the protocol has one)."""
         self._check_open()
         with self._lock:
-            return dict(self.board.selftest())
+            self._refuse_offline()
+            try:
+                return dict(self.board.selftest())
+            finally:
+                self._check_port()
 
     def _status_value(self, capability: str, keys: tuple[str, ...]) -> Any:
         if not self.profile.supports(capability):

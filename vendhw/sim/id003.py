@@ -236,6 +236,11 @@ class Id003Simulator(Simulator):
                 self._go(Status.STACKED, bytes((self.escrow,)))
             return None  # the host's ACK is not answered
         if code == Command.RESET:
+            if self.state == Status.VEND_VALID:
+                # The note is in the stacker and was credited (VEND VALID): a RESET before
+                # the host's ACK (a host restarted, an adapter plugged back) does not give it
+                # back; it ends in the cash box.
+                self.stacked.append(self.escrow)
             self.power_up()
             self._go(Status.INITIALIZE)
             return Status.ACK, b""

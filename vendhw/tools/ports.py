@@ -58,6 +58,9 @@ class PortEntry:
     location: str = ""
     by_id: str = ""
     """The stable /dev/serial/by-id/ name, when udev made one."""
+    identity: str = ""
+    """The ``usb-serial://VID:PID?serial=SN`` URL that finds this adapter again after an
+    unplug wherever it comes back (USB ports only): paste it into machine.toml."""
 
     @property
     def usb_id(self) -> str:
@@ -73,7 +76,8 @@ class PortEntry:
                 "serial_number": self.serial_number or None,
                 "description": self.description or None,
                 "manufacturer": self.manufacturer or None, "adapter": self.adapter or None,
-                "location": self.location or None, "by_id": self.by_id or None}
+                "location": self.location or None, "by_id": self.by_id or None,
+                "identity": self.identity or None}
 
     @classmethod
     def from_port_info(cls, info: Any) -> PortEntry:
@@ -98,10 +102,15 @@ def _by_id_names(directory: str = "/dev/serial/by-id") -> dict[str, str]:
 
 def list_ports(extra: tuple[str, ...] = ()) -> list[PortEntry]:
     """Every serial port pyserial finds, plus the paths in ``extra`` (a pty, a symlink)."""
-    from serial.tools import list_ports as pyserial_ports
+    from vendhw.transport.identity import comports, identity_url
 
     by_id = _by_id_names()
-    entries = [PortEntry.from_port_info(info) for info in sorted(pyserial_ports.comports())]
+    infos = sorted(comports())
+    entries = []
+    for info in infos:
+        entry = PortEntry.from_port_info(info)
+        entry.identity = identity_url(info, infos) or ""
+        entries.append(entry)
     known = {os.path.realpath(e.device) for e in entries}
     for path in extra:
         real = os.path.realpath(path)

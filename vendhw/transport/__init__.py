@@ -1,16 +1,17 @@
 """Byte pipes to devices, opened by URL with :func:`open_transport`.
 
-=============================  =========================================================
-URL                            transport
-=============================  =========================================================
-``/dev/ttyUSB0``, ``COM3``     a serial port (opened exclusively)
-``loop://``, ``socket://h:p``  any pyserial URL handler (``rfc2217://``, ``spy://``...)
-``sim://NAME?fault=...``       a simulator in this process (``vendhw sim --list``)
-``usb://VID:PID[/IFACE]``      bulk endpoints of a USB device (extra ``usb``)
-``mdb9:///dev/ttyS0``          a 9-bit MDB line on a Linux UART (sticky parity)
-``mdbascii:///dev/ttyACM0``    an ASCII MDB master adapter (Qibixx MDB-USB style)
-``replay://capture.jsonl``     a recorded session played back (``capture=PATH`` records one)
-=============================  =========================================================
+==================================  =============================================================
+URL                                 transport
+==================================  =============================================================
+``/dev/ttyUSB0``, ``COM3``          a serial port (opened exclusively)
+``usb-serial://VID:PID?serial=SN``  a USB-serial adapter by identity, found again at every open
+``loop://``, ``socket://h:p``       any pyserial URL handler (``rfc2217://``, ``spy://``...)
+``sim://NAME?fault=...``            a simulator in this process (``vendhw sim --list``)
+``usb://VID:PID[/IFACE]``           bulk endpoints of a USB device (extra ``usb``)
+``mdb9:///dev/ttyS0``               a 9-bit MDB line on a Linux UART (sticky parity)
+``mdbascii:///dev/ttyACM0``         an ASCII MDB master adapter (Qibixx MDB-USB style)
+``replay://capture.jsonl``          a recorded session played back (``capture=PATH`` records one)
+==================================  =============================================================
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from vendhw.transport.serial import SerialTransport
 SCHEMES: dict[str, str | Callable[..., Transport]] = {
     "sim": "vendhw.sim.transport:open_sim_url",
     "mdbascii": "vendhw.transport.mdbascii:open_mdbascii",
+    "usb-serial": "vendhw.transport.identity:open_usb_serial",
 }
 """URL scheme -> opener (``open(url, **options) -> Transport``), or ``"module:attr"`` loaded
 on first use. Higher layers add theirs with :func:`register_scheme` (the simulators own

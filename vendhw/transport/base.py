@@ -22,7 +22,7 @@ import time
 from abc import ABC, abstractmethod
 from typing import IO, Any, TextIO
 
-from vendhw.errors import TransportError
+from vendhw.errors import DisconnectedError, TransportError
 
 
 def trace_enabled() -> bool:
@@ -89,6 +89,12 @@ class Transport(ABC):
         if self._capture:
             self._hooks.append(self._capture)
         self.closed = False
+        self.identity: str | None = None
+        """The stable URL this port was resolved from (``usb-serial://...``), if any."""
+        self.lost: DisconnectedError | None = None
+        """Set when a read or write found the device gone (unplugged, pty closed): the
+        layers above tell "the port vanished" from "the device is silent" by it, whatever
+        their drivers made of the error."""
 
     # -- what subclasses implement --------------------------------------------------------
 
@@ -112,10 +118,17 @@ class Transport(ABC):
         """Drop whatever is waiting (stale bytes before a new request) and return it."""
         stale = b""
         while True:
-            chunk = self._read_some(0.0)
+            chunk = self._read_guarded(0.0)
             if not chunk:
                 return stale
             stale += chunk
+
+    def _read_guarded(self, timeout: float) -> bytes:
+        try:
+            return self._read_some(timeout)
+        except DisconnectedError as exc:
+            self.lost = exc
+            raise
 
     # -- public API -------------------------------------------------------------------------
 
@@ -125,7 +138,11 @@ class Transport(ABC):
             raise TransportError(f"{self.url}: transport is closed")
         for hook in self._hooks:
             hook("TX", data)
-        self._write(data)
+        try:
+            self._write(data)
+        except DisconnectedError as exc:
+            self.lost = exc
+            raise
 
     def read(self, timeout: float, gap: float | None = None) -> bytes:
         """What arrives: the first byte within ``timeout``, then the rest of the burst.
@@ -137,10 +154,10 @@ class Transport(ABC):
         """
         if self.closed:
             raise TransportError(f"{self.url}: transport is closed")
-        data = self._read_some(max(timeout, 0.0))
+        data = self._read_guarded(max(timeout, 0.0))
         if data and gap is not None and gap > 0:
             while True:
-                more = self._read_some(gap)
+                more = self._read_guarded(gap)
                 if not more:
                     break
                 data += more

@@ -29,7 +29,7 @@ from vendhw.devices.boards.profile import (
     load_profile,
     profile_names,
 )
-from vendhw.errors import NoResponseError
+from vendhw.errors import NoResponseError, TransportError
 from vendhw.transport.base import Transport
 
 Callback = Callable[[], None]
@@ -88,6 +88,18 @@ class Board(ABC):
     def close(self) -> None:
         """Release the port; safe to call twice."""
         self.transport.close()
+
+    def check_port(self) -> None:
+        """Look at the port without sending anything (between commands only).
+
+        Why: a USB adapter pulled out while the board is idle is noticed now, not by the
+        next sale's first command; the transport records the loss (``transport.lost``). A
+        host-master board's stale input is dropped before every request anyway, so reading
+        it here changes nothing. Drivers with their own reader thread override this."""
+        try:
+            self.transport.discard_input()
+        except TransportError:
+            pass  # recorded on the transport; the Machine reads it from there
 
     # -- shared helpers -------------------------------------------------------------------
 

@@ -87,6 +87,10 @@ class FaFbBoard(Board):
         self.session.close()
         super().close()
 
+    def check_port(self) -> None:
+        """Nothing to do: the reader thread reads all the time and the transport records a
+        port that went away."""
+
     # -- commands -------------------------------------------------------------------------
 
     def _pack_for(self, avoid: int | None) -> int:
