@@ -17,7 +17,7 @@ from sqlalchemy import event
 
 from vendhw.server.testing import InProcessServer
 
-MAX_DURABLE_COMMITS_PER_SALE = 16
+MAX_DURABLE_COMMITS_PER_SALE = 12
 """create order 2 (the sandbox's ledger, then the order with its QR, nonce and key),
 pay 2 (the sandbox's ledger, then the payment), long-poll 1, ack 1, result 2 (its key, then
 the outcome with its answer). Was 16 before issue #17."""

@@ -256,3 +256,33 @@ def test_one_idempotency_key_runs_once(pair: tuple[Backend, Backend]) -> None:
     assert answered and all(r[0] == 200 for r in answered)
     assert {r.code for r in results if isinstance(r, ApiError)} <= {"request_in_progress"}
     assert _count(a, IdempotentResponse.key) == 1
+
+
+def test_a_replay_racing_its_original_runs_once(pair: tuple[Backend, Backend]) -> None:
+    """12 copies of one signed request all pass the signature check before any of them
+    commits; the nonce, spent in each one's first write transaction, lets one through."""
+    import contextvars
+
+    from vendhw.client import signing
+    from vendhw.server.db import PENDING_NONCE
+
+    a, b = pair
+    body = b'{"slot":"A1"}'
+    headers = signing.signed_headers(CATALOGUE["machines"][0]["secret"], "m1", "POST",
+                                     "/machine/v1/orders", body, a.clock.now())
+    verified = [(be, be.verify_request(headers, "POST", "/machine/v1/orders", body))
+                for be in (a, b) * 6]
+
+    def call(be: Backend, pending: Any) -> Any:
+        def run() -> Any:
+            PENDING_NONCE.set(pending)
+            return be.create_order("m1", "A1")
+        return lambda: contextvars.copy_context().run(run)
+
+    from vendhw.server.db import ReplayedNonce
+
+    results = _race([call(be, pending) for be, pending in verified])
+    orders = [r for r in results if isinstance(r, dict)]
+    assert len(orders) == 1, results
+    assert all(isinstance(r, ReplayedNonce) for r in results if not isinstance(r, dict))
+    assert _count(a, Order.id) == 1

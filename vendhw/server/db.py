@@ -14,21 +14,66 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, event, insert, text, update
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from vendhw.errors import ConfigurationError
-from vendhw.server.models import Base
+from vendhw.server.models import Base, Machine, Nonce
 
 BUSY_TIMEOUT_MS = 10_000
 BASELINE_REVISION = "0001"
 """The migration equal to the schema vendhw created before it had migrations."""
 MIGRATION_LOCK = 0x76656E64  # "vend": advisory lock key held while migrating
+
+
+class ReplayedNonce(Exception):
+    """The request's nonce was already spent (by a replay that committed first)."""
+
+
+@dataclass
+class PendingNonce:
+    """A verified request's nonce, spent in the request's first write transaction.
+
+    A signed request used to commit its nonce in a transaction of its own (one durable commit
+    per request); now :meth:`Database.tx` inserts it as the first statement of the
+    request's first write transaction, so it costs no commit of its own. Whatever happens,
+    the guard makes sure it is committed before any answer leaves (a request that wrote
+    nothing, or whose transactions all rolled back, spends it in a transaction of its own):
+    a nonce can never be replayed.
+    """
+
+    machine_id: str
+    nonce: str
+    expires_at: float
+    last_seen: float | None = None
+    """Also record the machine as seen at this time (at most every few seconds)."""
+    stored: bool = False
+
+
+PENDING_NONCE: ContextVar[PendingNonce | None] = ContextVar("vendhw_pending_nonce",
+                                                           default=None)
+"""The current request's nonce, set by the guard (the request's threads see it: Starlette
+copies the context into its thread pool)."""
+
+
+def spend_nonce(session: Session, pending: PendingNonce) -> None:
+    """Insert the nonce (and the machine's last-seen time) in ``session``'s transaction."""
+    try:
+        session.execute(insert(Nonce).values(machine_id=pending.machine_id,
+                                             nonce=pending.nonce,
+                                             expires_at=pending.expires_at))
+    except IntegrityError:
+        raise ReplayedNonce(pending.nonce) from None
+    if pending.last_seen is not None:
+        session.execute(update(Machine).where(Machine.id == pending.machine_id)
+                        .values(last_seen=pending.last_seen))
 
 
 class FairLock:
@@ -153,19 +198,40 @@ class Database:
 
         Transactions never nest: a provider call (network) must happen between two of them,
         never inside one, so a slow provider cannot hold the database.
+
+        The first one of a signed request also spends the request's nonce
+        (:class:`PendingNonce`): it is committed with the request's own writes, or not at
+        all (then the guard commits it alone before answering).
         """
         if getattr(self._local, "active", False):
             raise RuntimeError("nested Database.tx(): call providers between transactions")
         self._local.active = True
+        pending = PENDING_NONCE.get()
+        if pending is not None and pending.stored:
+            pending = None
         try:
             if self._lock is not None:
                 with self._lock, self._sessions.begin() as session:
+                    if pending is not None:
+                        spend_nonce(session, pending)
                     yield session
             else:
                 with self._sessions.begin() as session:
+                    if pending is not None:
+                        spend_nonce(session, pending)
                     yield session
+            if pending is not None:
+                pending.stored = True
         finally:
             self._local.active = False
+
+    def spend_pending_nonce(self) -> None:
+        """Commit the current request's nonce now unless a transaction of it already did
+        (raises :class:`ReplayedNonce` when another request spent it first)."""
+        pending = PENDING_NONCE.get()
+        if pending is not None and not pending.stored:
+            with self.tx():
+                pass
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -215,4 +281,4 @@ def _tune_sqlite(engine: Engine) -> None:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-__all__ = ["Database"]
+__all__ = ["PENDING_NONCE", "Database", "PendingNonce", "ReplayedNonce", "spend_nonce"]

@@ -7,10 +7,11 @@ import secrets
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from vendhw.contract import signing
+from vendhw.server.db import PendingNonce, ReplayedNonce, spend_nonce
 from vendhw.server.models import (
     IdempotentResponse,
     Machine,
@@ -30,7 +31,25 @@ class AuthMixin(BackendCore):
 
     def authenticate(self, headers: Mapping[str, str], method: str, path: str,
                      body: bytes) -> str:
-        """The machine id of a correctly signed, fresh, never-seen request; else ApiError 401."""
+        """The machine id of a correctly signed, fresh, never-seen request; else ApiError 401.
+
+        Spends the nonce in a transaction of its own (the guard instead defers it into the
+        request's first write transaction: :meth:`verify_request`)."""
+        pending = self.verify_request(headers, method, path, body)
+        try:
+            with self.db.tx() as s:
+                if not pending.stored:  # a request context may have spent it already
+                    spend_nonce(s, pending)
+            pending.stored = True
+        except ReplayedNonce:
+            raise ApiError(401, "replayed_nonce", "this nonce was already used") from None
+        return pending.machine_id
+
+    def verify_request(self, headers: Mapping[str, str], method: str, path: str,
+                       body: bytes) -> PendingNonce:
+        """Check a request's signature, timestamp and nonce shape (ApiError 401 if wrong);
+        its nonce, not yet spent, is returned: the caller spends it (see
+        :class:`~vendhw.server.db.PendingNonce`). A nonce already spent is refused here."""
         parts = signing.SignedParts.from_headers(headers)
         if parts is None:
             raise ApiError(401, "unauthenticated", "missing X-Vendhw-Machine/-Timestamp/"
@@ -54,17 +73,16 @@ class AuthMixin(BackendCore):
             secret = self._machine_secret(parts.machine_id, refresh=True)  # rotated?
             if not signing.verify(secret or secrets.token_hex(16), parts, method, path, body):
                 raise ApiError(401, "bad_signature", "unknown machine or wrong signature")
-        try:
-            with self.db.tx() as s:
-                s.execute(insert(Nonce).values(machine_id=parts.machine_id, nonce=parts.nonce,
-                                               expires_at=timestamp + window + 1))
-                if now - self._seen.get(parts.machine_id, 0.0) > LAST_SEEN_EVERY_S:
-                    s.execute(update(Machine).where(Machine.id == parts.machine_id)
-                              .values(last_seen=now))
-                    self._seen[parts.machine_id] = now
-        except IntegrityError:
-            raise ApiError(401, "replayed_nonce", "this nonce was already used") from None
-        return parts.machine_id
+        with self.db.read() as s:  # a replay of a committed request: refused before it runs
+            seen = s.execute(select(Nonce.nonce).where(Nonce.machine_id == parts.machine_id,
+                                                       Nonce.nonce == parts.nonce)).first()
+        if seen is not None:
+            raise ApiError(401, "replayed_nonce", "this nonce was already used")
+        last_seen = None
+        if now - self._seen.get(parts.machine_id, 0.0) > LAST_SEEN_EVERY_S:
+            last_seen = now
+            self._seen[parts.machine_id] = now
+        return PendingNonce(parts.machine_id, parts.nonce, timestamp + window + 1, last_seen)
 
     def _machine_secret(self, machine_id: str, *, refresh: bool) -> str | None:
         """A machine's secret, cached briefly so most requests verify without a query.
