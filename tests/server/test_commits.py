@@ -17,10 +17,11 @@ from sqlalchemy import event
 
 from vendhw.server.testing import InProcessServer
 
-MAX_DURABLE_COMMITS_PER_SALE = 12
-"""create order 2 (the sandbox's ledger, then the order with its QR, nonce and key),
-pay 2 (the sandbox's ledger, then the payment), long-poll 1, ack 1, result 2 (its key, then
-the outcome with its answer). Was 16 before issue #17."""
+MAX_DURABLE_COMMITS_PER_SALE = 8
+"""create order 2 (the sandbox's ledger, which also spends the request's nonce; then the
+order with its QR, Idempotency-Key and answer), pay 2 (the sandbox's ledger, then the
+payment), long-poll 1, ack 1, result 2 (its key with the nonce, then the outcome with its
+answer). Was 16 before issue #17."""
 
 WRITES = ("insert", "update", "delete", "replace")
 

@@ -286,3 +286,21 @@ def test_a_replay_racing_its_original_runs_once(pair: tuple[Backend, Backend]) -
     assert len(orders) == 1, results
     assert all(isinstance(r, ReplayedNonce) for r in results if not isinstance(r, dict))
     assert _count(a, Order.id) == 1
+
+
+def test_one_create_order_key_makes_one_order(pair: tuple[Backend, Backend]) -> None:
+    """create order claims its key in the order's own transaction (no "in progress" row
+    is ever committed): racing copies of one keyed request still make one order, and every
+    answer is that order."""
+    a, b = pair
+    calls = [(lambda be=(a if i % 2 else b): be.idempotent(
+        "m1", "order-key", b"same", lambda: (201, be.create_order("m1", "A1")), together=True))
+        for i in range(12)]
+    results = _race(calls)
+    assert _unexpected(results) == []
+    answered = [r for r in results if isinstance(r, tuple)]
+    assert answered and {r[0] for r in answered} == {201}
+    assert len({r[1]["id"] for r in answered}) == 1
+    assert {r.code for r in results if isinstance(r, ApiError)} <= {"request_in_progress"}
+    assert _count(a, Order.id) == 1
+    assert _count(a, IdempotentResponse.key, IdempotentResponse.status_code == 201) == 1

@@ -186,7 +186,8 @@ def machine_create_order(body: CreateOrderBody, request: Request,
     backend = _backend(request)
     status, data = backend.idempotent(
         call.machine_id, call.idempotency_key, call.fingerprint,
-        lambda: (201, backend.create_order(call.machine_id, body.slot, body.provider)))
+        lambda: (201, backend.create_order(call.machine_id, body.slot, body.provider)),
+        together=True)
     return _json(status, data)
 
 

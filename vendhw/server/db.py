@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -74,6 +74,15 @@ def spend_nonce(session: Session, pending: PendingNonce) -> None:
     if pending.last_seen is not None:
         session.execute(update(Machine).where(Machine.id == pending.machine_id)
                         .values(last_seen=pending.last_seen))
+
+
+ON_COMMIT = "vendhw_on_commit"
+
+
+def on_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once the transaction of ``session`` (a :meth:`Database.tx`) has
+    committed; never if it rolls back."""
+    session.info.setdefault(ON_COMMIT, []).append(callback)
 
 
 class FairLock:
@@ -222,6 +231,8 @@ class Database:
                     yield session
             if pending is not None:
                 pending.stored = True
+            for callback in session.info.get(ON_COMMIT, ()):
+                callback()
         finally:
             self._local.active = False
 
@@ -281,4 +292,4 @@ def _tune_sqlite(engine: Engine) -> None:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-__all__ = ["PENDING_NONCE", "Database", "PendingNonce", "ReplayedNonce", "spend_nonce"]
+__all__ = ["PENDING_NONCE", "Database", "PendingNonce", "ReplayedNonce", "on_commit", "spend_nonce"]
