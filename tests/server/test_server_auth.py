@@ -155,3 +155,19 @@ def test_a_request_that_failed_or_only_read_cannot_be_replayed(server: InProcess
     # a write that succeeded (the nonce committed with it)
     assert _replay_refused(server, "GET", "/machine/v1/instructions")[0] == 200
     assert server.state(order.id) == "paid"  # the replays changed nothing
+
+
+def test_a_replayed_create_order_never_reaches_the_provider(
+        server: InProcessServer, client: BackendClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    sandbox = server.backend.sandbox
+    assert sandbox is not None
+    calls: list[str] = []
+    working = sandbox.create_qr
+
+    def counting(info: object) -> object:
+        calls.append(getattr(info, "out_trade_no", ""))
+        return working(info)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sandbox, "create_qr", counting)
+    assert _replay_refused(server, "POST", "/machine/v1/orders", b'{"slot":"A1"}')[0] == 201
+    assert len(calls) == 1 and len(server.backend.list_orders()) == 1

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from vendhw.contract import signing
-from vendhw.server.db import PendingNonce, ReplayedNonce, on_commit, spend_nonce
+from vendhw.server.db import PENDING_NONCE, PendingNonce, ReplayedNonce, on_commit, spend_nonce
 from vendhw.server.models import (
     IdempotentResponse,
     Machine,
@@ -52,7 +52,9 @@ class AuthMixin(BackendCore):
                        body: bytes) -> PendingNonce:
         """Check a request's signature, timestamp and nonce shape (ApiError 401 if wrong);
         its nonce, not yet spent, is returned: the caller spends it (see
-        :class:`~vendhw.server.db.PendingNonce`). A nonce already spent is refused here."""
+        :class:`~vendhw.server.db.PendingNonce`); a replay is refused when it does, before
+        anything it did commits. A request that calls a provider before its first write
+        checks first (:meth:`_refuse_replay`)."""
         parts = signing.SignedParts.from_headers(headers)
         if parts is None:
             raise ApiError(401, "unauthenticated", "missing X-Vendhw-Machine/-Timestamp/"
@@ -76,11 +78,6 @@ class AuthMixin(BackendCore):
             secret = self._machine_secret(parts.machine_id, refresh=True)  # rotated?
             if not signing.verify(secret or secrets.token_hex(16), parts, method, path, body):
                 raise ApiError(401, "bad_signature", "unknown machine or wrong signature")
-        with self.db.read() as s:  # a replay of a committed request: refused before it runs
-            seen = s.execute(select(Nonce.nonce).where(Nonce.machine_id == parts.machine_id,
-                                                       Nonce.nonce == parts.nonce)).first()
-        if seen is not None:
-            raise ApiError(401, "replayed_nonce", "this nonce was already used")
         last_seen = None
         if now - self._seen.get(parts.machine_id, 0.0) > LAST_SEEN_EVERY_S:
             last_seen = now
@@ -105,6 +102,16 @@ class AuthMixin(BackendCore):
             return None
         self._secrets[machine_id] = (secret, now)
         return str(secret)
+
+    def _refuse_replay(self, s: Session) -> None:
+        """In a read before a provider call: refuse (401) a request whose nonce was spent,
+        so a replay never reaches the provider (its first write would refuse it later)."""
+        pending = PENDING_NONCE.get()
+        if pending is None or pending.stored:
+            return
+        if s.execute(select(Nonce.nonce).where(Nonce.machine_id == pending.machine_id,
+                                               Nonce.nonce == pending.nonce)).first():
+            raise ApiError(401, "replayed_nonce", "this nonce was already used")
 
     def idempotent(self, machine_id: str, key: str | None, request: bytes,
                    compute: Callable[[], tuple[int, dict[str, Any]]], *,

@@ -41,6 +41,7 @@ class OrdersMixin(BackendCore):
         now = self.clock.now()
         actor = f"machine:{machine_id}"
         with self.db.read() as s:
+            self._refuse_replay(s)
             row = s.execute(select(Slot, Product).join(Product, Slot.product_id == Product.id)
                             .where(Slot.machine_id == machine_id, Slot.slot == str(slot))
                             ).first()
