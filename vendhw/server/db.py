@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, insert, text, update
+from sqlalchemy import bindparam, create_engine, event, insert, text, update
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -65,15 +65,20 @@ copies the context into its thread pool)."""
 
 def spend_nonce(session: Session, pending: PendingNonce) -> None:
     """Insert the nonce (and the machine's last-seen time) in ``session``'s transaction."""
+    connection = session.connection()  # Core statements: no ORM bookkeeping
     try:
-        session.execute(insert(Nonce).values(machine_id=pending.machine_id,
-                                             nonce=pending.nonce,
-                                             expires_at=pending.expires_at))
+        connection.execute(_INSERT_NONCE, {"machine_id": pending.machine_id,
+                                           "nonce": pending.nonce,
+                                           "expires_at": pending.expires_at})
     except IntegrityError:
         raise ReplayedNonce(pending.nonce) from None
     if pending.last_seen is not None:
-        session.execute(update(Machine).where(Machine.id == pending.machine_id)
-                        .values(last_seen=pending.last_seen))
+        connection.execute(_SEEN, {"machine": pending.machine_id, "at": pending.last_seen})
+
+
+_INSERT_NONCE = insert(Nonce)
+_SEEN = update(Machine).where(Machine.id == bindparam("machine")).values(
+    last_seen=bindparam("at"))
 
 
 ON_COMMIT = "vendhw_on_commit"
@@ -286,10 +291,13 @@ def _tune_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
+        # Straight to the driver: exec_driver_sql's execution context cost ~2 % of the
+        # server's CPU per sale for a statement that returns nothing.
+        driver = connection.connection.driver_connection
         if connection.get_execution_options().get("vendhw_read_only"):
-            connection.exec_driver_sql("BEGIN")
+            driver.execute("BEGIN")
         else:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            driver.execute("BEGIN IMMEDIATE")
 
 
 __all__ = ["PENDING_NONCE", "Database", "PendingNonce", "ReplayedNonce", "on_commit", "spend_nonce"]

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -86,6 +86,11 @@ def order_json(order: Order) -> dict[str, Any]:
         "created_at": iso(order.created_at), "expires_at": iso(order.expires_at),
         "updated_at": iso(order.updated_at), "outcome": order.outcome,
     }
+
+
+_LOCK_ORDER = (select(Order).where(Order.id == bindparam("order_id")).with_for_update()
+               .execution_options(populate_existing=True))
+"""Built once: constructing the statement per call cost more than running it."""
 
 
 @dataclass
@@ -178,8 +183,7 @@ class BackendCore:
         order.updated_at = self.clock.now()
 
     def _lock_order(self, s: Session, order_id: str) -> Order | None:
-        return s.execute(select(Order).where(Order.id == order_id).with_for_update()
-                         .execution_options(populate_existing=True)).scalar_one_or_none()
+        return s.execute(_LOCK_ORDER, {"order_id": order_id}).scalar_one_or_none()
 
     def _backoff(self, count: int, first: float | None = None) -> float:
         first = self.settings.query_interval if first is None else first
