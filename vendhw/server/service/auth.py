@@ -7,9 +7,10 @@ import secrets
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -249,10 +250,12 @@ class AuthMixin(BackendCore):
                 raise _Answered(*answer)
             row.created_at = claim.now
         else:
-            s.add(IdempotentResponse(machine_id=claim.machine_id, key=claim.key,
+            row = IdempotentResponse(machine_id=claim.machine_id, key=claim.key,
                                      request_hash=claim.digest, status_code=0, body={},
-                                     created_at=claim.now))
+                                     created_at=claim.now)
+            s.add(row)
             s.flush()  # on PostgreSQL a concurrent claim of the same key waits here
+        claim.held = (s, row)
 
     def _answer(self, s: Session, status: int, body: dict[str, Any]) -> None:
         """Inside the operation's last transaction: store its answer under the current
@@ -260,13 +263,18 @@ class AuthMixin(BackendCore):
         claim = _CLAIM.get()
         if claim is None or claim.answer is not None:
             return
-        row = s.get(IdempotentResponse, (claim.machine_id, claim.key), with_for_update=True)
-        if row is None:
-            return  # not claimed (together mode without _claim_key): stored afterwards
-        answer = (status, body) if row.status_code == 0 else (row.status_code, dict(row.body))
-        if row.status_code == 0:
-            row.status_code, row.body = status, body
-        # else a takeover finished first: one stored answer for all
+        answer: tuple[int, dict[str, Any]] = (status, body)
+        if claim.held is not None and claim.held[0] is s:  # claimed in this transaction
+            claim.held[1].status_code, claim.held[1].body = status, body
+        elif cast(CursorResult[Any], s.execute(update(IdempotentResponse).where(
+                IdempotentResponse.machine_id == claim.machine_id,
+                IdempotentResponse.key == claim.key, IdempotentResponse.status_code == 0)
+                .values(status_code=status, body=body)
+                .execution_options(synchronize_session=False))).rowcount != 1:
+            row = s.get(IdempotentResponse, (claim.machine_id, claim.key))
+            if row is None:
+                return  # not claimed (together mode, failed before): stored afterwards
+            answer = (row.status_code, dict(row.body))  # a takeover finished first
 
         def stored() -> None:
             claim.answer = answer
@@ -289,6 +297,8 @@ class _KeyClaim:
     now: float
     together: bool
     answer: tuple[int, dict[str, Any]] | None = None
+    held: tuple[Session, IdempotentResponse] | None = None
+    """The row claimed by :meth:`AuthMixin._claim_key`, with its session."""
 
 
 _CLAIM: ContextVar[_KeyClaim | None] = ContextVar("vendhw_idempotency_claim", default=None)
