@@ -82,6 +82,18 @@ _SEEN = update(Machine).where(Machine.id == bindparam("machine")).values(
 
 
 ON_COMMIT = "vendhw_on_commit"
+BEFORE_COMMIT = "vendhw_before_commit"
+
+
+def before_commit(session: Session, callback: Callable[[Session], None]) -> None:
+    """Run ``callback(session)`` as the last step of the transaction of ``session`` (a
+    :meth:`Database.tx` whose body finished without error), before it commits."""
+    session.info.setdefault(BEFORE_COMMIT, []).append(callback)
+
+
+def _before_commit(session: Session) -> None:
+    for callback in session.info.pop(BEFORE_COMMIT, ()):
+        callback(session)
 
 
 def on_commit(session: Session, callback: Callable[[], None]) -> None:
@@ -229,11 +241,13 @@ class Database:
                     if pending is not None:
                         spend_nonce(session, pending)
                     yield session
+                    _before_commit(session)
             else:
                 with self._sessions.begin() as session:
                     if pending is not None:
                         spend_nonce(session, pending)
                     yield session
+                    _before_commit(session)
             if pending is not None:
                 pending.stored = True
             for callback in session.info.get(ON_COMMIT, ()):
@@ -300,4 +314,5 @@ def _tune_sqlite(engine: Engine) -> None:
             driver.execute("BEGIN IMMEDIATE")
 
 
-__all__ = ["PENDING_NONCE", "Database", "PendingNonce", "ReplayedNonce", "on_commit", "spend_nonce"]
+__all__ = ["PENDING_NONCE", "Database", "PendingNonce", "ReplayedNonce", "before_commit",
+           "on_commit", "spend_nonce"]
