@@ -93,8 +93,11 @@ AUDIT_ROWS = "vendhw_audit_rows"
 
 def _insert_audit_rows(s: Session) -> None:
     rows = s.info.pop(AUDIT_ROWS, None)
-    if rows:
-        s.execute(insert(AuditEntry), rows)
+    if rows:  # a Core executemany on the transaction's connection: no ORM bulk machinery
+        s.connection().execute(_INSERT_AUDIT, rows)
+
+
+_INSERT_AUDIT = insert(AuditEntry)
 
 
 _LOCK_ORDER = (select(Order).where(Order.id == bindparam("order_id")).with_for_update()
