@@ -10,6 +10,10 @@ machine and customer would over HTTP:
 Bounded: it stops after ``--orders`` sales or ``--max-seconds``, whichever comes first, and
 only talks to loopback. Prints one JSON line with the figures. ``request_ms_p99`` is over the
 machine's own requests (create order, ack, report), the provider's part (pay, push) excluded.
+``server_cpu_ms_per_order`` is the CPU time the backend process(es) used per sale (Linux): a
+process is one core at most (the GIL), so 1000 / that figure bounds its sales per second.
+``machines_cpu_ms_per_order`` is what the simulated machines (this process) used: on a small
+host they share the CPUs with the backend.
 
 ``--processes N`` starts N backend processes on N ports over one database (give ``--db`` a
 PostgreSQL URL; SQLite works but serialises writers) and spreads the machines over them, each
@@ -70,6 +74,15 @@ def start_server(db: str, port: int, poller: bool = True) -> subprocess.Popen[by
             process.kill()
             raise SystemExit("server did not become ready in 30 s")
         time.sleep(0.05)
+
+
+def cpu_seconds(process: subprocess.Popen[bytes]) -> float | None:
+    """User + system CPU seconds a process has used so far (Linux ``/proc``; else None)."""
+    try:
+        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(orders: int = 400, machines: int = 8, max_seconds: float = 120.0,
@@ -138,12 +151,16 @@ def run(orders: int = 400, machines: int = 8, max_seconds: float = 120.0,
 
             threads = [threading.Thread(target=machine, args=(i, *item))
                        for i, item in enumerate(secrets.items())]
+            cpu_before = [cpu_seconds(server) for server in servers]
+            own_before = time.process_time()
             began = time.monotonic()
             for thread in threads:
                 thread.start()
             for thread in threads:
                 thread.join()
             elapsed = time.monotonic() - began
+            cpu_after = [cpu_seconds(server) for server in servers]
+            own = time.process_time() - own_before
         finally:
             for server in servers:
                 server.send_signal(signal.SIGINT)
@@ -154,6 +171,9 @@ def run(orders: int = 400, machines: int = 8, max_seconds: float = 120.0,
                     server.kill()
 
     done = len(latencies)
+    used = [None if a is None or b is None else b - a
+            for a, b in zip(cpu_before, cpu_after, strict=True)]
+    cpu = sum(u for u in used if u is not None) if done and None not in used else None
     quantiles = statistics.quantiles(latencies, n=20) if done >= 20 else [0.0] * 19
     per_request = statistics.quantiles(requests, n=100) if len(requests) >= 100 else None
     return {
@@ -166,6 +186,8 @@ def run(orders: int = 400, machines: int = 8, max_seconds: float = 120.0,
         "request_ms_p50": round(statistics.median(requests) * 1000, 1) if requests else None,
         "request_ms_p99": round(per_request[98] * 1000, 1) if per_request else None,
         "http_requests_per_order": 6,
+        "server_cpu_ms_per_order": round(cpu * 1000 / done, 1) if cpu is not None else None,
+        "machines_cpu_ms_per_order": round(own * 1000 / done, 1) if done else None,
         "cpus": os.cpu_count(),
         "first_failures": failures[:3],
     }

@@ -256,3 +256,55 @@ def test_one_idempotency_key_runs_once(pair: tuple[Backend, Backend]) -> None:
     assert answered and all(r[0] == 200 for r in answered)
     assert {r.code for r in results if isinstance(r, ApiError)} <= {"request_in_progress"}
     assert _count(a, IdempotentResponse.key) == 1
+
+
+def test_a_replay_racing_its_original_runs_once(pair: tuple[Backend, Backend]) -> None:
+    """12 copies of one signed request all pass the signature check before any of them
+    commits; the nonce, spent in each one's first write transaction, lets one through."""
+    import contextvars
+
+    from vendhw.client import signing
+    from vendhw.server.db import PENDING_NONCE
+
+    a, b = pair
+    body = b'{"slot":"A1"}'
+    headers = signing.signed_headers(CATALOGUE["machines"][0]["secret"], "m1", "POST",
+                                     "/machine/v1/orders", body, a.clock.now())
+    verified = [(be, be.verify_request(headers, "POST", "/machine/v1/orders", body))
+                for be in (a, b) * 6]
+
+    def call(be: Backend, pending: Any) -> Any:
+        def run() -> Any:
+            PENDING_NONCE.set(pending)
+            return be.create_order("m1", "A1")
+        return lambda: contextvars.copy_context().run(run)
+
+    from vendhw.server.db import ReplayedNonce
+
+    results = _race([call(be, pending) for be, pending in verified])
+    orders = [r for r in results if isinstance(r, dict)]
+    assert len(orders) == 1, results
+    # refused at the nonce's insert (racing), or by the check before the provider call
+    # (the original had committed): never run
+    assert all(isinstance(r, ReplayedNonce) or (isinstance(r, ApiError)
+                                                and r.code == "replayed_nonce")
+               for r in results if not isinstance(r, dict)), results
+    assert _count(a, Order.id) == 1
+
+
+def test_one_create_order_key_makes_one_order(pair: tuple[Backend, Backend]) -> None:
+    """create order claims its key in the order's own transaction (no "in progress" row
+    is ever committed): racing copies of one keyed request still make one order, and every
+    answer is that order."""
+    a, b = pair
+    calls = [(lambda be=(a if i % 2 else b): be.idempotent(
+        "m1", "order-key", b"same", lambda: (201, be.create_order("m1", "A1")), together=True))
+        for i in range(12)]
+    results = _race(calls)
+    assert _unexpected(results) == []
+    answered = [r for r in results if isinstance(r, tuple)]
+    assert answered and {r[0] for r in answered} == {201}
+    assert len({r[1]["id"] for r in answered}) == 1
+    assert {r.code for r in results if isinstance(r, ApiError)} <= {"request_in_progress"}
+    assert _count(a, Order.id) == 1
+    assert _count(a, IdempotentResponse.key, IdempotentResponse.status_code == 201) == 1

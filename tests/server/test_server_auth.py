@@ -123,3 +123,51 @@ def test_operator_api_needs_its_own_token(server: InProcessServer,
                            headers=dict(request.headers))
     assert server.http.send(forged).status_code == 401
     assert server.operator("GET", "/operator/v1/machines").status_code == 200
+
+
+def _replay_refused(server: InProcessServer, method: str, path: str, body: bytes = b""
+                    ) -> tuple[int, int]:
+    headers = signed(server, method, path, body)
+    first = server.http.request(method, path, content=body, headers=headers)
+    replay = server.http.request(method, path, content=body, headers=headers)
+    assert (replay.status_code, replay.json()["error"]) == (401, "replayed_nonce"), path
+    return first.status_code, replay.status_code
+
+
+def test_a_request_that_failed_or_only_read_cannot_be_replayed(server: InProcessServer,
+                                                               client: BackendClient) -> None:
+    """The nonce rides in the request's first write transaction; a request that wrote
+    nothing, or whose transaction rolled back, still spends it before it answers."""
+    # rolled back inside the operation's transaction (unknown slot: 404)
+    assert _replay_refused(server, "POST", "/machine/v1/orders", b'{"slot":"Z9"}')[0] == 404
+    # refused before any transaction (bad outcome: 422), and by the request model (422)
+    order = client.create_order("A1")
+    path = f"/machine/v1/orders/{order.id}/result"
+    assert _replay_refused(server, "POST", path, b'{"outcome":"sideways"}')[0] == 422
+    assert _replay_refused(server, "POST", path, b'{"nope":1}')[0] == 422
+    # a conflict after reading (409), a read-only request, an unknown instruction (404)
+    server.pay(order.id)
+    cancel = f"/machine/v1/orders/{order.id}/cancel"
+    assert _replay_refused(server, "POST", cancel)[0] == 409
+    assert _replay_refused(server, "GET", "/machine/v1/catalogue")[0] == 200
+    assert _replay_refused(server, "GET", f"/machine/v1/orders/{order.id}")[0] == 200
+    assert _replay_refused(server, "POST", "/machine/v1/instructions/ins_x/ack")[0] == 404
+    # a write that succeeded (the nonce committed with it)
+    assert _replay_refused(server, "GET", "/machine/v1/instructions")[0] == 200
+    assert server.state(order.id) == "paid"  # the replays changed nothing
+
+
+def test_a_replayed_create_order_never_reaches_the_provider(
+        server: InProcessServer, client: BackendClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    sandbox = server.backend.sandbox
+    assert sandbox is not None
+    calls: list[str] = []
+    working = sandbox.create_qr
+
+    def counting(info: object) -> object:
+        calls.append(getattr(info, "out_trade_no", ""))
+        return working(info)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sandbox, "create_qr", counting)
+    assert _replay_refused(server, "POST", "/machine/v1/orders", b'{"slot":"A1"}')[0] == 201
+    assert len(calls) == 1 and len(server.backend.list_orders()) == 1

@@ -254,6 +254,31 @@ def test_provider_failure_cancels_the_new_order(server: InProcessServer, client:
     assert order["state"] == "cancelled"
 
 
+def test_a_keyed_create_order_whose_provider_failed_can_be_retried(
+        server: InProcessServer, client: BackendClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    sandbox = server.backend.sandbox
+    assert sandbox is not None
+    working = sandbox.create_qr
+
+    def broken(order: Any) -> Any:
+        raise ProviderError("gateway down", provider="sandbox")
+
+    monkeypatch.setattr(sandbox, "create_qr", broken)
+    with pytest.raises(BackendError) as info:
+        client.create_order("A1", idempotency_key="order-k2")
+    assert info.value.code == "provider_error"
+    monkeypatch.setattr(sandbox, "create_qr", working)
+    order = client.create_order("A1", idempotency_key="order-k2")
+    assert order.state == "awaiting_payment"
+    assert client.create_order("A1", idempotency_key="order-k2").id == order.id
+    assert sorted(o["state"] for o in server.backend.list_orders()) == [
+        "awaiting_payment", "cancelled"]
+    # the key answers the order; reused for another request it is refused
+    with pytest.raises(BackendError) as info:
+        client.create_order("A2", idempotency_key="order-k2")
+    assert info.value.code == "idempotency_key_reused"
+
+
 def test_wrong_amount_goes_to_review_and_does_not_ship(server: InProcessServer,
                                                        client: BackendClient) -> None:
     order = client.create_order("A1")

@@ -32,6 +32,7 @@ from starlette.concurrency import run_in_threadpool
 
 from vendhw.contract.signing import HEADER_IDEMPOTENCY
 from vendhw.errors import ConfigurationError
+from vendhw.server.db import ReplayedNonce
 from vendhw.server.guard import SCOPE_MACHINE, Guard
 from vendhw.server.providers import ProviderError
 from vendhw.server.service import ApiError, Backend
@@ -185,7 +186,8 @@ def machine_create_order(body: CreateOrderBody, request: Request,
     backend = _backend(request)
     status, data = backend.idempotent(
         call.machine_id, call.idempotency_key, call.fingerprint,
-        lambda: (201, backend.create_order(call.machine_id, body.slot, body.provider)))
+        lambda: (201, backend.create_order(call.machine_id, body.slot, body.provider)),
+        together=True)
     return _json(status, data)
 
 
@@ -522,6 +524,12 @@ def create_app(settings: ServerSettings | None = None, *, clock: Clock | None = 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(ReplayedNonce)
+    async def _replayed(request: Request, exc: ReplayedNonce) -> JSONResponse:
+        # A replay raced its original and lost at the nonce's insert: nothing it did stays.
+        return JSONResponse({"error": "replayed_nonce", "detail": "this nonce was already used"},
+                            status_code=401)
 
     @app.exception_handler(ConfigurationError)
     async def _config_error(request: Request, exc: ConfigurationError) -> JSONResponse:

@@ -10,14 +10,16 @@ In order, for every HTTP request:
 3. operator routes check the bearer token from the headers, before the body is read;
 4. machine routes read the (bounded) body and check the HMAC signature, timestamp and nonce
    **before** any JSON is parsed: an unauthenticated caller gets ``401`` and no validation
-   details. The authenticated machine id is handed to the route in the ASGI scope (the
-   nonce is spent once, here).
+   details. The authenticated machine id is handed to the route in the ASGI scope. The
+   nonce is spent by the request's first write transaction (no commit of its own), and in
+   any case before the answer leaves: a replay is refused (401) whatever the request did.
 
 The body read here is replayed to the app unchanged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -26,6 +28,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
 
+from vendhw.server.db import PENDING_NONCE, PendingNonce, ReplayedNonce
 from vendhw.server.service import ApiError, Backend
 
 Scope = MutableMapping[str, Any]
@@ -120,15 +123,16 @@ class Guard:
                 await _reply(send, 413, _too_large(limit))
                 return
             more_body = False
+        pending: PendingNonce | None = None
         if path.startswith(MACHINE_PREFIX) and self._is_route(scope):
             try:
-                machine_id = await run_in_threadpool(
-                    self.backend.authenticate, headers, scope["method"], signed_path(scope),
-                    body)
+                pending = await run_in_threadpool(
+                    self.backend.verify_request, headers, scope["method"],
+                    signed_path(scope), body)
             except ApiError as exc:
                 await _reply(send, exc.status, exc.body(), exc.headers, close=False)
                 return
-            scope[SCOPE_MACHINE] = machine_id
+            scope[SCOPE_MACHINE] = pending.machine_id
         replayed = False
 
         async def replay() -> Message:
@@ -138,7 +142,53 @@ class Guard:
                 return {"type": "http.request", "body": body, "more_body": more_body}
             return await receive()  # http.disconnect when the client goes away
 
-        await self.app(scope, replay, send)
+        if pending is None:
+            await self.app(scope, replay, send)
+            return
+        await self._run_spending(scope, replay, send, pending)
+
+    async def _run_spending(self, scope: Scope, receive: Receive, send: Send,
+                            pending: PendingNonce) -> None:
+        """Run a machine request whose nonce its first write transaction spends; before
+        any answer leaves, make sure the nonce is committed (a request that wrote nothing or
+        rolled back spends it alone). A replay that raced it and lost gets 401."""
+        refused = False
+
+        async def spend() -> bool:
+            try:
+                await run_in_threadpool(self.backend.db.spend_pending_nonce)
+            except ReplayedNonce:
+                return False
+            return True
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal refused
+            if refused:
+                return
+            if message["type"] == "http.response.start" and not pending.stored \
+                    and not await spend():
+                refused = True
+                await _reply(send, 401, _REPLAYED, close=False)
+                return
+            await send(message)
+
+        token = PENDING_NONCE.set(pending)
+        try:
+            await self.app(scope, receive, guarded_send)
+        except ReplayedNonce:
+            if not refused:
+                refused = True
+                await _reply(send, 401, _REPLAYED, close=False)
+        except BaseException:
+            if not pending.stored:
+                with contextlib.suppress(Exception):
+                    await spend()
+            raise
+        finally:
+            PENDING_NONCE.reset(token)
+
+
+_REPLAYED = {"error": "replayed_nonce", "detail": "this nonce was already used"}
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:

@@ -5,12 +5,17 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Callable, Mapping
-from typing import Any
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from vendhw.contract import signing
+from vendhw.server.db import PENDING_NONCE, PendingNonce, ReplayedNonce, on_commit, spend_nonce
 from vendhw.server.models import (
     IdempotentResponse,
     Machine,
@@ -30,7 +35,27 @@ class AuthMixin(BackendCore):
 
     def authenticate(self, headers: Mapping[str, str], method: str, path: str,
                      body: bytes) -> str:
-        """The machine id of a correctly signed, fresh, never-seen request; else ApiError 401."""
+        """The machine id of a correctly signed, fresh, never-seen request; else ApiError 401.
+
+        Spends the nonce in a transaction of its own (the guard instead defers it into the
+        request's first write transaction: :meth:`verify_request`)."""
+        pending = self.verify_request(headers, method, path, body)
+        try:
+            with self.db.tx() as s:
+                if not pending.stored:  # a request context may have spent it already
+                    spend_nonce(s, pending)
+            pending.stored = True
+        except ReplayedNonce:
+            raise ApiError(401, "replayed_nonce", "this nonce was already used") from None
+        return pending.machine_id
+
+    def verify_request(self, headers: Mapping[str, str], method: str, path: str,
+                       body: bytes) -> PendingNonce:
+        """Check a request's signature, timestamp and nonce shape (ApiError 401 if wrong);
+        its nonce, not yet spent, is returned: the caller spends it (see
+        :class:`~vendhw.server.db.PendingNonce`); a replay is refused when it does, before
+        anything it did commits. A request that calls a provider before its first write
+        checks first (:meth:`_refuse_replay`)."""
         parts = signing.SignedParts.from_headers(headers)
         if parts is None:
             raise ApiError(401, "unauthenticated", "missing X-Vendhw-Machine/-Timestamp/"
@@ -54,17 +79,11 @@ class AuthMixin(BackendCore):
             secret = self._machine_secret(parts.machine_id, refresh=True)  # rotated?
             if not signing.verify(secret or secrets.token_hex(16), parts, method, path, body):
                 raise ApiError(401, "bad_signature", "unknown machine or wrong signature")
-        try:
-            with self.db.tx() as s:
-                s.execute(insert(Nonce).values(machine_id=parts.machine_id, nonce=parts.nonce,
-                                               expires_at=timestamp + window + 1))
-                if now - self._seen.get(parts.machine_id, 0.0) > LAST_SEEN_EVERY_S:
-                    s.execute(update(Machine).where(Machine.id == parts.machine_id)
-                              .values(last_seen=now))
-                    self._seen[parts.machine_id] = now
-        except IntegrityError:
-            raise ApiError(401, "replayed_nonce", "this nonce was already used") from None
-        return parts.machine_id
+        last_seen = None
+        if now - self._seen.get(parts.machine_id, 0.0) > LAST_SEEN_EVERY_S:
+            last_seen = now
+            self._seen[parts.machine_id] = now
+        return PendingNonce(parts.machine_id, parts.nonce, timestamp + window + 1, last_seen)
 
     def _machine_secret(self, machine_id: str, *, refresh: bool) -> str | None:
         """A machine's secret, cached briefly so most requests verify without a query.
@@ -85,9 +104,19 @@ class AuthMixin(BackendCore):
         self._secrets[machine_id] = (secret, now)
         return str(secret)
 
+    def _refuse_replay(self, s: Session) -> None:
+        """In a read before a provider call: refuse (401) a request whose nonce was spent,
+        so a replay never reaches the provider (its first write would refuse it later)."""
+        pending = PENDING_NONCE.get()
+        if pending is None or pending.stored:
+            return
+        if s.execute(select(Nonce.nonce).where(Nonce.machine_id == pending.machine_id,
+                                               Nonce.nonce == pending.nonce)).first():
+            raise ApiError(401, "replayed_nonce", "this nonce was already used")
+
     def idempotent(self, machine_id: str, key: str | None, request: bytes,
-                   compute: Callable[[], tuple[int, dict[str, Any]]]
-                   ) -> tuple[int, dict[str, Any]]:
+                   compute: Callable[[], tuple[int, dict[str, Any]]], *,
+                   together: bool = False) -> tuple[int, dict[str, Any]]:
         """Run ``compute`` once per (machine, key); a retry gets the first answer back.
 
         A key reused for a different request is refused (409), and a retry that arrives while
@@ -97,58 +126,192 @@ class AuthMixin(BackendCore):
         key over and runs the request; the operations behind keys are themselves idempotent
         by state (a result, a cash sale, a code reservation apply once however often they
         run), so the outcome is still applied once.
+
+        Commits: the key is claimed ("in progress") in a transaction of its own (which also
+        carries the request's nonce), and the operation stores its answer in its own last
+        transaction (:meth:`_answer`), so a keyed request costs one commit more than the
+        operation, not three. ``together=True`` (create order: its work is one transaction
+        after the provider call) claims the key in the operation's transaction itself
+        (:meth:`_claim_key`): the key, the work and the answer commit at once or not at all,
+        and a request that dies leaves nothing behind to wait for.
         """
         if not key:
             return compute()
         if len(key) > 128:
             raise ApiError(400, "bad_idempotency_key", "at most 128 characters")
-        digest = hashlib.sha256(request).hexdigest()
-        now = self.clock.now()
-        try:
-            with self.db.tx() as s:
-                row = s.get(IdempotentResponse, (machine_id, key), with_for_update=True)
+        claim = _KeyClaim(machine_id, key, hashlib.sha256(request).hexdigest(),
+                          self.clock.now(), together)
+        if together:
+            with self.db.read() as s:  # answered already: no provider call, no write
+                row = s.get(IdempotentResponse, (machine_id, key))
                 if row is not None:
-                    if row.request_hash != digest:
-                        raise ApiError(409, "idempotency_key_reused",
-                                       "this Idempotency-Key was used for another request")
-                    if row.status_code != 0:
-                        return row.status_code, dict(row.body)
-                    if now - row.created_at < self.settings.idempotency_lease:
-                        wait = max(1, int(row.created_at + self.settings.idempotency_lease
-                                          - now) + 1)
-                        raise ApiError(409, "request_in_progress",
-                                       "the first request with this key is still running",
-                                       headers={"Retry-After": str(wait)})
-                    log.warning("Idempotency-Key %r of %s in progress since %.0f s: its "
-                                "request died; running it again", key, machine_id,
-                                now - row.created_at)
-                    row.created_at = now  # a new lease, held by this request
-                else:
-                    s.add(IdempotentResponse(machine_id=machine_id, key=key,
-                                             request_hash=digest, status_code=0, body={},
-                                             created_at=now))
-        except IntegrityError:
-            raise ApiError(409, "request_in_progress",
-                           "the first request with this key is still running") from None
+                    answer = self._key_row(row, claim)
+                    if answer is not None:
+                        return answer
+                    claim.together = False  # a dead request's claim: take it over below
+        if not claim.together:
+            try:
+                with self.db.tx() as s:
+                    row = s.get(IdempotentResponse, (machine_id, key), with_for_update=True)
+                    if row is not None:
+                        answer = self._key_row(row, claim)
+                        if answer is not None:
+                            return answer
+                        row.created_at = claim.now  # a new lease, held by this request
+                    else:
+                        s.add(IdempotentResponse(machine_id=machine_id, key=key,
+                                                 request_hash=claim.digest, status_code=0,
+                                                 body={}, created_at=claim.now))
+            except IntegrityError:
+                raise ApiError(409, "request_in_progress",
+                               "the first request with this key is still running") from None
+        token = _CLAIM.set(claim)
         try:
             status, body = compute()
+        except _Answered as done:
+            return done.status, done.body
+        except _KeyRefused:
+            raise
+        except IntegrityError:
+            if not claim.together:
+                self._forget(machine_id, key)
+                raise
+            # together: another request with this key committed first (PostgreSQL)
+            return self._answer_of(machine_id, key, claim)
         except ApiError as exc:
             if exc.status >= 500:
-                self._forget(machine_id, key)
+                if not claim.together:
+                    self._forget(machine_id, key)
                 raise
             status, body = exc.status, exc.body()
         except BaseException:
-            self._forget(machine_id, key)
+            if not claim.together:
+                self._forget(machine_id, key)
             raise
-        with self.db.tx() as s:
-            row = s.get(IdempotentResponse, (machine_id, key), with_for_update=True)
-            if row is not None and row.status_code == 0:
-                row.status_code, row.body = status, body
-            elif row is not None:  # a takeover finished first: one stored answer for all
-                return row.status_code, dict(row.body)
+        finally:
+            _CLAIM.reset(token)
+        if claim.answer is not None:  # stored by the operation's own transaction
+            return claim.answer
+        try:
+            with self.db.tx() as s:
+                row = s.get(IdempotentResponse, (machine_id, key), with_for_update=True)
+                if row is None:  # together, and the operation failed before its claim
+                    s.add(IdempotentResponse(machine_id=machine_id, key=key,
+                                             request_hash=claim.digest, status_code=status,
+                                             body=body, created_at=claim.now))
+                elif row.status_code == 0:
+                    row.status_code, row.body = status, body
+                else:  # a takeover finished first: one stored answer for all
+                    return row.status_code, dict(row.body)
+        except IntegrityError:
+            return self._answer_of(machine_id, key, claim)
         return status, body
+
+    def _key_row(self, row: IdempotentResponse, claim: _KeyClaim
+                 ) -> tuple[int, dict[str, Any]] | None:
+        """The stored answer of an existing key row; None when its request died (lease
+        over: the caller takes it over); ApiError 409 if reused or still running."""
+        if row.request_hash != claim.digest:
+            raise _KeyRefused(409, "idempotency_key_reused",
+                              "this Idempotency-Key was used for another request")
+        if row.status_code != 0:
+            return row.status_code, dict(row.body)
+        lease = self.settings.idempotency_lease
+        if claim.now - row.created_at < lease:
+            wait = max(1, int(row.created_at + lease - claim.now) + 1)
+            raise _KeyRefused(409, "request_in_progress",
+                              "the first request with this key is still running",
+                              headers={"Retry-After": str(wait)})
+        log.warning("Idempotency-Key %r of %s in progress since %.0f s: its request died; "
+                    "running it again", claim.key, claim.machine_id, claim.now - row.created_at)
+        return None
+
+    def _answer_of(self, machine_id: str, key: str, claim: _KeyClaim
+                   ) -> tuple[int, dict[str, Any]]:
+        with self.db.read() as s:
+            row = s.get(IdempotentResponse, (machine_id, key))
+            answer = None if row is None else self._key_row(row, claim)
+        if answer is None:
+            raise ApiError(409, "request_in_progress",
+                           "the first request with this key is still running")
+        return answer
+
+    def _claim_key(self, s: Session) -> None:
+        """Inside the operation's transaction: claim the current request's key (``together``
+        mode; nothing to do otherwise). A key answered meanwhile ends the operation with
+        that answer (its transaction rolls back)."""
+        claim = _CLAIM.get()
+        if claim is None or not claim.together:
+            return
+        row = s.get(IdempotentResponse, (claim.machine_id, claim.key), with_for_update=True)
+        if row is not None:
+            answer = self._key_row(row, claim)
+            if answer is not None:
+                raise _Answered(*answer)
+            row.created_at = claim.now
+        else:
+            row = IdempotentResponse(machine_id=claim.machine_id, key=claim.key,
+                                     request_hash=claim.digest, status_code=0, body={},
+                                     created_at=claim.now)
+            s.add(row)
+            s.flush()  # on PostgreSQL a concurrent claim of the same key waits here
+        claim.held = (s, row)
+
+    def _answer(self, s: Session, status: int, body: dict[str, Any]) -> None:
+        """Inside the operation's last transaction: store its answer under the current
+        request's key, if it has one (else :meth:`idempotent` stores it afterwards)."""
+        claim = _CLAIM.get()
+        if claim is None or claim.answer is not None:
+            return
+        answer: tuple[int, dict[str, Any]] = (status, body)
+        if claim.held is not None and claim.held[0] is s:  # claimed in this transaction
+            claim.held[1].status_code, claim.held[1].body = status, body
+        elif cast(CursorResult[Any], s.execute(update(IdempotentResponse).where(
+                IdempotentResponse.machine_id == claim.machine_id,
+                IdempotentResponse.key == claim.key, IdempotentResponse.status_code == 0)
+                .values(status_code=status, body=body)
+                .execution_options(synchronize_session=False))).rowcount != 1:
+            row = s.get(IdempotentResponse, (claim.machine_id, claim.key))
+            if row is None:
+                return  # not claimed (together mode, failed before): stored afterwards
+            answer = (row.status_code, dict(row.body))  # a takeover finished first
+
+        def stored() -> None:
+            claim.answer = answer
+
+        on_commit(s, stored)
 
     def _forget(self, machine_id: str, key: str) -> None:
         with self.db.tx() as s:
             s.execute(delete(IdempotentResponse).where(
                 IdempotentResponse.machine_id == machine_id, IdempotentResponse.key == key))
+
+
+@dataclass
+class _KeyClaim:
+    """The Idempotency-Key of the request running in this context."""
+
+    machine_id: str
+    key: str
+    digest: str
+    now: float
+    together: bool
+    answer: tuple[int, dict[str, Any]] | None = None
+    held: tuple[Session, IdempotentResponse] | None = None
+    """The row claimed by :meth:`AuthMixin._claim_key`, with its session."""
+
+
+_CLAIM: ContextVar[_KeyClaim | None] = ContextVar("vendhw_idempotency_claim", default=None)
+
+
+class _Answered(Exception):  # a control-flow signal, not an error
+    """The key was answered by another request: end with that answer."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+
+
+class _KeyRefused(ApiError):
+    """A refusal about the key itself (reused, still running): never stored as its answer."""

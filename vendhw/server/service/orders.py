@@ -40,7 +40,8 @@ class OrdersMixin(BackendCore):
                            f"provider {name!r} is not enabled here: {sorted(self.providers)}")
         now = self.clock.now()
         actor = f"machine:{machine_id}"
-        with self.db.tx() as s:
+        with self.db.read() as s:
+            self._refuse_replay(s)
             row = s.execute(select(Slot, Product).join(Product, Slot.product_id == Product.id)
                             .where(Slot.machine_id == machine_id, Slot.slot == str(slot))
                             ).first()
@@ -48,36 +49,39 @@ class OrdersMixin(BackendCore):
                 raise ApiError(404, "unknown_slot", f"machine {machine_id} sells nothing "
                                f"in slot {slot!r}")
             slot_row, product = row
-            machine = s.get(Machine, machine_id)
-            assert machine is not None
+            currency = s.execute(select(Machine.currency).where(Machine.id == machine_id)
+                                 ).scalar_one()
             order = Order(
                 id="vo" + secrets.token_hex(12), machine_id=machine_id, slot=slot_row.slot,
                 product_id=product.id, product_name=product.name, amount=slot_row.price,
-                currency=machine.currency, kind="qr", provider=name,
+                currency=currency, kind="qr", provider=name,
                 state=S.CREATED.value, created_at=now, updated_at=now,
                 expires_at=now + self.settings.order_ttl)
-            s.add(order)
-            self._audit(s, "order", order.id, None, S.CREATED.value,
-                        f"order for slot {slot_row.slot}", actor)
-            info = OrderInfo(order.id, order.amount, order.currency, product.name,
-                             order.expires_at)
+        info = OrderInfo(order.id, order.amount, order.currency, order.product_name,
+                         order.expires_at)
+        # The provider first, then one transaction for the order, its QR, the request's
+        # nonce and Idempotency-Key and the answer. The QR reaches nobody before that
+        # transaction commits, so nobody can pay an order that does not exist yet; a
+        # process dying in between leaves an unused trade at the provider, nothing here.
         try:
             qr = chosen.create_qr(info)
         except ProviderError as exc:
             with self.db.tx() as s:
-                failed = self._lock_order(s, info.out_trade_no)
-                if failed is not None and failed.state == S.CREATED.value:
-                    self._move(s, failed, S.CANCELLED, f"provider:{name}", str(exc))
+                s.add(order)
+                self._audit(s, "order", order.id, None, S.CREATED.value,
+                            f"order for slot {order.slot}", actor)
+                self._move(s, order, S.CANCELLED, f"provider:{name}", str(exc))
             raise ApiError(502, "provider_error", str(exc)) from exc
         with self.db.tx() as s:
-            order_row = self._lock_order(s, info.out_trade_no)
-            assert order_row is not None
-            order_row.qr_text = qr.qr_text
-            if order_row.state == S.CREATED.value:
-                self._move(s, order_row, S.AWAITING_PAYMENT, f"provider:{name}")
-                order_row.next_query_at = min(now + self.settings.query_interval,
-                                              order_row.expires_at)
-            data = order_json(order_row)
+            self._claim_key(s)
+            order.qr_text = qr.qr_text
+            s.add(order)
+            self._audit(s, "order", order.id, None, S.CREATED.value,
+                        f"order for slot {order.slot}", actor)
+            self._move(s, order, S.AWAITING_PAYMENT, f"provider:{name}")
+            order.next_query_at = min(now + self.settings.query_interval, order.expires_at)
+            data = order_json(order)
+            self._answer(s, 201, data)
         crash_point("backend:order-created")
         return data
 

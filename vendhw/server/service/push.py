@@ -56,14 +56,13 @@ class PushMixin(BackendCore):
             ins = s.get(Instruction, instruction_id)
             if ins is None or ins.machine_id != machine_id:
                 raise ApiError(404, "unknown_instruction")
-            self._lock_order(s, ins.order_id)  # order, then instruction: one lock order
+            order = self._lock_order(s, ins.order_id)  # order, then instruction: one lock order
             ins = s.execute(select(Instruction).where(Instruction.id == instruction_id)
                             .with_for_update().execution_options(populate_existing=True)
                             ).scalar_one()
             if ins.status == "cancelled":
                 raise ApiError(409, "instruction_cancelled",
                                "withdrawn by an operator: do not ship", order_id=ins.order_id)
-            order = self._lock_order(s, ins.order_id)
             assert order is not None
             if ins.status == "pending":
                 ins.status = "acked"

@@ -80,6 +80,8 @@ class ResultsMixin(BackendCore):
                     s, order, paid if paid is not None else order.amount,
                     f"dispense failed: {outcome}"))
             data = order_json(order)
+            if not effects.refunds:  # else the answer is the order after its refund ran
+                self._answer(s, 200, data)
         crash_point("backend:reported")
         self._after(effects)
         if effects.refunds:
