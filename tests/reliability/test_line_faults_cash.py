@@ -133,15 +133,7 @@ UNPLUG_IN_START = bool(os.environ.get("VENDHW_UNPLUG_IN_START"))
 """Also pull the adapter while the device is being brought back (see "Open")."""
 
 
-SSP_UNSURE_ACK = pytest.mark.xfail(
-    reason="ssp.py: an EVENT ACK whose reply is cut by the unplug (DisconnectedError, not "
-    "NoResponseError) does not set _unsure_ack, and the checkpoint does not carry it: when "
-    "the ACK did arrive, the next note gets the acked note's id and is lost without a flag. "
-    "Fix in vendhw/devices/ssp (being split now): docs/reliability.md, Open", strict=False)
-
-
-@pytest.mark.parametrize("protocol", [pytest.param(p, marks=SSP_UNSURE_ACK) if p == "ssp" else p
-                                      for p in CASH_PROTOCOLS])
+@pytest.mark.parametrize("protocol", CASH_PROTOCOLS)
 def test_cash_accounts_balance_through_unplugs_mid_read(protocol: str) -> None:
     """The port unplugged mid-read, again and again, and plugged back at once: the acceptor
     takes the device offline (one line), reopens it (a new driver resumed from the journal's

@@ -294,6 +294,12 @@ class CashAcceptor:
             except VendhwError as exc:
                 if not self._went_away(device):
                     log.warning("%s: poll failed: %s", device.name, exc)
+                # A poll cut short may have left the driver unsure of what the device heard
+                # (an SSP EVENT ACK): keep that for a restart or a reopen.
+                try:
+                    self._save_checkpoint(device)
+                except VendhwError as journal:  # a failing journal already failed the poll
+                    log.warning("%s: checkpoint not saved: %s", device.name, journal)
                 continue
             self._save_checkpoint(device)
             if self._enabled and any(e.kind is CashEventKind.DEVICE_RESET for e in events):

@@ -411,8 +411,10 @@ class SspCore(SspPayoutOps):
             if needs_ack:
                 try:
                     yield from self.command_op(EVENT_ACK)
-                except NoResponseError:
-                    self._unsure_ack = acked  # decided by the next poll
+                except VendhwError:
+                    # No answer, a garbled one, or the port gone mid-reply: whether the ACK
+                    # arrived is unknown either way, so the next poll decides.
+                    self._unsure_ack = acked
                     raise
                 self.acks += 1
         else:
@@ -437,13 +439,16 @@ class SspCore(SspPayoutOps):
 
     def checkpoint(self) -> dict[str, Any]:
         """What identifies repeated events across a restart; pass it back as ``resume=``."""
-        return {"session": self._token, "acks": self.acks}
+        unsure = None if self._unsure_ack is None else [list(e) for e in self._unsure_ack]
+        return {"session": self._token, "acks": self.acks, "unsure_ack": unsure}
 
     def restore(self, data: dict[str, Any]) -> None:
         """Continue from a :meth:`checkpoint` (like ``resume=``), before :meth:`start`;
         :class:`~vendhw.machine.cash.CashAcceptor` does this from its journal."""
         self._token = str(data["session"])
         self.acks = int(data["acks"])
+        unsure = data.get("unsure_ack")  # an EVENT ACK cut off before the restart
+        self._unsure_ack = None if unsure is None else tuple(tuple(e) for e in unsure)
 
     # -- the rest ----------------------------------------------------------------------------
 
