@@ -20,8 +20,8 @@ from vendhw.devices.mdb_cashless import MdbCashlessReader
 from vendhw.dex import collect
 from vendhw.errors import ConfigurationError
 from vendhw.machine import Machine
-from vendhw.server.testing import InProcessServer
 from vendhw.sim.mdb_cashless import MdbCashlessSimulator
+from vendhw.testing.backend import InProcessServer
 from vendhw.transport import SimTransport
 
 

@@ -27,8 +27,8 @@ from vendhw.errors import ConfigurationError
 from vendhw.machine import Machine
 from vendhw.machine.cash import CashAcceptor, CashJournal, InsufficientCredit
 from vendhw.server.states import FAILURE_OUTCOMES
-from vendhw.server.testing import BASE_URL, InProcessServer
 from vendhw.sim.ssp import SspSimulator
+from vendhw.testing.backend import BASE_URL, InProcessServer
 from vendhw.transport import SimTransport
 
 

@@ -18,7 +18,7 @@ from vendhw.agent.runner import AgentConfig, MqttInstructions
 from vendhw.agent.shipper import Shipper
 from vendhw.errors import ConfigurationError
 from vendhw.server.mqtt import MqttBridge
-from vendhw.server.testing import InProcessServer
+from vendhw.testing.backend import InProcessServer
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "server"))  # the broker helper
 from mqttbroker import BrokerUnavailable, start_broker

@@ -203,7 +203,7 @@ def test_code_length_comes_from_the_backend_unless_configured(
         tmp_path: Path, configured: int | None) -> None:
     from vendhw.agent.screen import ScreenModel
     from vendhw.errors import ConfigurationError
-    from vendhw.server.testing import InProcessServer
+    from vendhw.testing.backend import InProcessServer
 
     server = InProcessServer(code_digits=8)
     server.add_machine("m1", slots={"1": ("tea", 300)})

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from vendhw.client import AsyncBackendClient, BackendError, RateLimitedError
-from vendhw.server.testing import BASE_URL, InProcessServer
+from vendhw.testing.backend import BASE_URL, InProcessServer
 
 
 def make_client(server: InProcessServer, outbox: Path | None = None) -> AsyncBackendClient:

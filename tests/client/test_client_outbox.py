@@ -11,7 +11,7 @@ import pytest
 
 from vendhw.client import BackendClient, BackendError, BackendUnavailable, Outbox
 from vendhw.client.core import ClientCore, op_order_status
-from vendhw.server.testing import BASE_URL, InProcessServer
+from vendhw.testing.backend import BASE_URL, InProcessServer
 
 
 class Link(httpx.BaseTransport):

@@ -283,7 +283,7 @@ def test_cli_read_is_a_handheld(tmp_path: Path) -> None:
 
 def test_prices_from_the_backend_catalogue() -> None:
     from vendhw.dex.collect import catalogue_prices
-    from vendhw.server.testing import InProcessServer
+    from vendhw.testing.backend import InProcessServer
 
     server = InProcessServer()
     try:

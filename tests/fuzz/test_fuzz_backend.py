@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vendhw.client import signing
-from vendhw.server.testing import InProcessServer
+from vendhw.testing.backend import InProcessServer
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False)

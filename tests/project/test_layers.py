@@ -39,11 +39,7 @@ RANK = {part: rank for rank, parts in enumerate(LAYERS) for part in parts}
 
 # Imports that break the order and are not fixed yet: (importing module, imported module).
 # Each entry is a debt: remove it when its import is gone (the test fails on stale entries).
-KNOWN: set[tuple[str, str]] = {
-    # Kept: a test harness that runs the reference server and talks to it with the real
-    # client (BackendClient); it sits above both and stays at its public import path.
-    ("vendhw.server.testing", "vendhw.client"),
-}
+KNOWN: set[tuple[str, str]] = set()
 
 
 def _module_name(path: Path) -> str:

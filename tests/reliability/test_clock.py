@@ -13,7 +13,7 @@ import pytest
 
 from vendhw.client import BackendClient
 from vendhw.client.errors import AuthenticationError
-from vendhw.server.testing import BASE_URL, InProcessServer
+from vendhw.testing.backend import BASE_URL, InProcessServer
 
 
 @pytest.fixture

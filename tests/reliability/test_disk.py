@@ -20,7 +20,7 @@ from vendhw.devices.cash import CashEvent, CashEventKind
 from vendhw.errors import JournalError
 from vendhw.machine import Machine
 from vendhw.machine.cash import CashJournal
-from vendhw.server.testing import InProcessServer
+from vendhw.testing.backend import InProcessServer
 
 BOARD = "sim://easivend-column?inventory=3&motor_time=0.01"
 FAILURES = {"full": "database or disk is full", "read-only": "attempt to write a readonly database"}

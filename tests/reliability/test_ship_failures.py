@@ -14,7 +14,7 @@ import pytest
 from vendhw.agent.shipper import Shipper
 from vendhw.errors import NoResponseError
 from vendhw.machine import Machine
-from vendhw.server.testing import InProcessServer
+from vendhw.testing.backend import InProcessServer
 
 BOARD = "sim://easivend-column?inventory=3&motor_time=0.01"
 

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from vendhw.client import BackendClient
-from vendhw.server.testing import InProcessServer
+from vendhw.testing.backend import InProcessServer
 
 
 @pytest.fixture

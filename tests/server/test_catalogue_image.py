@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from vendhw.server.db import Database
-from vendhw.server.testing import InProcessServer
+from vendhw.testing.backend import InProcessServer
 
 PIC = "http://127.0.0.1:9/pictures/tea.png"
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from vendhw.server.testing import InProcessServer
+from vendhw.testing.backend import InProcessServer
 
 MAX_DURABLE_COMMITS_PER_SALE = 8
 """create order 2 (the sandbox's ledger, which also spends the request's nonce; then the

@@ -12,7 +12,7 @@ import pytest
 from vendhw.client.mqtt import MqttPush
 from vendhw.server.mqtt import MqttBridge
 from vendhw.server.settings import FakeClock
-from vendhw.server.testing import InProcessServer
+from vendhw.testing.backend import InProcessServer
 
 USERS = {"vendhw-backend": "backend-pass-0123", "m1": "m1-pass-0123", "m2": "m2-pass-0123"}
 

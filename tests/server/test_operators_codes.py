@@ -16,7 +16,7 @@ from vendhw.client import BackendClient
 from vendhw.server.operators import Operators
 from vendhw.server.service import ApiError, Backend
 from vendhw.server.settings import ServerSettings
-from vendhw.server.testing import InProcessServer
+from vendhw.testing.backend import InProcessServer
 
 
 def test_batches_list_and_revoke(server: InProcessServer, client: BackendClient) -> None:

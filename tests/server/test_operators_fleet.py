@@ -13,7 +13,7 @@ from vendhw.cli.backend import backend as backend_cli
 from vendhw.client import BackendClient
 from vendhw.server.operators import EXPORT_COLUMNS, ONLINE_WINDOW_S, Operators
 from vendhw.server.service import iso
-from vendhw.server.testing import InProcessServer
+from vendhw.testing.backend import InProcessServer
 
 
 def test_machines_online_last_seen_and_what_they_hold(server: InProcessServer,

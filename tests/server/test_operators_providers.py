@@ -9,7 +9,7 @@ from test_server_wechat import FakeWeChatPay, wechat  # noqa: F401  (fixture)
 
 from vendhw.client import BackendClient
 from vendhw.server.operators import Operators
-from vendhw.server.testing import InProcessServer
+from vendhw.testing.backend import InProcessServer
 
 
 def _deliver(client: BackendClient, order_id: str) -> None:

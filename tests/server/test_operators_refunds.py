@@ -19,7 +19,7 @@ from vendhw.server.operators import Operators, money, parse_money
 from vendhw.server.providers import RefundRequest
 from vendhw.server.service import ApiError, Backend
 from vendhw.server.settings import ServerSettings
-from vendhw.server.testing import InProcessServer
+from vendhw.testing.backend import InProcessServer
 
 
 def delivered(server: InProcessServer, client: BackendClient, slot: str = "A1") -> str:

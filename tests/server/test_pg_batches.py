@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from vendhw.server.db import FairLock
 from vendhw.server.models import Code
 from vendhw.server.service import CODE_BATCH_CHUNK
-from vendhw.server.testing import InProcessServer
+from vendhw.testing.backend import InProcessServer
 
 
 def _codes(server: InProcessServer) -> int:

@@ -13,7 +13,7 @@ import pytest
 
 from vendhw.client import signing
 from vendhw.server.settings import FakeClock
-from vendhw.server.testing import InProcessServer
+from vendhw.testing.backend import InProcessServer
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from typing import Any
 from click.testing import CliRunner
 
 from vendhw.cli.backend import backend as backend_cli
-from vendhw.server.testing import InProcessServer
+from vendhw.testing.backend import InProcessServer
 
 
 def _cli(*args: str) -> tuple[int, str]:

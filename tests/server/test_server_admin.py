@@ -15,7 +15,7 @@ from vendhw.client import BackendClient
 from vendhw.errors import ConfigurationError
 from vendhw.server.settings import ServerSettings, load_provider_file, parse_duration
 from vendhw.server.states import transition_table_markdown
-from vendhw.server.testing import InProcessServer
+from vendhw.testing.backend import InProcessServer
 
 ROOT = Path(__file__).resolve().parents[2]
 

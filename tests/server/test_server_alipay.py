@@ -19,7 +19,7 @@ import pytest
 from vendhw.client import BackendClient
 from vendhw.server.providers.alipay import raw_node, sign_content
 from vendhw.server.providers.wechat import load_private_key, load_public_key, rsa_sign, rsa_verify
-from vendhw.server.testing import InProcessServer
+from vendhw.testing.backend import InProcessServer
 
 APP_ID = "2014072300007148"
 

@@ -7,7 +7,7 @@ import pytest
 
 from vendhw.client import BackendClient, signing
 from vendhw.client.core import ClientCore, op_create_order
-from vendhw.server.testing import InProcessServer
+from vendhw.testing.backend import InProcessServer
 
 
 def signed(server: InProcessServer, method: str, path: str, body: bytes = b"",

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from vendhw.cli.backend import backend as backend_cli
 from vendhw.client import BackendClient, BackendError, RateLimitedError
 from vendhw.server.models import Code
-from vendhw.server.testing import InProcessServer
+from vendhw.testing.backend import InProcessServer
 
 
 def make_codes(server: InProcessServer, count: int = 1, **extra: object) -> list[str]:

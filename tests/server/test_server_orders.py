@@ -18,7 +18,7 @@ from vendhw.server.states import (
     TransitionError,
     check_transition,
 )
-from vendhw.server.testing import InProcessServer
+from vendhw.testing.backend import InProcessServer
 
 
 def paid(server: InProcessServer, client: BackendClient, slot: str = "A1"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from vendhw.client import BackendClient, Instruction
 from vendhw.server.settings import SystemClock
-from vendhw.server.testing import InProcessServer
+from vendhw.testing.backend import InProcessServer
 
 
 def wait_until_polling(server: InProcessServer, machine: str, timeout: float = 5.0) -> None:

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from vendhw.client import BackendClient
 from vendhw.server.providers.wechat import load_private_key, load_public_key, rsa_sign, rsa_verify
-from vendhw.server.testing import InProcessServer
+from vendhw.testing.backend import InProcessServer
 
 MCHID = "1900000001"
 APPID = "wxd678efh567hg6787"
