@@ -346,7 +346,7 @@ class Agent:
     def _check_journals(self) -> None:
         if self.shipper.fault:
             raise JournalError(f"this machine cannot sell right now: {self.shipper.fault}")
-        if not getattr(self.machine, "online", True):
+        if not self._board_online():
             raise DisconnectedError(
                 "this machine cannot sell right now: the motor board's port went away "
                 f"({self.machine.offline_reason}); it sells again once the port is back")
@@ -371,7 +371,7 @@ class Agent:
     def board_ok(self) -> bool:
         """Whether the board answers (else the screen is out of service until it does).
         Its ``ok`` flag is not used: some boards clear it while busy with a vend."""
-        if not getattr(self.machine, "online", True):
+        if not self._board_online():
             return False  # its port went away (the machine logged it; the agent reconnects)
         try:
             self.machine.status()
@@ -466,9 +466,14 @@ class Agent:
 
     # --- ports that go away and come back ---------------------------------------------------
 
+    def _board_online(self) -> bool:
+        """False while the board's port is gone; a machine without that notion (a test
+        double, an older integration) counts as online."""
+        return bool(getattr(self.machine, "online", True))
+
     def offline(self) -> list[str]:
         """What is offline because its port went away: ``"board"`` and cash device names."""
-        down = [] if getattr(self.machine, "online", True) else ["board"]
+        down = [] if self._board_online() else ["board"]
         if self.cash is not None:
             down += sorted(self.cash.acceptor.offline)
         return down
