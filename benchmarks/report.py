@@ -192,7 +192,31 @@ def recall_precision(inserted: list[bytes], found: list[bytes]) -> tuple[float, 
     return recall, precision
 
 
+def _stream_speed(framer: Framer, direction: Any, stream: bytes, compiled: bool,
+                  rounds: int = 3) -> tuple[float, list[bytes]]:
+    """MB/s (median of ``rounds``, wall clock) of one deframer over the stream in 4 KiB
+    chunks, as from a port, and the frames it found (their raw bytes: a reader touches
+    every frame)."""
+    from vendhw.framing.base import Deframer
+
+    chunk = 4096
+    samples = []
+    found: list[bytes] = []
+    for _ in range(rounds):
+        deframer = Deframer(framer, direction=direction, compiled=compiled)
+        found = []
+        start = time.perf_counter()
+        for i in range(0, len(stream), chunk):
+            found += [f.raw for f in deframer.feed(stream[i:i + chunk])
+                      if isinstance(f, Frame)]
+        found += [f.raw for f in deframer.flush() if isinstance(f, Frame)]
+        samples.append(len(stream) / (time.perf_counter() - start) / 1e6)
+    return statistics.median(samples), found
+
+
 def measure_streams(quick: bool, metrics: dict[str, Any], notes: dict[str, str]) -> None:
+    from vendhw.framing.base import COMPILED_SCAN
+
     size = 100_000 if quick else 2_000_000
     speeds: dict[str, float] = {}
     for name in framer_names():
@@ -200,30 +224,26 @@ def measure_streams(quick: bool, metrics: dict[str, Any], notes: dict[str, str])
             continue
         stream, inserted, direction = build_stream(name, size)
         framer = stream_frames(name)[0][0]
-        chunk = 4096
-        samples = []
-        found: list[bytes] = []
-        for _ in range(3):
-            deframer = framer.deframer(direction)
-            found = []
-            start = time.perf_counter()
-            for i in range(0, len(stream), chunk):
-                found += [f.raw for f in deframer.feed(stream[i:i + chunk])
-                          if isinstance(f, Frame)]
-            found += [f.raw for f in deframer.flush() if isinstance(f, Frame)]
-            samples.append(len(stream) / (time.perf_counter() - start) / 1e6)
-        speeds[name] = statistics.median(samples)
+        speeds[name], found = _stream_speed(framer, direction, stream, compiled=True)
         metrics[f"stream_mb_per_s.{name}"] = round(speeds[name], 2)
         metrics[f"stream_frames_found.{name}"] = f"{len(found)}/{len(inserted)}"
         recall, precision = recall_precision(inserted, found)
         metrics[f"stream_recall.{name}"] = round(recall, 4)
         metrics[f"stream_precision.{name}"] = round(precision, 4)
+        # The fallback a pure-Python install runs (no C compiler at install time).
+        python_speed, _ = _stream_speed(framer, direction, stream[:size // 4],
+                                                   compiled=False, rounds=1)
+        metrics[f"stream_mb_per_s_python.{name}"] = round(python_speed, 2)
+    metrics["stream_compiled_scan"] = COMPILED_SCAN
     if speeds:
         worst = min(speeds, key=lambda n: speeds[n])
         metrics["stream_mb_per_s"] = round(speeds[worst], 2)
+        scan = ("the compiled scan (vendhw/framing/_scan.c)" if COMPILED_SCAN else
+                "the pure-Python scan (the compiled one is not built here)")
         notes["stream_mb_per_s"] = (f"headline: the slowest protocol ({worst}), 50 % random "
-                                    "garbage between frames; per-protocol figures, recall and "
-                                    "precision beside it")
+                                    f"garbage between frames, {scan}; per-protocol figures, "
+                                    "recall and precision beside it; "
+                                    "stream_mb_per_s_python.*: the pure-Python fallback")
 
 
 def _median_ms(samples: list[float]) -> float:

@@ -206,6 +206,9 @@ class Board101Framer(Framer):
             j += 1
         return j, errors
 
+    def compiled_scan(self, direction: Direction | None) -> dict[str, Any] | None:
+        return {"proto": "BOARD101"}
+
     def measure(self, buf: bytes | bytearray, start: int, direction: Direction | None) -> int:
         if direction == "device" and start < len(buf) and buf[start] != REPLY_ADDRESS:
             return -1

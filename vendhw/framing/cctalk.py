@@ -295,6 +295,9 @@ class CcTalkFramer(Framer):
             return (rb"(?=\x01(?:." + src + rb"\x00|\x00" + src + rb"[\x05\x06]|.{0,2}\Z))")
         return None
 
+    def compiled_scan(self, direction: Direction | None) -> dict[str, Any] | None:
+        return {"proto": "CCTALK" if self.checksum == "simple" else "CCTALK_CRC"}
+
     def measure(self, buf: bytes | bytearray, start: int, direction: Direction | None) -> int:
         """Packet length from the length byte, after plausibility checks that cost nothing.
 

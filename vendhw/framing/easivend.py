@@ -132,6 +132,9 @@ class EasivendFramer(Framer):
                   "column": p["column"]}
         return Frame(self.name, raw, fields, "device")
 
+    def compiled_scan(self, direction: Direction | None) -> dict[str, Any] | None:
+        return {"proto": "EASIVEND"}
+
     def measure(self, buf: bytes | bytearray, start: int, direction: Direction | None) -> int:
         if start >= len(buf):
             return 0

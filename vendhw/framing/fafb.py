@@ -373,6 +373,9 @@ class FaFbFramer(Framer):
         if decoder is not None:
             decoder(self.name, code, text, fields)
 
+    def compiled_scan(self, direction: Direction | None) -> dict[str, Any] | None:
+        return {"proto": "FAFB"}
+
     def measure(self, buf: bytes | bytearray, start: int, direction: Direction | None) -> int:
         n = len(buf) - start
         if n < 1:

@@ -292,6 +292,9 @@ class Id003Framer(Framer):
                 {"escrow_code": e.escrow_code, "country": e.country, "value": e.value}
                 for e in parse_currency_assign(payload)]
 
+    def compiled_scan(self, direction: Direction | None) -> dict[str, Any] | None:
+        return {"proto": "ID003"}
+
     def measure(self, buf: bytes | bytearray, start: int, direction: Direction | None) -> int:
         if start + 1 >= len(buf):
             return 0

@@ -24,7 +24,7 @@ from typing import Any
 import construct as cs
 
 from vendhw.errors import ChecksumError, FramingError, LengthError
-from vendhw.framing.base import Direction, Frame, Framer, Layout
+from vendhw.framing.base import Direction, Frame, Framer, Layout, byte_table
 from vendhw.framing.checksums import SUM8
 
 ACK, RET, NAK = 0x00, 0xAA, 0xFF
@@ -480,6 +480,10 @@ class MdbFramer(Framer):
         if self.wire == "9bit" and direction == "host":
             return bytes((0xFF, ACK, RET))  # a marked address byte (FF 00 b) or a control byte
         return None
+
+    def compiled_scan(self, direction: Direction | None) -> dict[str, Any] | None:
+        return {"proto": "MDB_9BIT" if self.wire == "9bit" else "MDB_PLAIN",
+                "heads": byte_table(_HEADS), "devices": byte_table(DEVICES)}
 
     def measure(self, buf: bytes | bytearray, start: int, direction: Direction | None) -> int:
         if self.wire == "9bit":

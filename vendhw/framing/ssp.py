@@ -683,6 +683,9 @@ class SspFramer(Framer):
                 fields["events"] = events
         return Frame(self.name, raw, fields, direction)
 
+    def compiled_scan(self, direction: Direction | None) -> dict[str, Any] | None:
+        return {"proto": "SSP"}
+
     def measure(self, buf: bytes | bytearray, start: int, direction: Direction | None) -> int:
         """Walk the stuffed bytes until SEQ, LEN, DATA and CRC are complete."""
         n = len(buf)
