@@ -159,18 +159,20 @@ class MdbCashlessReader:
 
 def open_cashless(url: str, *, address: int = CASHLESS_1, response_timeout: float | None = None,
                   vmc_level: int = VMC_FEATURE_LEVEL, **options: Any) -> MdbCashlessReader:
-    """Open a cashless reader on ``mdb9://PORT``, a simulator's pty, ``sim://mdb-cashless``
-    or ``sim://mdb-bus``; on a port a changer or a bill validator already uses, the reader
-    shares that bus (:func:`vendhw.devices.mdb.shared_link`)."""
+    """Open a cashless reader on ``mdb9://PORT`` (a path or a ``usb-serial://`` identity),
+    ``mdbascii://PORT``, a simulator's pty, ``sim://mdb-cashless`` or ``sim://mdb-bus``; on
+    a port a changer or a bill validator already uses, the reader shares that bus
+    (:func:`vendhw.devices.mdb.shared_link`)."""
     from vendhw.devices.mdb import shared_link
 
-    if not (url.startswith("sim://") or url.startswith("mdb9://")):
+    if not url.startswith(("sim://", "mdb9://", "mdbascii://")):
         from vendhw.devices.mdb import is_pty
 
         if not is_pty(url):
             raise ConfigurationError(
-                f"{url}: MDB needs a 9-bit link: mdb9:///dev/ttyUSB0 (sticky parity) or "
-                f"sim://mdb-cashless")
+                f"{url}: MDB needs a 9-bit link: mdb9:///dev/ttyUSB0 (sticky parity), "
+                "mdb9://usb-serial://VID:PID?serial=SN, mdbascii://PORT or "
+                "sim://mdb-cashless")
     if response_timeout is None and url.startswith("mdb9://"):
         response_timeout = RESPONSE_TIME
     return MdbCashlessReader(shared_link(url, response_timeout=response_timeout, **options),
