@@ -15,7 +15,6 @@ from vendhw.devices.mdb_cashless.polls import CashlessEvent, ReaderConfig
 from vendhw.devices.mdb_cashless.tables import (
     CASHLESS_1,
     COMMAND_RETRIES,
-    RESPONSE_TIME,
     VMC_FEATURE_LEVEL,
 )
 from vendhw.errors import (
@@ -173,7 +172,7 @@ def open_cashless(url: str, *, address: int = CASHLESS_1, response_timeout: floa
                 f"{url}: MDB needs a 9-bit link: mdb9:///dev/ttyUSB0 (sticky parity), "
                 "mdb9://usb-serial://VID:PID?serial=SN, mdbascii://PORT or "
                 "sim://mdb-cashless")
-    if response_timeout is None and url.startswith("mdb9://"):
-        response_timeout = RESPONSE_TIME
+    # The reply window defaults to the link's: RESPONSE_TIME (the spec's 5 ms) on a real
+    # 9-bit port, longer on a pty (mdb9:///dev/pts/N, or an identity that resolves to one).
     return MdbCashlessReader(shared_link(url, response_timeout=response_timeout, **options),
                              address, vmc_level=vmc_level)
