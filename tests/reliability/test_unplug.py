@@ -557,3 +557,48 @@ def test_card_reader_missing_at_start_comes_online_when_it_appears(
         assert [s["result"] for s in card_sim.settled] == ["success"]
     finally:
         agent.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_card_reader_unplugged_before_approval_vends_nothing_and_books_nothing(
+        backend: tuple[str, str, dict], tmp_path: Path, bus: UsbBus) -> None:
+    from vendhw.errors import VendhwError
+    from vendhw.framing.mdb import CashlessVend
+
+    url, secret, operator = backend
+    agent, card_sim, adapter = card_agent(tmp_path, url, secret, bus, timeout=True)
+    changes = watch(agent)
+    asked = threading.Event()
+    vend = card_sim._vend
+
+    def hears(sub: int | None, data: bytes) -> bytes:  # the simulator's own thread
+        if sub == CashlessVend.VEND_REQUEST:
+            asked.set()
+        return vend(sub, data)
+
+    card_sim._vend = hears  # type: ignore[method-assign]
+    unplugger = threading.Thread(target=lambda: asked.wait(WAIT) and adapter.unplug())
+    agent.start(screen=False)
+    unplugger.start()
+    try:
+        # The card is tapped, VEND REQUEST is out, the reader is deciding: pulled.
+        with pytest.raises(VendhwError):
+            agent.buy_card("1", session_timeout=10)
+        unplugger.join(WAIT)
+        assert asked.is_set()
+        changes.wait("card", False)
+        assert board_vends(agent) == 0  # nothing vended
+        assert agent.card is not None
+        assert agent.card.journal.unqueued() == [] and agent.card.journal.unbooked() == []
+        assert card_sim.settled == []
+        card_sim.set_fault("timeout", False)
+        adapter.plug()
+        changes.wait("card", True)
+        sale = agent.buy_card("1", session_timeout=10)
+        assert sale.state == "delivered" and board_vends(agent) == 1
+        assert sale.order_id is not None
+        assert final_state(url, operator, sale.order_id) == "delivered"
+        assert [s["result"] for s in card_sim.settled] == ["success"]  # charged once
+    finally:
+        agent.close()
