@@ -471,6 +471,11 @@ def test_card_reader_unplugged_between_sales_comes_back_and_sells(
         assert state["card"] is False and state["ok"] is True  # QR still sells
         with pytest.raises(DisconnectedError, match="cannot take cards right now"):
             agent.buy_card("1", session_timeout=1)
+        from vendhw.agent.screen import ScreenModel, ScreenSettings, error_word
+
+        with pytest.raises(DisconnectedError) as refused:  # the page's "Pay by card"
+            ScreenModel(agent, ScreenSettings()).card_buy("1")
+        assert error_word(refused.value)[:2] == (503, "unavailable")
         adapter.plug()
         changes.wait("card", True)
         assert agent.offline() == [] and agent.card_ok()

@@ -409,8 +409,8 @@ class CardSales:
     def _refuse_offline(self) -> None:
         if self.offline_reason is not None:
             raise DisconnectedError(
-                f"{self.name} is offline (its port went away: {self.offline_reason}); nothing "
-                "was taken. It is back after reopen() finds the port again")
+                f"{self.name} is offline ({self.offline_reason}); nothing was taken. It is "
+                "back after reopen() finds the port again")
 
     def _went_away(self) -> bool:
         """True (and the reader offline) when its port is gone, not just silent: the
@@ -426,7 +426,7 @@ class CardSales:
         if self.offline_reason is not None:
             return
         self.offline_reason = why
-        log.warning("%s: card reader offline, its port went away: %s", self.name, why)
+        log.warning("%s: card reader offline: %s", self.name, why)
         self._tell_state(False, why)
 
     def _tell_state(self, online: bool, why: str) -> None:

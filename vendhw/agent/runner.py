@@ -478,7 +478,7 @@ class Agent:
                                      "configuration)")
         if not self.card.online:
             raise DisconnectedError("this machine cannot take cards right now: the card "
-                                    f"reader's port went away ({self.card.offline_reason}); "
+                                    f"reader is offline ({self.card.offline_reason}); "
                                     "nothing was taken")
         prices = {p["slot"]: p["price"] for p in self.products()}
         if slot not in prices:
