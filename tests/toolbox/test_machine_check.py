@@ -175,3 +175,19 @@ def test_a_missing_port_fails_the_check_and_run_starts_with_the_board_offline(
     assert proc.returncode == 0, err
     assert "board offline, its port could not be opened" in err
     assert "no USB serial port matches" in err and "Traceback" not in err
+
+
+def test_an_unknown_board_profile_is_one_line_not_a_traceback(
+        tmp_path: Path, backend: tuple[str, str]) -> None:
+    url, secret = backend
+    config = tmp_path / "m1.toml"
+    config.write_text(Path(_config(tmp_path, url, secret)).read_text().replace(
+        'profile = "board101"', 'profile = "board10"'))
+    checked = run("machine", "check", "--config", str(config), "--json")
+    assert checked.returncode == 1 and "Traceback" not in checked.stderr, checked.stderr
+    (catalogue,) = [r for r in json_lines(checked.stdout) if r["check"] == "catalogue"]
+    assert catalogue["status"] == "fail" and "unknown board profile 'board10'" \
+        in catalogue["detail"]
+    ran = run("machine", "run", "--config", str(config), "--no-screen", timeout=30)
+    assert ran.returncode == 1 and "Traceback" not in ran.stderr, ran.stderr
+    assert ran.stderr.startswith("error: catalogue: [board] profile: unknown board profile")

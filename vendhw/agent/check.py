@@ -90,7 +90,10 @@ def check_catalogue(config: AgentConfig, catalogue: dict[str, Any]) -> Finding:
     """Every catalogue slot must be a slot of the board profile."""
     from vendhw.devices.boards.profile import load_profile
 
-    profile = load_profile(config.board_profile)
+    try:
+        profile = load_profile(config.board_profile)
+    except ConfigurationError as exc:  # one finding (and one line from run), not a traceback
+        return Finding("catalogue", "fail", f"[board] profile: {exc}")
     slots = [str(s.get("slot")) for s in catalogue.get("slots", [])]
     missing = []
     for slot in slots:
