@@ -209,3 +209,57 @@ def test_async_machine_checks_and_reopens_its_port(tmp_path: Path, bus: UsbBus) 
             assert (await machine.dispense(profile.slots()[0])).delivered
 
     asyncio.run(main())
+
+
+def test_a_board_missing_at_open_starts_offline_with_offline_ok_and_comes_up_on_reopen(
+        tmp_path: Path, bus: UsbBus) -> None:
+    profile = fast_profile("easivend-column")
+    board = sim_registry.create(profile.name, profile=profile, motor_time=0.01, inventory=10)
+    adapter = bus.adapter(board, "BOARD1")
+    adapter.unplug()  # the controller booted before the adapter enumerated
+    with pytest.raises(PortNotFoundError):  # without offline_ok: as before
+        Machine(profile, adapter.url, journal=tmp_path / "other.db")
+    # A vend a previous run left in flight (the command had left) cannot be asked about.
+    journal = VendJournal(tmp_path / "vends.db")
+    journal.begin("cut", board=profile.name, slot="1", motor=1, drop_sensor=False,
+                  sequence_range=(1, 255))
+    journal.mark("cut", VendState.SENT)
+    journal.close()
+    changes: list[bool] = []
+    machine = Machine(profile, adapter.url, journal=tmp_path / "vends.db", offline_ok=True)
+    machine.state_listeners.append(lambda online, why: changes.append(online))
+    try:
+        assert not machine.online and machine.url == adapter.url
+        assert "no USB serial port matches" in (machine.offline_reason or "")
+        cut = machine.journal.get("cut")
+        assert cut is not None and cut.outcome == "unknown" and not cut.in_flight
+        assert "could not be asked, it was offline" in cut.detail
+        slot = profile.slots()[0]
+        with pytest.raises(DisconnectedError, match=r"offline.*nothing was sent"):
+            machine.dispense(slot, vend_id="early")
+        assert machine.journal.get("early") is None
+        with pytest.raises(DisconnectedError):
+            machine.status()
+        assert not machine.check_port()  # the idle watch sends nothing, stays offline
+        with pytest.raises(PortNotFoundError):
+            machine.reopen()
+        assert not machine.online and changes == []
+        adapter.plug()
+        machine.reopen()
+        assert machine.online and changes == [True]
+        assert machine.dispense(slot, vend_id="early").delivered
+        again = machine.dispense(slot, vend_id="cut")  # never sent, now or later
+        assert again.replayed and again.outcome is Outcome.UNKNOWN
+        assert len(board.vends) == 1
+    finally:
+        machine.close()
+
+
+def test_offline_ok_still_fails_fast_on_what_no_waiting_can_fix(tmp_path: Path) -> None:
+    for profile, url, why in (("easivend-column", "usb-seral://0403:6001?serial=A",
+                               "unknown port scheme"),
+                              ("easivend-column", "usb-serial://0403:6001?seria=A",
+                               "unknown key"),
+                              ("easivend-colum", "/dev/ttyUSB9", "easivend-colum")):
+        with pytest.raises(ConfigurationError, match=why):
+            Machine(profile, url, journal=tmp_path / "vends.db", offline_ok=True)

@@ -71,9 +71,12 @@ def bus(monkeypatch: pytest.MonkeyPatch) -> Iterator[UsbBus]:
     usb.close()
 
 
-def write_config(tmp_path: Path, url: str, secret: str, board: str, cash: str | None) -> Path:
+def write_config(tmp_path: Path, url: str, secret: str, board: str, cash: str | None,
+                 cashless: str | None = None) -> Path:
     path = tmp_path / "machine.toml"
     cash_section = f'\n[[cash]]\nprotocol = "ssp"\nport = "{cash}"\n' if cash else ""
+    if cashless:
+        cash_section += f'\n[[cashless]]\nport = "{cashless}"\n'
     path.write_text(f'''
 [backend]
 url = "{url}"
@@ -132,6 +135,9 @@ def watch(agent: Agent) -> Changes:
     if agent.cash is not None:
         agent.cash.acceptor.state_listeners.append(
             lambda name, online, why: changes(name, online))
+    listeners = getattr(agent.card, "state_listeners", None)
+    if listeners is not None:
+        listeners.append(lambda online, why: changes("card", online))
     return changes
 
 
@@ -291,5 +297,313 @@ def test_cash_device_unplugged_with_credit_keeps_it_exactly_once(
         assert sorted(e["value"] for e in credits) == [500, 1000, 2000]  # each note once
         assert acceptor.journal.credited() == sum(note_sim.credited) == 3500
         threads_alive(agent)
+    finally:
+        agent.close()
+
+
+# --- a port missing when the agent starts ------------------------------------------------
+
+
+def screen_state(agent: Agent) -> dict[str, Any]:
+    from vendhw.agent.screen import ScreenModel, ScreenSettings
+
+    return ScreenModel(agent, ScreenSettings()).state()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_agent_starts_with_the_board_s_adapter_missing_and_sells_once_it_appears(
+        backend: tuple[str, str, dict], tmp_path: Path, bus: UsbBus,
+        caplog: pytest.LogCaptureFixture) -> None:
+    url, secret, operator = backend
+    board_sim = sim_registry.create("easivend-column", motor_time=0.01, inventory=10)
+    adapter = bus.adapter(board_sim, "BOARD1")
+    adapter.unplug()  # the controller booted before the adapter enumerated
+    caplog.set_level(logging.INFO)
+    agent = Agent(AgentConfig.load(write_config(tmp_path, url, secret, adapter.url, None)))
+    changes = watch(agent)
+    agent.start(screen=False)
+    try:
+        assert agent.offline() == ["board"] and not agent.board_ok()
+        state = screen_state(agent)
+        assert state["ok"] is False and state["service"] == {"backend": True, "board": False}
+        assert [p["slot"] for p in state["products"]] == ["1"]  # shown, not sellable
+        with pytest.raises(DisconnectedError, match=r"cannot sell right now"):
+            agent.buy("1")
+        # The agent talks to the backend as usual: an order paid meanwhile (created past
+        # the screen) is shipped to it and reported failed, nothing sent: refunded.
+        order = agent.client.create_order("1")
+        httpx.post(f"{url}/sandbox/orders/{order.id}/pay", timeout=10).raise_for_status()
+        assert final_state(url, operator, order.id) == "refunded"
+        assert board_sim.vends == []
+        adapter.plug()
+        changes.wait("board", True)
+        assert agent.offline() == [] and agent.board_ok() and screen_state(agent)["ok"]
+        assert qr_sale(agent, url, operator)[1] == "delivered"
+        assert len(board_sim.vends) == 1
+        threads_alive(agent)
+        lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert sum("board offline, its port could not be opened" in m for m in lines) == 1
+        assert sum("back online" in m for m in lines) == 1, lines
+    finally:
+        agent.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_agent_starts_with_a_cash_device_missing_and_takes_cash_once_it_appears(
+        backend: tuple[str, str, dict], tmp_path: Path, bus: UsbBus) -> None:
+    url, secret, _ = backend
+    board_sim = sim_registry.create("easivend-column", motor_time=0.01, inventory=10)
+    note_sim = SspSimulator(reply_delay=0, speed=50, levels="500:10")
+    board = bus.adapter(board_sim, "BOARD1")
+    notes = bus.adapter(note_sim, "NOTES1")
+    notes.unplug()
+    agent = Agent(AgentConfig.load(write_config(tmp_path, url, secret, board.url, notes.url)))
+    assert agent.cash is not None
+    acceptor = agent.cash.acceptor
+    changes = watch(agent)
+    agent.start(screen=False)
+    try:
+        label = f"ssp@{notes.url}"  # the config's protocol@port until it has a driver
+        assert agent.offline() == [label] and acceptor.devices == []
+        assert agent.board_ok() and agent.cash_balance() == 0  # QR sales go on meanwhile
+        notes.plug()
+        changes.wait(label, True)  # the driver's name is the same: ssp@<identity>
+        assert agent.offline() == [] and [d.name for d in acceptor.devices] == [label]
+        note_sim.insert_note(1)  # 5.00: the device was started and enabled when it came
+        assert acceptor.wait_for_balance(500, WAIT)
+        assert agent.buy_cash("1").outcome == "delivered"
+        assert agent.cash_balance() == 0 and len(board_sim.vends) == 1
+        # Named by identity, it is reopened after an unplug like any other.
+        notes.unplug()
+        changes.wait(label, False)
+        notes.plug()
+        changes.wait(label, True, count=2)
+        note_sim.insert_note(1)
+        assert acceptor.wait_for_balance(500, WAIT)
+        assert acceptor.journal.credited() == sum(note_sim.credited) == 1000
+        threads_alive(agent)
+    finally:
+        agent.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_an_aborted_cash_sale_left_by_a_crash_is_refunded_when_the_board_is_missing(
+        backend: tuple[str, str, dict], tmp_path: Path, bus: UsbBus) -> None:
+    from vendhw.machine.cash import CashJournal
+    from vendhw.machine.journal import VendJournal
+
+    url, secret, _ = backend
+    board_sim = sim_registry.create("easivend-column", motor_time=0.01, inventory=10)
+    adapter = bus.adapter(board_sim, "BOARD1")
+    adapter.unplug()
+    config = AgentConfig.load(write_config(tmp_path, url, secret, adapter.url, None))
+    config.data_dir.mkdir(parents=True)
+    # A previous run: 5.00 credited, spent on slot 1, the vend refused before it was sent
+    # (aborted: the board was silent), then the power went.
+    cash = CashJournal(config.data_dir / "cash.db")
+    from vendhw.devices.cash import CashEvent, CashEventKind
+
+    cash.record(CashEvent(CashEventKind.CREDIT, "ssp@x", 500, "EUR", event_id="n1"))
+    cash.spend(500, "sale:1:cut")
+    cash.close()
+    vends = VendJournal(config.data_dir / "vends.db")
+    vends.begin("sale:1:cut", board="easivend-column", slot="1", motor=1, drop_sensor=False,
+                sequence_range=(1, 255))
+    vends.abort("sale:1:cut", "not sent: NoResponseError")
+    vends.close()
+    from dataclasses import replace
+
+    from vendhw.agent.runner import CashConfig
+
+    agent = Agent(replace(config, cash=(CashConfig("ssp", "sim://ssp"),)))
+    agent.start(screen=False)  # the retry of the aborted vend cannot run: no crash
+    try:
+        assert agent.offline() == ["board"]
+        assert agent.cash is not None and agent.cash.journal.settled("sale:1:cut") \
+            == "not_started"
+        assert agent.cash_balance() == 500  # the customer's again
+        assert board_sim.vends == []
+    finally:
+        agent.close()
+
+
+# --- the MDB card reader unplugged and plugged back ---------------------------------------
+
+BOARD_SIM = "sim://easivend-column?inventory=10&motor_time=0.01"
+
+
+def card_agent(tmp_path: Path, url: str, secret: str, bus: UsbBus,
+               **reader: Any) -> tuple[Agent, Any, Any]:
+    """An agent whose card reader (a simulator) sits behind a faked USB MDB interface
+    named ``mdb9://usb-serial://...``; the board is a simulator in this process."""
+    from vendhw.sim.mdb_cashless import MdbCashlessSimulator
+
+    card_sim = MdbCashlessSimulator(**reader)
+    adapter = bus.adapter(card_sim, "MDB1")
+    path = write_config(tmp_path, url, secret, BOARD_SIM, None, f"mdb9://{adapter.url}")
+    return Agent(AgentConfig.load(path)), card_sim, adapter
+
+
+def board_vends(agent: Agent) -> int:
+    return len(agent.machine.board.transport.simulator.vends)  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_card_reader_unplugged_between_sales_comes_back_and_sells(
+        backend: tuple[str, str, dict], tmp_path: Path, bus: UsbBus,
+        caplog: pytest.LogCaptureFixture) -> None:
+    url, secret, operator = backend
+    agent, card_sim, adapter = card_agent(tmp_path, url, secret, bus)
+    changes = watch(agent)
+    agent.start(screen=False)
+    try:
+        assert agent.card_ok() and screen_state(agent)["card"] is True
+        caplog.set_level(logging.INFO)
+        caplog.clear()
+        adapter.unplug()
+        changes.wait("card", False)  # the poller between sales noticed
+        assert agent.offline() == ["card"] and not agent.card_ok()
+        state = screen_state(agent)
+        assert state["card"] is False and state["ok"] is True  # QR still sells
+        with pytest.raises(DisconnectedError, match="cannot take cards right now"):
+            agent.buy_card("1", session_timeout=1)
+        from vendhw.agent.screen import ScreenModel, ScreenSettings, error_word
+
+        with pytest.raises(DisconnectedError) as refused:  # the page's "Pay by card"
+            ScreenModel(agent, ScreenSettings()).card_buy("1")
+        assert error_word(refused.value)[:2] == (503, "unavailable")
+        adapter.plug()
+        changes.wait("card", True)
+        assert agent.offline() == [] and agent.card_ok()
+        sale = agent.buy_card("1", session_timeout=10)
+        assert sale.state == "delivered" and sale.order_id is not None
+        assert final_state(url, operator, sale.order_id) == "delivered"
+        assert card_sim.settled == [{"result": "success", "price": PRICE, "item": 1,
+                                     "reported_item": 1}]
+        assert board_vends(agent) == 1
+        threads_alive(agent)
+        lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert sum("card reader offline" in m for m in lines) == 1, lines
+        assert sum("poll between sales failed" in m for m in lines) == 0, lines
+        assert sum("card reader back online" in m for m in lines) == 1, lines
+    finally:
+        agent.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_card_reader_unplugged_after_the_vend_is_booked_once_for_review_never_vended_again(
+        backend: tuple[str, str, dict], tmp_path: Path, bus: UsbBus) -> None:
+    url, secret, operator = backend
+    agent, card_sim, adapter = card_agent(tmp_path, url, secret, bus)
+    changes = watch(agent)
+    dispense = agent.machine.dispense
+
+    def dispense_then_unplug(*args: Any, **kwargs: Any) -> Any:
+        result = dispense(*args, **kwargs)  # the product dropped
+        if board_vends(agent) == 1:
+            adapter.unplug()  # ... and the reader never hears VEND SUCCESS
+        return result
+
+    agent.machine.dispense = dispense_then_unplug  # type: ignore[method-assign]
+    agent.start(screen=False)
+    try:
+        cut = agent.buy_card("1", session_timeout=10)
+        assert cut.state == "needs_review" and cut.outcome == "unknown"
+        assert cut.order_id is not None
+        assert final_state(url, operator, cut.order_id) == "needs_review"
+        assert agent.card is not None
+        row = agent.card.journal.get(cut.reference)
+        assert row is not None and row["told"] is None and row["order_id"] == cut.order_id
+        changes.wait("card", False)
+        assert card_sim.settled == []  # the reader heard no outcome: no charge completed
+        adapter.plug()
+        changes.wait("card", True)  # RESET: the reader's open session ends there
+        assert card_sim.settled == [] and card_sim.vend is None  # the approval is void
+        sale = agent.buy_card("1", session_timeout=10)
+        assert sale.state == "delivered" and sale.order_id not in (None, cut.order_id)
+        assert card_sim.settled == [{"result": "success", "price": PRICE, "item": 1,
+                                     "reported_item": 1}]
+        assert board_vends(agent) == 2  # the cut sale was never vended again
+        agent.card.recover()  # as after a restart: nothing left to book
+        orders = httpx.get(f"{url}/operator/v1/orders", headers=operator, timeout=10,
+                           params={"machine": "m1"}).json()
+        booked = [o for o in orders.get("orders", orders) if o.get("kind") == "card"
+                  and o["id"] in (cut.order_id, sale.order_id)]
+        assert sorted(o["state"] for o in booked) == ["delivered", "needs_review"]
+        threads_alive(agent)
+    finally:
+        agent.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_card_reader_missing_at_start_comes_online_when_it_appears(
+        backend: tuple[str, str, dict], tmp_path: Path, bus: UsbBus) -> None:
+    url, secret, operator = backend
+    agent, card_sim, adapter = card_agent(tmp_path, url, secret, bus)
+    agent.close()  # made with the reader present; now the boot without it:
+    adapter.unplug()
+    agent = Agent(AgentConfig.load(tmp_path / "machine.toml"))
+    changes = watch(agent)
+    agent.start(screen=False)
+    try:
+        assert agent.offline() == ["card"] and screen_state(agent)["card"] is False
+        adapter.plug()
+        changes.wait("card", True)
+        sale = agent.buy_card("1", session_timeout=10)
+        assert sale.state == "delivered"
+        assert sale.order_id is not None
+        assert final_state(url, operator, sale.order_id) == "delivered"
+        assert [s["result"] for s in card_sim.settled] == ["success"]
+    finally:
+        agent.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_card_reader_unplugged_before_approval_vends_nothing_and_books_nothing(
+        backend: tuple[str, str, dict], tmp_path: Path, bus: UsbBus) -> None:
+    from vendhw.errors import VendhwError
+    from vendhw.framing.mdb import CashlessVend
+
+    url, secret, operator = backend
+    agent, card_sim, adapter = card_agent(tmp_path, url, secret, bus, timeout=True)
+    changes = watch(agent)
+    asked = threading.Event()
+    vend = card_sim._vend
+
+    def hears(sub: int | None, data: bytes) -> bytes:  # the simulator's own thread
+        if sub == CashlessVend.VEND_REQUEST:
+            asked.set()
+        return vend(sub, data)
+
+    card_sim._vend = hears  # type: ignore[method-assign]
+    unplugger = threading.Thread(target=lambda: asked.wait(WAIT) and adapter.unplug())
+    agent.start(screen=False)
+    unplugger.start()
+    try:
+        # The card is tapped, VEND REQUEST is out, the reader is deciding: pulled.
+        with pytest.raises(VendhwError):
+            agent.buy_card("1", session_timeout=10)
+        unplugger.join(WAIT)
+        assert asked.is_set()
+        changes.wait("card", False)
+        assert board_vends(agent) == 0  # nothing vended
+        assert agent.card is not None
+        assert agent.card.journal.unqueued() == [] and agent.card.journal.unbooked() == []
+        assert card_sim.settled == []
+        card_sim.set_fault("timeout", False)
+        adapter.plug()
+        changes.wait("card", True)
+        sale = agent.buy_card("1", session_timeout=10)
+        assert sale.state == "delivered" and board_vends(agent) == 1
+        assert sale.order_id is not None
+        assert final_state(url, operator, sale.order_id) == "delivered"
+        assert [s["result"] for s in card_sim.settled] == ["success"]  # charged once
     finally:
         agent.close()

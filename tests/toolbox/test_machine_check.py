@@ -122,3 +122,72 @@ def test_machine_run_bad_and_busy_screen_port(tmp_path: Path, backend: tuple[str
     assert f"error: screen: [agent] screen_port: 127.0.0.1:{port} is in use" in done.stderr
     for result in (bad, done):
         assert "Traceback" not in result.stderr
+
+
+def test_a_port_that_can_never_open_fails_check_and_run_alike_in_one_line(
+        tmp_path: Path, backend: tuple[str, str]) -> None:
+    url, secret = backend
+    config = _config(tmp_path, url, secret, port="usb-seral://0403:6001?serial=A1")
+    for command in (("machine", "check"), ("machine", "run", "--no-screen")):
+        done = run(*command, "--config", config, timeout=30)
+        assert done.returncode == 2, (command, done.stderr)
+        assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+        assert "[board] port: usb-seral://0403:6001?serial=A1: unknown port scheme " \
+               "'usb-seral'" in done.stderr
+
+
+def test_a_missing_port_fails_the_check_and_run_starts_with_the_board_offline(
+        tmp_path: Path, backend: tuple[str, str]) -> None:
+    import os
+    import select
+    import signal
+    import time
+
+    from toolbox_helpers import VENDHW
+
+    url, secret = backend
+    missing = "usb-serial://0403:6001?serial=NOT-PLUGGED-IN"  # no such adapter here
+    config = _config(tmp_path, url, secret, port=missing)
+    checked = run("machine", "check", "--config", config, "--json")
+    assert checked.returncode == 1
+    (board,) = [r for r in json_lines(checked.stdout) if r["check"] == "board"]
+    assert board["status"] == "fail" and "no USB serial port matches" in board["detail"]
+    assert "machine run starts all the same, with the board offline" in board["detail"]
+    proc = subprocess.Popen([VENDHW, "machine", "run", "--config", config, "--no-screen"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "NO_COLOR": "1"})
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 30
+        line = ""
+        while "selling" not in line and time.monotonic() < deadline:
+            ready, _, _ = select.select([proc.stdout], [], [], deadline - time.monotonic())
+            if not ready:
+                break
+            line = proc.stdout.readline()
+            if not line:
+                break
+        assert "machine m1 selling" in line, line
+        assert proc.poll() is None  # running, not exited
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "board offline, its port could not be opened" in err
+    assert "no USB serial port matches" in err and "Traceback" not in err
+
+
+def test_an_unknown_board_profile_is_one_line_not_a_traceback(
+        tmp_path: Path, backend: tuple[str, str]) -> None:
+    url, secret = backend
+    config = tmp_path / "m1.toml"
+    config.write_text(Path(_config(tmp_path, url, secret)).read_text().replace(
+        'profile = "board101"', 'profile = "board10"'))
+    checked = run("machine", "check", "--config", str(config), "--json")
+    assert checked.returncode == 1 and "Traceback" not in checked.stderr, checked.stderr
+    (catalogue,) = [r for r in json_lines(checked.stdout) if r["check"] == "catalogue"]
+    assert catalogue["status"] == "fail" and "unknown board profile 'board10'" \
+        in catalogue["detail"]
+    ran = run("machine", "run", "--config", str(config), "--no-screen", timeout=30)
+    assert ran.returncode == 1 and "Traceback" not in ran.stderr, ran.stderr
+    assert ran.stderr.startswith("error: catalogue: [board] profile: unknown board profile")

@@ -134,3 +134,22 @@ def test_a_transport_remembers_that_its_device_went_away() -> None:
         assert transport.lost is info.value
     finally:
         transport.close()
+
+
+def test_a_url_that_can_never_open_is_refused_before_any_open() -> None:
+    from vendhw.transport import check_url
+
+    for bad, why in (("", "empty port"), ("usb-seral://0403:6001?serial=A",
+                                         "unknown port scheme 'usb-seral'"),
+                     ("usb-serial://0403:6001?serail=A", "unknown key 'serail'"),
+                     ("ttyUSB0://x", "unknown port scheme")):
+        with pytest.raises(ConfigurationError, match=why) as info:
+            check_url(bad)
+        assert "\n" not in str(info.value)
+    # Missing now is not wrong: it may be plugged in (or enumerate) later.
+    for fine in ("/dev/ttyUSB9", "COM7", "usb-serial://0403:6001?serial=NOT-HERE", "loop://",
+                 "socket://127.0.0.1:1", "sim://easivend-column"):
+        check_url(fine)
+    # Opening one is the same configuration error, not "cannot open" (a port to wait for).
+    with pytest.raises(ConfigurationError, match="unknown port scheme 'usb-seral'"):
+        open_transport("usb-seral://0403:6001?serial=A")

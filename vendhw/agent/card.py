@@ -12,6 +12,14 @@ The workflow (:meth:`CardSales.sell`), on :class:`~vendhw.devices.mdb_cashless.M
 4. the sale is booked with the backend through the outbox, as a cash sale is
    (``POST /machine/v1/sales/cash`` with ``"method": "card"``).
 
+A reader whose port goes away (its USB MDB interface unplugged) or cannot be opened at start
+is **offline**: sales are refused before anything is taken, the poller leaves it alone, and
+:meth:`CardSales.reopen` opens it again (the port found again through its
+``usb-serial://`` identity), sets it up and enables it. A sale the unplug cut before the
+motor turned vended nothing and the reader heard no VEND SUCCESS, so nothing is charged; one
+cut after the motor turned is booked ``needs_review`` (the reader may or may not have
+charged): never refunded or vended again automatically.
+
 Configured in ``machine.toml``::
 
     [[cashless]]
@@ -22,6 +30,7 @@ Configured in ``machine.toml``::
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 import threading
@@ -38,7 +47,7 @@ from vendhw.devices.mdb_cashless import (
     CashlessEvent,
     MdbCashlessReader,
 )
-from vendhw.errors import ConfigurationError, NoResponseError, VendhwError
+from vendhw.errors import ConfigurationError, DisconnectedError, NoResponseError, VendhwError
 from vendhw.framing.mdb import CashlessPoll, CashlessVend
 from vendhw.machine.journal import crash_point
 from vendhw.store import DurableStore
@@ -110,11 +119,25 @@ _STATES = {"delivered": "delivered", "failed": "refunded", "needs_review": "need
 
 
 class CardSales:
-    """One card sale at a time on one reader, booked with the backend afterwards."""
+    """One card sale at a time on one reader, booked with the backend afterwards.
 
-    def __init__(self, reader: MdbCashlessReader, machine: Any, client: Any, *,
-                 journal: str | Path | None = None) -> None:
-        self.reader = reader
+    ``opener`` opens the reader again for :meth:`reopen` (after its port went away);
+    ``reader`` may be None only with ``offline`` set (its port could not be opened yet).
+    """
+
+    def __init__(self, reader: MdbCashlessReader | None, machine: Any, client: Any, *,
+                 journal: str | Path | None = None,
+                 opener: Callable[[], MdbCashlessReader] | None = None,
+                 offline: str | None = None) -> None:
+        if reader is None and offline is None:
+            raise ValueError("CardSales without a reader needs the reason it is offline")
+        self._reader = reader
+        self.opener = opener
+        self.offline_reason = offline
+        """Why the reader is offline (its port went away or could not be opened), or None."""
+        self.state_listeners: list[Callable[[bool, str], None]] = []
+        """Called with ``(online, why)`` when the reader's port goes away and when
+        :meth:`reopen` brought it back (the agent's reconnect loop waits on it)."""
         self.machine = machine
         self.client = client
         self.journal = CardJournal(journal)
@@ -126,31 +149,90 @@ class CardSales:
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
 
-    def start(self, *, poll: bool = False) -> None:
+    @classmethod
+    def open(cls, config: CardConfig, machine: Any, client: Any, *,
+             journal: str | Path | None = None) -> CardSales:
+        """The reader ``config`` names, with its opener; **offline** when its port cannot be
+        opened now for a reason a reconnect may cure (the port missing, e.g. a USB MDB
+        interface not enumerated yet): :meth:`reopen` brings it up. A port that can never
+        open (a bad URL, an unknown scheme) raises :class:`ConfigurationError`."""
+        from vendhw.transport import check_url
+
+        check_url(config.port)
+        opener = functools.partial(open_reader, config)
+        try:
+            reader = opener()
+        except ConfigurationError:
+            raise
+        except VendhwError as exc:
+            why = f"{type(exc).__name__}: {exc}"
+            log.warning("card reader on %s offline, its port could not be opened: %s "
+                        "(reopen() brings it up)", config.port, why)
+            return cls(None, machine, client, journal=journal, opener=opener, offline=why)
+        return cls(reader, machine, client, journal=journal, opener=opener)
+
+    @property
+    def reader(self) -> MdbCashlessReader:
+        """The reader's driver (DisconnectedError while its port could not be opened)."""
+        if self._reader is None:
+            raise DisconnectedError(f"the card reader is not open ({self.offline_reason})")
+        return self._reader
+
+    @property
+    def online(self) -> bool:
+        """False from the moment the reader's port went away until :meth:`reopen` succeeds."""
+        return self.offline_reason is None
+
+    @property
+    def name(self) -> str:
+        return self._reader.name if self._reader is not None else "card reader"
+
+    def start(self, *, poll: bool = False, offline_ok: bool = False) -> None:
         """RESET and set up the reader (levels, prices, id), then enable it.
 
         ``poll``: keep POLLing it between sales from a background thread, as readers expect
         (they may go out of service when the VMC stops polling); until :meth:`close`.
+        ``offline_ok``: a reader that is offline, or fails to start for a reason a reconnect
+        may cure (its port gone, silent), stays or goes offline instead of raising.
         """
         with self._lock:
-            self.reader.start()
-            self.reader.enable()
+            if self.online:
+                try:
+                    self._set_up()
+                except ConfigurationError:
+                    raise
+                except VendhwError as exc:
+                    if not offline_ok:
+                        raise
+                    if not self._went_away():
+                        self._set_offline(f"start failed: {type(exc).__name__}: {exc}")
+            elif not offline_ok:
+                raise DisconnectedError(f"{self.name} is offline: {self.offline_reason}")
         if poll and self._poller is None:
             self._stop.clear()
             self._poller = threading.Thread(target=self._poll_between_sales,
                                             name="card-poller", daemon=True)
             self._poller.start()
 
+    def _set_up(self) -> None:
+        self.reader.start()
+        self.reader.enable()
+
     def _poll_between_sales(self) -> None:
         while not self._stop.wait(POLL_INTERVAL):  # the POLL cadence, not a reply wait
+            if not self.online:
+                continue  # its port went away: the reconnect loop reopens it
             with self._lock:
+                if not self.online:
+                    continue
                 try:
                     events = self.reader.poll()
                     if any(e.code == CashlessPoll.SESSION_CANCEL_REQUEST for e in events):
                         # The customer cancelled on the reader before choosing: end it.
                         self.reader.run(self.reader.core.vend_op(CashlessVend.SESSION_COMPLETE))
                 except VendhwError as exc:
-                    log.warning("%s: poll between sales failed: %s", self.reader.name, exc)
+                    if not self._went_away():
+                        log.warning("%s: poll between sales failed: %s", self.name, exc)
                     continue
             for event in events:
                 for listener in self.listeners:
@@ -169,8 +251,12 @@ class CardSales:
         reference = f"{CARD_PREFIX}{slot}:{secrets.token_hex(8)}"
         details: dict[str, Any] = {}
         with self._lock:  # the reader's part; the booking below needs no reader
-            sale = self._on_the_reader(reference, slot, price, session_timeout, details,
-                                       on_approved)
+            self._refuse_offline()
+            try:
+                sale = self._on_the_reader(reference, slot, price, session_timeout, details,
+                                           on_approved)
+            finally:
+                self._went_away()  # an unplug during the sale takes the reader offline
         state = _STATES.get(sale.state, sale.state)
         order_id = None
         if sale.outcome is not None:  # the reader approved and the machine tried to vend
@@ -209,11 +295,11 @@ class CardSales:
 
         try:
             if not self.reader.core.enabled:  # a JUST RESET was seen: set the reader up again
-                self.start()
+                self._set_up()
             sale: CardSale = self.reader.sell(item, price, dispense_once,
                                               session_timeout=session_timeout)
             if sale.state == "reader_reset":  # it restarted while we waited: once more
-                self.start()
+                self._set_up()
                 sale = self.reader.sell(item, price, dispense_once,
                                         session_timeout=session_timeout)
             if "outcome" in motor:
@@ -318,17 +404,87 @@ class CardSales:
         if body and "id" in body:
             self.journal.booked(reference, str(body["id"]))
 
+    # -- the port going away and coming back -----------------------------------------------
+
+    def _refuse_offline(self) -> None:
+        if self.offline_reason is not None:
+            raise DisconnectedError(
+                f"{self.name} is offline ({self.offline_reason}); nothing was taken. It is "
+                "back after reopen() finds the port again")
+
+    def _went_away(self) -> bool:
+        """True (and the reader offline) when its port is gone, not just silent: the
+        transport's own record decides, whatever the driver made of the error."""
+        transport = getattr(getattr(self._reader, "link", None), "transport", None)
+        lost = getattr(transport, "lost", None)
+        if lost is None:
+            return False
+        self._set_offline(str(lost))
+        return True
+
+    def _set_offline(self, why: str) -> None:
+        if self.offline_reason is not None:
+            return
+        self.offline_reason = why
+        log.warning("%s: card reader offline: %s", self.name, why)
+        self._tell_state(False, why)
+
+    def _tell_state(self, online: bool, why: str) -> None:
+        for listener in list(self.state_listeners):
+            try:
+                listener(online, why)
+            except Exception:  # a listener's bug must not change the reader's state
+                log.exception("%s: state listener failed", self.name)
+
+    def reopen(self) -> None:
+        """Open the reader again with its opener (a ``usb-serial://`` identity is resolved
+        again, so an interface plugged back at another path is found), RESET it, set it up
+        and enable it, and go back online. The RESET ends whatever session the reader still
+        had: a sale the unplug cut was settled already (nothing vended, or ``needs_review``);
+        nothing is vended or told to the reader again. Raises the open's error and stays
+        offline."""
+        if self.opener is None:
+            raise ConfigurationError(f"{self.name} cannot be reopened: CardSales was made "
+                                     "without an opener")
+        with self._lock:
+            old, self._reader = self._reader, None
+            if old is not None:
+                try:
+                    old.close()
+                except Exception as exc:  # the old port is gone anyway
+                    log.info("%s: closing the lost port: %s", old.name, exc)
+            try:
+                reader = self.opener()
+                try:
+                    reader.start()
+                    reader.enable()
+                except BaseException:
+                    reader.close()
+                    raise
+            except BaseException as exc:
+                if self.offline_reason is None:  # asked while online: the port is closed now
+                    self._set_offline(f"reopen failed: {type(exc).__name__}: {exc}")
+                raise
+            self._reader = reader
+            was, self.offline_reason = self.offline_reason, None
+        if was is not None:
+            log.warning("%s: card reader back online", reader.name)
+            self._tell_state(True, "reopened")
+
     def close(self) -> None:
         self._stop.set()
         if self._poller is not None:
             self._poller.join(timeout=5)
             self._poller = None
-        try:
-            with self._lock:
-                self.reader.disable()
-        except VendhwError as exc:  # closing anyway; the reader may be gone
-            log.info("%s: disable failed: %s", self.reader.name, exc)
-        self.reader.close()
+        reader = self._reader
+        if reader is not None:
+            try:
+                with self._lock:
+                    if self.online:
+                        reader.disable()
+            except VendhwError as exc:  # closing anyway; the reader may be gone
+                log.info("%s: disable failed: %s", reader.name, exc)
+            reader.close()
         self.journal.close()
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vendhw.contract.states import FAILURE_OUTCOMES
+from vendhw.errors import VendhwError
 from vendhw.machine.cash import CashAcceptor, CashJournal
 
 log = logging.getLogger(__name__)
@@ -97,12 +98,26 @@ class CashSales:
             slot = reference[len(SALE_PREFIX):].rsplit(":", 1)[0]
             if self.machine.journal.get(reference) is None:
                 # The vend never began: the customer keeps the credit.
-                self.journal.refund(reference)
-                self.journal.settle(reference, "not_started")
-                done.append(CashSale(reference, slot, amount, "not_started", True))
+                done.append(self._not_started(reference, slot, amount))
                 continue
-            done.append(self._finish(reference, slot, amount))
+            try:
+                done.append(self._finish(reference, slot, amount))
+            except VendhwError as exc:
+                # An aborted vend (nothing was sent) could not be tried again: the board is
+                # offline (its port missing at start) or silent. Nothing left the machine,
+                # so the credit is the customer's again, as for a vend never begun.
+                record = self.machine.journal.get(reference)
+                if record is None or getattr(record.state, "value", record.state) != "aborted":
+                    raise
+                log.warning("cash sale %s: its vend was never sent and cannot be tried now "
+                            "(%s); the credit is the customer's again", reference, exc)
+                done.append(self._not_started(reference, slot, amount))
         return done
+
+    def _not_started(self, reference: str, slot: str, amount: int) -> CashSale:
+        self.journal.refund(reference)
+        self.journal.settle(reference, "not_started")
+        return CashSale(reference, slot, amount, "not_started", True)
 
     def return_change(self) -> int:
         """Pay the remaining credit back with the first payout device; 0 when nothing to pay."""

@@ -9,6 +9,13 @@
 ``machine run`` runs the first three at start and stops with one line when the backend
 refuses the secret or the catalogue names slots the board lacks, instead of logging 401s
 forever. An unreachable backend is only a warning there: the agent queues its reports.
+
+Ports are judged the same way by both commands. A port URL that can never open (a typo in
+the scheme, a malformed ``usb-serial://`` identity) is a configuration mistake:
+:meth:`AgentConfig.load` refuses it, so both exit 2 with one line. A port that is only
+missing now (a USB adapter not plugged in or not enumerated yet) or a board that does not
+answer fails the ``board`` check here, and the finding says so: ``machine run`` starts all
+the same, with that device offline, and opens it once it appears.
 """
 
 from __future__ import annotations
@@ -23,6 +30,9 @@ from vendhw.errors import ConfigurationError, VendhwError
 
 BACKEND_TIMEOUT = 5.0
 """Seconds a check waits for the backend (one try, no retries)."""
+WAITS = ("machine run starts all the same, with the board offline, and opens it once it "
+         "answers")
+"""Said with a board that cannot be opened now for a reason time may cure."""
 
 
 @dataclass
@@ -80,7 +90,10 @@ def check_catalogue(config: AgentConfig, catalogue: dict[str, Any]) -> Finding:
     """Every catalogue slot must be a slot of the board profile."""
     from vendhw.devices.boards.profile import load_profile
 
-    profile = load_profile(config.board_profile)
+    try:
+        profile = load_profile(config.board_profile)
+    except ConfigurationError as exc:  # one finding (and one line from run), not a traceback
+        return Finding("catalogue", "fail", f"[board] profile: {exc}")
     slots = [str(s.get("slot")) for s in catalogue.get("slots", [])]
     missing = []
     for slot in slots:
@@ -106,8 +119,10 @@ def check_board(config: AgentConfig) -> Finding:
     try:
         with Machine(config.board_profile, config.board_port) as machine:
             profile = machine.profile.name
-    except VendhwError as exc:
+    except ConfigurationError as exc:
         return Finding("board", "fail", f"{config.board_port}: {exc}")
+    except VendhwError as exc:
+        return Finding("board", "fail", f"{config.board_port}: {exc} ({WAITS})")
     return Finding("board", "ok", f"{profile} board answers on {config.board_port}")
 
 

@@ -58,7 +58,6 @@ from vendhw.agent.card import (
     CardSaleResult,
     CardSales,
     load_cashless,
-    open_reader,
 )
 from vendhw.agent.cash import CashSale, CashSales
 from vendhw.agent.screen import ScreenServer, ScreenSettings
@@ -160,6 +159,12 @@ class AgentConfig:
                                          "port")
             cash.append(CashConfig(str(entry["protocol"]), str(entry["port"]),
                                    dict(entry.get("options", {}))))
+        _check_port(file, "[board] port", str(need("board", "port")))
+        for i, entry in enumerate(cash):
+            _check_port(file, f"[[cash]] entry {i + 1} port", entry.port)
+        cashless = load_cashless(doc.get("cashless", []), file)
+        for i, card in enumerate(cashless):
+            _check_port(file, f"[[cashless]] entry {i + 1} port", card.port)
         screen_port = agent.get("screen_port", 8765)
         if isinstance(screen_port, bool) or not isinstance(screen_port, int) \
                 or not 0 <= screen_port <= 65535:
@@ -168,10 +173,22 @@ class AgentConfig:
         return cls(str(need("backend", "url")).rstrip("/"), str(need("backend", "machine_id")),
                    str(secret), str(need("board", "profile")), str(need("board", "port")),
                    data_dir, str(agent.get("screen_host", "127.0.0.1")),
-                   screen_port, tuple(cash),
-                   load_cashless(doc.get("cashless", []), file),
+                   screen_port, tuple(cash), cashless,
                    _screen_settings(file, doc.get("screen", {}), data_dir),
                    _mqtt_config(file, backend))
+
+
+def _check_port(file: Path, where: str, url: str) -> None:
+    """A port URL that can never open is a configuration mistake, said now in one line; a
+    port that is only missing now (a USB adapter not enumerated yet) is not: the agent
+    starts with that device offline and opens it once it appears."""
+    from vendhw.transport import check_url
+
+    try:
+        check_url(url)
+    except ConfigurationError as exc:
+        text = str(exc) if url and str(exc).startswith(url) else f"{url!r}: {exc}"
+        raise ConfigurationError(f"{file}: {where}: {text}") from None
 
 
 def _mqtt_config(file: Path, backend: Mapping[str, Any]) -> MqttConfig | None:
@@ -273,8 +290,10 @@ class Agent:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.client = BackendClient(config.backend_url, config.machine_id, config.secret,
                                     outbox=config.data_dir / "outbox.db")
+        # A board whose port is missing now (a USB adapter that enumerates after the
+        # controller booted) starts offline; the reconnect loop brings it up.
         self.machine = Machine(config.board_profile, config.board_port,
-                               journal=config.data_dir / "vends.db")
+                               journal=config.data_dir / "vends.db", offline_ok=True)
         self.push: MqttInstructions | None = None
         if config.mqtt is not None:
             self.push = MqttInstructions.open(self.client, config.machine_id, config.mqtt)
@@ -283,12 +302,15 @@ class Agent:
         self.sold_out = SoldOut(config.data_dir / SOLD_OUT_FILE)
         self.machine.listeners.append(self._on_vend)
         self.cash: CashSales | None = None
+        self._cash_missing: dict[str, Callable[[], Any]] = {}
+        """Cash devices whose port could not be opened at start (``protocol@port`` -> its
+        opener): offline until the reconnect loop opens them."""
         if config.cash:
             self.cash = self._open_cash(config)
         self.card: CardSales | None = None
         if config.cashless:  # one card reader: the first [[cashless]] entry
-            self.card = CardSales(open_reader(config.cashless[0]), self.machine, self.client,
-                                  journal=config.data_dir / "cards.db")
+            self.card = CardSales.open(config.cashless[0], self.machine, self.client,
+                                       journal=config.data_dir / "cards.db")
         self.stop = threading.Event()
         self.screen: ScreenServer | None = None
         self._board_down = False
@@ -300,6 +322,8 @@ class Agent:
         if self.cash is not None:
             self.cash.acceptor.state_listeners.append(
                 lambda name, online, why: self._ports_changed.set())
+        if self.card is not None:
+            self.card.state_listeners.append(lambda online, why: self._ports_changed.set())
 
     def _open_cash(self, config: AgentConfig) -> CashSales:
         from vendhw.devices.registry import open_cash_device
@@ -311,7 +335,17 @@ class Agent:
             for entry in config.cash:
                 opener = functools.partial(open_cash_device, entry.protocol, entry.port,
                                            **entry.options)
-                devices.append(opener())
+                try:
+                    devices.append(opener())
+                except ConfigurationError:
+                    raise  # a wrong protocol or option: no waiting fixes it
+                except VendhwError as exc:  # its port is missing now: it may come
+                    label = f"{entry.protocol}@{entry.port}"
+                    log.warning("%s: cash device offline, its port could not be opened: "
+                                "%s: %s (the agent keeps trying)", label,
+                                type(exc).__name__, exc)
+                    self._cash_missing[label] = opener
+                    continue
                 openers[devices[-1].name] = opener  # reopens it after an unplug
         except Exception:
             for device in devices:
@@ -442,6 +476,10 @@ class Agent:
         if self.card is None:
             raise ConfigurationError("this machine has no card reader ([[cashless]] in the "
                                      "configuration)")
+        if not self.card.online:
+            raise DisconnectedError("this machine cannot take cards right now: the card "
+                                    f"reader is offline ({self.card.offline_reason}); "
+                                    "nothing was taken")
         prices = {p["slot"]: p["price"] for p in self.products()}
         if slot not in prices:
             raise ConfigurationError(f"slot {slot!r} is not for sale")
@@ -471,16 +509,33 @@ class Agent:
         double, an older integration) counts as online."""
         return bool(getattr(self.machine, "online", True))
 
+    def card_ok(self) -> bool:
+        """Whether the card reader can take a card now (False while its port is away)."""
+        return self.card is not None and self.card.online
+
     def offline(self) -> list[str]:
-        """What is offline because its port went away: ``"board"`` and cash device names."""
+        """What is offline because its port went away or could not be opened yet:
+        ``"board"``, ``"card"`` and cash device names (``protocol@port`` for one never
+        opened)."""
         down = [] if self._board_online() else ["board"]
+        if self.card is not None and not self.card.online:
+            down.append("card")
         if self.cash is not None:
             down += sorted(self.cash.acceptor.offline)
+        down += sorted(self._cash_missing)
         return down
 
     def _reopen(self, part: str) -> None:
         if part == "board":
             self.machine.reopen()
+        elif part == "card":
+            assert self.card is not None
+            self.card.reopen()
+        elif part in self._cash_missing:  # first open of a device missing at start
+            assert self.cash is not None
+            opener = self._cash_missing[part]
+            self.cash.acceptor.add(opener(), opener)
+            del self._cash_missing[part]
         else:
             assert self.cash is not None
             self.cash.acceptor.reopen(part)
@@ -553,7 +608,7 @@ class Agent:
         if self.card is not None:
             for reference in self.card.recover():
                 log.warning("booked an interrupted card sale %s", reference)
-            self.card.start(poll=True)
+            self.card.start(poll=True, offline_ok=True)
         threading.Thread(target=self.shipper.run, args=(self.stop,), name="shipper",
                          daemon=True).start()  # close() waits via shipper.wait_idle()
         self._reconnect = threading.Thread(target=self._reconnect_loop, name="reconnect",

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from vendhw.errors import ConfigurationError, TransportError, VendhwError
+from vendhw.errors import ConfigurationError, DisconnectedError, TransportError, VendhwError
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +115,18 @@ class UnknownCardSale(VendhwError):
 
 
 def has_card_reader(agent: Any) -> bool:
-    """True when the agent has a card reader configured (the page offers "Pay by card")."""
+    """True when the agent has a card reader configured (it may be offline right now)."""
     return getattr(agent, "card", None) is not None and callable(getattr(agent, "buy_card",
                                                                           None))
+
+
+def card_ready(agent: Any) -> bool:
+    """True when the agent's card reader can take a card now (the page offers "Pay by
+    card"); False without one or while its port is away (``card_ok``)."""
+    if not has_card_reader(agent):
+        return False
+    ok = getattr(agent, "card_ok", None)
+    return bool(ok()) if callable(ok) else True
 
 
 def cash_balance(agent: Any) -> int | None:
@@ -242,7 +251,7 @@ class ScreenModel:
         self._backend_was_ok = service["backend"]
         ok = service["backend"] and service["board"]
         return {"ok": ok, "service": service, "products": products,
-                "cash": cash_balance(self.agent), "card": has_card_reader(self.agent),
+                "cash": cash_balance(self.agent), "card": card_ready(self.agent),
                 "code_length": self.code_length()}
 
     # --- card sales (the machine's own reader) ---------------------------------------------
@@ -254,6 +263,8 @@ class ScreenModel:
 
         if not has_card_reader(self.agent):
             raise ConfigurationError("this machine has no card reader")
+        if not card_ready(self.agent):  # its port went away: 503 "unavailable", not 400
+            raise DisconnectedError("the card reader is offline (its port went away)")
         product = next((p for p in self.products() if p["slot"] == slot), None)
         if product is None or product["sold_out"]:
             raise ConfigurationError(f"slot {slot!r} is not for sale")

@@ -417,6 +417,29 @@ class CashAcceptor:
             self._tell_state(name, True, "reopened")
         return device
 
+    def add(self, device: CashDevice, opener: Callable[[], CashDevice] | None = None) -> None:
+        """Take on a device opened after this acceptor was made (its port was missing then):
+        resumed from the journal's checkpoint, started and, if the acceptor is taking money,
+        enabled; ``opener`` reopens it after an unplug. Raises the start's error with the
+        device closed and not added."""
+        with self._lock:
+            if any(d.name == device.name for d in self.devices):
+                device.close()
+                raise ConfigurationError(f"cash device {device.name!r} is here already")
+            try:
+                self._resume(device)
+                device.start()
+                if self._enabled:
+                    device.enable()
+            except BaseException:
+                device.close()
+                raise
+            self.devices.append(device)
+            if opener is not None:
+                self.openers[device.name] = opener
+        log.warning("%s: cash device online", device.name)
+        self._tell_state(device.name, True, "opened")
+
     def wait_for_balance(self, amount: int, timeout: float) -> bool:
         """Block until the balance reaches ``amount`` or ``timeout`` passes (poller running)."""
         deadline = time.monotonic() + timeout

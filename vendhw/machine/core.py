@@ -25,7 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vendhw.devices.boards import Board, BoardProfile, Outcome, VendReport, open_board
+from vendhw.devices.boards import (
+    Board,
+    BoardProfile,
+    Outcome,
+    VendReport,
+    load_profile,
+    open_board,
+)
 from vendhw.errors import (
     ConfigurationError,
     DisconnectedError,
@@ -35,6 +42,8 @@ from vendhw.errors import (
     VendhwError,
 )
 from vendhw.machine.journal import VendJournal, VendRecord, VendState
+from vendhw.transport import check_url
+from vendhw.transport.base import Transport
 
 if TYPE_CHECKING:
     from vendhw.machine.cash import CashJournal
@@ -99,6 +108,58 @@ class DispenseResult:
                    resolved_by=record.resolved_by)
 
 
+class _AbsentPort(Transport):
+    """The transport of a board whose port could not be opened: nothing to read or write."""
+
+    def __init__(self, url: str, why: str) -> None:
+        super().__init__(url, trace=False)
+        self.why = why
+
+    def _read_some(self, timeout: float) -> bytes:
+        raise DisconnectedError(f"{self.url}: not open ({self.why})")
+
+    def _write(self, data: bytes) -> None:
+        raise DisconnectedError(f"{self.url}: not open ({self.why})")
+
+    def _close(self) -> None:
+        pass
+
+
+class AbsentBoard(Board):
+    """Stands in for a board whose port could not be opened (a Machine made with
+    ``offline_ok``): it has the profile and the URL, and refuses everything else. The
+    Machine is offline while it holds one, so nothing reaches it."""
+
+    family = "absent"
+
+    def __init__(self, profile: BoardProfile, url: str, why: str) -> None:
+        super().__init__(profile, _AbsentPort(url, why))
+        self.why = why
+
+    def _refuse(self) -> DisconnectedError:
+        return DisconnectedError(f"board {self.profile.name!r} is not open: {self.why}")
+
+    def vend(self, motor: int, seq: int | None, *, drop_sensor: bool = True,
+             on_sent: Callable[[], None] | None = None,
+             on_ack: Callable[[], None] | None = None) -> VendReport:
+        raise self._refuse()
+
+    def query_vend(self, motor: int, seq: int) -> VendReport | None:
+        raise self._refuse()
+
+    def status(self) -> dict[str, Any]:
+        raise self._refuse()
+
+    def selftest(self) -> dict[str, Any]:
+        raise self._refuse()
+
+    def probe(self) -> None:
+        raise self._refuse()
+
+    def check_port(self) -> None:
+        pass
+
+
 class Machine:
     """A vending machine's motor board behind one crash-safe ``dispense``.
 
@@ -107,6 +168,12 @@ class Machine:
     :param journal: the SQLite journal file (or a :class:`VendJournal`). Without one the
         journal lives in memory: ``vend_id`` idempotency holds for this object only and a crash
         forgets everything; give a path in production.
+    :param offline_ok: when the board cannot be opened now for a reason a reconnect may cure
+        (its port missing, e.g. a USB adapter not enumerated yet, busy, or the board silent:
+        any error but a :class:`~vendhw.errors.ConfigurationError`), start **offline** with
+        that reason instead of raising; :meth:`reopen` brings it up. Vends a previous run
+        left in flight are then settled ``unknown`` (the board cannot be asked), never sent
+        again. A wrong profile or a URL that can never open still raises.
     :param transport_options: passed to the transport (``baudrate=``, ``trace=True``...).
 
     Opening reconciles vends a previous run left in flight (see :meth:`reconcile`).
@@ -119,18 +186,30 @@ class Machine:
     journal: VendJournal
 
     def __init__(self, profile: str | BoardProfile, url: str, *,
-                 journal: str | Path | VendJournal | None = None,
+                 journal: str | Path | VendJournal | None = None, offline_ok: bool = False,
                  **transport_options: Any) -> None:
         own_journal = not isinstance(journal, VendJournal)
         vend_journal = journal if isinstance(journal, VendJournal) else VendJournal(journal)
+        missing: str | None = None
         try:
-            board = open_board(profile, url, **transport_options)
+            prof = profile if isinstance(profile, BoardProfile) else load_profile(profile)
+            if offline_ok:
+                check_url(url)  # a URL no waiting can fix fails now, not forever later
+            try:
+                board: Board = open_board(prof, url, **transport_options)
+            except ConfigurationError:
+                raise
+            except VendhwError as exc:
+                if not offline_ok:
+                    raise
+                missing = f"{type(exc).__name__}: {exc}"
+                board = AbsentBoard(prof, url, missing)
         except BaseException:
             if own_journal:
                 vend_journal.close()
             raise
         self._setup(board, vend_journal, own_journal=own_journal,
-                    opener=lambda: open_board(profile, url, **transport_options))
+                    opener=lambda: open_board(prof, url, **transport_options), offline=missing)
 
     @classmethod
     def from_board(cls, board: Board, *, journal: str | Path | VendJournal | None = None,
@@ -145,7 +224,7 @@ class Machine:
         return machine
 
     def _setup(self, board: Board, journal: VendJournal, *, own_journal: bool,
-               opener: Callable[[], Board] | None = None) -> None:
+               opener: Callable[[], Board] | None = None, offline: str | None = None) -> None:
         self.board = board
         self.profile = board.profile
         self.journal = journal
@@ -153,7 +232,10 @@ class Machine:
         self._opener = opener
         self._lock = threading.RLock()
         self._closed = False
-        self._offline: str | None = None
+        self._offline: str | None = offline
+        if offline is not None:
+            log.warning("%s: board offline, its port could not be opened: %s (reopen() "
+                        "brings it up)", self.name, offline)
         self.listeners: list[Callable[[DispenseResult], None]] = []
         """Called with the result of every vend this object carries out (not replays), after
         it is journaled (the agent marks a slot the board found empty as sold out)."""
@@ -475,7 +557,8 @@ class Machine:
         return settled
 
     def _query(self, record: VendRecord) -> VendReport | None:
-        if record.seq is None or self.board.sequence_range is None:
+        if self._offline is not None or record.seq is None \
+                or self.board.sequence_range is None:
             return None
         try:
             report = self.board.query_vend(record.motor, record.seq)
@@ -488,9 +571,12 @@ class Machine:
         return report
 
     def _unknown_detail(self, record: VendRecord) -> str:
-        why = ("the board's protocol cannot be asked about a past vend"
-               if record.seq is None or self.board.sequence_range is None
-               else "the board could not say what became of it")
+        if self._offline is not None:
+            why = f"the board could not be asked, it was offline ({self._offline})"
+        elif record.seq is None or self.board.sequence_range is None:
+            why = "the board's protocol cannot be asked about a past vend"
+        else:
+            why = "the board could not say what became of it"
         if record.state is VendState.INTENT:
             where = "the host stopped before the command was confirmed on the wire"
         else:
@@ -604,4 +690,4 @@ def open_machine(profile: str | BoardProfile, url: str, *,
     return Machine(profile, url, journal=journal, **transport_options)
 
 
-__all__ = ["DispenseResult", "Machine", "open_machine"]
+__all__ = ["AbsentBoard", "DispenseResult", "Machine", "open_machine"]

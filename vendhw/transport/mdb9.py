@@ -6,6 +6,11 @@ and ``PARMRK|INPCK``, so a received byte whose mode bit is 1 arrives as ``FF 00 
 literal ``FF`` as ``FF FF``. That escaped form is also what vendhw's MDB framer reads and
 writes (``MdbFramer(wire="9bit")``), so the layers above see an ordinary byte pipe.
 
+The port is a device path (``mdb9:///dev/ttyUSB0``) or a USB adapter's identity
+(``mdb9://usb-serial://0403:6001?serial=SN``, :mod:`vendhw.transport.identity`), resolved at
+every open, so an MDB interface plugged back at another path is found again; the transport
+is then named by the whole URL, not the path it was found at.
+
 Sources: temoto/vender ``hardware/mdb/client/io_file.go`` (the same trick in Go),
 pymultidropbus (pyserial ``PARITY_MARK``/``PARITY_SPACE``).
 """
@@ -19,6 +24,7 @@ import serial
 
 from vendhw.errors import ConfigurationError, DisconnectedError
 from vendhw.framing.mdb import decode_9bit
+from vendhw.transport.identity import SCHEME, resolve
 from vendhw.transport.serial import SerialTransport
 
 try:
@@ -49,9 +55,19 @@ class Mdb9BitTransport(SerialTransport):
             raise ConfigurationError("mdb9:// needs Linux (CMSPAR sticky parity); "
                                      "use an MDB adapter on other systems")
         path = url.split("://", 1)[1]
+        if not path:
+            raise ConfigurationError(f"{url}: mdb9:// needs a port, e.g. mdb9:///dev/ttyUSB0 "
+                                     "or mdb9://usb-serial://VID:PID?serial=SN")
+        identity = path.startswith(f"{SCHEME}://")
+        if identity:
+            path = resolve(path)  # the adapter's current path; PortNotFoundError if absent
         options.setdefault("baudrate", 9600)
         super().__init__(path, parity=serial.PARITY_SPACE, **options)
         self.url = url
+        self.device = path
+        """The device path the port was opened at (with an identity: found at this open)."""
+        if identity:
+            self.identity = url
         fd = self.fileno()
         if fd is None:
             raise ConfigurationError(f"{url}: not a tty device")

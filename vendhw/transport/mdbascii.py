@@ -1,5 +1,7 @@
 """``mdbascii:///dev/ttyACM0``: an MDB bus behind a USB/serial adapter with a line-based
 ASCII master command set, presented as the same in-band 9-bit byte pipe as ``mdb9://``.
+The adapter may be named by its identity, ``mdbascii://usb-serial://VID:PID?serial=SN``
+(resolved at every open, :mod:`vendhw.transport.identity`).
 
 The command set is the Qibixx MDB-USB / MDB Pi HAT "Generic Master" API
 (https://docs.qibixx.com/mdb-products/api-generic-master, serial 115200 8N1 per
@@ -41,6 +43,7 @@ from typing import Any
 from vendhw.errors import ConfigurationError, NoResponseError, VendhwError
 from vendhw.framing.mdb import ACK, NAK, RET, decode_9bit, encode_9bit
 from vendhw.transport.base import Transport
+from vendhw.transport.identity import SCHEME, UsbSerialTransport, resolve
 from vendhw.transport.serial import SerialTransport
 
 log = logging.getLogger(__name__)
@@ -87,12 +90,24 @@ class MdbAsciiTransport(Transport):
         super().__init__(url, baudrate=ADAPTER_BAUDRATE, trace=trace, capture=capture)
         # ``baudrate`` is the MDB bus speed the host asks for (9600); the adapter's own
         # serial line runs at ADAPTER_BAUDRATE.
-        self.port = SerialTransport(path, baudrate=ADAPTER_BAUDRATE, **options)
+        if path.startswith(f"{SCHEME}://"):
+            # An identity: the adapter found at its current path, named by the whole URL.
+            self.port: SerialTransport = UsbSerialTransport(
+                path, resolve(path), baudrate=ADAPTER_BAUDRATE, **options)
+            self.identity = url
+        else:
+            self.port = SerialTransport(path, baudrate=ADAPTER_BAUDRATE, **options)
+        self.device = str(getattr(self.port, "device", path))
+        """The device path the adapter was opened at (with an identity: found at this open)."""
         self._lines = b""
         self._out = b""
         self._last_reply = b""
         self.host_acks_absorbed = 0
-        self._start_master()
+        try:
+            self._start_master()
+        except BaseException:  # e.g. the adapter went away during the handshake
+            self.port.close()
+            raise
 
     def _start_master(self) -> None:
         self.port.write(b"M,1\n")

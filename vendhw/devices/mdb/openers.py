@@ -14,6 +14,8 @@ from vendhw.errors import ConfigurationError
 from vendhw.framing.mdb import RESPONSE_TIMEOUT
 from vendhw.options import option_flag
 from vendhw.transport import open_transport
+from vendhw.transport.identity import SCHEME as IDENTITY
+from vendhw.transport.identity import resolve
 
 SIM_RESPONSE_TIMEOUT = 0.1
 """Reply window of an in-process simulator or a replay (no UART, no 5 ms)."""
@@ -37,20 +39,28 @@ def _link_url(url: str) -> tuple[str, float]:
 
     A pty carries bytes, not 9-bit words: its parity settings do nothing, so the in-band
     form (``FF 00 b`` for a mode-bit byte) goes through it as plain bytes, which is what
-    vendhw's simulators speak. ``/dev/pts/N`` and ``mdb9:///dev/pts/N`` both open that way.
+    vendhw's simulators speak. ``/dev/pts/N`` and ``mdb9:///dev/pts/N`` both open that way,
+    and so does ``mdb9://usb-serial://...`` when the identity resolves to a pty (a simulator
+    behind a faked adapter). An identity is resolved here, at every open: a port missing
+    now raises :class:`~vendhw.errors.PortNotFoundError` (it may come back).
     """
     if url.startswith(("sim://", "replay://")):
         return url, SIM_RESPONSE_TIMEOUT
     if url.startswith("mdbascii://"):  # vendhw.transport.mdbascii: adapter round trip
         return url, PTY_RESPONSE_TIMEOUT
     path = url[len("mdb9://"):] if url.startswith("mdb9://") else url
+    if url.startswith("mdb9://") and path.startswith(f"{IDENTITY}://"):
+        if is_pty(resolve(path)):
+            return path, PTY_RESPONSE_TIMEOUT  # the identity, opened as a plain port
+        return url, RESPONSE_TIMEOUT
     if is_pty(path):
         return path, PTY_RESPONSE_TIMEOUT
     if url.startswith("mdb9://"):
         return url, RESPONSE_TIMEOUT
     raise ConfigurationError(
-        f"{url}: MDB needs a 9-bit link: mdb9:///dev/ttyUSB0 (sticky parity), a simulator's "
-        "pty (vendhw sim mdb-changer) or sim://mdb-…")
+        f"{url}: MDB needs a 9-bit link: mdb9:///dev/ttyUSB0 (sticky parity), "
+        "mdb9://usb-serial://VID:PID?serial=SN, mdbascii://PORT (an ASCII MDB adapter), a "
+        "simulator's pty (vendhw sim mdb-changer) or sim://mdb-…")
 
 
 SHARED_SIMULATORS = ("mdb-bus",)
@@ -66,7 +76,11 @@ def bus_key(url: str) -> str | None:
         return url if name in SHARED_SIMULATORS else None
     if url.startswith("replay://"):
         return None
+    if url.startswith(f"mdbascii://{IDENTITY}://"):
+        return url  # an ASCII adapter by identity
     path = url[len("mdb9://"):] if url.startswith("mdb9://") else url
+    if path.startswith(f"{IDENTITY}://"):
+        return path  # the adapter by identity: the same bus whatever path it has now
     return os.path.realpath(path)
 
 
@@ -87,7 +101,9 @@ def shared_link(url: str, *, response_timeout: float | None = None,
     timeout = float(response_timeout) if response_timeout is not None else None
     with _BUSES_LOCK:
         link = _BUSES.get(key) if key is not None else None
-        if link is None or link.transport.closed:
+        if link is None or link.transport.closed or link.transport.lost is not None:
+            # No bus yet, or its port went away (unplugged): a device reopened after that
+            # opens the port again; the lost link closes when its last device releases it.
             target, default_timeout = _link_url(url)
             transport = open_transport(target, baudrate=9600, **options)
             link = MdbLink(transport, response_timeout=(

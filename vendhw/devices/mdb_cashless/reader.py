@@ -15,7 +15,6 @@ from vendhw.devices.mdb_cashless.polls import CashlessEvent, ReaderConfig
 from vendhw.devices.mdb_cashless.tables import (
     CASHLESS_1,
     COMMAND_RETRIES,
-    RESPONSE_TIME,
     VMC_FEATURE_LEVEL,
 )
 from vendhw.errors import (
@@ -159,19 +158,21 @@ class MdbCashlessReader:
 
 def open_cashless(url: str, *, address: int = CASHLESS_1, response_timeout: float | None = None,
                   vmc_level: int = VMC_FEATURE_LEVEL, **options: Any) -> MdbCashlessReader:
-    """Open a cashless reader on ``mdb9://PORT``, a simulator's pty, ``sim://mdb-cashless``
-    or ``sim://mdb-bus``; on a port a changer or a bill validator already uses, the reader
-    shares that bus (:func:`vendhw.devices.mdb.shared_link`)."""
+    """Open a cashless reader on ``mdb9://PORT`` (a path or a ``usb-serial://`` identity),
+    ``mdbascii://PORT``, a simulator's pty, ``sim://mdb-cashless`` or ``sim://mdb-bus``; on
+    a port a changer or a bill validator already uses, the reader shares that bus
+    (:func:`vendhw.devices.mdb.shared_link`)."""
     from vendhw.devices.mdb import shared_link
 
-    if not (url.startswith("sim://") or url.startswith("mdb9://")):
+    if not url.startswith(("sim://", "mdb9://", "mdbascii://")):
         from vendhw.devices.mdb import is_pty
 
         if not is_pty(url):
             raise ConfigurationError(
-                f"{url}: MDB needs a 9-bit link: mdb9:///dev/ttyUSB0 (sticky parity) or "
-                f"sim://mdb-cashless")
-    if response_timeout is None and url.startswith("mdb9://"):
-        response_timeout = RESPONSE_TIME
+                f"{url}: MDB needs a 9-bit link: mdb9:///dev/ttyUSB0 (sticky parity), "
+                "mdb9://usb-serial://VID:PID?serial=SN, mdbascii://PORT or "
+                "sim://mdb-cashless")
+    # The reply window defaults to the link's: RESPONSE_TIME (the spec's 5 ms) on a real
+    # 9-bit port, longer on a pty (mdb9:///dev/pts/N, or an identity that resolves to one).
     return MdbCashlessReader(shared_link(url, response_timeout=response_timeout, **options),
                              address, vmc_level=vmc_level)
