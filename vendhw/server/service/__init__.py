@@ -36,6 +36,7 @@ from vendhw.server.service.core import (
     order_json,
 )
 from vendhw.server.service.errors import ApiError
+from vendhw.server.service.instances import InstancesMixin
 from vendhw.server.service.operator import OperatorMixin
 from vendhw.server.service.orders import OrdersMixin
 from vendhw.server.service.payments import PaymentsMixin
@@ -47,7 +48,7 @@ from vendhw.server.service.sales import SalesMixin
 
 class Backend(CatalogueMixin, AuthMixin, OrdersMixin, PaymentsMixin, PushMixin, ResultsMixin,
               RefundsMixin, CodesMixin, SalesMixin, OperatorMixin, BackgroundMixin,
-              BackendCore):
+              InstancesMixin, BackendCore):
     """The reference backend: one instance per process, shared by every request."""
 
 

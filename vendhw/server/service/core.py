@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from vendhw.server.db import Database, before_commit
+from vendhw.server.instances import Heartbeat, InFlight, new_instance_id
 from vendhw.server.models import AuditEntry, Code, Order
 from vendhw.server.pgnotify import PgDoorbell, doorbell_for
 from vendhw.server.providers import (
@@ -137,6 +138,13 @@ class BackendCore:
         self._notify_http: httpx.Client | None = None
         self._secrets: dict[str, tuple[str, float]] = {}
         self._seen: dict[str, float] = {}
+        self.instance_id = new_instance_id()
+        """This process's id in ``server_instances`` and on the keys its requests hold."""
+        self.inflight = InFlight()
+        """The Idempotency-Keys this process's requests are running now."""
+        self._heartbeat: Heartbeat | None = None
+        self._alive_until: float | None = None
+        self._started_at = self.clock.now()
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -161,6 +169,9 @@ class BackendCore:
         def _claim_key(self, s: Session) -> None: ...
         def _refuse_replay(self, s: Session) -> None: ...
         def _answer(self, s: Session, status: int, body: dict[str, Any]) -> None: ...
+        def stop_heartbeat(self) -> None: ...
+        def _purge_instances(self, s: Session, now: float) -> None: ...
+        def _holder_alive(self, s: Session, holder: str, now: float) -> float | None: ...
 
     @property
     def sandbox(self) -> SandboxProvider | None:
@@ -233,6 +244,7 @@ class BackendCore:
             self.doorbell.start()
 
     def close(self) -> None:
+        self.stop_heartbeat()
         if self.doorbell is not None:
             self.doorbell.stop()
         if self._notify_http is not None:
