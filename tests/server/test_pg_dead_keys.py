@@ -19,11 +19,17 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 
 from vendhw.errors import ConfigurationError
 from vendhw.server.instances import Heartbeat, InFlight
-from vendhw.server.models import AuditEntry, IdempotentResponse, Refund, ServerInstance
+from vendhw.server.models import (
+    AuditEntry,
+    IdempotentResponse,
+    Order,
+    Refund,
+    ServerInstance,
+)
 from vendhw.server.service import ApiError, Backend
 from vendhw.server.settings import FakeClock, ServerSettings
 
@@ -390,3 +396,59 @@ def test_in_flight_counts_each_request() -> None:
     flight.put_orphans([key], released=True)
     assert flight.take_orphans() == [] and flight.running() == 0
 
+REDEEM = b"POST /machine/v1/codes/redeem\n{}"
+
+
+@pytest.mark.parametrize("meanwhile", ["nothing", "vended", "vend failed", "wrong code"])
+def test_a_redeem_retried_after_its_process_died_gets_its_first_answer(
+        pair: tuple[Backend, Backend], monkeypatch: pytest.MonkeyPatch, meanwhile: str
+        ) -> None:
+    """The process dies right after the redeem committed, before the answer left. The
+    retry (to the other process, once the first is known dead) must get that same answer:
+    the reservation's order and instruction, not the code "used", not a second order for a
+    code released by a failed vend, not a wrong code counted twice. Meanwhile the machine
+    may have had the instruction from the push channel (redelivered, as it was never
+    acknowledged) and vended."""
+    a, b = pair
+    clock = _clock(a)
+    a.heartbeat()
+    [code] = a.create_codes("cola", 1, 3600, machine_id="m1")
+    typed = code["code"] if meanwhile != "wrong code" else _wrong(code["code"])
+    first: list[tuple[int, dict[str, Any]]] = []
+
+    def redeem_then_die() -> tuple[int, dict[str, Any]]:
+        try:
+            first.append((200, a.redeem_code("m1", typed)))
+        except ApiError as exc:
+            first.append((exc.status, exc.body()))
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(a, "_forget", lambda claim: None)
+        with pytest.raises(Killed):
+            a.idempotent("m1", "k-redeem", REDEEM, redeem_then_die)
+    clock.advance(max(a.settings.instance_timeout, a.settings.redeliver_after) + 1)
+    if meanwhile in ("vended", "vend failed"):
+        [ship], _ = b.take_instructions("m1")
+        b.ack("m1", ship["id"])
+        b.report_result("m1", ship["order_id"],
+                        "delivered" if meanwhile == "vended" else "jammed")
+
+    def redeem() -> tuple[int, dict[str, Any]]:
+        return 200, b.redeem_code("m1", typed)
+
+    assert b.idempotent("m1", "k-redeem", REDEEM, redeem) == first[0]
+    if meanwhile == "wrong code":
+        assert first[0][0] == 404
+        with a.db.read() as s:
+            failures = s.execute(text("SELECT failures FROM code_attempts "
+                                      "WHERE selector = '*'")).scalar()
+        assert failures == 1  # counted once
+    else:
+        assert first[0][0] == 200 and first[0][1]["instruction"]["delivery"] == 1
+        assert _count(a, Order.id, Order.kind == "code") == 1  # never a second order
+
+
+def _wrong(code: str) -> str:
+    last = str((int(code[-1]) + 1) % 10)
+    return code[:-1] + last

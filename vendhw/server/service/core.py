@@ -48,7 +48,7 @@ log = logging.getLogger("vendhw.server.service")
 BACKEND_CRASH_ENV = "VENDHW_BACKEND_CRASH_AT"
 """Tests only: the backend dies (``os._exit``, like SIGKILL) right after the step it names
 has committed: ``backend:order-created``, ``backend:paid``, ``backend:pushed``,
-``backend:acked``, ``backend:reported``, ``backend:refund-sent``."""
+``backend:acked``, ``backend:reported``, ``backend:refund-sent``, ``backend:redeemed``."""
 
 
 def crash_point(step: str) -> None:
