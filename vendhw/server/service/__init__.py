@@ -21,6 +21,7 @@ from vendhw.server.service.catalogue import CatalogueMixin
 from vendhw.server.service.codes import CodesMixin
 from vendhw.server.service.core import (
     BACKEND_CRASH_ENV,
+    BACKEND_HANG_ENV,
     CARD_PROVIDER,
     CASH_PROVIDER,
     CODE_BATCH_CHUNK,
@@ -53,7 +54,7 @@ class Backend(CatalogueMixin, AuthMixin, OrdersMixin, PaymentsMixin, PushMixin, 
 
 
 __all__ = ["ApiError", "Backend", "iso", "order_json"]
-_REEXPORTED = (BACKEND_CRASH_ENV, CARD_PROVIDER, CASH_PROVIDER, CODE_BATCH_CHUNK, LAST_SEEN_EVERY_S,
-               MACHINE_METHODS, MAX_AMOUNT, MAX_CODE_VALIDITY, MIN_SECRET_LENGTH,
-               SECRET_CACHE_S, _Effects)
+_REEXPORTED = (BACKEND_CRASH_ENV, BACKEND_HANG_ENV, CARD_PROVIDER, CASH_PROVIDER,
+               CODE_BATCH_CHUNK, LAST_SEEN_EVERY_S, MACHINE_METHODS, MAX_AMOUNT,
+               MAX_CODE_VALIDITY, MIN_SECRET_LENGTH, SECRET_CACHE_S, _Effects)
 """Imported from ``vendhw.server.service`` elsewhere (operators, tests): kept importable."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -51,9 +52,18 @@ has committed: ``backend:order-created``, ``backend:paid``, ``backend:pushed``,
 ``backend:acked``, ``backend:reported``, ``backend:refund-sent``, ``backend:redeemed``."""
 
 
+BACKEND_HANG_ENV = "VENDHW_BACKEND_HANG_AT"
+"""Tests only: a request that reaches the step it names (same names) never returns, as one
+stuck on a slow provider would; its process stays alive (and keeps beating) until it is
+killed. Tests kill it there, or retry the request elsewhere meanwhile."""
+
+
 def crash_point(step: str) -> None:
     if os.environ.get(BACKEND_CRASH_ENV, "").strip().lower() == step:
         os._exit(137)
+    if os.environ.get(BACKEND_HANG_ENV, "").strip().lower() == step:
+        log.warning("request held at %s (%s)", step, BACKEND_HANG_ENV)
+        threading.Event().wait()  # forever: only a test sets this, and kills the process
 """One logger for every workflow module: the name it had before the split."""
 
 S = OrderState
