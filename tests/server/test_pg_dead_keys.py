@@ -452,3 +452,31 @@ def test_a_redeem_retried_after_its_process_died_gets_its_first_answer(
 def _wrong(code: str) -> str:
     last = str((int(code[-1]) + 1) % 10)
     return code[:-1] + last
+
+
+def test_0004_keeps_keys_in_progress_and_judges_them_by_the_lease(db_url: str) -> None:
+    """A database at 0003 with a key in progress (an old server's request): 0004 adds the
+    instances and the holder column, keeps the row (holder NULL), and the lease decides."""
+    from test_operators_migration import _upgrade
+
+    from vendhw.server.db import Database
+
+    _upgrade(db_url, "0003")
+    clock = FakeClock()
+    engine = Database(db_url).engine
+    with engine.begin() as c:
+        c.execute(text("INSERT INTO idempotent_responses (machine_id, key, request_hash, "
+                       "status_code, body, created_at) VALUES ('m1', 'k-old', :h, 0, '{}', "
+                       ":at)"), {"h": _digest(REQUEST), "at": clock.now()})
+    engine.dispose()
+    backend = _backend(db_url, clock)  # migrates to the newest
+    try:
+        with backend.db.read() as s:
+            row = s.get(IdempotentResponse, ("m1", "k-old"))
+            assert row is not None and row.holder is None and row.status_code == 0
+        _refused(lambda: backend.idempotent("m1", "k-old", REQUEST, lambda: (200, {})))
+        clock.advance(backend.settings.idempotency_lease + 1)
+        assert backend.idempotent("m1", "k-old", REQUEST, lambda: (200, {"ok": 1})) == (
+            200, {"ok": 1})
+    finally:
+        backend.close()
