@@ -88,7 +88,7 @@ def test_0003_adds_image_url_and_keeps_products(db_url: str) -> None:
         c.execute(text("INSERT INTO products (id, name, price) VALUES ('tea', 'Tea', 300)"))
     engine.dispose()
     database = Database(db_url)
-    assert database.migrate() == {"from": "0002", "to": "0003"}
+    assert database.migrate()["from"] == "0002"  # and on to the newest
     database.dispose()
     engine = create_engine(db_url)
     with engine.begin() as c:

@@ -86,3 +86,15 @@ def test_one_sale_costs_at_most_the_budgeted_durable_commits(srv: InProcessServe
         _sale(srv)
     assert 0 < counter.durable <= MAX_DURABLE_COMMITS_PER_SALE, (counter.durable,
                                                                    counter.total)
+
+
+def test_a_keyed_redeem_costs_two_durable_commits(srv: InProcessServer) -> None:
+    """The key's claim (with the request's nonce), then the reservation with its answer: the
+    answer no longer needs a transaction of its own (was 3)."""
+    _sale(srv)  # warm
+    codes = srv.operator("POST", "/operator/v1/codes",
+                         json={"product": "cola", "count": 1, "machine": "m1"}).json()["codes"]
+    with srv.client("m1") as client, CommitCounter(srv.backend.db.engine) as counter:
+        redemption = client.redeem_code(codes[0]["code"])
+    assert redemption.order.state == "paid"
+    assert counter.durable == 2, (counter.durable, counter.total)

@@ -160,10 +160,9 @@ def test_unsigned_machine_requests_get_no_validation_details(srv: InProcessServe
 
 
 def test_a_dead_requests_idempotency_key_becomes_retryable(srv: InProcessServer) -> None:
-    """A process killed mid-request leaves its key "in progress" (the row a real SIGKILL
-    leaves: status 0, committed before the work started). Within the lease a retry is told
-    to wait; after it the retry runs the request, and the outcome applies once."""
-    assert isinstance(srv.clock, FakeClock)
+    """A request that died mid-way leaves its key "in progress" (the row a real SIGKILL
+    leaves: status 0, committed before the work started). Held by this process, which is
+    not running it any more: the retry runs it at once, and the outcome applies once."""
     backend = srv.backend
     order = srv.client("m1").create_order("A1")
     srv.pay(order.id)
@@ -184,11 +183,6 @@ def test_a_dead_requests_idempotency_key_becomes_retryable(srv: InProcessServer)
     backend._forget = original_forget  # type: ignore[method-assign]
 
     response = _signed_post(srv, path, body, key="k-dead")
-    assert response.status_code == 409
-    assert response.json()["error"] == "request_in_progress"
-    assert int(response.headers["Retry-After"]) >= 1
-    srv.clock.advance(srv.settings.idempotency_lease + 1)
-    response = _signed_post(srv, path, body, key="k-dead")
     assert response.status_code == 200
     assert response.json()["state"] == "refunded"
     again = _signed_post(srv, path, body, key="k-dead")
@@ -197,6 +191,41 @@ def test_a_dead_requests_idempotency_key_becomes_retryable(srv: InProcessServer)
     assert detail["refund"]["status"] == "succeeded"
     moves = [a["to"] for a in detail["audit"] if a["entity"] == "order"]
     assert moves.count("refunding") == 1 and moves.count("refunded") == 1
+
+
+def test_a_key_of_another_live_process_is_refused_with_retry_after(srv: InProcessServer
+                                                                   ) -> None:
+    """On the wire: a key held by another process that still beats gets 409
+    request_in_progress with Retry-After; once that process has not been seen for its
+    instance timeout, the retry runs the request."""
+    import hashlib
+
+    from sqlalchemy import insert
+
+    from vendhw.server.models import IdempotentResponse, ServerInstance
+
+    assert isinstance(srv.clock, FakeClock)
+    order = srv.client("m1").create_order("A1")
+    srv.pay(order.id)
+    path = f"/machine/v1/orders/{order.id}/result"
+    body = json.dumps({"outcome": "jammed"}).encode()
+    now = srv.clock.now()
+    timeout = srv.settings.instance_timeout
+    with srv.backend.db.tx() as s:
+        s.execute(insert(ServerInstance).values(id="si-other", host="elsewhere", pid=1,
+                                                started_at=now, seen_at=now,
+                                                alive_until=now + timeout))
+        s.execute(insert(IdempotentResponse).values(
+            machine_id="m1", key="k-other", status_code=0, body={}, created_at=now,
+            holder="si-other", request_hash=hashlib.sha256(
+                b"POST " + path.encode() + b"\n" + body).hexdigest()))
+    response = _signed_post(srv, path, body, key="k-other")
+    assert response.status_code == 409
+    assert response.json()["error"] == "request_in_progress"
+    assert 1 <= int(response.headers["Retry-After"]) <= timeout + 1
+    srv.clock.advance(timeout + 0.5)
+    response = _signed_post(srv, path, body, key="k-other")
+    assert response.status_code == 200 and response.json()["state"] == "refunded"
 
 
 def test_docs_work_offline() -> None:

@@ -183,8 +183,14 @@ def backend() -> None:
 @click.option("--mqtt-password", default=None, envvar="VENDHW_MQTT_PASSWORD",
               help="[env VENDHW_MQTT_PASSWORD]")
 @click.option("--idempotency-lease", type=DURATION, default="60s", show_default=True,
-              help="An Idempotency-Key in progress longer than this belongs to a request "
-                   "that died; a retry then runs it again.")
+              help="Last resort: an Idempotency-Key in progress this long whose holder has "
+                   "no heartbeat (an older server) belongs to a request that died; a retry "
+                   "then runs it again.")
+@click.option("--instance-heartbeat", type=DURATION, default="1s", show_default=True,
+              help="How often this process renews its row in server_instances.")
+@click.option("--instance-timeout", type=DURATION, default="5s", show_default=True,
+              help="A process not seen this long is dead: retries take over the "
+                   "Idempotency-Keys its requests held (at least twice the heartbeat).")
 @click.option("--poller/--no-poller", default=True, show_default=True,
               help="Run the provider-query/expiry/refund loop here (one process of a fleet "
                    "is enough; running it in several is safe).")
@@ -196,12 +202,16 @@ def serve(db: str, host: str, port: int, public_url: str | None, provider: str,
           query_max: float, late_window: float, redeliver_after: float,
           operator_token: str | None, bootstrap: str | None, log_level: str,
           mqtt_broker: str | None, mqtt_user: str, mqtt_password: str | None,
-          idempotency_lease: float, poller: bool, allow_public_sandbox: bool) -> None:
+          idempotency_lease: float, instance_heartbeat: float, instance_timeout: float,
+          poller: bool, allow_public_sandbox: bool) -> None:
     """Serve the backend over HTTP (creates the schema on first start).
 
     OpenAPI documentation at /docs; readiness at /healthz.
     """
     _require_server_extra()
+    if not instance_heartbeat > 0 or instance_timeout < 2 * instance_heartbeat:
+        raise click.BadParameter("must be at least twice --instance-heartbeat (positive)",
+                                 param_hint="--instance-timeout")
     provider_tables = load_provider_file(providers_file) if providers_file else {}
     if (provider == "sandbox" or "sandbox" in provider_tables) and not _is_loopback(host):
         if not allow_public_sandbox:
@@ -231,7 +241,8 @@ def serve(db: str, host: str, port: int, public_url: str | None, provider: str,
         operator_token=operator_token or "", order_ttl=order_ttl,
         query_interval=query_interval, query_max=query_max, late_window=late_window,
         redeliver_after=redeliver_after, run_poller=poller,
-        idempotency_lease=idempotency_lease)
+        idempotency_lease=idempotency_lease, instance_heartbeat=instance_heartbeat,
+        instance_timeout=instance_timeout)
     generated = not settings.operator_token
     settings.ensure_operator_token()
     the_backend = Backend(settings)

@@ -491,6 +491,9 @@ def create_app(settings: ServerSettings | None = None, *, clock: Clock | None = 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         task = None
+        # This process's row in server_instances, renewed on a thread of its own: a key its
+        # requests hold is known to be running while it beats (and dead once it stops).
+        await run_in_threadpool(the_backend.start_heartbeat)
         the_backend.start_doorbell()
         if the_backend.settings.run_poller:
             loop = asyncio.get_running_loop()
@@ -512,6 +515,7 @@ def create_app(settings: ServerSettings | None = None, *, clock: Clock | None = 
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await run_in_threadpool(the_backend.stop_heartbeat)
 
     assets = _swagger_assets()
     app = FastAPI(title="vendhw reference backend", version="1", lifespan=lifespan,

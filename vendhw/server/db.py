@@ -177,6 +177,8 @@ class Database:
         self._one_connection = kwargs.get("poolclass") is not None
         """In-memory SQLite: every thread shares one connection, so reads queue too."""
         self._local = threading.local()
+        self._own: sessionmaker[Session] | None = None
+        """The sessions of :meth:`own_tx` (not SQLite), made on first use."""
 
     def create_schema(self) -> None:
         """Bring the schema to the newest migration (see :meth:`migrate`)."""
@@ -255,6 +257,23 @@ class Database:
         finally:
             self._local.active = False
 
+    @contextmanager
+    def own_tx(self) -> Iterator[Session]:
+        """A short write transaction that never waits for a pooled connection: the
+        heartbeat's. Elsewhere than SQLite it runs on a connection of its own, so a pool
+        exhausted by request threads (all waiting on one order's lock, say) cannot delay
+        it; on SQLite it is :meth:`tx` (one writer at a time anyway: it takes its turn in
+        the same fair queue, between two request transactions)."""
+        if self.is_sqlite:
+            with self.tx() as session:
+                yield session
+            return
+        if self._own is None:
+            engine = create_engine(self.url, pool_size=1, max_overflow=0, pool_pre_ping=True)
+            self._own = sessionmaker(engine, expire_on_commit=False)
+        with self._own.begin() as session:
+            yield session
+
     def spend_pending_nonce(self) -> None:
         """Commit the current request's nonce now unless a transaction of it already did
         (raises :class:`ReplayedNonce` when another request spent it first)."""
@@ -289,6 +308,9 @@ class Database:
     def dispose(self) -> None:
         """Close pooled connections (end of the app, end of a test)."""
         self.engine.dispose()
+        if self._own is not None:
+            bind = self._own.kw["bind"]
+            bind.dispose()
 
 
 def _tune_sqlite(engine: Engine) -> None:

@@ -215,6 +215,31 @@ class IdempotentResponse(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[float] = mapped_column(Float)
+    """When the key was claimed (or taken over): the start of its lease."""
+    holder: Mapped[str | None] = mapped_column(String(32), default=None)
+    """The :class:`ServerInstance` whose request holds the key while it is in progress
+    (``status_code`` 0); None on rows from before 0004 (or from a server that old)."""
+
+
+class ServerInstance(Base):
+    """One running backend process, from its start: its heartbeat.
+
+    A process renews ``alive_until`` every ``instance_heartbeat`` seconds on a thread of its
+    own; one that stops renewing (SIGKILL, power cut, a hung host) is dead once
+    ``alive_until`` has passed, and the Idempotency-Keys it held may be taken over. Ids are
+    random per start: a restarted process is a new instance, never the dead one."""
+
+    __tablename__ = "server_instances"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255), default="")
+    pid: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[float] = mapped_column(Float)
+    seen_at: Mapped[float] = mapped_column(Float)
+    """The last heartbeat."""
+    alive_until: Mapped[float] = mapped_column(Float)
+    """Alive until then unless it beats again (``seen_at`` + its ``instance_timeout``); 0
+    once it stopped cleanly with no request running."""
 
 
 class AuditEntry(Base):
@@ -276,5 +301,6 @@ __all__ = [
     "Refund",
     "SandboxRefund",
     "SandboxTrade",
+    "ServerInstance",
     "Slot",
 ]

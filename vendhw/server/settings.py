@@ -130,8 +130,17 @@ class ServerSettings:
     max_operator_body: int = 16 << 20
     """Largest operator request body (a fleet's catalogue), checked after the token."""
     idempotency_lease: float = 60.0
-    """An Idempotency-Key still "in progress" after this long belongs to a request that died
-    (process killed): a retry takes it over instead of getting 409 forever."""
+    """The last resort for an Idempotency-Key "in progress" whose holder cannot be judged (a
+    row from before migration 0004, a server that old, a process without a heartbeat): after
+    this long its request is taken for dead and a retry takes the key over. Keys of a
+    process with a heartbeat follow that instead (``instance_timeout``)."""
+    instance_heartbeat: float = 1.0
+    """How often a serving process renews its ``server_instances`` row (on a thread of its
+    own, one small commit per beat)."""
+    instance_timeout: float = 5.0
+    """A process not seen for this long (its beats stopped: SIGKILL, power cut) is dead: a
+    retry takes over the Idempotency-Keys it held. At least twice ``instance_heartbeat``;
+    clocks of processes sharing a database must agree far better than this (NTP)."""
     max_long_poll: float = 60.0
     """Longest ``wait`` a long-poll may ask for."""
     run_poller: bool = True

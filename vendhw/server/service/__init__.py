@@ -21,6 +21,7 @@ from vendhw.server.service.catalogue import CatalogueMixin
 from vendhw.server.service.codes import CodesMixin
 from vendhw.server.service.core import (
     BACKEND_CRASH_ENV,
+    BACKEND_HANG_ENV,
     CARD_PROVIDER,
     CASH_PROVIDER,
     CODE_BATCH_CHUNK,
@@ -36,6 +37,7 @@ from vendhw.server.service.core import (
     order_json,
 )
 from vendhw.server.service.errors import ApiError
+from vendhw.server.service.instances import InstancesMixin
 from vendhw.server.service.operator import OperatorMixin
 from vendhw.server.service.orders import OrdersMixin
 from vendhw.server.service.payments import PaymentsMixin
@@ -47,12 +49,12 @@ from vendhw.server.service.sales import SalesMixin
 
 class Backend(CatalogueMixin, AuthMixin, OrdersMixin, PaymentsMixin, PushMixin, ResultsMixin,
               RefundsMixin, CodesMixin, SalesMixin, OperatorMixin, BackgroundMixin,
-              BackendCore):
+              InstancesMixin, BackendCore):
     """The reference backend: one instance per process, shared by every request."""
 
 
 __all__ = ["ApiError", "Backend", "iso", "order_json"]
-_REEXPORTED = (BACKEND_CRASH_ENV, CARD_PROVIDER, CASH_PROVIDER, CODE_BATCH_CHUNK, LAST_SEEN_EVERY_S,
-               MACHINE_METHODS, MAX_AMOUNT, MAX_CODE_VALIDITY, MIN_SECRET_LENGTH,
-               SECRET_CACHE_S, _Effects)
+_REEXPORTED = (BACKEND_CRASH_ENV, BACKEND_HANG_ENV, CARD_PROVIDER, CASH_PROVIDER,
+               CODE_BATCH_CHUNK, LAST_SEEN_EVERY_S, MACHINE_METHODS, MAX_AMOUNT,
+               MAX_CODE_VALIDITY, MIN_SECRET_LENGTH, SECRET_CACHE_S, _Effects)
 """Imported from ``vendhw.server.service`` elsewhere (operators, tests): kept importable."""

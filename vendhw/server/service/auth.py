@@ -121,11 +121,18 @@ class AuthMixin(BackendCore):
 
         A key reused for a different request is refused (409), and a retry that arrives while
         the first is still running is told so (409 ``request_in_progress``) instead of
-        running twice. A key left "in progress" longer than ``idempotency_lease`` belongs to
-        a request that died with its process (SIGKILL, power cut): the next retry takes the
-        key over and runs the request; the operations behind keys are themselves idempotent
-        by state (a result, a cash sale, a code reservation apply once however often they
-        run), so the outcome is still applied once.
+        running twice. The key records the server instance (process) whose request holds it,
+        and whether that request still runs is decided by what is known about its holder
+        (:meth:`_key_row`): this process knows its own running keys exactly
+        (:attr:`inflight`); another process is running its keys while its heartbeat row is
+        alive, and its requests are dead once its beats stopped (``instance_timeout``: a
+        SIGKILL, a power cut); a key whose holder cannot be judged (a row or a server from
+        before migration 0004, a process without a heartbeat) falls back to the lease
+        (``idempotency_lease``). A dead request's key is taken over by the retry, which runs
+        the request again; the operations behind keys are themselves idempotent by state (a
+        result, a cash sale, a code reservation apply once however often they run), so the
+        outcome is still applied once. A live holder's key is never taken over, however long
+        its request takes.
 
         Commits: the key is claimed ("in progress") in a transaction of its own (which also
         carries the request's nonce), and the operation stores its answer in its own last
@@ -133,7 +140,8 @@ class AuthMixin(BackendCore):
         operation, not three. ``together=True`` (create order: its work is one transaction
         after the provider call) claims the key in the operation's transaction itself
         (:meth:`_claim_key`): the key, the work and the answer commit at once or not at all,
-        and a request that dies leaves nothing behind to wait for.
+        and a request that dies leaves nothing behind to wait for. The heartbeat is a commit
+        of its own per process and interval, never per request.
         """
         if not key:
             return compute()
@@ -141,11 +149,22 @@ class AuthMixin(BackendCore):
             raise ApiError(400, "bad_idempotency_key", "at most 128 characters")
         claim = _KeyClaim(machine_id, key, hashlib.sha256(request).hexdigest(),
                           self.clock.now(), together)
-        if together:
+        # Entered before the claim can commit, left after the row got its answer (or was
+        # deleted): a key this process holds and nobody here has entered is dead.
+        self.inflight.enter((machine_id, key))
+        try:
+            return self._keyed(claim, compute)
+        finally:
+            self.inflight.leave((machine_id, key), orphaned=claim.holding)
+
+    def _keyed(self, claim: _KeyClaim, compute: Callable[[], tuple[int, dict[str, Any]]]
+               ) -> tuple[int, dict[str, Any]]:
+        machine_id, key = claim.machine_id, claim.key
+        if claim.together:
             with self.db.read() as s:  # answered already: no provider call, no write
                 row = s.get(IdempotentResponse, (machine_id, key))
                 if row is not None:
-                    answer = self._key_row(row, claim)
+                    answer = self._key_row(s, row, claim)
                     if answer is not None:
                         return answer
                     claim.together = False  # a dead request's claim: take it over below
@@ -154,17 +173,19 @@ class AuthMixin(BackendCore):
                 with self.db.tx() as s:
                     row = s.get(IdempotentResponse, (machine_id, key), with_for_update=True)
                     if row is not None:
-                        answer = self._key_row(row, claim)
+                        answer = self._key_row(s, row, claim)
                         if answer is not None:
                             return answer
-                        row.created_at = claim.now  # a new lease, held by this request
+                        row.created_at, row.holder = claim.now, self.instance_id  # taken over
                     else:
                         s.add(IdempotentResponse(machine_id=machine_id, key=key,
                                                  request_hash=claim.digest, status_code=0,
-                                                 body={}, created_at=claim.now))
+                                                 body={}, created_at=claim.now,
+                                                 holder=self.instance_id))
             except IntegrityError:
                 raise ApiError(409, "request_in_progress",
                                "the first request with this key is still running") from None
+            claim.holding = True
         token = _CLAIM.set(claim)
         try:
             status, body = compute()
@@ -174,63 +195,86 @@ class AuthMixin(BackendCore):
             raise
         except IntegrityError:
             if not claim.together:
-                self._forget(machine_id, key)
+                self._forget(claim)
                 raise
             # together: another request with this key committed first (PostgreSQL)
-            return self._answer_of(machine_id, key, claim)
+            return self._answer_of(claim)
         except ApiError as exc:
             if exc.status >= 500:
                 if not claim.together:
-                    self._forget(machine_id, key)
+                    self._forget(claim)
                 raise
             status, body = exc.status, exc.body()
         except BaseException:
             if not claim.together:
-                self._forget(machine_id, key)
+                self._forget(claim)
             raise
         finally:
             _CLAIM.reset(token)
         if claim.answer is not None:  # stored by the operation's own transaction
             return claim.answer
+        first: tuple[int, dict[str, Any]] | None = None
         try:
             with self.db.tx() as s:
                 row = s.get(IdempotentResponse, (machine_id, key), with_for_update=True)
                 if row is None:  # together, and the operation failed before its claim
                     s.add(IdempotentResponse(machine_id=machine_id, key=key,
                                              request_hash=claim.digest, status_code=status,
-                                             body=body, created_at=claim.now))
+                                             body=body, created_at=claim.now,
+                                             holder=self.instance_id))
                 elif row.status_code == 0:
                     row.status_code, row.body = status, body
                 else:  # a takeover finished first: one stored answer for all
-                    return row.status_code, dict(row.body)
+                    first = row.status_code, dict(row.body)
         except IntegrityError:
-            return self._answer_of(machine_id, key, claim)
-        return status, body
+            claim.holding = False  # together: another request's row
+            return self._answer_of(claim)
+        claim.holding = False
+        return first if first is not None else (status, body)
 
-    def _key_row(self, row: IdempotentResponse, claim: _KeyClaim
+    def _key_row(self, s: Session, row: IdempotentResponse, claim: _KeyClaim
                  ) -> tuple[int, dict[str, Any]] | None:
-        """The stored answer of an existing key row; None when its request died (lease
-        over: the caller takes it over); ApiError 409 if reused or still running."""
+        """The stored answer of an existing key row; None when its request died (the caller
+        takes the key over); ApiError 409 if reused or still running."""
         if row.request_hash != claim.digest:
             raise _KeyRefused(409, "idempotency_key_reused",
                               "this Idempotency-Key was used for another request")
         if row.status_code != 0:
             return row.status_code, dict(row.body)
-        lease = self.settings.idempotency_lease
-        if claim.now - row.created_at < lease:
-            wait = max(1, int(row.created_at + lease - claim.now) + 1)
+        running, why = self._still_running(s, row, claim)
+        if running is not None:
             raise _KeyRefused(409, "request_in_progress",
                               "the first request with this key is still running",
-                              headers={"Retry-After": str(wait)})
-        log.warning("Idempotency-Key %r of %s in progress since %.0f s: its request died; "
-                    "running it again", claim.key, claim.machine_id, claim.now - row.created_at)
+                              headers={"Retry-After": str(max(1, int(running) + 1))})
+        log.warning("Idempotency-Key %r of %s in progress since %.1f s: its request died (%s); "
+                    "running it again", claim.key, claim.machine_id, claim.now - row.created_at,
+                    why)
         return None
 
-    def _answer_of(self, machine_id: str, key: str, claim: _KeyClaim
-                   ) -> tuple[int, dict[str, Any]]:
+    def _still_running(self, s: Session, row: IdempotentResponse, claim: _KeyClaim
+                       ) -> tuple[float | None, str]:
+        """Whether the request holding a key in progress is still running: (seconds until
+        that may change, for ``Retry-After``; None = dead, with the reason why)."""
+        holder = row.holder
+        if holder == self.instance_id:
+            if self.inflight.others((claim.machine_id, claim.key)):
+                return 0.0, "running in this process"
+            return None, "this process is not running it any more"
+        if holder is not None:
+            alive = self._holder_alive(s, holder, claim.now)
+            if alive is not None:
+                if alive > 0:
+                    return alive, f"its process {holder} is alive"
+                return None, f"its process {holder} stopped beating"
+        lease_left = row.created_at + self.settings.idempotency_lease - claim.now
+        if lease_left > 0:
+            return lease_left, "no heartbeat known for its holder; lease running"
+        return None, "no heartbeat known for its holder; lease over"
+
+    def _answer_of(self, claim: _KeyClaim) -> tuple[int, dict[str, Any]]:
         with self.db.read() as s:
-            row = s.get(IdempotentResponse, (machine_id, key))
-            answer = None if row is None else self._key_row(row, claim)
+            row = s.get(IdempotentResponse, (claim.machine_id, claim.key))
+            answer = None if row is None else self._key_row(s, row, claim)
         if answer is None:
             raise ApiError(409, "request_in_progress",
                            "the first request with this key is still running")
@@ -245,14 +289,14 @@ class AuthMixin(BackendCore):
             return
         row = s.get(IdempotentResponse, (claim.machine_id, claim.key), with_for_update=True)
         if row is not None:
-            answer = self._key_row(row, claim)
+            answer = self._key_row(s, row, claim)
             if answer is not None:
                 raise _Answered(*answer)
-            row.created_at = claim.now
+            row.created_at, row.holder = claim.now, self.instance_id
         else:
             row = IdempotentResponse(machine_id=claim.machine_id, key=claim.key,
                                      request_hash=claim.digest, status_code=0, body={},
-                                     created_at=claim.now)
+                                     created_at=claim.now, holder=self.instance_id)
             s.add(row)
             s.flush()  # on PostgreSQL a concurrent claim of the same key waits here
         claim.held = (s, row)
@@ -278,13 +322,19 @@ class AuthMixin(BackendCore):
 
         def stored() -> None:
             claim.answer = answer
+            claim.holding = False
 
         on_commit(s, stored)
 
-    def _forget(self, machine_id: str, key: str) -> None:
-        with self.db.tx() as s:
+    def _forget(self, claim: _KeyClaim) -> None:
+        """Release the key of a request that failed (a retry runs it again). If this fails
+        too the key stays held: the request leaves it as an orphan for the heartbeat."""
+        with self.db.tx() as s:  # only its own claim: never an answer, never a takeover's
             s.execute(delete(IdempotentResponse).where(
-                IdempotentResponse.machine_id == machine_id, IdempotentResponse.key == key))
+                IdempotentResponse.machine_id == claim.machine_id,
+                IdempotentResponse.key == claim.key, IdempotentResponse.status_code == 0,
+                IdempotentResponse.holder == self.instance_id))
+        claim.holding = False
 
 
 @dataclass
@@ -299,6 +349,9 @@ class _KeyClaim:
     answer: tuple[int, dict[str, Any]] | None = None
     held: tuple[Session, IdempotentResponse] | None = None
     """The row claimed by :meth:`AuthMixin._claim_key`, with its session."""
+    holding: bool = False
+    """This request's claim is committed and the row has neither its answer nor been
+    deleted yet: the request must not end like this (else the key is an orphan)."""
 
 
 _CLAIM: ContextVar[_KeyClaim | None] = ContextVar("vendhw_idempotency_claim", default=None)

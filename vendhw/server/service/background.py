@@ -56,6 +56,7 @@ class BackgroundMixin(BackendCore):
             self._last_purge = now
             with self.db.tx() as s:
                 s.execute(delete(Nonce).where(Nonce.expires_at < now))
+                self._purge_instances(s, now)
         return self.next_due()
 
     def next_due(self) -> float | None:

@@ -27,6 +27,7 @@ from vendhw.server.service.core import (
     S,
     _Effects,
     _insert_missing,
+    crash_point,
     iso,
     order_json,
 )
@@ -182,6 +183,16 @@ class CodesMixin(BackendCore):
                                                  "no such code")
                 else:
                     refusal, data = self._reserve(s, match, machine_id, now, actor, effects)
+            # The answer under the request's Idempotency-Key commits with the reservation (or
+            # the counted failure): a retry after a crash gets this very answer. Run again,
+            # it could not: the code is reserved by then (the order comes back without its
+            # instruction's delivery count), or consumed or released once the machine got the
+            # instruction by the push channel (409 code_used, or a second order).
+            if refusal is not None:
+                self._answer(s, refusal.status, refusal.body())
+            else:
+                self._answer(s, 200, data)
+        crash_point("backend:redeemed")
         if refusal is not None:
             raise refusal
         self._after(effects)

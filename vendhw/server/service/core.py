@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -16,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from vendhw.server.db import Database, before_commit
+from vendhw.server.instances import Heartbeat, InFlight, new_instance_id
 from vendhw.server.models import AuditEntry, Code, Order
 from vendhw.server.pgnotify import PgDoorbell, doorbell_for
 from vendhw.server.providers import (
@@ -47,12 +49,21 @@ log = logging.getLogger("vendhw.server.service")
 BACKEND_CRASH_ENV = "VENDHW_BACKEND_CRASH_AT"
 """Tests only: the backend dies (``os._exit``, like SIGKILL) right after the step it names
 has committed: ``backend:order-created``, ``backend:paid``, ``backend:pushed``,
-``backend:acked``, ``backend:reported``, ``backend:refund-sent``."""
+``backend:acked``, ``backend:reported``, ``backend:refund-sent``, ``backend:redeemed``."""
+
+
+BACKEND_HANG_ENV = "VENDHW_BACKEND_HANG_AT"
+"""Tests only: a request that reaches the step it names (same names) never returns, as one
+stuck on a slow provider would; its process stays alive (and keeps beating) until it is
+killed. Tests kill it there, or retry the request elsewhere meanwhile."""
 
 
 def crash_point(step: str) -> None:
     if os.environ.get(BACKEND_CRASH_ENV, "").strip().lower() == step:
         os._exit(137)
+    if os.environ.get(BACKEND_HANG_ENV, "").strip().lower() == step:
+        log.warning("request held at %s (%s)", step, BACKEND_HANG_ENV)
+        threading.Event().wait()  # forever: only a test sets this, and kills the process
 """One logger for every workflow module: the name it had before the split."""
 
 S = OrderState
@@ -137,6 +148,13 @@ class BackendCore:
         self._notify_http: httpx.Client | None = None
         self._secrets: dict[str, tuple[str, float]] = {}
         self._seen: dict[str, float] = {}
+        self.instance_id = new_instance_id()
+        """This process's id in ``server_instances`` and on the keys its requests hold."""
+        self.inflight = InFlight()
+        """The Idempotency-Keys this process's requests are running now."""
+        self._heartbeat: Heartbeat | None = None
+        self._alive_until: float | None = None
+        self._started_at = self.clock.now()
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -161,6 +179,9 @@ class BackendCore:
         def _claim_key(self, s: Session) -> None: ...
         def _refuse_replay(self, s: Session) -> None: ...
         def _answer(self, s: Session, status: int, body: dict[str, Any]) -> None: ...
+        def stop_heartbeat(self) -> None: ...
+        def _purge_instances(self, s: Session, now: float) -> None: ...
+        def _holder_alive(self, s: Session, holder: str, now: float) -> float | None: ...
 
     @property
     def sandbox(self) -> SandboxProvider | None:
@@ -233,6 +254,7 @@ class BackendCore:
             self.doorbell.start()
 
     def close(self) -> None:
+        self.stop_heartbeat()
         if self.doorbell is not None:
             self.doorbell.stop()
         if self._notify_http is not None:
