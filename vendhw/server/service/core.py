@@ -45,6 +45,7 @@ MACHINE_METHODS = {CASH_PROVIDER: "the machine returned the cash to the customer
 """Payment methods the machine settles itself, and what a refund of one means."""
 
 log = logging.getLogger("vendhw.server.service")
+"""One logger for every workflow module: the name it had before the split."""
 
 BACKEND_CRASH_ENV = "VENDHW_BACKEND_CRASH_AT"
 """Tests only: the backend dies (``os._exit``, like SIGKILL) right after the step it names
@@ -59,12 +60,13 @@ killed. Tests kill it there, or retry the request elsewhere meanwhile."""
 
 
 def crash_point(step: str) -> None:
+    """Die or hang here when a test asks for this step (see the two variables above)."""
     if os.environ.get(BACKEND_CRASH_ENV, "").strip().lower() == step:
         os._exit(137)
     if os.environ.get(BACKEND_HANG_ENV, "").strip().lower() == step:
         log.warning("request held at %s (%s)", step, BACKEND_HANG_ENV)
         threading.Event().wait()  # forever: only a test sets this, and kills the process
-"""One logger for every workflow module: the name it had before the split."""
+
 
 S = OrderState
 MIN_SECRET_LENGTH = 16
