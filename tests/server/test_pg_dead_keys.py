@@ -480,3 +480,26 @@ def test_0004_keeps_keys_in_progress_and_judges_them_by_the_lease(db_url: str) -
             200, {"ok": 1})
     finally:
         backend.close()
+
+
+def test_answered_keys_are_purged_after_idempotency_keep(pair: tuple[Backend, Backend]
+                                                         ) -> None:
+    """The table does not grow with every keyed request: answers older than
+    ``idempotency_keep`` go with the expired nonces; newer answers and keys in progress
+    (the takeover rules' business) stay."""
+    a, _ = pair
+    clock = _clock(a)
+    keep = a.settings.idempotency_keep
+    rows = {"old-answer": (200, clock.now() - keep - 10),
+            "new-answer": (200, clock.now() - keep + 3600),
+            "old-in-progress": (0, clock.now() - keep - 10)}
+    with a.db.tx() as s:
+        for key, (status, at) in rows.items():
+            s.execute(insert(IdempotentResponse).values(
+                machine_id="m1", key=key, request_hash=_digest(REQUEST), status_code=status,
+                body={}, created_at=at))
+    a._last_purge = 0.0
+    a.run_due_work()
+    with a.db.read() as s:
+        left = set(s.execute(select(IdempotentResponse.key)).scalars())
+    assert left == {"new-answer", "old-in-progress"}

@@ -134,6 +134,11 @@ class ServerSettings:
     row from before migration 0004, a server that old, a process without a heartbeat): after
     this long its request is taken for dead and a retry takes the key over. Keys of a
     process with a heartbeat follow that instead (``instance_timeout``)."""
+    idempotency_keep: float = 7 * 86400.0
+    """How long an answered Idempotency-Key is kept (then purged by the background loop,
+    with the expired nonces). A machine retries within minutes, its report outbox within
+    its time offline; what runs again after this is idempotent by state (a result, a cash
+    sale once per order or reference), so the table no longer grows with every request."""
     instance_heartbeat: float = 1.0
     """How often a serving process renews its ``server_instances`` row (on a thread of its
     own, one small commit per beat)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import delete, func, or_, select
 
 from vendhw.server.models import (
+    IdempotentResponse,
     Nonce,
     Order,
     Refund,
@@ -56,6 +57,9 @@ class BackgroundMixin(BackendCore):
             self._last_purge = now
             with self.db.tx() as s:
                 s.execute(delete(Nonce).where(Nonce.expires_at < now))
+                s.execute(delete(IdempotentResponse).where(
+                    IdempotentResponse.status_code != 0,  # in progress: the takeover rules
+                    IdempotentResponse.created_at < now - self.settings.idempotency_keep))
                 self._purge_instances(s, now)
         return self.next_due()
 
