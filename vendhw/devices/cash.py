@@ -84,8 +84,14 @@ class CashDevice(ABC):
     currency: str = ""
 
     @abstractmethod
-    def start(self) -> None:
-        """Bring the device from power-up to ready (sync, identify, set up), still inhibited."""
+    def start(self, sink: EventSink | None = None) -> None:
+        """Bring the device from power-up to ready (sync, identify, set up), still inhibited.
+
+        After :meth:`restore`, a driver whose start resets the device (ID-003, MDB) first
+        reads what the device still holds from before (a credit whose acknowledgement never
+        left) and gives it to ``sink`` *before* the reset that drops it: a start that fails
+        after the reset has lost nothing. Without a sink such events are kept for the first
+        :meth:`poll` (in memory only: a start that fails loses them)."""
 
     @abstractmethod
     def enable(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from vendhw.devices.cash import CashEvent
+from vendhw.devices.cash import CashEvent, EventSink
 from vendhw.devices.cctalk.bus import CcTalkBus
 from vendhw.devices.cctalk.device import _BufferedAcceptor
 from vendhw.devices.cctalk.tables import (
@@ -69,8 +69,10 @@ class CcTalkCoinAcceptor(_BufferedAcceptor):
         yield from self.baseline_op()
         yield from self.mask_op(False)
 
-    def start(self) -> None:
-        self.run(self.start_op())
+    def start(self, sink: EventSink | None = None) -> None:
+        """Identify, read the channel ids, take the event counter's baseline; left
+        inhibited. Nothing is reset: unread events stay in the buffer for the first poll."""
+        self.run(self.start_op(), sink)
 
     def _inhibited(self, a: int, b: int) -> bool:
         return a == 0 and (b == 2 or 128 <= b <= 159)
@@ -144,8 +146,10 @@ class CcTalkBillValidator(_BufferedAcceptor):
         yield from self.baseline_op()
         yield from self.mask_op(False)
 
-    def start(self) -> None:
-        self.run(self.start_op())
+    def start(self, sink: EventSink | None = None) -> None:
+        """Identify, read the channel ids, take the event counter's baseline; left
+        inhibited. Nothing is reset: unread events stay in the buffer for the first poll."""
+        self.run(self.start_op(), sink)
 
     def _inhibited(self, a: int, b: int) -> bool:
         return a == 0 and b in (0, 4)

@@ -104,8 +104,6 @@ class _CashCore:
         self._undelivered: list[CashEvent] = []
         """Events ACKed to the peripheral that the sink has not taken yet (it raised)."""
         self._resumed = False
-        self._held = b""
-        """POLL data unacknowledged before a restart, read before RESET (which drops it)."""
 
     def checkpoint(self) -> dict[str, Any]:
         """The poll counter that names events, and the data the last POLL delivered (so a
@@ -117,8 +115,8 @@ class _CashCore:
 
     def restore(self, data: dict[str, Any]) -> None:
         """Continue from a :meth:`checkpoint`, before :meth:`reset_op`: data the peripheral
-        still repeats is read before RESET and delivered at the first poll with its old ids.
-        (Checkpoints written before ``last`` was kept restore without it.)"""
+        still repeats is read before RESET and delivered, with its old ids, before the RESET
+        that drops it. (Checkpoints written before ``last`` was kept restore without it.)"""
         self._poll_state = _PollState(str(data["session"]), int(data["delivered"]),
                                       bytes.fromhex(str(data.get("last", ""))),
                                       int(data.get("repeats", 0)))
@@ -131,14 +129,31 @@ class _CashCore:
     def parse_poll(self, data: bytes, prefix: str) -> list[CashEvent]:
         raise NotSupportedError(self.name)
 
+    def read_setup_op(self) -> Op[None]:
+        """SETUP: the device's level, currency and values (what :meth:`parse_poll` needs)."""
+        raise NotSupportedError(self.name)
+        yield  # pragma: no cover  (a generator)
+
     def reset_op(self) -> Op[None]:
         """RESET, then POLL until 'was reset' comes (found activity by activity); what came
-        with it is kept for the first poll. After a restore, the data the peripheral still
-        holds is read first, unacknowledged (RESET comes next)."""
+        with it is kept for the first poll.
+
+        After a restore, the data the peripheral still holds (never ACKed: the host went
+        away) is read first without an ACK, valued with a SETUP read for it, and delivered
+        with its old ids *before* the RESET that drops it: a start cut short after the RESET
+        has lost nothing. Until the RESET is answered the peripheral may still hold it, so it
+        stays the last delivered data: read again by the next start, it is the same events
+        (flagged, as any repeat)."""
         if self._resumed:
             self._resumed = False
-            self._held = (yield Request(self.commands.POLL, ack=False)) or b""
+            held = (yield Request(self.commands.POLL, ack=False)) or b""
+            if held:
+                yield from self.read_setup_op()
+                events = self._name_poll_data(held)
+                self._poll_state.last = held
+                yield from self._deliver_op(events)
         yield Request(self.commands.RESET)
+        self._poll_state.last = b""  # the peripheral dropped it: the next POLL cannot repeat it
         reset = bytes((self.was_reset,))
         for attempt in range(JUST_RESET_POLLS):
             if attempt:
@@ -170,14 +185,6 @@ class _CashCore:
             yield from self._deliver_op(undelivered)  # fails again while the sink still fails
             self._undelivered = []
         state = self._poll_state
-        if self._held:  # the repeat read before RESET, named as it was before the restart
-            held, self._held = self._held, b""
-            resumed = self._name_poll_data(held)
-            state.last = b""  # RESET came after it: the next POLL cannot repeat it
-            self._undelivered = resumed
-            yield from self._deliver_op(resumed)
-            self._undelivered = []
-            return undelivered + resumed
         instead = yield from self._poll_instead_op()
         if instead is not None:
             self._undelivered = instead
