@@ -124,3 +124,24 @@ def test_a_device_that_naks_an_id_is_not_taken_for_a_bad_line() -> None:
     dev = CcTalkCoinAcceptor(CcTalkBus(SimTransport(sim), reply_timeout=0.02))
     dev.start()
     assert 6 not in dev.values and dev.unread == set()
+
+
+def test_a_restart_whose_serial_read_goes_unanswered_names_a_repeated_coin_as_before() -> None:
+    """The coin was journaled (with the checkpoint from just before it) and the controller
+    died before the next checkpoint: the restarted host reads the coin again. Its serial
+    number read lost on the line, it must still give the coin the id it had, or the journal
+    counts it twice."""
+    sim = CcTalkCoinSimulator(reply_delay=0)
+    before = CcTalkCoinAcceptor(CcTalkBus(SimTransport(sim), reply_timeout=0.02))
+    before.start()
+    before.enable()
+    sim.insert_coin(4)
+    saved: list[dict[str, Any]] = []
+    first = before.poll(lambda event: saved.append(before.checkpoint()))
+    serial = bytes((3, CcTalkCoinSimulator.address, 0)) + sim.serial.to_bytes(3, "little")
+    dev = CcTalkCoinAcceptor(bad_line(sim, fates("drop", "drop", "drop", match=serial)))
+    dev.restore(saved[0])  # the journal's checkpoint: from before the coin
+    dev.start()
+    assert dev.identity.serial is None  # the read was lost
+    again = dev.poll()
+    assert [e.event_id for e in again] == [e.event_id for e in first]

@@ -219,6 +219,12 @@ class _BufferedAcceptor(CcTalkDevice):
         # would credit events from before this session.
         data: bytes = yield self._req(self.read_header, reply_length=BUFFER_REPLY_LENGTH)
         counter, _ = buffer_fields(data)
+        read_as = super().ident_key
+        if not self.counter.ident:
+            self.counter.ident = read_as
+        elif self.counter.ident != read_as:
+            log.warning("%s: reads as %s now, its events as %s before: named as before",
+                        self.name, read_as, self.counter.ident)
         if self.counter.last is None:
             if counter:
                 log.info("%s: %d events predate this session (counter %d); pass resume= "
@@ -226,7 +232,13 @@ class _BufferedAcceptor(CcTalkDevice):
                          min(counter, BUFFER_EVENTS), counter)
             self.counter.last = counter
         elif counter == 0 and self.counter.last != 0:
-            self.counter = CounterState(last=0)  # device reset while the host was away
+            # device reset while the host was away
+            self.counter = CounterState(last=0, ident=self.counter.ident)
+
+    @property
+    def ident_key(self) -> str:
+        """The identity this session's events are named with (see :class:`CounterState`)."""
+        return self.counter.ident or super().ident_key
 
     def mask_op(self, enable: bool) -> Op[None]:
         channels = self.channels if self.channels is not None else set(self.values)
@@ -274,7 +286,7 @@ class _BufferedAcceptor(CcTalkDevice):
                               detail={"counter": read.counter, "last": state.last})
             yield Deliver(event)
             out.append(event)
-            state = self.counter = CounterState(last=0)
+            state = self.counter = CounterState(last=0, ident=state.ident)
             if self.enabled:
                 yield from self.mask_op(True)  # a reset device is inhibited again
             if read.counter == 0:
@@ -318,7 +330,7 @@ class _BufferedAcceptor(CcTalkDevice):
                                            f"{state.ordinal}")
                 yield Deliver(event)
                 out.append(event)
-                self.counter = CounterState(last=state.last)
+                self.counter = CounterState(last=state.last, ident=state.ident)
                 yield from self.mask_op(True)
         return out
 
