@@ -82,6 +82,10 @@ class CashDevice(ABC):
 
     name: str
     currency: str = ""
+    former_names: tuple[str, ...] = ()
+    """Names an earlier version gave this device; the machine layer resumes from a checkpoint
+    stored under one of them when none is stored under :attr:`name` (once: it saves under
+    the name from then on)."""
 
     @abstractmethod
     def start(self, sink: EventSink | None = None) -> None:

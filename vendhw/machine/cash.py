@@ -249,10 +249,17 @@ class CashAcceptor:
         if device.checkpoint() is None:
             return  # a driver without state to resume
         saved = self.journal.checkpoint(device.name)
+        if saved is not None:
+            self._saved[device.name] = saved
+        for former in device.former_names if saved is None else ():
+            saved = self.journal.checkpoint(former)
+            if saved is not None:  # not in _saved: the next save writes it under the name
+                log.warning("%s: resuming from the checkpoint stored under its former name "
+                            "%s (saved under the new name from now on)", device.name, former)
+                break
         if saved is None:
             return
         device.restore(saved)
-        self._saved[device.name] = saved
         log.info("%s: resumed from the cash journal's checkpoint %s", device.name, saved)
 
     def start_devices(self) -> None:

@@ -86,7 +86,16 @@ class CcTalkDevice(CashDevice):
         self.address = self.default_address if address is None else int(address)
         if not 1 < self.address < 256:
             raise ConfigurationError(f"ccTalk address must be 2..255, got {self.address}")
-        self.name = name or f"cctalk-{self.address}@{bus.transport.url.split('?')[0]}"
+        transport = bus.transport
+        # The port by its identity when it has one (usb-serial://VID:PID?serial=...: the query
+        # is what tells two adapters of one VID:PID apart); otherwise the URL without its
+        # options (a simulator's faults, a pyserial handler's settings), as always.
+        where = getattr(transport, "identity", None) or transport.url.split("?")[0]
+        self.name = name or f"cctalk-{self.address}@{where}"
+        former = f"cctalk-{self.address}@{transport.url.split('?')[0]}"
+        self.former_names = () if name or former == self.name else (former,)
+        """The name this device had before identities were kept in it (the journal's
+        checkpoint may still be stored under it)."""
         self.identity = Identity()
         self._pending: deque[CashEvent] = deque()
 
