@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from faults import FaultPlan, FaultyTransport
+from faults import fates, scripted
 
 from vendhw.devices.cash import CashEventKind
 from vendhw.devices.cctalk import CcTalkBillValidator, CcTalkBus, CcTalkCoinAcceptor
@@ -25,47 +25,8 @@ K = CashEventKind
 COINS = {1: 5, 2: 10, 3: 20, 4: 50, 5: 100, 6: 200}
 
 
-class SlowLine:
-    """The simulator's line: ``fate(reply)`` says what becomes of each reply: ``"drop"``
-    (lost), ``"late"`` (it arrives after the host gave up, in front of the reply to its next
-    command) or None (on time)."""
-
-    def __init__(self, plan: FaultPlan, fate: Callable[[bytes], str | None]) -> None:
-        self.plan = plan
-        self.fate = fate
-
-    def apply(self, replies: list[tuple[float, bytes]]) -> list[tuple[float, bytes]]:
-        out = []
-        for delay, data in replies:
-            fate = self.fate(data) if data else None
-            if fate == "late":
-                self.plan.late.append(data)
-            elif fate != "drop":
-                out.append((delay, data))
-        return out
-
-    def set(self, name: str, value: Any) -> None:
-        raise KeyError(name)
-
-
 def bad_line(sim: Any, fate: Callable[[bytes], str | None]) -> CcTalkBus:
-    plan = FaultPlan(0, 0.0)  # no random fault: only what ``fate`` says
-    transport = FaultyTransport(sim)
-    transport.plan = plan
-    sim.line = SlowLine(plan, fate)
-    return CcTalkBus(transport, reply_timeout=0.02)
-
-
-def fates(*script: str | None, match: bytes) -> Callable[[bytes], str | None]:
-    """The fate of each successive reply containing ``match``, then on time."""
-    left = list(script)
-
-    def fate(reply: bytes) -> str | None:
-        if match in reply and left:
-            return left.pop(0)
-        return None
-
-    return fate
+    return CcTalkBus(scripted(sim, fate), reply_timeout=0.02)
 
 
 def test_a_late_coin_id_is_not_read_as_the_next_channels() -> None:
