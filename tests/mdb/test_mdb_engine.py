@@ -5,6 +5,7 @@ data before any event reaches the sink."""
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from types import SimpleNamespace, TracebackType
 from typing import Any
 
@@ -21,6 +22,7 @@ from vendhw.devices.mdb import (
     TubeCounts,
     parse_changer_setup,
 )
+from vendhw.devices.mdb.tables import POLL_DATA_MAX
 from vendhw.errors import NoResponseError
 from vendhw.framing.mdb import BillCommand, ChangerCommand
 
@@ -28,7 +30,8 @@ from vendhw.framing.mdb import BillCommand, ChangerCommand
 # coin types 0..5, type 6 unused, type 7 a vend token (credit 0xFF)
 CHANGER_SETUP = bytes((2, 0x19, 0x78, 5, 2, 0, 0x3F, 1, 2, 4, 10, 20, 40, 0, 0xFF)) + bytes(8)
 TUBES = [20, 20, 20, 10, 10, 10] + [0] * 10
-POLL = Request(ChangerCommand.POLL)
+POLL = Request(ChangerCommand.POLL, longest=POLL_DATA_MAX)
+BILL_POLL = Request(BillCommand.POLL, longest=POLL_DATA_MAX)
 
 
 def started_changer() -> ChangerCore:
@@ -122,8 +125,8 @@ def test_restore_reads_the_held_poll_before_reset_and_delivers_it_before_the_res
     core.restore({"session": "abcd", "delivered": 7})
     steps: list[Any] = []
     _, sent = replay(recorded(core.reset_op(), steps), [b"\x81", BILL_SETUP, None, b"\x06"])
-    assert sent == [Request(BillCommand.POLL, ack=False), Request(BillCommand.SETUP),
-                    Request(BillCommand.RESET), Request(BillCommand.POLL)]
+    assert sent == [replace(BILL_POLL, ack=False), Request(BillCommand.SETUP),
+                    Request(BillCommand.RESET), BILL_POLL]
     delivered = [s.event for s in steps if isinstance(s, Deliver)]
     assert [(e.kind, e.value) for e in delivered] == [(CashEventKind.CREDIT, 1000)]
     assert steps.index(Deliver(delivered[0])) < steps.index(Request(BillCommand.RESET))
@@ -152,8 +155,7 @@ def test_restore_with_nothing_held_goes_straight_to_reset() -> None:
     core = BillCore()
     core.restore({"session": "abcd", "delivered": 7})
     _, sent = replay(core.reset_op(), [None, None, b"\x06"])
-    assert sent == [Request(BillCommand.POLL, ack=False), Request(BillCommand.RESET),
-                    Request(BillCommand.POLL)]
+    assert sent == [replace(BILL_POLL, ack=False), Request(BillCommand.RESET), BILL_POLL]
 
 
 def recorded(op: Any, steps: list[Any]) -> Any:
@@ -198,7 +200,8 @@ class ScriptedLink:
         self.log = log
         self.lock = DepthLock()
 
-    def transact(self, address: int, command: int, data: bytes = b"") -> bytes | None:
+    def transact(self, address: int, command: int, data: bytes = b"", *,
+                 longest: int | None = None) -> bytes | None:
         self.log.append(f"cmd {command}")
         return self.replies.pop(0)
 
@@ -233,7 +236,7 @@ def _restarted_changer(checkpoint: dict[str, Any],
     seen: list[CashEvent] = []
     _, sent = replay(core.start_op(), [held, CHANGER_SETUP, None, b"\x0b", CHANGER_SETUP,
                                        TUBES, None], sink=seen.append)
-    assert sent[:3] == [Request(ChangerCommand.POLL, ack=False),
+    assert sent[:3] == [replace(POLL, ack=False),
                         Request(ChangerCommand.SETUP), Request(ChangerCommand.RESET)]
     return core, seen
 

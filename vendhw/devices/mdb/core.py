@@ -10,7 +10,7 @@ from typing import Any
 
 from vendhw.devices.cash import CashEvent, CashEventKind
 from vendhw.devices.engine import Deliver, Op, Wait
-from vendhw.devices.mdb.tables import JUST_RESET_WAIT
+from vendhw.devices.mdb.tables import JUST_RESET_WAIT, POLL_DATA_MAX
 from vendhw.errors import NoResponseError, NotSupportedError
 from vendhw.framing.mdb import BillCommand, ChangerCommand
 
@@ -64,6 +64,10 @@ class Request:
     """ACK reply data at once (within ``ACK_TIMEOUT``, before the core hands anything to a
     sink). False only for the POLL read before RESET: RESET drops that data anyway, and an ACK
     would tell the peripheral it may forget it."""
+    longest: int | None = None
+    """The most data bytes a reply to this command carries (POLL: ``POLL_DATA_MAX``); a
+    longer reply is the late answer to an earlier command (a SETUP, an IDENTIFICATION after
+    a start on a bad line): skipped, never ACKed nor read as coins."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,9 @@ class _CashCore:
     def parse_poll(self, data: bytes, prefix: str) -> list[CashEvent]:
         raise NotSupportedError(self.name)
 
+    def _poll_request(self, *, ack: bool = True) -> Request:
+        return Request(self.commands.POLL, ack=ack, longest=POLL_DATA_MAX)
+
     def read_setup_op(self) -> Op[None]:
         """SETUP: the device's level, currency and values (what :meth:`parse_poll` needs)."""
         raise NotSupportedError(self.name)
@@ -146,7 +153,7 @@ class _CashCore:
         (flagged, as any repeat)."""
         if self._resumed:
             self._resumed = False
-            held = (yield Request(self.commands.POLL, ack=False)) or b""
+            held = (yield self._poll_request(ack=False)) or b""
             if held:
                 yield from self.read_setup_op()
                 events = self._name_poll_data(held)
@@ -158,7 +165,7 @@ class _CashCore:
         for attempt in range(JUST_RESET_POLLS):
             if attempt:
                 yield Wait(JUST_RESET_PAUSE)
-            data = yield Request(self.commands.POLL)
+            data = yield self._poll_request()
             activities = self.activities(data or b"")
             if reset in activities:
                 self._after_reset = b"".join(a for a in activities if a != reset)
@@ -191,7 +198,7 @@ class _CashCore:
             yield from self._deliver_op(instead)
             self._undelivered = []
             return undelivered + instead
-        reply = yield Request(self.commands.POLL)  # ACKed by the runner as soon as it is read
+        reply = yield self._poll_request()  # ACKed by the runner as soon as it is read
         data = self._after_reset + (reply or b"")  # held ones first, in the order they came
         self._after_reset = b""
         events = self._name_poll_data(data) if data else []

@@ -52,7 +52,8 @@ class _MdbCashDevice(CashDevice, Generic[CoreT]):
     def _transact(self, request: Request | TubeCounts) -> Any:
         if isinstance(request, TubeCounts):
             return self._tube_counts()
-        reply = self.link.transact(self.core.address, request.command, request.data)
+        reply = self.link.transact(self.core.address, request.command, request.data,
+                                   longest=request.longest)
         if reply is not None and request.ack:
             self.link.ack()  # now, not after the journal: a late ACK means a repeat
         return reply
