@@ -159,12 +159,16 @@ class FaultyTransport(SimTransport):
             self._cond.notify_all()
 
 
+Fate = Callable[[bytes], "str | bytes | None"]
+
+
 class ScriptedLine:
     """A simulator's line whose faults are chosen, not drawn: ``fate(reply)`` says what
     becomes of each reply: ``"drop"`` (lost), ``"late"`` (it arrives after the host gave up,
-    in front of the reply to its next command) or None (on time)."""
+    in front of the reply to its next command), other bytes (damaged on the way) or None
+    (on time)."""
 
-    def __init__(self, plan: FaultPlan, fate: Callable[[bytes], str | None]) -> None:
+    def __init__(self, plan: FaultPlan, fate: Fate) -> None:
         self.plan = plan
         self.fate = fate
 
@@ -174,6 +178,8 @@ class ScriptedLine:
             fate = self.fate(data) if data else None
             if fate == "late":
                 self.plan.late.append(data)
+            elif isinstance(fate, bytes):
+                out.append((delay, fate))
             elif fate != "drop":
                 out.append((delay, data))
         return out
@@ -182,7 +188,7 @@ class ScriptedLine:
         raise KeyError(name)
 
 
-def scripted(simulator: Any, fate: Callable[[bytes], str | None]) -> FaultyTransport:
+def scripted(simulator: Any, fate: Fate) -> FaultyTransport:
     """A transport to ``simulator`` whose replies meet the fates ``fate`` gives them (no
     random fault)."""
     plan = FaultPlan(0, 0.0)
@@ -192,12 +198,12 @@ def scripted(simulator: Any, fate: Callable[[bytes], str | None]) -> FaultyTrans
     return transport
 
 
-def fates(*script: str | None, match: bytes) -> Callable[[bytes], str | None]:
+def fates(*script: str | bytes | None, match: bytes) -> Fate:
     """For :func:`scripted`: the fate of each successive reply containing ``match`` (then
     on time); other replies on time."""
     left = list(script)
 
-    def fate(reply: bytes) -> str | None:
+    def fate(reply: bytes) -> str | bytes | None:
         if match in reply and left:
             return left.pop(0)
         return None

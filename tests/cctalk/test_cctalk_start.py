@@ -10,10 +10,9 @@ flag (the unplug runs with ``VENDHW_UNPLUG_LINE_FAULTS=0.04``: 360 to 5,500 per 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from faults import fates, scripted
+from faults import Fate, fates, scripted
 
 from vendhw.devices.cash import CashEventKind
 from vendhw.devices.cctalk import CcTalkBillValidator, CcTalkBus, CcTalkCoinAcceptor
@@ -25,7 +24,7 @@ K = CashEventKind
 COINS = {1: 5, 2: 10, 3: 20, 4: 50, 5: 100, 6: 200}
 
 
-def bad_line(sim: Any, fate: Callable[[bytes], str | None]) -> CcTalkBus:
+def bad_line(sim: Any, fate: Fate) -> CcTalkBus:
     return CcTalkBus(scripted(sim, fate), reply_timeout=0.02)
 
 

@@ -19,7 +19,7 @@ from vendhw.devices.mdb.setup import (
     parse_bill_setup,
     parse_identification,
 )
-from vendhw.errors import ConfigurationError, UnexpectedReplyError
+from vendhw.errors import ConfigurationError
 from vendhw.framing.mdb import Address, BillCommand, BillEscrow, BillExpansion
 
 
@@ -44,10 +44,7 @@ class BillCore(_CashCore):
         return parse_bill_poll(data, self.require_setup(), self.name, prefix)
 
     def read_setup_op(self) -> Op[None]:
-        reply = yield Request(BillCommand.SETUP)
-        if reply is None:
-            raise UnexpectedReplyError("bill validator SETUP answered ACK instead of data")
-        self.setup = parse_bill_setup(reply)
+        self.setup = parse_bill_setup((yield from self._setup_reply_op()))
         self.currency = currency_of(self.setup.country)
 
     def start_op(self) -> Op[None]:

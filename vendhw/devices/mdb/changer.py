@@ -28,7 +28,7 @@ from vendhw.devices.mdb.tables import (
     PAYOUT_BUSY,
     PAYOUT_CHUNK,
 )
-from vendhw.errors import ConfigurationError, UnexpectedReplyError
+from vendhw.errors import ConfigurationError
 from vendhw.framing.mdb import Address, ChangerCommand, ChangerExpansion
 
 
@@ -70,10 +70,7 @@ class ChangerCore(_CashCore):
         return parse_changer_poll(data, self.require_setup(), self.name, prefix)
 
     def read_setup_op(self) -> Op[None]:
-        reply = yield Request(ChangerCommand.SETUP)
-        if reply is None:
-            raise UnexpectedReplyError("changer SETUP answered ACK instead of data")
-        self.setup = parse_changer_setup(reply)
+        self.setup = parse_changer_setup((yield from self._setup_reply_op()))
         self.currency = currency_of(self.setup.country)
 
     def start_op(self) -> Op[None]:

@@ -10,8 +10,8 @@ from typing import Any
 
 from vendhw.devices.cash import CashEvent, CashEventKind
 from vendhw.devices.engine import Deliver, Op, Wait
-from vendhw.devices.mdb.tables import JUST_RESET_WAIT, POLL_DATA_MAX
-from vendhw.errors import NoResponseError, NotSupportedError
+from vendhw.devices.mdb.tables import JUST_RESET_WAIT, POLL_DATA_MAX, SETUP_READS
+from vendhw.errors import NoResponseError, NotSupportedError, UnexpectedReplyError
 from vendhw.framing.mdb import BillCommand, ChangerCommand
 
 
@@ -140,6 +140,19 @@ class _CashCore:
         """SETUP: the device's level, currency and values (what :meth:`parse_poll` needs)."""
         raise NotSupportedError(self.name)
         yield  # pragma: no cover  (a generator)
+
+    def _setup_reply_op(self) -> Op[bytes]:
+        """The SETUP reply, asked until two in a row agree (``SETUP_READS`` at most)."""
+        previous: bytes | None = None
+        for _ in range(SETUP_READS):
+            reply = yield Request(self.commands.SETUP)
+            if reply is None:
+                raise UnexpectedReplyError(f"{self.name}: SETUP answered ACK instead of data")
+            if reply == previous:
+                return bytes(reply)
+            previous = reply
+        raise UnexpectedReplyError(f"{self.name}: {SETUP_READS} SETUP replies, no two in a row "
+                                   "alike (a bad line?)")
 
     def reset_op(self) -> Op[None]:
         """RESET, then POLL until 'was reset' comes (found activity by activity); what came

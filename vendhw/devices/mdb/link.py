@@ -54,9 +54,9 @@ class MdbLink:
         self.transport.close()
 
     def _read_reply(self, longest: int | None = None) -> Frame | Garbage:
-        """The next reply block; one carrying more than ``longest`` data bytes is a late
-        answer to an earlier command (MDB replies do not name their command): skipped, and
-        the reply to this one read after it."""
+        """The next reply block, or the garbage it starts with; one carrying more than
+        ``longest`` data bytes is a late answer to an earlier command (MDB replies do not
+        name their command): skipped, and the reply to this one read after it."""
         deframer = self.framer.deframer("device")
         deadline = time.monotonic() + self.response_timeout
         buf = b""
@@ -81,8 +81,10 @@ class MdbLink:
                 else:
                     items.append(item)
             if items:
-                frames = [x for x in items if isinstance(x, Frame)]
-                return frames[0] if frames else items[0]
+                # A reply starts with its first byte. Garbage first means its start was
+                # damaged, and a block found after it is a fragment whose 8-bit sum happens
+                # to match (a byte lost and a bit flipped can cancel out): RET, not data.
+                return items[0]
             if len(buf) > 3 * MAX_BLOCK:
                 return Garbage("mdb", buf, "reply too long")
 
