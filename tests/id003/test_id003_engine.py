@@ -14,7 +14,7 @@ import pytest
 from vendhw.devices.cash import CashEvent, CashEventKind
 from vendhw.devices.engine import Deliver, Op, Wait, replay
 from vendhw.devices.id003 import DEFAULT_VALUES, Id003Acceptor, Request
-from vendhw.errors import DeviceFault, NoResponseError
+from vendhw.errors import DeviceFault, NoResponseError, UnexpectedReplyError
 from vendhw.framing.id003 import CURRENCY_ASSIGN, POLL_INTERVAL, Command, Status
 from vendhw.transport.base import Transport
 
@@ -282,3 +282,17 @@ def test_a_note_still_stacking_at_a_resumed_start_is_read_before_the_reset() -> 
     events = [s.event for s in steps if isinstance(s, Deliver)]
     assert [e.kind for e in events] == [K.CREDIT] and events[0].event_id.endswith("/1/credit")
     assert steps.index(Deliver(events[0])) < steps.index(RESET)
+
+
+def test_a_late_reply_read_for_currency_assign_fails_the_start_not_the_values() -> None:
+    """A start on a bad line: the acceptor's table answered late, the host reads a late
+    VERSION echo in its place. Kept, that valued every note with the defaults (an acceptor
+    of another currency credited at EUR values); only INVALID COMMAND means "no table"."""
+    dev = Id003Acceptor(NoLine())
+    with pytest.raises(UnexpectedReplyError, match="CURRENCY ASSIGN answered"):
+        replay(dev.start_op(), [(Command.VERSION_REQUEST, b"v"),
+                                (Command.VERSION_REQUEST, b"v")])
+    dev = Id003Acceptor(NoLine())
+    replay(dev.start_op(), [(Command.VERSION_REQUEST, b"v"), (Status.INVALID_COMMAND, b""),
+                            (Status.ACK, b""), (Status.DISABLED, b""), *SETTINGS])
+    assert dev.values == DEFAULT_VALUES

@@ -345,13 +345,19 @@ class Id003Acceptor(CashDevice):
 
     def _read_currency_assign_op(self) -> Op[None]:
         """The denominations from the acceptor's CURRENCY ASSIGN (0x8A) table; an acceptor
-        that does not know the command (INVALID COMMAND) keeps the defaults."""
+        that does not know the command (INVALID COMMAND) keeps the defaults. Any other
+        answer is the late reply to an earlier command (a start on a bad line): the start
+        fails rather than value every note with the defaults."""
         try:
             reply, data = yield from self.command_op(CURRENCY_ASSIGN)
         except NoResponseError:
             log.warning("%s: no answer to CURRENCY ASSIGN; using the default values",
                         self.name)
             return
+        if reply not in (CURRENCY_ASSIGN, Status.INVALID_COMMAND):
+            raise UnexpectedReplyError(
+                f"{self.name}: CURRENCY ASSIGN answered {STATUSES.get(reply, hex(reply))}, "
+                "not its table (a late reply?)")
         entries = parse_currency_assign(data) if reply == CURRENCY_ASSIGN else []
         if not entries:
             return
