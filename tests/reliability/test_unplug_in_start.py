@@ -223,3 +223,25 @@ def test_a_start_cut_off_before_its_reset_does_not_count_the_held_credit_twice(
     bench.settle()
     assert bench.journal.credited() == value
     assert bench.flagged() in ((0,) if protocol == "id003" else (0, value))
+
+
+@pytest.mark.parametrize("protocol", ["mdb-bill", "mdb-changer"])
+def test_held_mdb_data_survives_a_start_cut_off_between_its_setup_reads(protocol: str) -> None:
+    """The held data is valued with SETUP (asked until two replies agree) before it is
+    delivered. Those replies are not ACKed: a peripheral may take any ACK for the one its
+    POLL data waits for (the simulators do), and the data was gone before it was journaled
+    when the start was cut after the first SETUP."""
+    from vendhw.framing.mdb import BillCommand, ChangerCommand
+
+    setup = BillCommand.SETUP if protocol == "mdb-bill" else ChangerCommand.SETUP
+    make, scenario = CASES[protocol]
+    bench = make()
+    value = scenario(bench)
+    setups = Resets(bench.sim, "_command", lambda cmd, data: cmd == setup)
+    bench.pull_when = lambda: setups.count == 2  # the second SETUP's reply never comes back
+    with pytest.raises(VendhwError):
+        bench.acceptor.reopen(bench.name)
+    bench.pull_when = None
+    assert bench.resets.count == 1  # the RESET of the first start only: never reached
+    bench.settle()
+    assert bench.journal.credited() == value and bench.flagged() == 0

@@ -69,8 +69,8 @@ class ChangerCore(_CashCore):
     def parse_poll(self, data: bytes, prefix: str) -> list[CashEvent]:
         return parse_changer_poll(data, self.require_setup(), self.name, prefix)
 
-    def read_setup_op(self) -> Op[None]:
-        self.setup = parse_changer_setup((yield from self._setup_reply_op()))
+    def read_setup_op(self, *, ack: bool = True) -> Op[None]:
+        self.setup = parse_changer_setup((yield from self._setup_reply_op(ack=ack)))
         self.currency = currency_of(self.setup.country)
 
     def start_op(self) -> Op[None]:

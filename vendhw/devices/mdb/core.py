@@ -136,16 +136,17 @@ class _CashCore:
     def _poll_request(self, *, ack: bool = True) -> Request:
         return Request(self.commands.POLL, ack=ack, longest=POLL_DATA_MAX)
 
-    def read_setup_op(self) -> Op[None]:
-        """SETUP: the device's level, currency and values (what :meth:`parse_poll` needs)."""
+    def read_setup_op(self, *, ack: bool = True) -> Op[None]:
+        """SETUP: the device's level, currency and values (what :meth:`parse_poll` needs);
+        ``ack=False`` leaves the replies unacknowledged (see :meth:`reset_op`)."""
         raise NotSupportedError(self.name)
         yield  # pragma: no cover  (a generator)
 
-    def _setup_reply_op(self) -> Op[bytes]:
+    def _setup_reply_op(self, *, ack: bool = True) -> Op[bytes]:
         """The SETUP reply, asked until two in a row agree (``SETUP_READS`` at most)."""
         previous: bytes | None = None
         for _ in range(SETUP_READS):
-            reply = yield Request(self.commands.SETUP)
+            reply = yield Request(self.commands.SETUP, ack=ack)
             if reply is None:
                 raise UnexpectedReplyError(f"{self.name}: SETUP answered ACK instead of data")
             if reply == previous:
@@ -161,14 +162,16 @@ class _CashCore:
         After a restore, the data the peripheral still holds (never ACKed: the host went
         away) is read first without an ACK, valued with a SETUP read for it, and delivered
         with its old ids *before* the RESET that drops it: a start cut short after the RESET
-        has lost nothing. Until the RESET is answered the peripheral may still hold it, so it
-        stays the last delivered data: read again by the next start, it is the same events
-        (flagged, as any repeat)."""
+        has lost nothing. That SETUP is not ACKed either: a peripheral may take any ACK for
+        the one its POLL data waits for, and forget the data before it was delivered. Until
+        the RESET is answered the peripheral may still hold it, so it stays the last
+        delivered data: read again by the next start, it is the same events (flagged, as any
+        repeat)."""
         if self._resumed:
             self._resumed = False
             held = (yield self._poll_request(ack=False)) or b""
             if held:
-                yield from self.read_setup_op()
+                yield from self.read_setup_op(ack=False)
                 events = self._name_poll_data(held)
                 self._poll_state.last = held
                 yield from self._deliver_op(events)
