@@ -20,6 +20,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from vendhw.errors import DisconnectedError
@@ -156,6 +157,58 @@ class FaultyTransport(SimTransport):
                 self._order += 1
                 heapq.heappush(self._scheduler._queue, (float("-inf"), self._order, data))
             self._cond.notify_all()
+
+
+Fate = Callable[[bytes], "str | bytes | None"]
+
+
+class ScriptedLine:
+    """A simulator's line whose faults are chosen, not drawn: ``fate(reply)`` says what
+    becomes of each reply: ``"drop"`` (lost), ``"late"`` (it arrives after the host gave up,
+    in front of the reply to its next command), other bytes (damaged on the way) or None
+    (on time)."""
+
+    def __init__(self, plan: FaultPlan, fate: Fate) -> None:
+        self.plan = plan
+        self.fate = fate
+
+    def apply(self, replies: list[tuple[float, bytes]]) -> list[tuple[float, bytes]]:
+        out = []
+        for delay, data in replies:
+            fate = self.fate(data) if data else None
+            if fate == "late":
+                self.plan.late.append(data)
+            elif isinstance(fate, bytes):
+                out.append((delay, fate))
+            elif fate != "drop":
+                out.append((delay, data))
+        return out
+
+    def set(self, name: str, value: Any) -> None:
+        raise KeyError(name)
+
+
+def scripted(simulator: Any, fate: Fate) -> FaultyTransport:
+    """A transport to ``simulator`` whose replies meet the fates ``fate`` gives them (no
+    random fault)."""
+    plan = FaultPlan(0, 0.0)
+    transport = FaultyTransport(simulator)
+    transport.plan = plan
+    simulator.line = ScriptedLine(plan, fate)
+    return transport
+
+
+def fates(*script: str | bytes | None, match: bytes) -> Fate:
+    """For :func:`scripted`: the fate of each successive reply containing ``match`` (then
+    on time); other replies on time."""
+    left = list(script)
+
+    def fate(reply: bytes) -> str | bytes | None:
+        if match in reply and left:
+            return left.pop(0)
+        return None
+
+    return fate
 
 
 def faulty(plan: FaultPlan) -> Any:

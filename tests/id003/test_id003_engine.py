@@ -13,9 +13,9 @@ import pytest
 
 from vendhw.devices.cash import CashEvent, CashEventKind
 from vendhw.devices.engine import Deliver, Op, Wait, replay
-from vendhw.devices.id003 import Id003Acceptor, Request
-from vendhw.errors import DeviceFault, NoResponseError
-from vendhw.framing.id003 import POLL_INTERVAL, Command, Status
+from vendhw.devices.id003 import DEFAULT_VALUES, Id003Acceptor, Request
+from vendhw.errors import DeviceFault, NoResponseError, UnexpectedReplyError
+from vendhw.framing.id003 import CURRENCY_ASSIGN, POLL_INTERVAL, Command, Status
 from vendhw.transport.base import Transport
 
 K = CashEventKind
@@ -178,9 +178,11 @@ def test_power_up_with_a_bill_in_the_stacker_is_a_fault_before_initialising_agai
                          Request(Command.SET_INHIBIT, b"\x00")]
 
 
-def test_a_credit_pending_at_a_restart_is_delivered_with_its_old_id_without_a_request() -> None:
+def _pending_credit() -> tuple[Id003Acceptor, CashEvent]:
+    """A host that delivered a VEND VALID and died before the journal wrote: the acceptor
+    repeats it, unacknowledged."""
     before = core()
-    replay(before.poll_op(), [(Status.ESCROW, b"\x61")])
+    replay(before.poll_op(), [(Status.ESCROW, b"\x62")])
     first: list[CashEvent] = []
 
     def crash(event: CashEvent) -> None:
@@ -191,12 +193,76 @@ def test_a_credit_pending_at_a_restart_is_delivered_with_its_old_id_without_a_re
         replay(before.poll_op(), [(Status.VEND_VALID, b"")], sink=crash)
     dev = core()
     dev.restore(before.checkpoint())
-    replay(dev.start_op(), [(Status.VEND_VALID, b""), (Command.VERSION_REQUEST, b""),
-                            (Status.ACK, b""), (Status.DISABLED, b""), *SETTINGS])
+    return dev, first[0]
+
+
+RESET = Request(Command.RESET)
+
+
+def test_a_credit_pending_at_a_restart_is_delivered_with_its_old_id_before_the_reset() -> None:
+    """RESET ends the VEND VALID (the note goes to the cash box): the credit goes to the sink
+    first, so a start cut short after the RESET (an adapter pulled again) loses nothing."""
+    dev, first = _pending_credit()
     steps: list[Any] = []
-    events, sent = replay(recorded(dev.poll_op(), steps), [])
-    assert sent == [] and steps == [Deliver(e) for e in events]
-    assert [e.event_id for e in events] == [first[0].event_id] and dev.tracker.credited
+    seen: list[CashEvent] = []
+    replay(recorded(dev.start_op(), steps),
+           [(Status.VEND_VALID, b""), (Command.VERSION_REQUEST, b""), (Status.ACK, b""),
+            (Status.DISABLED, b""), *SETTINGS], sink=seen.append)
+    assert [e.event_id for e in seen] == [first.event_id] and seen[0].value == 1000
+    assert steps.index(Deliver(seen[0])) < steps.index(RESET)
+    assert dev.tracker.credited and dev.checkpoint()["credited"]
+    events, sent = replay(dev.poll_op(), [(Status.DISABLED, b"")])
+    assert sent == [STATUS]  # nothing held back for the first poll
+    assert K.CREDIT not in [e.kind for e in events]
+
+
+def test_a_start_cut_off_after_the_reset_has_delivered_the_pending_credit() -> None:
+    dev, first = _pending_credit()
+    seen: list[CashEvent] = []
+    with pytest.raises(NoResponseError):
+        replay(dev.start_op(), [(Status.VEND_VALID, b""), (Command.VERSION_REQUEST, b""),
+                                (Status.ACK, b""), NoResponseError("pulled")], sink=seen.append)
+    assert [e.event_id for e in seen] == [first.event_id]
+    # The next start finds the acceptor past the RESET: nothing pending, nothing to add.
+    again = core()
+    again.restore(dev.checkpoint())
+    more: list[CashEvent] = []
+    replay(again.start_op(), [(Status.INITIALIZE, b""), (Command.VERSION_REQUEST, b""),
+                              (Status.ACK, b""), (Status.DISABLED, b""), *SETTINGS],
+           sink=more.append)
+    assert more == []
+
+
+def test_a_start_cut_off_before_the_reset_reads_the_same_credit_again() -> None:
+    """The RESET never left: the acceptor still says VEND VALID; the credit it delivered is
+    not delivered twice (same note, already taken)."""
+    dev, first = _pending_credit()
+    seen: list[CashEvent] = []
+    with pytest.raises(NoResponseError):
+        replay(dev.start_op(), [(Status.VEND_VALID, b""), (Command.VERSION_REQUEST, b""),
+                                NoResponseError("pulled")], sink=seen.append)
+    again = core()
+    again.restore(dev.checkpoint())
+    replay(again.start_op(), [(Status.VEND_VALID, b""), (Command.VERSION_REQUEST, b""),
+                              (Status.ACK, b""), (Status.DISABLED, b""), *SETTINGS],
+           sink=seen.append)
+    assert [e.event_id for e in seen] == [first.event_id]
+
+
+def test_the_pending_credit_is_valued_with_the_acceptors_own_table() -> None:
+    """Read before RESET, valued after CURRENCY ASSIGN: the acceptor's table (0x62 worth 2
+    main units here), not the defaults it had before it asked."""
+    before = Id003Acceptor(NoLine())
+    table = bytes((0x61, 0x00, 1, 0, 0x62, 0x00, 2, 0))  # 0x61 = 100, 0x62 = 200
+    replay(before.poll_op(), [(Status.ESCROW, b"\x62")])
+    dev = Id003Acceptor(NoLine())
+    dev.restore(before.checkpoint())
+    seen: list[CashEvent] = []
+    replay(dev.start_op(), [(Status.VEND_VALID, b""), (Command.VERSION_REQUEST, b""),
+                            (CURRENCY_ASSIGN, table), (Status.ACK, b""),
+                            (Status.DISABLED, b""), *SETTINGS], sink=seen.append)
+    assert [(e.kind, e.value) for e in seen] == [(K.CREDIT, dev.values[0x62])]
+    assert dev.values[0x62] != DEFAULT_VALUES[0x62]
 
 
 def test_a_note_still_stacking_at_a_resumed_start_is_read_before_the_reset() -> None:
@@ -213,6 +279,20 @@ def test_a_note_still_stacking_at_a_resumed_start_is_read_before_the_reset() -> 
             (Command.VERSION_REQUEST, b""), (Status.ACK, b""), (Status.DISABLED, b""),
             *SETTINGS])
     assert sum(isinstance(s, Wait) for s in steps) >= 2  # waited, never slept
-    events, sent = replay(dev.poll_op(), [])
-    assert sent == [] and [e.kind for e in events] == [K.CREDIT]
-    assert events[0].event_id.endswith("/1/credit")
+    events = [s.event for s in steps if isinstance(s, Deliver)]
+    assert [e.kind for e in events] == [K.CREDIT] and events[0].event_id.endswith("/1/credit")
+    assert steps.index(Deliver(events[0])) < steps.index(RESET)
+
+
+def test_a_late_reply_read_for_currency_assign_fails_the_start_not_the_values() -> None:
+    """A start on a bad line: the acceptor's table answered late, the host reads a late
+    VERSION echo in its place. Kept, that valued every note with the defaults (an acceptor
+    of another currency credited at EUR values); only INVALID COMMAND means "no table"."""
+    dev = Id003Acceptor(NoLine())
+    with pytest.raises(UnexpectedReplyError, match="CURRENCY ASSIGN answered"):
+        replay(dev.start_op(), [(Command.VERSION_REQUEST, b"v"),
+                                (Command.VERSION_REQUEST, b"v")])
+    dev = Id003Acceptor(NoLine())
+    replay(dev.start_op(), [(Command.VERSION_REQUEST, b"v"), (Status.INVALID_COMMAND, b""),
+                            (Status.ACK, b""), (Status.DISABLED, b""), *SETTINGS])
+    assert dev.values == DEFAULT_VALUES

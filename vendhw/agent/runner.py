@@ -601,8 +601,7 @@ class Agent:
             for sale in self.cash.recover():
                 log.warning("finished an interrupted cash sale %s: %s", sale.reference,
                             sale.outcome)
-            for device in self.cash.acceptor.devices:
-                device.start()
+            self.cash.acceptor.start_devices()  # held credits journaled before any reset
             self.cash.acceptor.enable()
             self.cash.acceptor.start()
         if self.card is not None:

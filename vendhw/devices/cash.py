@@ -82,10 +82,20 @@ class CashDevice(ABC):
 
     name: str
     currency: str = ""
+    former_names: tuple[str, ...] = ()
+    """Names an earlier version gave this device; the machine layer resumes from a checkpoint
+    stored under one of them when none is stored under :attr:`name` (once: it saves under
+    the name from then on)."""
 
     @abstractmethod
-    def start(self) -> None:
-        """Bring the device from power-up to ready (sync, identify, set up), still inhibited."""
+    def start(self, sink: EventSink | None = None) -> None:
+        """Bring the device from power-up to ready (sync, identify, set up), still inhibited.
+
+        After :meth:`restore`, a driver whose start resets the device (ID-003, MDB) first
+        reads what the device still holds from before (a credit whose acknowledgement never
+        left) and gives it to ``sink`` *before* the reset that drops it: a start that fails
+        after the reset has lost nothing. Without a sink such events are kept for the first
+        :meth:`poll` (in memory only: a start that fails loses them)."""
 
     @abstractmethod
     def enable(self) -> None:

@@ -201,7 +201,8 @@ class Id003Acceptor(CashDevice):
         self.stats = {"retries": 0, "resets": 0}
         self._resumed = False
         self._held: list[CashEvent] = []
-        """A credit read before RESET at a resumed start (RESET drops VEND VALID)."""
+        """A credit read before RESET at a resumed start without a sink (RESET drops VEND
+        VALID), delivered at the first poll."""
 
     # -- the runner (all of the I/O) -------------------------------------------------------------
 
@@ -266,7 +267,10 @@ class Id003Acceptor(CashDevice):
         """RESET, wait for INITIALIZE to end, send the settings (still inhibited).
 
         After :meth:`restore`, a VEND VALID still pending from before the restart (its ACK
-        never left) is read first and delivered at the first poll with the id it had."""
+        never left) is read first and delivered, with the id it had, *before* the RESET that
+        ends it (the note goes to the cash box): a start cut short after the RESET has
+        lost nothing, the credit is in the sink already."""
+        pending: tuple[int, bytes] | None = None
         if self._resumed:
             self._resumed = False
             code, data = yield from self.status_request_op()
@@ -279,16 +283,16 @@ class Id003Acceptor(CashDevice):
                 waits += 1
                 code, data = yield from self.status_request_op()
             if code == Status.VEND_VALID:
-                self._held = [e for e in self.tracker.update(code, data)
-                              if e.kind is K.CREDIT]
-        yield from self._initialize_op()
+                pending = (code, data)
+        yield from self._initialize_op(pending)
 
-    def start(self) -> None:
+    def start(self, sink: EventSink | None = None) -> None:
         """RESET, wait for INITIALIZE to end, send the settings (still inhibited).
 
         After :meth:`restore`, a VEND VALID still pending from before the restart (its ACK
-        never left) is read first and delivered at the first poll with the id it had."""
-        self.run(self.start_op())
+        never left) goes to ``sink`` before the RESET; without a sink it is kept for the
+        first poll (in memory only)."""
+        self.run(self.start_op(), sink if sink is not None else self._held.append)  # see poll
 
     def checkpoint(self) -> dict[str, Any]:
         """The tracker state that names each note's credit; the cash journal stores it."""
@@ -303,12 +307,22 @@ class Id003Acceptor(CashDevice):
         t.escrow_code, t.credited = int(data["escrow_code"]), bool(data["credited"])
         self._resumed = True
 
-    def _initialize_op(self) -> Op[None]:
+    def _initialize_op(self, pending: tuple[int, bytes] | None = None) -> Op[None]:
+        """VERSION, the denominations, RESET, wait for INITIALIZE to end, the settings.
+
+        ``pending``: a VEND VALID read at a resumed start. Its credit is valued with the
+        table just read and delivered before the RESET, which sends the note to the cash
+        box and ends the VEND VALID: from the RESET on, the acceptor no longer has it."""
         reply, version = yield from self.command_op(Command.VERSION_REQUEST)
         if reply == Command.VERSION_REQUEST:
             self.version = version[:64].decode("ascii", "replace").strip()
         if not self.values_override:
             yield from self._read_currency_assign_op()
+        if pending is not None:
+            for event in self.tracker.update(*pending):
+                if event.kind is K.CREDIT:
+                    yield Deliver(event)
+            self.tracker.credited = True  # taken: a VEND VALID read again is not new
         yield from self._expect_ack_op(Command.RESET)
         self.stats["resets"] += 1
         waits = 0  # the deadline counts waits, not a clock: scripted replies take no time
@@ -331,13 +345,19 @@ class Id003Acceptor(CashDevice):
 
     def _read_currency_assign_op(self) -> Op[None]:
         """The denominations from the acceptor's CURRENCY ASSIGN (0x8A) table; an acceptor
-        that does not know the command (INVALID COMMAND) keeps the defaults."""
+        that does not know the command (INVALID COMMAND) keeps the defaults. Any other
+        answer is the late reply to an earlier command (a start on a bad line): the start
+        fails rather than value every note with the defaults."""
         try:
             reply, data = yield from self.command_op(CURRENCY_ASSIGN)
         except NoResponseError:
             log.warning("%s: no answer to CURRENCY ASSIGN; using the default values",
                         self.name)
             return
+        if reply not in (CURRENCY_ASSIGN, Status.INVALID_COMMAND):
+            raise UnexpectedReplyError(
+                f"{self.name}: CURRENCY ASSIGN answered {STATUSES.get(reply, hex(reply))}, "
+                "not its table (a late reply?)")
         entries = parse_currency_assign(data) if reply == CURRENCY_ASSIGN else []
         if not entries:
             return

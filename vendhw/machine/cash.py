@@ -249,11 +249,48 @@ class CashAcceptor:
         if device.checkpoint() is None:
             return  # a driver without state to resume
         saved = self.journal.checkpoint(device.name)
+        if saved is not None:
+            self._saved[device.name] = saved
+        for former in device.former_names if saved is None else ():
+            saved = self.journal.checkpoint(former)
+            if saved is not None:  # not in _saved: the next save writes it under the name
+                log.warning("%s: resuming from the checkpoint stored under its former name "
+                            "%s (saved under the new name from now on)", device.name, former)
+                break
         if saved is None:
             return
         device.restore(saved)
-        self._saved[device.name] = saved
         log.info("%s: resumed from the cash journal's checkpoint %s", device.name, saved)
+
+    def start_devices(self) -> None:
+        """Start every device (call once, before :meth:`enable`). What a resumed device still
+        held from before the restart (an ID-003 VEND VALID, MDB data never ACKed) is
+        journaled before the reset that drops it; a start that fails raises as before."""
+        with self._lock:
+            for device in self.devices:
+                if device.name not in self.offline:
+                    self._start(device)
+
+    def _start(self, device: CashDevice) -> None:
+        """``device.start`` with this journal as its sink, then its checkpoint saved (also
+        when the start failed: what it delivered and what it left unsure are kept)."""
+        try:
+            device.start(functools.partial(self._sink, device=device))
+        except BaseException:
+            self._keep_checkpoint(device)
+            raise
+        finally:
+            self._fresh.clear()  # events journaled at start are no escrow to decide
+        self._save_checkpoint(device)
+
+    def _keep_checkpoint(self, device: CashDevice) -> None:
+        """After a failed start or poll: save what the driver knows now (an SSP EVENT ACK
+        it is unsure of, an MDB RESET that may not have dropped what it held); a failing
+        journal is logged, the caller raises its own error."""
+        try:
+            self._save_checkpoint(device)
+        except VendhwError as journal:
+            log.warning("%s: checkpoint not saved: %s", device.name, journal)
 
     def _save_checkpoint(self, device: CashDevice) -> None:
         """After a poll (its acknowledgements sent): store the driver's counters if they
@@ -296,10 +333,7 @@ class CashAcceptor:
                     log.warning("%s: poll failed: %s", device.name, exc)
                 # A poll cut short may have left the driver unsure of what the device heard
                 # (an SSP EVENT ACK): keep that for a restart or a reopen.
-                try:
-                    self._save_checkpoint(device)
-                except VendhwError as journal:  # a failing journal already failed the poll
-                    log.warning("%s: checkpoint not saved: %s", device.name, journal)
+                self._keep_checkpoint(device)
                 continue
             self._save_checkpoint(device)
             if self._enabled and any(e.kind is CashEventKind.DEVICE_RESET for e in events):
@@ -404,7 +438,11 @@ class CashAcceptor:
                 raise ConfigurationError(f"the opener of {name!r} opened {device.name!r}")
             try:
                 self._resume(device)
-                device.start()
+            except BaseException:
+                device.close()
+                raise
+            try:
+                self._start(device)
                 if self._enabled:
                     device.enable()
             except BaseException:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from vendhw.devices.cash import CashEvent
+from vendhw.devices.cash import CashEvent, EventSink
 from vendhw.devices.cctalk.bus import CcTalkBus
-from vendhw.devices.cctalk.device import _BufferedAcceptor
+from vendhw.devices.cctalk.device import Unanswered, _BufferedAcceptor
 from vendhw.devices.cctalk.tables import (
     BARCODE_TICKET,
     BILL_STATUS,
@@ -54,8 +54,13 @@ class CcTalkCoinAcceptor(_BufferedAcceptor):
 
     def start_op(self) -> Op[None]:
         yield from self.identify_op()
+        self.unread.clear()
         for channel in range(1, 17):
-            reply = yield from self._optional(Header.REQUEST_COIN_ID, bytes((channel,)))
+            try:
+                reply = yield from self._ask_op(Header.REQUEST_COIN_ID, bytes((channel,)))
+            except Unanswered as exc:
+                self._unread(channel, exc)
+                continue
             if reply is None:
                 continue
             text = reply_id(COIN_ID_REPLY, reply)
@@ -69,13 +74,17 @@ class CcTalkCoinAcceptor(_BufferedAcceptor):
         yield from self.baseline_op()
         yield from self.mask_op(False)
 
-    def start(self) -> None:
-        self.run(self.start_op())
+    def start(self, sink: EventSink | None = None) -> None:
+        """Identify, read the channel ids, take the event counter's baseline; left
+        inhibited. Nothing is reset: unread events stay in the buffer for the first poll."""
+        self.run(self.start_op(), sink)
 
     def _inhibited(self, a: int, b: int) -> bool:
         return a == 0 and (b == 2 or 128 <= b <= 159)
 
     def _event(self, a: int, b: int, event_id: str) -> CashEvent | None:
+        if a in self.unread and a not in self.values:
+            return self._unvalued(a, event_id, {"sorter_path": b})
         if a:
             value = self.values.get(a)
             return CashEvent(K.CREDIT, self.name, value or 0, self.currency, a, "cashbox",
@@ -114,8 +123,13 @@ class CcTalkBillValidator(_BufferedAcceptor):
 
     def start_op(self) -> Op[None]:
         yield from self.identify_op()
+        self.unread.clear()
         for channel in range(1, 17):
-            reply = yield from self._optional(Header.REQUEST_BILL_ID, bytes((channel,)))
+            try:
+                reply = yield from self._ask_op(Header.REQUEST_BILL_ID, bytes((channel,)))
+            except Unanswered as exc:
+                self._unread(channel, exc)
+                continue
             if reply is None:
                 continue
             text = reply_id(BILL_ID_REPLY, reply)
@@ -124,8 +138,14 @@ class CcTalkBillValidator(_BufferedAcceptor):
             self.ids[channel] = text
             country = text[:2]
             if country not in self.scaling and country.isalpha():
-                factor = yield from self._optional(Header.REQUEST_COUNTRY_SCALING_FACTOR,
-                                                   country.encode("ascii"))
+                try:
+                    factor = yield from self._ask_op(Header.REQUEST_COUNTRY_SCALING_FACTOR,
+                                                     country.encode("ascii"))
+                except Unanswered as exc:
+                    # Asked again for the next note of this country; this one's value
+                    # would be read without its scaling, perhaps wrongly.
+                    self._unread(channel, exc)
+                    continue
                 # A short reply, like factor 0 (country not supported), leaves no scaling.
                 if factor and len(factor) >= COUNTRY_SCALING_FACTOR_REPLY.fixed_size:
                     scale = parse_reply(COUNTRY_SCALING_FACTOR_REPLY, factor)
@@ -144,8 +164,10 @@ class CcTalkBillValidator(_BufferedAcceptor):
         yield from self.baseline_op()
         yield from self.mask_op(False)
 
-    def start(self) -> None:
-        self.run(self.start_op())
+    def start(self, sink: EventSink | None = None) -> None:
+        """Identify, read the channel ids, take the event counter's baseline; left
+        inhibited. Nothing is reset: unread events stay in the buffer for the first poll."""
+        self.run(self.start_op(), sink)
 
     def _inhibited(self, a: int, b: int) -> bool:
         return a == 0 and b in (0, 4)
@@ -158,6 +180,8 @@ class CcTalkBillValidator(_BufferedAcceptor):
                              "escrow" if b == 1 else "cashbox",
                              "barcode ticket (value from header 129)", event_id,
                              detail={"barcode": True, "code": b})
+        if a in self.unread and a not in self.values:
+            return self._unvalued(a, event_id, {"code": b, "escrow": b == 1})
         if a:
             value = self.values.get(a, 0)
             if b == 1:

@@ -50,14 +50,20 @@ class CounterState:
     last: int | None = None
     """Last committed counter value; None until the baseline reading."""
     ordinal: int = 0
+    ident: str = ""
+    """The device identity this session's events are named with (``cctalk:<address>:<serial>``),
+    fixed at the session's first start: a restart whose serial number read goes unanswered
+    names a repeated event as before, not as ``noserial`` (a second credit)."""
 
     def checkpoint(self) -> dict[str, Any]:
-        return {"session": self.session, "counter": self.last, "ordinal": self.ordinal}
+        return {"session": self.session, "counter": self.last, "ordinal": self.ordinal,
+                "ident": self.ident}
 
     @classmethod
     def resume(cls, data: dict[str, Any]) -> CounterState:
         return cls(str(data["session"]), None if data.get("counter") is None
-                   else int(data["counter"]), int(data.get("ordinal", 0)))
+                   else int(data["counter"]), int(data.get("ordinal", 0)),
+                   str(data.get("ident") or ""))
 
 
 @dataclass(frozen=True)

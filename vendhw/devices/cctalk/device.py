@@ -33,6 +33,7 @@ from vendhw.devices.engine import Deliver, Op
 from vendhw.errors import ConfigurationError, FramingError, NakError, NoResponseError
 from vendhw.framing.cctalk import (
     COMMS_REVISION_REPLY,
+    HEADERS,
     MASTER_INHIBIT_STATUS_REPLY,
     SERIAL_NUMBER_REPLY,
     Header,
@@ -47,6 +48,12 @@ _ascii = ascii_text  # the former name, still imported from here
 
 
 # --- shared device core -----------------------------------------------------------------------
+
+
+class Unanswered(NoResponseError):
+    """An identification read went unanswered after every resend (the device may not
+    implement it, or the line lost it: the host cannot tell which)."""
+
 
 
 @dataclass
@@ -79,7 +86,16 @@ class CcTalkDevice(CashDevice):
         self.address = self.default_address if address is None else int(address)
         if not 1 < self.address < 256:
             raise ConfigurationError(f"ccTalk address must be 2..255, got {self.address}")
-        self.name = name or f"cctalk-{self.address}@{bus.transport.url.split('?')[0]}"
+        transport = bus.transport
+        # The port by its identity when it has one (usb-serial://VID:PID?serial=...: the query
+        # is what tells two adapters of one VID:PID apart); otherwise the URL without its
+        # options (a simulator's faults, a pyserial handler's settings), as always.
+        where = getattr(transport, "identity", None) or transport.url.split("?")[0]
+        self.name = name or f"cctalk-{self.address}@{where}"
+        former = f"cctalk-{self.address}@{transport.url.split('?')[0]}"
+        self.former_names = () if name or former == self.name else (former,)
+        """The name this device had before identities were kept in it (the journal's
+        checkpoint may still be stored under it)."""
         self.identity = Identity()
         self._pending: deque[CashEvent] = deque()
 
@@ -88,13 +104,35 @@ class CcTalkDevice(CashDevice):
     def _req(self, header: int, data: bytes = b"", **kw: Any) -> Request:
         return Request(self.address, header, bytes(data), **kw)
 
-    def _optional(self, header: int, data: bytes = b"") -> Op[bytes | None]:
-        """A command some devices do not implement: NAK or silence gives None."""
+    def _ask_op(self, header: int, data: bytes = b"") -> Op[bytes | None]:
+        """A read some devices do not implement: its reply, or None after a NAK. Silence
+        after every resend raises :class:`Unanswered` once the line is back in step.
+
+        ccTalk replies do not name their command: a reply that comes after the host gave up
+        on it is taken for the next command's (a coin id for the next channel's, a product
+        code for the serial number). So the read is resent as itself (a late answer to it is
+        the same answer), and after a read that stayed silent a SIMPLE POLL, answered by an
+        ACK without data, goes first: a late reply with data is skipped, never read as the
+        answer to what comes next. (A device silent to that poll fails the operation.)"""
         try:
-            reply: bytes = yield self._req(header, data, retries=0)
-        except (NakError, NoResponseError, FramingError):
+            reply: bytes = yield self._req(header, data)
+        except NakError:
             return None
-        return reply
+        except (NoResponseError, FramingError) as exc:
+            failure = exc
+        else:
+            return reply
+        yield self._req(Header.SIMPLE_POLL, reply_length=0)
+        raise Unanswered(f"ccTalk address {self.address} did not answer "
+                         f"{HEADERS.get(header, header)}: {failure}")
+
+    def _optional(self, header: int, data: bytes = b"") -> Op[bytes | None]:
+        """A read some devices do not implement: NAK or silence gives None (see
+        :meth:`_ask_op`)."""
+        try:
+            return (yield from self._ask_op(header, data))
+        except Unanswered:
+            return None
 
     def identify_op(self) -> Op[Identity]:
         """Simple poll (it must answer), then the identification headers it implements."""
@@ -177,6 +215,9 @@ class _BufferedAcceptor(CcTalkDevice):
         self._polls = 0
         self.channels: set[int] | None = None
         """Channels to enable; None = every channel with a known value."""
+        self.unread: set[int] = set()
+        """Channels whose id went unanswered at start (a bad line, or a device silent to
+        it): never enabled without a value, and a credit found on one is for an operator."""
 
     # -- operations --------------------------------------------------------------------------
 
@@ -187,6 +228,12 @@ class _BufferedAcceptor(CcTalkDevice):
         # would credit events from before this session.
         data: bytes = yield self._req(self.read_header, reply_length=BUFFER_REPLY_LENGTH)
         counter, _ = buffer_fields(data)
+        read_as = super().ident_key
+        if not self.counter.ident:
+            self.counter.ident = read_as
+        elif self.counter.ident != read_as:
+            log.warning("%s: reads as %s now, its events as %s before: named as before",
+                        self.name, read_as, self.counter.ident)
         if self.counter.last is None:
             if counter:
                 log.info("%s: %d events predate this session (counter %d); pass resume= "
@@ -194,10 +241,17 @@ class _BufferedAcceptor(CcTalkDevice):
                          min(counter, BUFFER_EVENTS), counter)
             self.counter.last = counter
         elif counter == 0 and self.counter.last != 0:
-            self.counter = CounterState(last=0)  # device reset while the host was away
+            # device reset while the host was away
+            self.counter = CounterState(last=0, ident=self.counter.ident)
+
+    @property
+    def ident_key(self) -> str:
+        """The identity this session's events are named with (see :class:`CounterState`)."""
+        return self.counter.ident or super().ident_key
 
     def mask_op(self, enable: bool) -> Op[None]:
         channels = self.channels if self.channels is not None else set(self.values)
+        channels = channels - (self.unread - set(self.values))  # no value: not taken
         mask = 0
         if enable:
             for channel in channels:
@@ -241,7 +295,7 @@ class _BufferedAcceptor(CcTalkDevice):
                               detail={"counter": read.counter, "last": state.last})
             yield Deliver(event)
             out.append(event)
-            state = self.counter = CounterState(last=0)
+            state = self.counter = CounterState(last=0, ident=state.ident)
             if self.enabled:
                 yield from self.mask_op(True)  # a reset device is inhibited again
             if read.counter == 0:
@@ -285,9 +339,27 @@ class _BufferedAcceptor(CcTalkDevice):
                                            f"{state.ordinal}")
                 yield Deliver(event)
                 out.append(event)
-                self.counter = CounterState(last=state.last)
+                self.counter = CounterState(last=state.last, ident=state.ident)
                 yield from self.mask_op(True)
         return out
+
+    def _unread(self, channel: int, why: Unanswered) -> None:
+        self.unread.add(channel)
+        log.warning("%s: channel %d has no value: %s (a credit on it goes to an operator)",
+                    self.name, channel, why)
+
+    def _unvalued(self, channel: int, event_id: str, detail: dict[str, Any]) -> CashEvent:
+        """Money taken on a channel whose id went unanswered at start (it was enabled before
+        this start, and the event waited in the buffer): its value is unknown, so it is
+        not credited; an operator is told, with the highest value the device knows."""
+        at_most = max(self.values.values(), default=0)
+        return CashEvent(
+            K.FAULT, self.name, at_most, self.currency, channel,
+            reason=f"money taken on channel {channel}, whose id went unanswered at start: "
+                   f"value unknown (the highest known is {at_most} minor units); not "
+                   "credited, check the cash box", event_id=event_id,
+            detail={**detail, "channel": channel, "needs_review": True,
+                    "value_unknown": True})
 
     def _highest_value(self) -> int:
         """The highest value the device may take now (enabled channels with a value)."""

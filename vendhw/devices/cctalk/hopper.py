@@ -151,8 +151,8 @@ class CcTalkHopper(CcTalkDevice):
         self.start_flags = yield from self.flags_op()  # also clears "power-up detected"
         yield self._req(Header.ENABLE_HOPPER, b"\x00")
 
-    def start(self) -> None:
-        self.run(self.start_op())
+    def start(self, sink: EventSink | None = None) -> None:
+        self.run(self.start_op(), sink)
 
     def enable(self) -> None:
         self.run(self._single(Header.ENABLE_HOPPER, bytes((ENABLE_HOPPER_CODE,))))

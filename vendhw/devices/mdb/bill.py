@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from vendhw.devices.cash import CashEvent
+from vendhw.devices.cash import CashEvent, EventSink
 from vendhw.devices.engine import Op
 from vendhw.devices.mdb.core import Request, _CashCore
 from vendhw.devices.mdb.link import MdbLink
@@ -19,7 +19,7 @@ from vendhw.devices.mdb.setup import (
     parse_bill_setup,
     parse_identification,
 )
-from vendhw.errors import ConfigurationError, UnexpectedReplyError
+from vendhw.errors import ConfigurationError
 from vendhw.framing.mdb import Address, BillCommand, BillEscrow, BillExpansion
 
 
@@ -43,13 +43,13 @@ class BillCore(_CashCore):
     def parse_poll(self, data: bytes, prefix: str) -> list[CashEvent]:
         return parse_bill_poll(data, self.require_setup(), self.name, prefix)
 
+    def read_setup_op(self, *, ack: bool = True) -> Op[None]:
+        self.setup = parse_bill_setup((yield from self._setup_reply_op(ack=ack)))
+        self.currency = currency_of(self.setup.country)
+
     def start_op(self) -> Op[None]:
         yield from self.reset_op()
-        reply = yield Request(BillCommand.SETUP)
-        if reply is None:
-            raise UnexpectedReplyError("bill validator SETUP answered ACK instead of data")
-        self.setup = parse_bill_setup(reply)
-        self.currency = currency_of(self.setup.country)
+        yield from self.read_setup_op()
         self.identity = yield from self.identify_op()
         yield Request(BillCommand.SECURITY, b"\x00\x00")
         yield from self.disable_op()
@@ -92,8 +92,11 @@ class MdbBillValidator(_MdbCashDevice[BillCore]):
     def __init__(self, link: MdbLink, name: str = "mdb-bill") -> None:
         super().__init__(link, BillCore(name))
 
-    def start(self) -> None:
-        self.run(self.core.start_op())
+    def start(self, sink: EventSink | None = None) -> None:
+        """RESET, SETUP, identification; left disabled. After :meth:`restore`, data the
+        validator still holds goes to ``sink`` before the RESET (without a sink: to the
+        first poll)."""
+        self.run(self.core.start_op(), self._start_sink(sink))
 
     def identify(self) -> Identification | None:
         """EXPANSION LEVEL 1 IDENTIFICATION (``37 00``); None when the validator only ACKs."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from vendhw.devices.cash import CashEvent, CashEventKind
+from vendhw.devices.cash import CashEvent, CashEventKind, EventSink
 from vendhw.devices.engine import Op
 from vendhw.devices.mdb.core import Request, TubeCounts, _CashCore, _Payout
 from vendhw.devices.mdb.link import MdbLink
@@ -28,7 +28,7 @@ from vendhw.devices.mdb.tables import (
     PAYOUT_BUSY,
     PAYOUT_CHUNK,
 )
-from vendhw.errors import ConfigurationError, UnexpectedReplyError
+from vendhw.errors import ConfigurationError
 from vendhw.framing.mdb import Address, ChangerCommand, ChangerExpansion
 
 
@@ -69,13 +69,14 @@ class ChangerCore(_CashCore):
     def parse_poll(self, data: bytes, prefix: str) -> list[CashEvent]:
         return parse_changer_poll(data, self.require_setup(), self.name, prefix)
 
+    def read_setup_op(self, *, ack: bool = True) -> Op[None]:
+        self.setup = parse_changer_setup((yield from self._setup_reply_op(ack=ack)))
+        self.currency = currency_of(self.setup.country)
+
     def start_op(self) -> Op[None]:
         yield from self.reset_op()
-        reply = yield Request(ChangerCommand.SETUP)
-        if reply is None:
-            raise UnexpectedReplyError("changer SETUP answered ACK instead of data")
-        self.setup = parse_changer_setup(reply)
-        self.currency = currency_of(self.setup.country)
+        yield from self.read_setup_op()
+        assert self.setup is not None
         if self.setup.level >= 3:  # EXPANSION commands are level 3
             self.identity = yield from self.identify_op()
             self.alternative_payout = bool(
@@ -260,8 +261,11 @@ class MdbCoinChanger(_MdbCashDevice[ChangerCore]):
     def _tube_counts(self) -> list[int]:
         return self.tube_status()
 
-    def start(self) -> None:
-        self.run(self.core.start_op())
+    def start(self, sink: EventSink | None = None) -> None:
+        """RESET, SETUP, identification, tubes; left disabled. After :meth:`restore`, data
+        the changer still holds goes to ``sink`` before the RESET (without a sink: to the
+        first poll)."""
+        self.run(self.core.start_op(), self._start_sink(sink))
 
     def identify(self) -> Identification | None:
         """EXPANSION IDENTIFICATION (``0F 00``); None when the changer only ACKs."""

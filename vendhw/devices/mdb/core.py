@@ -10,8 +10,8 @@ from typing import Any
 
 from vendhw.devices.cash import CashEvent, CashEventKind
 from vendhw.devices.engine import Deliver, Op, Wait
-from vendhw.devices.mdb.tables import JUST_RESET_WAIT
-from vendhw.errors import NoResponseError, NotSupportedError
+from vendhw.devices.mdb.tables import JUST_RESET_WAIT, POLL_DATA_MAX, SETUP_READS
+from vendhw.errors import NoResponseError, NotSupportedError, UnexpectedReplyError
 from vendhw.framing.mdb import BillCommand, ChangerCommand
 
 
@@ -64,6 +64,10 @@ class Request:
     """ACK reply data at once (within ``ACK_TIMEOUT``, before the core hands anything to a
     sink). False only for the POLL read before RESET: RESET drops that data anyway, and an ACK
     would tell the peripheral it may forget it."""
+    longest: int | None = None
+    """The most data bytes a reply to this command carries (POLL: ``POLL_DATA_MAX``); a
+    longer reply is the late answer to an earlier command (a SETUP, an IDENTIFICATION after
+    a start on a bad line): skipped, never ACKed nor read as coins."""
 
 
 @dataclass(frozen=True)
@@ -104,8 +108,6 @@ class _CashCore:
         self._undelivered: list[CashEvent] = []
         """Events ACKed to the peripheral that the sink has not taken yet (it raised)."""
         self._resumed = False
-        self._held = b""
-        """POLL data unacknowledged before a restart, read before RESET (which drops it)."""
 
     def checkpoint(self) -> dict[str, Any]:
         """The poll counter that names events, and the data the last POLL delivered (so a
@@ -117,8 +119,8 @@ class _CashCore:
 
     def restore(self, data: dict[str, Any]) -> None:
         """Continue from a :meth:`checkpoint`, before :meth:`reset_op`: data the peripheral
-        still repeats is read before RESET and delivered at the first poll with its old ids.
-        (Checkpoints written before ``last`` was kept restore without it.)"""
+        still repeats is read before RESET and delivered, with its old ids, before the RESET
+        that drops it. (Checkpoints written before ``last`` was kept restore without it.)"""
         self._poll_state = _PollState(str(data["session"]), int(data["delivered"]),
                                       bytes.fromhex(str(data.get("last", ""))),
                                       int(data.get("repeats", 0)))
@@ -131,19 +133,55 @@ class _CashCore:
     def parse_poll(self, data: bytes, prefix: str) -> list[CashEvent]:
         raise NotSupportedError(self.name)
 
+    def _poll_request(self, *, ack: bool = True) -> Request:
+        return Request(self.commands.POLL, ack=ack, longest=POLL_DATA_MAX)
+
+    def read_setup_op(self, *, ack: bool = True) -> Op[None]:
+        """SETUP: the device's level, currency and values (what :meth:`parse_poll` needs);
+        ``ack=False`` leaves the replies unacknowledged (see :meth:`reset_op`)."""
+        raise NotSupportedError(self.name)
+        yield  # pragma: no cover  (a generator)
+
+    def _setup_reply_op(self, *, ack: bool = True) -> Op[bytes]:
+        """The SETUP reply, asked until two in a row agree (``SETUP_READS`` at most)."""
+        previous: bytes | None = None
+        for _ in range(SETUP_READS):
+            reply = yield Request(self.commands.SETUP, ack=ack)
+            if reply is None:
+                raise UnexpectedReplyError(f"{self.name}: SETUP answered ACK instead of data")
+            if reply == previous:
+                return bytes(reply)
+            previous = reply
+        raise UnexpectedReplyError(f"{self.name}: {SETUP_READS} SETUP replies, no two in a row "
+                                   "alike (a bad line?)")
+
     def reset_op(self) -> Op[None]:
         """RESET, then POLL until 'was reset' comes (found activity by activity); what came
-        with it is kept for the first poll. After a restore, the data the peripheral still
-        holds is read first, unacknowledged (RESET comes next)."""
+        with it is kept for the first poll.
+
+        After a restore, the data the peripheral still holds (never ACKed: the host went
+        away) is read first without an ACK, valued with a SETUP read for it, and delivered
+        with its old ids *before* the RESET that drops it: a start cut short after the RESET
+        has lost nothing. That SETUP is not ACKed either: a peripheral may take any ACK for
+        the one its POLL data waits for, and forget the data before it was delivered. Until
+        the RESET is answered the peripheral may still hold it, so it stays the last
+        delivered data: read again by the next start, it is the same events (flagged, as any
+        repeat)."""
         if self._resumed:
             self._resumed = False
-            self._held = (yield Request(self.commands.POLL, ack=False)) or b""
+            held = (yield self._poll_request(ack=False)) or b""
+            if held:
+                yield from self.read_setup_op(ack=False)
+                events = self._name_poll_data(held)
+                self._poll_state.last = held
+                yield from self._deliver_op(events)
         yield Request(self.commands.RESET)
+        self._poll_state.last = b""  # the peripheral dropped it: the next POLL cannot repeat it
         reset = bytes((self.was_reset,))
         for attempt in range(JUST_RESET_POLLS):
             if attempt:
                 yield Wait(JUST_RESET_PAUSE)
-            data = yield Request(self.commands.POLL)
+            data = yield self._poll_request()
             activities = self.activities(data or b"")
             if reset in activities:
                 self._after_reset = b"".join(a for a in activities if a != reset)
@@ -170,21 +208,13 @@ class _CashCore:
             yield from self._deliver_op(undelivered)  # fails again while the sink still fails
             self._undelivered = []
         state = self._poll_state
-        if self._held:  # the repeat read before RESET, named as it was before the restart
-            held, self._held = self._held, b""
-            resumed = self._name_poll_data(held)
-            state.last = b""  # RESET came after it: the next POLL cannot repeat it
-            self._undelivered = resumed
-            yield from self._deliver_op(resumed)
-            self._undelivered = []
-            return undelivered + resumed
         instead = yield from self._poll_instead_op()
         if instead is not None:
             self._undelivered = instead
             yield from self._deliver_op(instead)
             self._undelivered = []
             return undelivered + instead
-        reply = yield Request(self.commands.POLL)  # ACKed by the runner as soon as it is read
+        reply = yield self._poll_request()  # ACKed by the runner as soon as it is read
         data = self._after_reset + (reply or b"")  # held ones first, in the order they came
         self._after_reset = b""
         events = self._name_poll_data(data) if data else []

@@ -53,7 +53,10 @@ class MdbLink:
                 del _BUSES[self.bus_key]
         self.transport.close()
 
-    def _read_reply(self) -> Frame | Garbage:
+    def _read_reply(self, longest: int | None = None) -> Frame | Garbage:
+        """The next reply block, or the garbage it starts with; one carrying more than
+        ``longest`` data bytes is a late answer to an earlier command (MDB replies do not
+        name their command): skipped, and the reply to this one read after it."""
         deframer = self.framer.deframer("device")
         deadline = time.monotonic() + self.response_timeout
         buf = b""
@@ -68,29 +71,43 @@ class MdbLink:
                                       baudrate=self.transport.baudrate,
                                       timeout=self.response_timeout)
             buf += chunk
-            items = deframer.feed(chunk)
+            items: list[Frame | Garbage] = []
+            for item in deframer.feed(chunk):
+                size = len(item.get("data", b"")) if isinstance(item, Frame) else 0
+                if longest is not None and size > longest:
+                    log.info("%s: skipped a %d-byte reply, too long for this command: the "
+                             "late answer to an earlier one", self.transport.url, size)
+                    buf = b""  # this command's own reply comes after it
+                else:
+                    items.append(item)
             if items:
-                frames = [x for x in items if isinstance(x, Frame)]
-                return frames[0] if frames else items[0]
+                # A reply starts with its first byte. Garbage first means its start was
+                # damaged, and a block found after it is a fragment whose 8-bit sum happens
+                # to match (a byte lost and a bit flipped can cancel out): RET, not data.
+                return items[0]
             if len(buf) > 3 * MAX_BLOCK:
                 return Garbage("mdb", buf, "reply too long")
 
-    def transact(self, address: int, command: int, data: bytes = b"") -> bytes | None:
+    def transact(self, address: int, command: int, data: bytes = b"", *,
+                 longest: int | None = None) -> bytes | None:
         """Send one command; ``None`` for ACK, the reply data otherwise (not yet ACKed).
 
         Call :meth:`ack` after handling returned data (holding :attr:`lock` across both);
-        without it the peripheral repeats it.
+        without it the peripheral repeats it. ``longest``: the most data bytes a reply to
+        this command carries; a longer one is a late answer to an earlier command, skipped
+        (and never ACKed).
         """
         with self.lock:
-            return self._transact(address, command, data)
+            return self._transact(address, command, data, longest)
 
-    def _transact(self, address: int, command: int, data: bytes) -> bytes | None:
+    def _transact(self, address: int, command: int, data: bytes,
+                  longest: int | None = None) -> bytes | None:
         block = self.framer.build(direction="host", address=address, command=command,
                                   data=data)
         self.transport.discard_input()
         self.transport.write(block)
         for attempt in range(RETRANSMISSIONS + 1):
-            reply = self._read_reply()
+            reply = self._read_reply(longest)
             if isinstance(reply, Frame):
                 if reply["command"] == "ACK":
                     return None

@@ -52,10 +52,18 @@ class _MdbCashDevice(CashDevice, Generic[CoreT]):
     def _transact(self, request: Request | TubeCounts) -> Any:
         if isinstance(request, TubeCounts):
             return self._tube_counts()
-        reply = self.link.transact(self.core.address, request.command, request.data)
+        reply = self.link.transact(self.core.address, request.command, request.data,
+                                   longest=request.longest)
         if reply is not None and request.ack:
             self.link.ack()  # now, not after the journal: a late ACK means a repeat
         return reply
+
+    def _start_sink(self, sink: EventSink | None) -> EventSink:
+        """Where a start's events go: ``sink``, or (none given) the first poll, which
+        delivers what the core holds undelivered before it polls."""
+        if sink is not None:
+            return sink
+        return lambda event: self.core._undelivered.append(event)
 
     def _tube_counts(self) -> list[int]:
         raise NotSupportedError(f"{self.name} has no tubes")

@@ -9,6 +9,14 @@ POLL_INTERVAL = 0.2
 """Seconds between POLLs (vender ``DefaultDelayNext``; 100-200 ms is usual)."""
 JUST_RESET_WAIT = 2.0
 """How long to POLL after RESET for the 'was reset' status (changer non-response time, DK)."""
+POLL_DATA_MAX = 16
+"""Data bytes of a changer's or bill validator's POLL reply at most (MDB 4.2 §5.4, §6.4:
+activity Z1-Z16). A longer reply is the late answer to an earlier command (SETUP, TUBE
+STATUS, IDENTIFICATION: 18 bytes and more), never coins."""
+SETUP_READS = 3
+"""SETUP is asked until two replies in a row agree, at most this often: it values every credit
+of the session, and the 8-bit sum of a reply lets a lost zero byte through (a SETUP with a
+byte gone reads as another scaling or other bill values)."""
 RETRANSMISSIONS = 1
 """RET requests on a bad peripheral checksum before the VMC gives up with NAK."""
 MAX_DISPENSE = 15

@@ -107,9 +107,12 @@ class SspDevice(SspCore, CashDevice):
         """eSSP key agreement (GA973 §4.2); eCOUNT restarts at 0 on both sides."""
         return self.run(self.negotiate_key_op())
 
-    def start(self) -> None:
-        """SYNC, protocol version, key agreement, setup, serial number; left inhibited."""
-        return self.run(self.start_op())
+    def start(self, sink: EventSink | None = None) -> None:
+        """SYNC, protocol version, key agreement, setup, serial number; left inhibited.
+
+        Nothing is reset: events the device holds from before come at the first poll (it
+        repeats them until EVENT ACK), so ``sink`` gets nothing here."""
+        return self.run(self.start_op(), sink)
 
     def enable(self) -> None:
         return self.run(self.enable_op())
