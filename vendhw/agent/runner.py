@@ -601,7 +601,9 @@ class Agent:
             for sale in self.cash.recover():
                 log.warning("finished an interrupted cash sale %s: %s", sale.reference,
                             sale.outcome)
-            self.cash.acceptor.start_devices()  # held credits journaled before any reset
+            # Held credits journaled before any reset; a device whose start fails (silent,
+            # pulled meanwhile) stays offline for the reconnect loop instead of stopping us.
+            self.cash.acceptor.start_devices(offline_ok=True)
             self.cash.acceptor.enable()
             self.cash.acceptor.start()
         if self.card is not None:

@@ -262,14 +262,29 @@ class CashAcceptor:
         device.restore(saved)
         log.info("%s: resumed from the cash journal's checkpoint %s", device.name, saved)
 
-    def start_devices(self) -> None:
+    def start_devices(self, *, offline_ok: bool = False) -> None:
         """Start every device (call once, before :meth:`enable`). What a resumed device still
         held from before the restart (an ID-003 VEND VALID, MDB data never ACKed) is
-        journaled before the reset that drops it; a start that fails raises as before."""
+        journaled before the reset that drops it. A start that fails raises; with
+        ``offline_ok`` a device that has an opener is left **offline** instead (its port
+        silent or pulled during the start: :meth:`reopen` tries again), so one bad device
+        does not stop the machine. A configuration error always raises."""
         with self._lock:
             for device in self.devices:
-                if device.name not in self.offline:
+                if device.name in self.offline:
+                    continue
+                try:
                     self._start(device)
+                except ConfigurationError:
+                    raise
+                except VendhwError as exc:
+                    if not offline_ok or device.name not in self.openers:
+                        raise
+                    why = f"start failed: {exc}"
+                    self.offline[device.name] = why
+                    log.warning("%s: cash device offline, %s (retried by reopening it)",
+                                device.name, why)
+                    self._tell_state(device.name, False, why)
 
     def _start(self, device: CashDevice) -> None:
         """``device.start`` with this journal as its sink, then its checkpoint saved (also
@@ -466,7 +481,7 @@ class CashAcceptor:
                 raise ConfigurationError(f"cash device {device.name!r} is here already")
             try:
                 self._resume(device)
-                device.start()
+                self._start(device)  # held credits journaled before its reset, as at start
                 if self._enabled:
                     device.enable()
             except BaseException:
