@@ -126,9 +126,14 @@ class Guard:
         pending: PendingNonce | None = None
         if path.startswith(MACHINE_PREFIX) and self._is_route(scope):
             try:
-                pending = await run_in_threadpool(
-                    self.backend.verify_request, headers, scope["method"],
-                    signed_path(scope), body)
+                # On the event loop when the machine's secret is cached (no database, no
+                # blocking); in a thread when the database must be asked.
+                pending = self.backend.verify_request_cached(
+                    headers, scope["method"], signed_path(scope), body)
+                if pending is None:
+                    pending = await run_in_threadpool(
+                        self.backend.verify_request, headers, scope["method"],
+                        signed_path(scope), body)
             except ApiError as exc:
                 await _reply(send, exc.status, exc.body(), exc.headers, close=False)
                 return
