@@ -227,16 +227,20 @@ def test_a_start_cut_off_before_its_reset_does_not_count_the_held_credit_twice(
 
 @pytest.mark.parametrize("protocol", ["mdb-bill", "mdb-changer"])
 def test_held_mdb_data_survives_a_start_cut_off_between_its_setup_reads(protocol: str) -> None:
-    """The held data is valued with SETUP (asked until two replies agree) before it is
-    delivered. Those replies are not ACKed: a peripheral may take any ACK for the one its
-    POLL data waits for (the simulators do), and the data was gone before it was journaled
-    when the start was cut after the first SETUP."""
+    """The held data is valued with SETUP before it is delivered (asked again when it is not
+    the SETUP the device gave before, as here: the journal's copy says otherwise). Those
+    replies are not ACKed: a peripheral may take any ACK for the one its POLL data waits for
+    (the simulators do), and the data was gone before it was journaled when the start was
+    cut after the first SETUP."""
     from vendhw.framing.mdb import BillCommand, ChangerCommand
 
     setup = BillCommand.SETUP if protocol == "mdb-bill" else ChangerCommand.SETUP
     make, scenario = CASES[protocol]
     bench = make()
     value = scenario(bench)
+    saved = bench.journal.checkpoint(bench.name)
+    assert saved is not None and saved["setup"]
+    bench.journal.save_checkpoint(bench.name, {**saved, "setup": "00000000"})
     setups = Resets(bench.sim, "_command", lambda cmd, data: cmd == setup)
     bench.pull_when = lambda: setups.count == 2  # the second SETUP's reply never comes back
     with pytest.raises(VendhwError):

@@ -14,9 +14,10 @@ POLL_DATA_MAX = 16
 activity Z1-Z16). A longer reply is the late answer to an earlier command (SETUP, TUBE
 STATUS, IDENTIFICATION: 18 bytes and more), never coins."""
 SETUP_READS = 3
-"""SETUP is asked until two replies in a row agree, at most this often: it values every credit
-of the session, and the 8-bit sum of a reply lets a lost zero byte through (a SETUP with a
-byte gone reads as another scaling or other bill values)."""
+"""A SETUP reply other than the one the device gave before (a resumed start) is asked again
+until two replies in a row agree, at most this often in all: it values every credit of the
+session, and the 8-bit sum of a reply lets a lost zero byte through (a SETUP with a byte
+gone reads as another scaling or other bill values)."""
 RETRANSMISSIONS = 1
 """RET requests on a bad peripheral checksum before the VMC gives up with NAK."""
 MAX_DISPENSE = 15
