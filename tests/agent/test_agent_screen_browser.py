@@ -287,8 +287,10 @@ def test_product_tiles(world: World, size: str) -> None:
     assert page.evaluate("document.documentElement.lang") == "en"
     tea = page.locator(".tile", has_text="Green tea")
     assert "¥3.00" in tea.inner_text()
-    assert page.evaluate("i => i.complete && i.naturalWidth > 0",
-                         tea.locator("img").element_handle())  # the picture from images/
+    # The picture from images/: loaded (waited for: on a busy machine it may still be on
+    # its way when the tiles are drawn; a broken image never gets a natural width).
+    page.wait_for_function("i => i.complete && i.naturalWidth > 0",
+                           arg=tea.locator("img").element_handle())
     water = page.locator(".tile", has_text="Water")
     assert water.is_disabled() and "Sold out" in water.inner_text()
     assert page.locator(".tile", has_text="Cola").locator(".letter").count() == 1
@@ -438,8 +440,8 @@ def test_jam_is_refunded_in_plain_words(world: World) -> None:
     assert "¥3.50 has been refunded to the account you paid with" in text
     assert f"Order reference: {order_id[-6:].upper()}" in text
     assert "refunded" == world.order(order_id)["state"]
-    for internal in ("jammed", "409", "Error", "backend"):
-        assert internal not in text
+    for internal in ("jammed", "409", "Error", "backend"):  # as words: the reference may hold "409"
+        assert not re.search(rf"\b{internal}\b", text), internal
     shot_all(page, others, "refunded", "result", "refunded")
     page.context.close()
     close_all(others)
