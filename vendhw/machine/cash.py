@@ -451,24 +451,26 @@ class CashAcceptor:
             if device.name != name:
                 device.close()
                 raise ConfigurationError(f"the opener of {name!r} opened {device.name!r}")
-            try:
-                self._resume(device)
-            except BaseException:
-                device.close()
-                raise
-            try:
-                self._start(device)
-                if self._enabled:
-                    device.enable()
-            except BaseException:
-                device.close()
-                raise
+            self._bring_up(device)
             self.devices[index] = device
             was = self.offline.pop(name, None)
         if was is not None:
             log.warning("%s: cash device back online", name)
             self._tell_state(name, True, "reopened")
         return device
+
+    def _bring_up(self, device: CashDevice) -> None:
+        """A newly opened driver: resumed from the journal's checkpoint, started through the
+        journal's sink (held credits journaled before its reset) and, if the acceptor is
+        taking money, enabled; closed again if any of that fails."""
+        try:
+            self._resume(device)
+            self._start(device)
+            if self._enabled:
+                device.enable()
+        except BaseException:
+            device.close()
+            raise
 
     def add(self, device: CashDevice, opener: Callable[[], CashDevice] | None = None) -> None:
         """Take on a device opened after this acceptor was made (its port was missing then):
@@ -479,14 +481,7 @@ class CashAcceptor:
             if any(d.name == device.name for d in self.devices):
                 device.close()
                 raise ConfigurationError(f"cash device {device.name!r} is here already")
-            try:
-                self._resume(device)
-                self._start(device)  # held credits journaled before its reset, as at start
-                if self._enabled:
-                    device.enable()
-            except BaseException:
-                device.close()
-                raise
+            self._bring_up(device)
             self.devices.append(device)
             if opener is not None:
                 self.openers[device.name] = opener
