@@ -71,10 +71,11 @@ typedef struct {
     PyObject *garbage_type;  /* Garbage */
     PyObject *checksum_error;
     PyObject *framing_error;
-    PyObject *r_nostart, *r_truncated, *r_stale;
 } Scanner;
 
 static PyObject *S_protocol, *S_raw, *S_framer, *S_direction, *S_reason, *S_why;
+/* The garbage reasons the scan itself gives (the others are parse's error texts). */
+static PyObject *R_nostart, *R_truncated, *R_stale;
 
 static int scanner_traverse(Scanner *self, visitproc visit, void *arg) {
     Py_VISIT(self->protocol); Py_VISIT(self->framer); Py_VISIT(self->parse);
@@ -87,7 +88,6 @@ static int scanner_clear(Scanner *self) {
     Py_CLEAR(self->protocol); Py_CLEAR(self->framer); Py_CLEAR(self->parse);
     Py_CLEAR(self->direction); Py_CLEAR(self->frame_type); Py_CLEAR(self->garbage_type);
     Py_CLEAR(self->checksum_error); Py_CLEAR(self->framing_error);
-    Py_CLEAR(self->r_nostart); Py_CLEAR(self->r_truncated); Py_CLEAR(self->r_stale);
     return 0;
 }
 
@@ -148,11 +148,6 @@ static int scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
     Py_INCREF(garbage_type); self->garbage_type = garbage_type;
     Py_INCREF(checksum_error); self->checksum_error = checksum_error;
     Py_INCREF(framing_error); self->framing_error = framing_error;
-    self->r_nostart = PyUnicode_FromString("no frame start");
-    self->r_truncated = PyUnicode_FromString("truncated frame");
-    self->r_stale = PyUnicode_FromString("stale partial frame");
-    if (!self->r_nostart || !self->r_truncated || !self->r_stale)
-        return -1;
     return 0;
 }
 
@@ -537,15 +532,14 @@ typedef struct {
     PyObject *why;        /* owned (framer, candidate, direction), or NULL */
 } Junk;
 
-static int open_junk(Junk *j, Py_ssize_t at, PyObject *reason, PyObject *why) {
+static void open_junk(Junk *j, Py_ssize_t at, PyObject *reason, PyObject *why) {
     if (j->from >= 0) {
         Py_XDECREF(why);
-        return 0;
+        return;
     }
     j->from = at;
     j->reason = reason;
     j->why = why;
-    return 0;
 }
 
 static int close_junk(Scanner *s, Junk *j, const uint8_t *b, Py_ssize_t at, PyObject *out,
@@ -606,12 +600,12 @@ static PyObject *scanner_scan(Scanner *s, PyObject *args) {
     if (out == NULL || owned_reasons == NULL)
         goto fail_early;
     Junk junk = {-1, NULL, NULL};
-    PyObject *cut_short = stale ? s->r_stale : s->r_truncated;
+    PyObject *cut_short = stale ? R_stale : R_truncated;
     const uint8_t *can_start = s->can_start;
 
     while (i < n) {
         if (!can_start[b[i]]) {
-            open_junk(&junk, i, s->r_nostart, NULL);
+            open_junk(&junk, i, R_nostart, NULL);
             while (i < n && !can_start[b[i]])
                 i++;
             continue;
@@ -624,7 +618,7 @@ static PyObject *scanner_scan(Scanner *s, PyObject *args) {
                     break;
                 reason = cut_short;
             } else {
-                reason = s->r_nostart;
+                reason = R_nostart;
             }
             open_junk(&junk, i, reason, NULL);
             i++;
@@ -761,7 +755,11 @@ PyMODINIT_FUNC PyInit__scan(void) {
     S_direction = PyUnicode_InternFromString("_direction");
     S_reason = PyUnicode_InternFromString("_reason");
     S_why = PyUnicode_InternFromString("_why");
-    if (!S_protocol || !S_raw || !S_framer || !S_direction || !S_reason || !S_why)
+    R_nostart = PyUnicode_InternFromString("no frame start");
+    R_truncated = PyUnicode_InternFromString("truncated frame");
+    R_stale = PyUnicode_InternFromString("stale partial frame");
+    if (!S_protocol || !S_raw || !S_framer || !S_direction || !S_reason || !S_why ||
+        !R_nostart || !R_truncated || !R_stale)
         return NULL;
     if (PyType_Ready(&ScannerType) < 0)
         return NULL;

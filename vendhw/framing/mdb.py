@@ -280,6 +280,10 @@ def _head_table() -> dict[int, tuple[str, str, dict[int, tuple[str, str]]]]:
 
 
 _HEADS = _head_table()
+_HEAD_FLAGS = byte_table(_HEADS)
+_DEVICE_FLAGS = byte_table(DEVICES)
+"""The two tables as the compiled scan reads them, built once (MdbLink makes a deframer
+per reply)."""
 
 
 def encode_9bit(words: list[tuple[int, bool]]) -> bytes:
@@ -483,7 +487,7 @@ class MdbFramer(Framer):
 
     def compiled_scan(self, direction: Direction | None) -> dict[str, Any] | None:
         return {"proto": "MDB_9BIT" if self.wire == "9bit" else "MDB_PLAIN",
-                "heads": byte_table(_HEADS), "devices": byte_table(DEVICES)}
+                "heads": _HEAD_FLAGS, "devices": _DEVICE_FLAGS}
 
     def measure(self, buf: bytes | bytearray, start: int, direction: Direction | None) -> int:
         if self.wire == "9bit":
